@@ -1,0 +1,73 @@
+//! Every failure of the API as one JSON shape: `{"error": {"code": "...", "message": "..."}}`.
+//! Students need not edit this file.
+//!
+//! Bad input says exactly what is wrong; Redis trouble is logged in full here
+//! and reported to the client only as `redis_unavailable` (no internals leak).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The client sent something we refuse (4xx); nothing was written.
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    /// Redis did not answer in time or refused the command (503).
+    RedisUnavailable(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Client {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Client {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(err: redis::RedisError) -> ApiError {
+        ApiError::RedisUnavailable(err.to_string())
+    }
+}
+
+impl From<tokio::time::error::Elapsed> for ApiError {
+    fn from(_: tokio::time::error::Elapsed) -> ApiError {
+        ApiError::RedisUnavailable(format!("no answer within {:?}", crate::REDIS_TIMEOUT))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::Client {
+                status,
+                code,
+                message,
+            } => (status, code, message),
+            ApiError::RedisUnavailable(detail) => {
+                tracing::warn!(%detail, "redis unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "redis_unavailable",
+                    "the queue (Redis) is not reachable right now; retry shortly".to_string(),
+                )
+            }
+        };
+        let body = serde_json::json!({ "error": { "code": code, "message": message } });
+        (status, Json(body)).into_response()
+    }
+}

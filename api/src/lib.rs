@@ -1,0 +1,72 @@
+//! The lab's HTTP API (axum). Students need not edit this crate.
+//!
+//! The API is correct on purpose: it validates, then enqueues EVERY submission,
+//! duplicates included. Deduplication is the worker's job (that is the exercise).
+//!
+//! # Layout
+//! - [`app`]: the routes; [`serve`]: binds them to a listener until shutdown.
+//! - `routes.rs`: one handler per route.
+//! - `error.rs`: the JSON error body `{"error": {"code", "message"}}` of every failure.
+
+mod error;
+mod routes;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use redis::aio::ConnectionManager;
+
+pub use error::ApiError;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// How long any request waits for Redis before answering 503.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What every handler shares: a Redis connection that reconnects by itself.
+#[derive(Clone)]
+pub struct AppState {
+    pub redis: ConnectionManager,
+}
+
+impl AppState {
+    /// Prepares a connection to `redis_url` without waiting for Redis: the API
+    /// starts (and answers 503) even while Redis is still coming up.
+    pub fn new(redis_url: &str) -> anyhow::Result<AppState> {
+        let redis = lab_schema::service::redis_connection(redis_url, REDIS_TIMEOUT)?;
+        Ok(AppState { redis })
+    }
+}
+
+/// All routes. Unknown routes and methods get the same JSON errors as the rest.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/jobs", post(routes::submit_job))
+        .route("/jobs/{job_id}", get(routes::get_job))
+        .route("/runs/{run_id}", get(routes::get_run))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    redis_url: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState::new(redis_url)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "api listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("api stopped");
+    Ok(())
+}

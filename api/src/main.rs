@@ -1,0 +1,32 @@
+//! The lab's HTTP API. Students need not edit this file.
+//!
+//! Run with: `cargo run -p api -- --listen 127.0.0.1:8080 --redis-url redis://127.0.0.1:6379`
+
+use clap::Parser;
+
+/// Accepts job submissions (POST /jobs), enqueues every one of them, and serves job and run state.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on. Keep it on loopback outside a container.
+    #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Redis holding the queue and the job records.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lab_schema::service::init_tracing();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    api::serve(
+        listener,
+        &args.redis_url,
+        lab_schema::service::shutdown_signal(),
+    )
+    .await
+}

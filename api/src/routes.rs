@@ -1,0 +1,269 @@
+//! One handler per route of the API. Students need not edit this file.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use lab_schema::{
+    DEFAULT_RUN_ID, JobView, RunSummary, entry, job_field, keys, run_field, status, validate_id,
+};
+use redis::AsyncCommands;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{AppState, REDIS_TIMEOUT, error::ApiError};
+
+/// Body of `POST /jobs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Submission {
+    job_id: Option<String>,
+    run_id: Option<String>,
+    payload: Option<serde_json::Value>,
+}
+
+/// `POST /jobs`: validate, then enqueue one delivery, always (duplicates included).
+///
+/// The job record, the run totals and the queue entry are written in one
+/// MULTI/EXEC, so the counts and the stream never disagree.
+pub async fn submit_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let submission = parse_submission(&headers, body)?;
+    let job_id = submission
+        .job_id
+        .ok_or_else(|| ApiError::bad_request("invalid_job_id", "jobId is required"))?;
+    validate_id("jobId", &job_id).map_err(|m| ApiError::bad_request("invalid_job_id", m))?;
+    let run_id = submission
+        .run_id
+        .unwrap_or_else(|| DEFAULT_RUN_ID.to_string());
+    validate_id("runId", &run_id).map_err(|m| ApiError::bad_request("invalid_run_id", m))?;
+    let payload = match submission.payload {
+        None | Some(serde_json::Value::Null) => "{}".to_string(),
+        Some(p @ serde_json::Value::Object(_)) => p.to_string(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_payload",
+                "payload must be a JSON object",
+            ));
+        }
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+
+    let job_key = keys::job(&job_id);
+    let run_key = keys::run(&run_id);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .hincr(&job_key, job_field::SUBMISSIONS, 1)
+        .hset_nx(&job_key, job_field::JOB_ID, &job_id)
+        .ignore()
+        .hset_nx(&job_key, job_field::RUN_ID, &run_id)
+        .ignore()
+        .hset_nx(&job_key, job_field::STATUS, status::QUEUED)
+        .ignore()
+        .sadd(keys::run_jobs(&run_id), &job_id)
+        .ignore()
+        .hincr(&run_key, run_field::SUBMISSIONS, 1)
+        .ignore()
+        .xadd(
+            keys::JOB_STREAM,
+            "*",
+            &[
+                (entry::JOB_ID, job_id.as_str()),
+                (entry::RUN_ID, run_id.as_str()),
+                (entry::PAYLOAD, payload.as_str()),
+                (entry::SUBMITTED_AT_MS, now_ms.to_string().as_str()),
+            ],
+        );
+    let mut redis = state.redis.clone();
+    let (submission_no, delivery_id): (u64, String) =
+        tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut redis)).await??;
+    tracing::info!(job_id = %job_id, run_id = %run_id, delivery_id = %delivery_id, submission = submission_no, "enqueued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "jobId": job_id,
+            "runId": run_id,
+            "deliveryId": delivery_id,
+            "submission": submission_no,
+        })),
+    ))
+}
+
+/// Checks content type and size, then parses the JSON; every refusal is a clear 4xx.
+fn parse_submission(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Submission, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::client(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type must be application/json (got {content_type:?})"),
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {} bytes", crate::MAX_BODY_BYTES),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let code = match e.classify() {
+            serde_json::error::Category::Data => "invalid_field",
+            _ => "invalid_json",
+        };
+        ApiError::bad_request(code, format!("request body: {e}"))
+    })
+}
+
+/// `GET /jobs/{jobId}`: the job's counters as the API and the worker recorded them.
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    validate_id("jobId", &job_id).map_err(|m| ApiError::bad_request("invalid_job_id", m))?;
+    let mut redis = state.redis.clone();
+    let fields: std::collections::HashMap<String, String> =
+        tokio::time::timeout(REDIS_TIMEOUT, redis.hgetall(keys::job(&job_id))).await??;
+    if fields.is_empty() {
+        return Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+            format!("no job with jobId {job_id:?} was ever submitted"),
+        ));
+    }
+    let text = |f: &str| fields.get(f).cloned().unwrap_or_default();
+    let count = |f: &str| fields.get(f).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Json(JobView {
+        job_id,
+        run_id: text(job_field::RUN_ID),
+        status: text(job_field::STATUS),
+        submissions: count(job_field::SUBMISSIONS),
+        process_attempts: count(job_field::PROCESS_ATTEMPTS),
+        effects: count(job_field::EFFECTS),
+        duplicate_skips: count(job_field::DUPLICATE_SKIPS),
+        idempotency: fields.get(job_field::IDEMPOTENCY).cloned(),
+        deliveries_done: count(job_field::DELIVERIES_DONE),
+    }))
+}
+
+/// `GET /runs/{runId}`: the run's totals, the numbers the demo-runner prints.
+pub async fn get_run(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Json<RunSummary>, ApiError> {
+    validate_id("runId", &run_id).map_err(|m| ApiError::bad_request("invalid_run_id", m))?;
+    let mut redis = state.redis.clone();
+    let summary =
+        tokio::time::timeout(REDIS_TIMEOUT * 5, run_summary(&mut redis, &run_id)).await??;
+    summary.map(Json).ok_or_else(|| {
+        ApiError::client(
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+            format!("no submission ever named runId {run_id:?}"),
+        )
+    })
+}
+
+/// Reads a run's counters, its effect ledger and (one pipeline) each of its jobs.
+async fn run_summary(
+    redis: &mut redis::aio::ConnectionManager,
+    run_id: &str,
+) -> redis::RedisResult<Option<RunSummary>> {
+    let (totals, job_ids, ledger_len): (std::collections::HashMap<String, u64>, Vec<String>, u64) =
+        redis::pipe()
+            .hgetall(keys::run(run_id))
+            .smembers(keys::run_jobs(run_id))
+            .xlen(keys::ledger(run_id))
+            .query_async(redis)
+            .await?;
+    if totals.is_empty() && job_ids.is_empty() {
+        return Ok(None);
+    }
+    let mut pipe = redis::pipe();
+    for job_id in &job_ids {
+        pipe.cmd("HMGET")
+            .arg(keys::job(job_id))
+            .arg(job_field::SUBMISSIONS)
+            .arg(job_field::EFFECTS)
+            .arg(job_field::DELIVERIES_DONE);
+    }
+    let per_job: Vec<(Option<u64>, Option<u64>, Option<u64>)> = pipe.query_async(redis).await?;
+    let mut duplicate_effects = 0;
+    let mut lost_effects = 0;
+    for (submissions, effects, done) in per_job {
+        let (submissions, effects, done) = (
+            submissions.unwrap_or(0),
+            effects.unwrap_or(0),
+            done.unwrap_or(0),
+        );
+        duplicate_effects += effects.saturating_sub(1);
+        if submissions > 0 && done >= submissions && effects == 0 {
+            lost_effects += 1;
+        }
+    }
+    let total = |f: &str| totals.get(f).copied().unwrap_or(0);
+    let total_submissions = total(run_field::SUBMISSIONS);
+    let processed = total(run_field::PROCESSED);
+    Ok(Some(RunSummary {
+        run_id: run_id.to_string(),
+        unique_jobs: job_ids.len() as u64,
+        total_submissions,
+        observed_attempts_total: total(run_field::ATTEMPTS),
+        observed_effects_total: ledger_len,
+        duplicate_effects,
+        lost_effects,
+        duplicate_skips: total(run_field::DUPLICATE_SKIPS),
+        processed_deliveries: processed,
+        drained: processed >= total_submissions,
+    }))
+}
+
+/// `GET /healthz`: the process is up (says nothing about Redis).
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: Redis answers PING, so submissions can be accepted.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut redis = state.redis.clone();
+    let _: String =
+        tokio::time::timeout(REDIS_TIMEOUT, redis::cmd("PING").query_async(&mut redis)).await??;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::client(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /runs/{runId}",
+    )
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::client(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route exists but not with this HTTP method",
+    )
+}

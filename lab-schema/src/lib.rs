@@ -1,0 +1,190 @@
+//! Shared plumbing of the lab: Redis key schema, job ids and the run summary.
+//! Students need not edit this crate.
+//!
+//! # Layout
+//! - [`keys`]: every Redis key and stream the api and the worker use.
+//! - [`validate_id`]: the rule for `jobId` and `runId` (they end up in Redis keys and log lines).
+//! - [`JobView`] / [`RunSummary`]: what `GET /jobs/{jobId}` and `GET /runs/{runId}` return.
+//! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
+//! - `testing` (feature `testing`): a real `redis-server` on a free port for tests.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "service")]
+pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+/// Longest accepted `jobId` or `runId`.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Run id used when a submission does not name one.
+pub const DEFAULT_RUN_ID: &str = "adhoc";
+
+/// Every Redis key of the lab, in one place.
+///
+/// | key | type | written by | holds |
+/// |---|---|---|---|
+/// | `jobs:stream` | stream | api (XADD) | one entry per submission: the queue |
+/// | `jobs:dead` | stream | worker | entries that could not be parsed, with the reason |
+/// | `job:<jobId>` | hash | api, worker | submissions, processAttempts, effects, status, ... |
+/// | `run:<runId>` | hash | api, worker | submissions, attempts, processed, duplicateSkips |
+/// | `run:<runId>:jobs` | set | api | the jobIds of the run |
+/// | `ledger:<runId>` | stream | worker (effects module) | one entry per applied side effect |
+/// | `processed:<pipeline>:<jobId>` | string | the student's guard | the idempotency claim |
+pub mod keys {
+    /// The queue: a Redis Stream read by a consumer group.
+    pub const JOB_STREAM: &str = "jobs:stream";
+    /// The consumer group every worker joins.
+    pub const WORKER_GROUP: &str = "workers";
+    /// Where the worker moves entries it cannot parse.
+    pub const DEAD_LETTER_STREAM: &str = "jobs:dead";
+
+    pub fn job(job_id: &str) -> String {
+        format!("job:{job_id}")
+    }
+
+    pub fn run(run_id: &str) -> String {
+        format!("run:{run_id}")
+    }
+
+    pub fn run_jobs(run_id: &str) -> String {
+        format!("run:{run_id}:jobs")
+    }
+
+    pub fn ledger(run_id: &str) -> String {
+        format!("ledger:{run_id}")
+    }
+
+    /// The idempotency key of the exercise: `processed:<pipeline>:<jobId>`.
+    pub fn processed(pipeline: &str, job_id: &str) -> String {
+        format!("processed:{pipeline}:{job_id}")
+    }
+}
+
+/// Field names of a queue entry (`jobs:stream`).
+pub mod entry {
+    pub const JOB_ID: &str = "jobId";
+    pub const RUN_ID: &str = "runId";
+    pub const PAYLOAD: &str = "payload";
+    pub const SUBMITTED_AT_MS: &str = "submittedAtMs";
+}
+
+/// Field names of a job hash (`job:<jobId>`); they are also the JSON keys of [`JobView`].
+pub mod job_field {
+    pub const JOB_ID: &str = "jobId";
+    pub const RUN_ID: &str = "runId";
+    pub const STATUS: &str = "status";
+    pub const SUBMISSIONS: &str = "submissions";
+    pub const PROCESS_ATTEMPTS: &str = "processAttempts";
+    pub const EFFECTS: &str = "effects";
+    pub const DUPLICATE_SKIPS: &str = "duplicateSkips";
+    pub const IDEMPOTENCY: &str = "idempotency";
+    /// Deliveries of this job acknowledged by a worker (each queue entry counts once).
+    pub const DELIVERIES_DONE: &str = "deliveriesDone";
+}
+
+/// Field names of a run hash (`run:<runId>`).
+pub mod run_field {
+    pub const SUBMISSIONS: &str = "submissions";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const DUPLICATE_SKIPS: &str = "duplicateSkips";
+    /// Queue entries of the run acknowledged by a worker (each entry counts once).
+    pub const PROCESSED: &str = "processed";
+}
+
+/// Job status values.
+pub mod status {
+    pub const QUEUED: &str = "queued";
+    pub const PROCESSING: &str = "processing";
+    /// Every submission of the job has been delivered and acknowledged.
+    pub const COMPLETED: &str = "completed";
+}
+
+/// Checks a `jobId` or `runId`: 1 to 128 characters from `[A-Za-z0-9._:-]`.
+///
+/// Ids become parts of Redis keys (`job:<jobId>`) and of log lines, so spaces,
+/// newlines, glob characters (`*?[`) and anything outside ASCII are refused.
+pub fn validate_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "{what} is {} bytes long; the limit is {MAX_ID_LEN}",
+            id.len()
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(format!(
+            "{what} contains {bad:?}; allowed are letters, digits and . _ : -"
+        ));
+    }
+    Ok(())
+}
+
+/// One job as `GET /jobs/{jobId}` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub job_id: String,
+    pub run_id: String,
+    pub status: String,
+    pub submissions: u64,
+    pub process_attempts: u64,
+    pub effects: u64,
+    pub duplicate_skips: u64,
+    /// What the worker's guard recorded: `not-implemented` in the starter,
+    /// `claimed` / `duplicate-skipped` once the guard is in; `null` before any delivery.
+    pub idempotency: Option<String>,
+    pub deliveries_done: u64,
+}
+
+/// The totals of one run, as `GET /runs/{runId}` returns them. The keys are the
+/// summary keys the demo-runner prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub unique_jobs: u64,
+    pub total_submissions: u64,
+    pub observed_attempts_total: u64,
+    /// Counted from the effect ledger (`ledger:<runId>`), one entry per applied effect.
+    pub observed_effects_total: u64,
+    /// Effects beyond one per job.
+    pub duplicate_effects: u64,
+    /// Jobs whose every submission was processed but that had no effect at all.
+    pub lost_effects: u64,
+    pub duplicate_skips: u64,
+    /// Queue entries of the run that a worker acknowledged.
+    pub processed_deliveries: u64,
+    /// Every submission of the run has been processed and acknowledged.
+    pub drained: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_documented_rule() {
+        assert!(validate_id("jobId", "load-1732-3f2a:job.7_x").is_ok());
+        assert!(validate_id("jobId", &"a".repeat(MAX_ID_LEN)).is_ok());
+        for bad in ["", "a b", "a\nb", "a*", "a?", "a[", "é", "a/b", "a\u{0}"] {
+            assert!(validate_id("jobId", bad).is_err(), "{bad:?} was accepted");
+        }
+        let long = "a".repeat(MAX_ID_LEN + 1);
+        assert!(
+            validate_id("jobId", &long)
+                .unwrap_err()
+                .contains("limit is 128")
+        );
+    }
+
+    #[test]
+    fn the_claim_key_has_the_documented_shape() {
+        assert_eq!(keys::processed("email", "job-1"), "processed:email:job-1");
+    }
+}

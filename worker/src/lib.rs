@@ -1,0 +1,78 @@
+//! The lab's worker: an at-least-once consumer of the job queue.
+//!
+//! **Students: the exercise is `src/job.rs`, function `process_job`.** Every other
+//! file here is plumbing you need not edit (each says so in its first line).
+//!
+//! # Layout
+//! | file | what it is |
+//! |---|---|
+//! | `job.rs` | THE EXERCISE: what happens to one delivery of a job |
+//! | `context.rs` | what `process_job` can use: Redis, the pipeline name, the TTL, helpers |
+//! | `effects.rs` | the side effect ("send the email") and its ledger |
+//! | `queue.rs` | the consumer loop: read, redeliver, run `process_job`, acknowledge |
+//!
+//! # Delivery semantics
+//! The queue is a Redis Stream read by the consumer group `workers`. An entry is
+//! acknowledged (XACK) only after `process_job` returns `Ok`. If a worker dies
+//! first, the entry stays pending and another worker claims it (XAUTOCLAIM)
+//! after `claim_idle`. Nothing is lost, and so the same job can arrive twice:
+//! that is at-least-once delivery, and why `process_job` must be idempotent.
+
+mod context;
+mod effects;
+pub mod job;
+mod queue;
+
+use std::time::Duration;
+
+pub use context::{Job, JobContext};
+pub use queue::run;
+
+/// Everything the worker can be told on the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub redis_url: String,
+    /// Deliveries processed at the same time by this process.
+    pub concurrency: usize,
+    /// Simulated latency of the side effect.
+    pub effect_delay: Duration,
+    /// Lifetime of an idempotency claim, in seconds.
+    pub idempotency_ttl_secs: u64,
+    /// Business pipeline name; part of the idempotency key.
+    pub pipeline: String,
+    /// Name of this consumer in the group; unique per process.
+    pub consumer: String,
+    /// How long a delivery may stay unacknowledged before another worker takes it over.
+    pub claim_idle: Duration,
+    /// Most entries read from the stream in one round trip.
+    pub read_batch: usize,
+    /// How long one read waits for new entries; also bounds how fast shutdown starts.
+    pub read_block: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            redis_url: "redis://127.0.0.1:6379".to_string(),
+            concurrency: 8,
+            effect_delay: Duration::from_millis(200),
+            idempotency_ttl_secs: 86_400,
+            pipeline: "email".to_string(),
+            consumer: default_consumer_name(),
+            claim_idle: Duration::from_secs(10),
+            read_batch: 256,
+            read_block: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `worker-<host>-<pid>`: unique per process, readable in `XINFO CONSUMERS`.
+pub fn default_consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_string());
+    format!("worker-{host}-{}", std::process::id())
+}

@@ -1,0 +1,50 @@
+//! The lab's worker binary: parses the command line and runs the consumer.
+//! Students need not edit this file; the exercise is `worker/src/job.rs`.
+//!
+//! Run with: `cargo run -p worker -- --redis-url redis://127.0.0.1:6379 --concurrency 8`
+
+use clap::Parser;
+
+/// Consumes the job queue with at-least-once delivery and runs `process_job` for each delivery.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Redis holding the queue and the job records.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Deliveries processed at the same time by this process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// Simulated latency of the side effect (sending the email), in milliseconds.
+    #[arg(long, env = "EFFECT_DELAY_MS", default_value_t = 200)]
+    effect_delay_ms: u64,
+    /// Lifetime of an idempotency claim (`processed:<pipeline>:<jobId>`), in seconds.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    idempotency_ttl_secs: u64,
+    /// Name of the business pipeline; part of the idempotency key.
+    #[arg(long, env = "PIPELINE", default_value = "email")]
+    pipeline: String,
+    /// A delivery left unacknowledged this long (its worker died) is redelivered to another worker.
+    #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    claim_idle_ms: u64,
+    /// Name of this consumer in the group (default: worker-<host>-<pid>).
+    #[arg(long, env = "WORKER_NAME")]
+    name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lab_schema::service::init_tracing();
+    let args = Args::parse();
+    let config = worker::Config {
+        redis_url: args.redis_url,
+        concurrency: args.concurrency as usize,
+        effect_delay: std::time::Duration::from_millis(args.effect_delay_ms),
+        idempotency_ttl_secs: args.idempotency_ttl_secs,
+        pipeline: args.pipeline,
+        claim_idle: std::time::Duration::from_millis(args.claim_idle_ms),
+        consumer: args.name.unwrap_or_else(worker::default_consumer_name),
+        ..worker::Config::default()
+    };
+    worker::run(config, lab_schema::service::shutdown_signal()).await
+}

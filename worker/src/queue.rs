@@ -1,0 +1,376 @@
+//! The consumer loop: read deliveries, redeliver abandoned ones, run
+//! `process_job`, acknowledge. Plumbing: students need not edit this file.
+//!
+//! One loop reads entries from the stream (XREADGROUP, in batches of up to
+//! the number of free slots) and, every `claim_idle / 2`, takes over entries
+//! that another consumer left unacknowledged for `claim_idle` (XAUTOCLAIM).
+//! Each entry runs `process_job` in its own task, at most `concurrency` at
+//! once. Finished deliveries go to one acknowledging task, which acknowledges
+//! them in batches with a Lua script (one round trip per batch).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lab_schema::{entry, job_field, keys, run_field, status, validate_id};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::context::{Job, JobContext};
+use crate::{Config, job};
+
+/// Acknowledges entries and counts each entry of a run once, even when a
+/// redelivered copy is acknowledged too (XACK then answers 0).
+/// KEYS: stream, then (job key, run key) per entry. ARGV: group, then the entry ids.
+const ACK_SCRIPT: &str = r"
+local acked = 0
+for i = 2, #ARGV do
+  local job_key = KEYS[2 * (i - 1)]
+  local run_key = KEYS[2 * (i - 1) + 1]
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    acked = acked + 1
+    local done = redis.call('HINCRBY', job_key, ARGV_DONE, 1)
+    local submitted = tonumber(redis.call('HGET', job_key, ARGV_SUBMISSIONS) or '0')
+    if done >= submitted then
+      redis.call('HSET', job_key, ARGV_STATUS, ARGV_COMPLETED)
+    end
+    redis.call('HINCRBY', run_key, ARGV_PROCESSED, 1)
+  end
+end
+return acked
+";
+
+/// Most finished deliveries acknowledged in one round trip.
+const ACK_BATCH: usize = 512;
+
+/// Backoff between failed Redis calls: doubles from 100 ms up to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Backoff {
+        Backoff(Self::MIN)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::MIN;
+    }
+}
+
+/// A delivery that `process_job` finished, waiting to be acknowledged.
+struct Finished {
+    delivery_id: String,
+    job_id: String,
+    run_id: String,
+}
+
+/// What every delivery task shares.
+struct Shared {
+    config: Config,
+    consumer: Arc<str>,
+    redis: ConnectionManager,
+    acks: mpsc::UnboundedSender<Finished>,
+}
+
+/// Runs the worker until `shutdown` completes, then lets in-flight deliveries
+/// finish, acknowledges them, and returns.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = stopping.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        flag.store(true, Ordering::SeqCst);
+    });
+
+    let redis = lab_schema::service::redis_connection(&config.redis_url, Duration::from_secs(5))?;
+    // Blocking reads get their own connection, so they never hold up other commands.
+    let mut reader = lab_schema::service::redis_connection(
+        &config.redis_url,
+        config.read_block + Duration::from_secs(5),
+    )?;
+    let consumer: Arc<str> = config.consumer.clone().into();
+    tracing::info!(
+        consumer = %consumer,
+        concurrency = config.concurrency,
+        effect_delay_ms = config.effect_delay.as_millis() as u64,
+        claim_idle_ms = config.claim_idle.as_millis() as u64,
+        "worker starting"
+    );
+
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let acker = tokio::spawn(acknowledge_loop(redis.clone(), ack_rx));
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        consumer: consumer.clone(),
+        redis,
+        acks: ack_tx,
+    });
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let claim_every = (config.claim_idle / 2).max(Duration::from_millis(50));
+    let mut next_claim = Instant::now();
+    let mut claim_cursor = "0-0".to_string();
+    let mut group_ready = false;
+    let mut backoff = Backoff::new();
+
+    while !stopping.load(Ordering::SeqCst) {
+        if !group_ready {
+            match ensure_group(&mut reader).await {
+                Ok(()) => group_ready = true,
+                Err(err) => {
+                    tracing::warn!(error = %err, "redis unavailable; retrying");
+                    backoff.wait().await;
+                    continue;
+                }
+            }
+        }
+        // Wait for a free slot, then read as many entries as there are free slots.
+        let first = slots.clone().acquire_owned().await?;
+        let want = (1 + slots.available_permits()).min(config.read_batch);
+        let read = if Instant::now() >= next_claim {
+            next_claim = Instant::now() + claim_every;
+            claim_abandoned(&mut reader, &config, &mut claim_cursor, want).await
+        } else {
+            read_new(&mut reader, &config, want).await
+        };
+        let entries = match read {
+            Ok(entries) => {
+                backoff.reset();
+                entries
+            }
+            Err(err) => {
+                drop(first);
+                if err.code() == Some("NOGROUP") {
+                    group_ready = false; // Redis lost its data: create the group again.
+                }
+                tracing::warn!(error = %err, "reading the queue failed; retrying");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let mut first = Some(first);
+        for entry in entries {
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => slots.clone().acquire_owned().await?,
+            };
+            tokio::spawn(handle_delivery(shared.clone(), entry, permit));
+        }
+    }
+
+    // Shutdown: wait until every in-flight delivery has finished, then flush the acks.
+    tracing::info!("stopping: waiting for in-flight deliveries");
+    let _all = slots.acquire_many(config.concurrency as u32).await?;
+    drop(shared);
+    acker.await?;
+    tracing::info!(consumer = %consumer, "worker stopped");
+    Ok(())
+}
+
+/// Creates the consumer group (from the start of the stream) unless it exists.
+async fn ensure_group(redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys::JOB_STREAM)
+        .arg(keys::WORKER_GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(redis)
+        .await;
+    match created {
+        Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// New entries for this consumer (XREADGROUP ... >), waiting up to `read_block`.
+async fn read_new(
+    redis: &mut ConnectionManager,
+    config: &Config,
+    count: usize,
+) -> redis::RedisResult<Vec<StreamId>> {
+    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::WORKER_GROUP)
+        .arg(&config.consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(config.read_block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(keys::JOB_STREAM)
+        .arg(">")
+        .query_async(redis)
+        .await?;
+    Ok(reply
+        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+        .unwrap_or_default())
+}
+
+/// Entries another consumer left unacknowledged for `claim_idle` (it died):
+/// XAUTOCLAIM hands them to this consumer, which processes them again.
+async fn claim_abandoned(
+    redis: &mut ConnectionManager,
+    config: &Config,
+    cursor: &mut String,
+    count: usize,
+) -> redis::RedisResult<Vec<StreamId>> {
+    let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        .arg(keys::JOB_STREAM)
+        .arg(keys::WORKER_GROUP)
+        .arg(&config.consumer)
+        .arg(config.claim_idle.as_millis() as u64)
+        .arg(cursor.as_str())
+        .arg("COUNT")
+        .arg(count)
+        .query_async(redis)
+        .await?;
+    *cursor = reply.next_stream_id;
+    if !reply.claimed.is_empty() {
+        tracing::warn!(
+            count = reply.claimed.len(),
+            "redelivering entries abandoned by another worker"
+        );
+    }
+    Ok(reply.claimed)
+}
+
+/// One delivery: parse, run `process_job`, queue the ack on success.
+async fn handle_delivery(shared: Arc<Shared>, entry: StreamId, _slot: OwnedSemaphorePermit) {
+    let job = match parse_entry(&entry) {
+        Ok(job) => job,
+        Err(reason) => return dead_letter(&shared, &entry, &reason).await,
+    };
+    tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, "delivery received");
+    let mut ctx = JobContext::new(
+        shared.redis.clone(),
+        shared.config.pipeline.clone(),
+        shared.config.idempotency_ttl_secs,
+        shared.config.effect_delay,
+        shared.consumer.clone(),
+    );
+    match job::process_job(&mut ctx, &job).await {
+        Ok(()) => {
+            let _ = shared.acks.send(Finished {
+                delivery_id: job.delivery_id,
+                job_id: job.job_id,
+                run_id: job.run_id,
+            });
+        }
+        Err(err) => tracing::warn!(
+            job_id = %job.job_id,
+            delivery_id = %job.delivery_id,
+            error = format!("{err:#}"),
+            "process_job failed: not acknowledged, so it will be redelivered"
+        ),
+    }
+}
+
+/// Reads a queue entry into a [`Job`]; an error says why the entry is unusable.
+fn parse_entry(entry: &StreamId) -> Result<Job, String> {
+    let field = |name: &str| -> Result<String, String> {
+        entry
+            .get::<String>(name)
+            .ok_or_else(|| format!("field {name} is missing or not text"))
+    };
+    let job_id = field(entry::JOB_ID)?;
+    validate_id("jobId", &job_id)?;
+    let run_id = field(entry::RUN_ID)?;
+    validate_id("runId", &run_id)?;
+    Ok(Job {
+        job_id,
+        run_id,
+        delivery_id: entry.id.clone(),
+        payload: entry.get::<String>(entry::PAYLOAD).unwrap_or_default(),
+    })
+}
+
+/// Moves an unusable entry to the dead-letter stream (with the reason) and
+/// acknowledges it, so it never blocks the queue.
+async fn dead_letter(shared: &Shared, entry: &StreamId, reason: &str) {
+    tracing::warn!(delivery_id = %entry.id, reason, "malformed queue entry moved to {}", keys::DEAD_LETTER_STREAM);
+    let mut fields: Vec<(String, Vec<u8>)> = vec![
+        ("deliveryId".into(), entry.id.clone().into_bytes()),
+        ("reason".into(), reason.as_bytes().to_vec()),
+    ];
+    for (name, value) in &entry.map {
+        if let redis::Value::BulkString(bytes) = value {
+            fields.push((format!("entry.{name}"), bytes.clone()));
+        }
+    }
+    let mut redis = shared.redis.clone();
+    let moved: redis::RedisResult<()> = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(keys::DEAD_LETTER_STREAM)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(10_000)
+        .arg("*")
+        .arg(&fields)
+        .ignore()
+        .xack(keys::JOB_STREAM, keys::WORKER_GROUP, &[&entry.id])
+        .ignore()
+        .xdel(keys::JOB_STREAM, &[&entry.id])
+        .ignore()
+        .query_async(&mut redis)
+        .await;
+    if let Err(err) = moved {
+        tracing::warn!(delivery_id = %entry.id, error = %err, "could not dead-letter; it will be redelivered");
+    }
+}
+
+/// Acknowledges finished deliveries in batches until every sender is gone.
+async fn acknowledge_loop(mut redis: ConnectionManager, mut rx: mpsc::UnboundedReceiver<Finished>) {
+    let script = redis::Script::new(
+        &ACK_SCRIPT
+            .replace("ARGV_DONE", &lua_str(job_field::DELIVERIES_DONE))
+            .replace("ARGV_SUBMISSIONS", &lua_str(job_field::SUBMISSIONS))
+            .replace("ARGV_STATUS", &lua_str(job_field::STATUS))
+            .replace("ARGV_COMPLETED", &lua_str(status::COMPLETED))
+            .replace("ARGV_PROCESSED", &lua_str(run_field::PROCESSED)),
+    );
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(keys::JOB_STREAM).arg(keys::WORKER_GROUP);
+        for done in &batch {
+            invocation
+                .key(keys::job(&done.job_id))
+                .key(keys::run(&done.run_id))
+                .arg(&done.delivery_id);
+        }
+        let mut backoff = Backoff::new();
+        for attempt in 1.. {
+            match invocation.invoke_async::<u64>(&mut redis).await {
+                Ok(_) => break,
+                Err(err) if attempt < 10 => {
+                    tracing::warn!(error = %err, "acknowledging failed; retrying");
+                    backoff.wait().await;
+                }
+                Err(err) => {
+                    // Left pending: another worker will redeliver these entries.
+                    tracing::error!(error = %err, count = batch.len(), "giving up acknowledging; the entries will be redelivered");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// `'text'` as a Lua string literal (our field names need no escaping).
+fn lua_str(text: &str) -> String {
+    format!("'{text}'")
+}

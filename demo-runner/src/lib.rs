@@ -1,0 +1,128 @@
+//! The lab's demo-runner: scenarios that submit duplicate jobs through the API
+//! and measure attempts versus side effects. Students need not edit this crate.
+//!
+//! # Layout
+//! - [`Cli`]: the command line (clap); [`main`] runs it and maps errors to exit codes.
+//! - `client.rs`: the HTTP calls to the API.
+//! - `scenarios.rs`: `duplicate-observe` and `duplicate-load`.
+//! - `report.rs`: the summary (`key=value` lines or one JSON object) and the progress display.
+
+mod client;
+mod report;
+mod scenarios;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+pub use report::Summary;
+
+/// Submits duplicate jobs to the lab's API and measures attempts versus side effects.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// Base URL of the API.
+    #[arg(
+        long,
+        env = "API_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub api_url: String,
+    /// Print the summary as one JSON object on stdout (progress still goes to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up (exit 1) when the run has not drained after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub timeout: u64,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Scenario {
+    /// Submit ONE jobId several times and watch its attempts and effects change.
+    DuplicateObserve {
+        /// How many times the jobId is submitted.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        copies: u32,
+        /// Pause between two submissions, in milliseconds, so each delivery can be watched.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        interval_ms: u64,
+    },
+    /// Submit JOBS unique jobs COPIES times each (concurrently, interleaved) and wait until all are processed.
+    DuplicateLoad {
+        /// Number of unique jobIds.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        jobs: u32,
+        /// Submissions of each jobId.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=1000))]
+        copies: u32,
+    },
+}
+
+impl Scenario {
+    /// The name the summary's `scenario` key carries.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::DuplicateObserve { .. } => "duplicate-observe",
+            Scenario::DuplicateLoad { .. } => "duplicate-load",
+        }
+    }
+}
+
+/// Parses the command line, runs the scenario, prints the summary.
+/// Exit code 0 when the scenario ran (whatever it measured), 1 when it could not.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one scenario and prints its summary. Errors when the scenario could
+/// not run, or ran but did not drain before the timeout (after printing the summary).
+pub async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let api = client::Api::new(&cli.api_url)?;
+    api.check_ready().await?;
+    let timeout = Duration::from_secs(cli.timeout);
+    let summary = match cli.scenario {
+        Scenario::DuplicateObserve {
+            copies,
+            interval_ms,
+        } => {
+            let interval = Duration::from_millis(interval_ms);
+            scenarios::duplicate_observe(&api, copies, interval, timeout, cli.json).await?
+        }
+        Scenario::DuplicateLoad { jobs, copies } => {
+            scenarios::duplicate_load(&api, jobs, copies, timeout).await?
+        }
+    };
+    summary.print(cli.json);
+    if !summary.drained {
+        anyhow::bail!(
+            "the run did not drain within {}s: {} of {} submissions processed. Is a worker running? \
+             (native: ./lab status; Docker: docker compose ps)",
+            cli.timeout,
+            summary.run.processed_deliveries,
+            summary.run.total_submissions
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The summary a scenario prints, and the progress display while it waits.
+//! Students need not edit this file.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use lab_schema::RunSummary;
+use serde_json::Value;
+
+/// What a scenario measured: the run's totals plus the scenario's own facts.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub scenario: &'static str,
+    /// The observed job (duplicate-observe only).
+    pub job_id: Option<String>,
+    pub run: RunSummary,
+    /// Every submission was processed before the timeout.
+    pub drained: bool,
+    pub elapsed_ms: u64,
+}
+
+impl Summary {
+    pub fn new(
+        scenario: &'static str,
+        job_id: Option<String>,
+        run: RunSummary,
+        started: Instant,
+    ) -> Summary {
+        Summary {
+            scenario,
+            job_id,
+            drained: run.drained,
+            run,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// The summary keys, in the documented order.
+    pub fn fields(&self) -> Vec<(&'static str, Value)> {
+        let r = &self.run;
+        let mut fields = vec![
+            ("scenario", Value::from(self.scenario)),
+            ("run_id", Value::from(r.run_id.as_str())),
+        ];
+        if let Some(job_id) = &self.job_id {
+            fields.push(("job_id", Value::from(job_id.as_str())));
+        }
+        fields.extend([
+            ("unique_jobs", Value::from(r.unique_jobs)),
+            ("total_submissions", Value::from(r.total_submissions)),
+            (
+                "observed_attempts_total",
+                Value::from(r.observed_attempts_total),
+            ),
+            (
+                "observed_effects_total",
+                Value::from(r.observed_effects_total),
+            ),
+            ("duplicate_effects", Value::from(r.duplicate_effects)),
+            ("lost_effects", Value::from(r.lost_effects)),
+            ("duplicate_skips", Value::from(r.duplicate_skips)),
+            ("processed_deliveries", Value::from(r.processed_deliveries)),
+            ("drained", Value::from(self.drained)),
+            ("elapsed_ms", Value::from(self.elapsed_ms)),
+        ]);
+        fields
+    }
+
+    /// One JSON object with the keys in order.
+    pub fn to_json(&self) -> String {
+        let body: Vec<String> = self
+            .fields()
+            .into_iter()
+            .map(|(key, value)| format!("{}:{value}", Value::from(key)))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    /// `key=value` lines, then one `#` line that says what the numbers mean.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (key, value) in self.fields() {
+            match value {
+                Value::String(text) => out.push_str(&format!("{key}={text}\n")),
+                other => out.push_str(&format!("{key}={other}\n")),
+            }
+        }
+        out.push_str(&format!("# {}\n", self.verdict()));
+        out
+    }
+
+    /// The numbers in one sentence (no `=` in it, so `key=value` parsers skip it).
+    pub fn verdict(&self) -> String {
+        let r = &self.run;
+        if !self.drained {
+            return format!(
+                "not drained: {} of {} submissions processed so far",
+                r.processed_deliveries, r.total_submissions
+            );
+        }
+        if r.lost_effects > 0 {
+            return format!(
+                "{} jobs finished with NO effect: a guard that skips too much loses work",
+                r.lost_effects
+            );
+        }
+        if r.duplicate_effects > 0 {
+            return format!(
+                "{} effects for {} unique jobs: {} duplicate side effects (the bug)",
+                r.observed_effects_total, r.unique_jobs, r.duplicate_effects
+            );
+        }
+        format!(
+            "{} effects for {} unique jobs, {} duplicate deliveries skipped: exactly one effect per job",
+            r.observed_effects_total, r.unique_jobs, r.duplicate_skips
+        )
+    }
+
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.to_json());
+        } else {
+            print!("{}", self.to_text());
+        }
+    }
+}
+
+/// A progress display on stderr: a redrawn bar on a terminal, a line per
+/// second otherwise (logs, CI).
+pub struct Progress {
+    label: &'static str,
+    total: u64,
+    done: u64,
+    terminal: bool,
+    last_line: Option<Instant>,
+}
+
+impl Progress {
+    pub fn new(label: &'static str, total: u64) -> Progress {
+        Progress {
+            label,
+            total,
+            done: u64::MAX,
+            terminal: std::io::stderr().is_terminal(),
+            last_line: None,
+        }
+    }
+
+    pub fn update(&mut self, done: u64) {
+        if done == self.done {
+            return;
+        }
+        self.done = done;
+        let mut stderr = std::io::stderr();
+        if self.terminal {
+            const WIDTH: u64 = 30;
+            let filled = (done.min(self.total) * WIDTH)
+                .checked_div(self.total)
+                .unwrap_or(WIDTH);
+            let _ = write!(
+                stderr,
+                "\r{:>9} [{}{}] {done}/{}",
+                self.label,
+                "#".repeat(filled as usize),
+                "-".repeat((WIDTH - filled) as usize),
+                self.total
+            );
+            let _ = stderr.flush();
+        } else if self.last_line.is_none_or(|t| t.elapsed().as_secs() >= 1) || done >= self.total {
+            let _ = writeln!(stderr, "{}: {done}/{}", self.label, self.total);
+            self.last_line = Some(Instant::now());
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if self.terminal && self.done != u64::MAX {
+            eprintln!();
+        }
+    }
+}

@@ -99,21 +99,9 @@ pub fn main() -> ExitCode {
 /// Runs one scenario and prints its summary. Errors when the scenario could
 /// not run, or ran but did not drain before the timeout (after printing the summary).
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
-    let api = client::Api::new(&cli.api_url)?;
-    api.check_ready().await?;
     let timeout = Duration::from_secs(cli.timeout);
-    let summary = match cli.scenario {
-        Scenario::DuplicateObserve {
-            copies,
-            interval_ms,
-        } => {
-            let interval = Duration::from_millis(interval_ms);
-            scenarios::duplicate_observe(&api, copies, interval, timeout, cli.json).await?
-        }
-        Scenario::DuplicateLoad { jobs, copies } => {
-            scenarios::duplicate_load(&api, jobs, copies, timeout).await?
-        }
-    };
+    // With --json, stdout carries only the JSON object; the observation lines go to stderr.
+    let summary = run_scenario(&cli.api_url, &cli.scenario, timeout, !cli.json).await?;
     summary.print(cli.json);
     if !summary.drained {
         anyhow::bail!(
@@ -125,4 +113,28 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs one scenario against the API at `api_url` and returns what it measured.
+/// `narrate_to_stdout`: where duplicate-observe writes its observation lines.
+pub async fn run_scenario(
+    api_url: &str,
+    scenario: &Scenario,
+    timeout: Duration,
+    narrate_to_stdout: bool,
+) -> anyhow::Result<Summary> {
+    let api = client::Api::new(api_url)?;
+    api.check_ready().await?;
+    match *scenario {
+        Scenario::DuplicateObserve {
+            copies,
+            interval_ms,
+        } => {
+            let interval = Duration::from_millis(interval_ms);
+            scenarios::duplicate_observe(&api, copies, interval, timeout, narrate_to_stdout).await
+        }
+        Scenario::DuplicateLoad { jobs, copies } => {
+            scenarios::duplicate_load(&api, jobs, copies, timeout).await
+        }
+    }
 }

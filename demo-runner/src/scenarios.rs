@@ -24,17 +24,16 @@ pub async fn duplicate_observe(
     copies: u32,
     interval: Duration,
     timeout: Duration,
-    json: bool,
+    narrate_to_stdout: bool,
 ) -> anyhow::Result<Summary> {
     let run_id = new_run_id("observe");
     let job_id = format!("{run_id}-job-1");
     let started = Instant::now();
     let say = |line: String| {
-        // With --json, stdout carries only the JSON object.
-        if json {
-            eprintln!("{line}");
-        } else {
+        if narrate_to_stdout {
             println!("{line}");
+        } else {
+            eprintln!("{line}");
         }
     };
     say(format!(

@@ -1,0 +1,445 @@
+//! End-to-end tests of the lab: a real redis-server, the API in-process, real
+//! worker processes (the starter and the reference fix), and the demo-runner's
+//! scenarios. Each test says in one comment what it shows.
+//!
+//! Worker output is hidden; run with `TEST_LOG=1` to see it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use demo_runner::{Scenario, Summary};
+use lab_schema::testing::RedisServer;
+use lab_schema::{JobView, keys};
+use redis::AsyncCommands;
+
+/// The workspace root (this file is `worker/tests/lab.rs`).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The starter worker, exactly as students get it.
+fn starter_worker() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_worker"))
+}
+
+/// The worker with `exercises/solutions/01-set-nx-guard.patch` applied: the
+/// patch is applied with `git apply` to a copy of the workspace, which is then
+/// built. This proves on every run that the patch still applies and works.
+fn fixed_worker() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(build_fixed_worker).clone()
+}
+
+fn build_fixed_worker() -> PathBuf {
+    let root = workspace_root();
+    let build_dir = root.join("target").join("reference-fix");
+    std::fs::create_dir_all(&build_dir).unwrap();
+    // Test processes may build at the same time: one at a time, in a fixed folder,
+    // so the second build finds everything up to date.
+    let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
+    lock.lock().unwrap();
+
+    let copy = build_dir.join("workspace");
+    let _ = std::fs::remove_dir_all(copy.join("worker").join("src"));
+    for item in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "lab-schema",
+        "api",
+        "worker",
+        "demo-runner",
+    ] {
+        sync_tree(&root.join(item), &copy.join(item));
+    }
+    let patch = root.join("exercises/solutions/01-set-nx-guard.patch");
+    let applied = Command::new("git")
+        .arg("apply")
+        .arg(&patch)
+        .current_dir(&copy)
+        // The copy sits inside this repository's target/: stop git from finding the
+        // outer repository, where `git apply` would silently skip the paths.
+        .env("GIT_CEILING_DIRECTORIES", &build_dir)
+        .status()
+        .expect("git is needed to apply the patch");
+    assert!(
+        applied.success(),
+        "the reference patch no longer applies to the starter worker"
+    );
+    let patched = std::fs::read_to_string(copy.join("worker/src/job.rs")).unwrap();
+    let starter = std::fs::read_to_string(root.join("worker/src/job.rs")).unwrap();
+    assert_ne!(
+        patched, starter,
+        "git apply left worker/src/job.rs unchanged"
+    );
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--offline",
+            "-p",
+            "worker",
+            "--target-dir",
+        ])
+        .arg(build_dir.join("target"))
+        .current_dir(&copy)
+        .status()
+        .expect("cargo");
+    assert!(built.success(), "the patched worker does not build");
+    // A private copy of the binary, so a later rebuild never replaces it mid-test.
+    let binary = std::env::temp_dir().join(format!("lab-fixed-worker-{}", std::process::id()));
+    std::fs::copy(build_dir.join("target/debug/worker"), &binary).unwrap();
+    binary
+}
+
+/// Copies `from` to `to`, skipping `target` folders and leaving files whose
+/// content is unchanged untouched (so cargo sees them as up to date).
+fn sync_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != "target" {
+                sync_tree(&entry.path(), &to.join(entry.file_name()));
+            }
+        }
+    } else {
+        let content = std::fs::read(from).unwrap();
+        if std::fs::read(to).ok().as_deref() != Some(&content[..]) {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, content).unwrap();
+        }
+    }
+}
+
+/// Redis, the API and any number of worker processes, all torn down on drop.
+struct Stack {
+    redis: RedisServer,
+    api_url: String,
+    _api_stop: tokio::sync::oneshot::Sender<()>,
+    workers: Vec<Child>,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let redis = RedisServer::start();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let redis_url = redis.url();
+        tokio::spawn(async move {
+            api::serve(listener, &redis_url, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Stack {
+            redis,
+            api_url,
+            _api_stop: stop,
+            workers: Vec::new(),
+        }
+    }
+
+    /// Starts a worker process; `args` are extra command-line flags.
+    fn spawn_worker(&mut self, binary: &Path, args: &[&str]) -> usize {
+        let log = if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let child = Command::new(binary)
+            .args(["--redis-url", &self.redis.url()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start worker");
+        self.workers.push(child);
+        self.workers.len() - 1
+    }
+
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn scenario(&self, scenario: Scenario) -> Summary {
+        demo_runner::run_scenario(&self.api_url, &scenario, Duration::from_secs(60), false)
+            .await
+            .expect("scenario ran")
+    }
+
+    async fn job(&self, job_id: &str) -> JobView {
+        reqwest::get(format!("{}/jobs/{job_id}", self.api_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn submit(&self, job_id: &str, run_id: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/jobs", self.api_url))
+            .json(&serde_json::json!({ "jobId": job_id, "runId": run_id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+
+    /// Polls `check` every 50 ms until it holds; panics with `what` after `limit`.
+    async fn wait_for<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while !check().await {
+            assert!(start.elapsed() < limit, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
+    }
+}
+
+fn load(jobs: u32, copies: u32) -> Scenario {
+    Scenario::DuplicateLoad { jobs, copies }
+}
+
+fn observe() -> Scenario {
+    Scenario::DuplicateObserve {
+        copies: 3,
+        interval_ms: 100,
+    }
+}
+
+/// The five numbers the class compares: unique jobs, submissions, attempts, effects, skips.
+fn numbers(summary: &Summary) -> [u64; 5] {
+    let r = &summary.run;
+    [
+        r.unique_jobs,
+        r.total_submissions,
+        r.observed_attempts_total,
+        r.observed_effects_total,
+        r.duplicate_skips,
+    ]
+}
+
+/// Two workers, as the lab runs them, with a short effect latency.
+async fn stack_with_two(binary: &Path) -> Stack {
+    let mut stack = Stack::start().await;
+    for _ in 0..2 {
+        stack.spawn_worker(binary, &["--effect-delay-ms", "50"]);
+    }
+    stack
+}
+
+// The starter reproduces the bug: every duplicate delivery applies the side effect again.
+#[tokio::test(flavor = "multi_thread")]
+async fn starter_applies_every_duplicate() {
+    let stack = stack_with_two(&starter_worker()).await;
+
+    let summary = stack.scenario(load(8, 2)).await;
+    assert!(summary.drained);
+    assert_eq!(numbers(&summary), [8, 16, 16, 16, 0]);
+    assert_eq!(summary.run.duplicate_effects, 8);
+    assert_eq!(summary.run.lost_effects, 0);
+
+    let observed = stack.scenario(observe()).await;
+    assert_eq!(numbers(&observed), [1, 3, 3, 3, 0]);
+    let job = stack.job(observed.job_id.as_deref().unwrap()).await;
+    assert_eq!((job.effects, job.status.as_str()), (3, "completed"));
+    assert_eq!(job.idempotency.as_deref(), Some("not-implemented"));
+}
+
+// The reference fix (the patch, applied and built): one effect per job, every duplicate skipped
+// and recorded, and the claim keys are in Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn reference_fix_gives_one_effect_per_job() {
+    let stack = stack_with_two(&fixed_worker()).await;
+
+    let summary = stack.scenario(load(8, 2)).await;
+    assert!(summary.drained);
+    assert_eq!(numbers(&summary), [8, 16, 16, 8, 8]);
+    assert_eq!(summary.run.duplicate_effects, 0);
+    assert_eq!(summary.run.lost_effects, 0);
+
+    let observed = stack.scenario(observe()).await;
+    assert_eq!(numbers(&observed), [1, 3, 3, 1, 2]);
+    let job_id = observed.job_id.clone().unwrap();
+    let job = stack.job(&job_id).await;
+    assert_eq!((job.effects, job.duplicate_skips), (1, 2));
+
+    let mut redis = stack.redis().await;
+    let claim: Option<String> = redis.get(keys::processed("email", &job_id)).await.unwrap();
+    assert_eq!(claim.as_deref(), Some("1"));
+    let ttl: i64 = redis.ttl(keys::processed("email", &job_id)).await.unwrap();
+    assert!(
+        ttl > 86_000,
+        "the claim carries the default TTL of a day, got {ttl}"
+    );
+    let mut claims = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("processed:email:*")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        claims.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(claims.len(), 9, "8 load jobs + 1 observed job");
+}
+
+// Many copies of one jobId in flight at the same moment (long effect latency, high
+// concurrency, two processes): the starter applies all of them, the fix exactly one.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_duplicates_overlap_in_the_worker() {
+    for (binary, expected_effects) in [(starter_worker(), 20), (fixed_worker(), 1)] {
+        let mut stack = Stack::start().await;
+        for _ in 0..2 {
+            stack.spawn_worker(
+                &binary,
+                &["--effect-delay-ms", "400", "--concurrency", "32"],
+            );
+        }
+        let summary = stack.scenario(load(1, 20)).await;
+        assert!(summary.drained);
+        assert_eq!(summary.run.observed_attempts_total, 20);
+        assert_eq!(summary.run.observed_effects_total, expected_effects);
+        assert_eq!(summary.run.duplicate_skips, 20 - expected_effects);
+    }
+}
+
+// A worker killed (SIGKILL) with deliveries in flight: after the idle timeout a second
+// worker takes the pending entries over, and every accepted submission is processed.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_worker_deliveries_are_redelivered() {
+    let mut stack = Stack::start().await;
+    let slow = stack.spawn_worker(
+        &starter_worker(),
+        &["--effect-delay-ms", "5000", "--claim-idle-ms", "1000"],
+    );
+    let run_id = "redelivery";
+    for n in 0..6 {
+        stack.submit(&format!("job-{n}"), run_id).await;
+    }
+    let mut redis = stack.redis().await;
+    stack
+        .wait_for("6 deliveries in flight", Duration::from_secs(10), || {
+            let mut redis = redis.clone();
+            async move {
+                let pending: (u64, Option<String>, Option<String>, redis::Value) =
+                    redis::cmd("XPENDING")
+                        .arg(keys::JOB_STREAM)
+                        .arg(keys::WORKER_GROUP)
+                        .query_async(&mut redis)
+                        .await
+                        .unwrap();
+                pending.0 == 6
+            }
+        })
+        .await;
+    stack.workers[slow].kill().unwrap(); // SIGKILL: no chance to acknowledge anything
+    stack.workers[slow].wait().unwrap();
+
+    stack.spawn_worker(
+        &starter_worker(),
+        &["--effect-delay-ms", "0", "--claim-idle-ms", "1000"],
+    );
+    let api = format!("{}/runs/{run_id}", stack.api_url);
+    stack
+        .wait_for("the run to drain", Duration::from_secs(20), || {
+            let api = api.clone();
+            async move {
+                let run: lab_schema::RunSummary =
+                    reqwest::get(api).await.unwrap().json().await.unwrap();
+                run.drained
+            }
+        })
+        .await;
+    let run: lab_schema::RunSummary = reqwest::get(&api).await.unwrap().json().await.unwrap();
+    assert_eq!(run.total_submissions, 6);
+    assert_eq!(run.processed_deliveries, 6);
+    assert_eq!(
+        run.observed_attempts_total, 12,
+        "6 first deliveries + 6 redeliveries"
+    );
+    assert_eq!(
+        run.observed_effects_total, 6,
+        "the killed worker applied none"
+    );
+    assert_eq!(run.lost_effects, 0);
+    let stream_len: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();
+    assert_eq!(
+        stream_len, 0,
+        "acknowledged entries are removed from the stream"
+    );
+}
+
+// SIGTERM stops the worker within seconds, after its in-flight deliveries have finished
+// and been acknowledged: nothing done is left pending.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_and_acknowledges_in_flight_work() {
+    let mut stack = Stack::start().await;
+    let index = stack.spawn_worker(&starter_worker(), &["--effect-delay-ms", "1000"]);
+    for n in 0..5 {
+        stack.submit(&format!("job-{n}"), "graceful").await;
+    }
+    stack
+        .wait_for(
+            "5 deliveries in flight",
+            Duration::from_secs(10),
+            || async { stack.job("job-4").await.process_attempts == 1 },
+        )
+        .await;
+    let pid = stack.workers[index].id().to_string();
+    let signalled = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = stack.workers[index].wait().unwrap();
+    let took = signalled.elapsed();
+    assert!(status.success(), "worker exited with {status}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+
+    let run: lab_schema::RunSummary = reqwest::get(format!("{}/runs/graceful", stack.api_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.processed_deliveries, run.observed_effects_total),
+        (5, 5)
+    );
+    assert!(run.drained);
+}

@@ -5,6 +5,20 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+/// Runs a service's main future on a multi-threaded runtime. Once it returns
+/// (its work finished and acknowledged), background connection tasks get
+/// 100 ms to end instead of holding the process for seconds.
+pub fn block_on<T>(
+    main: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(main);
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
 /// Log lines to stderr; `RUST_LOG` overrides the default `info`.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

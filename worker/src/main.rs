@@ -32,8 +32,7 @@ struct Args {
     name: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     lab_schema::service::init_tracing();
     let args = Args::parse();
     let config = worker::Config {
@@ -46,5 +45,5 @@ async fn main() -> anyhow::Result<()> {
         consumer: args.name.unwrap_or_else(worker::default_consumer_name),
         ..worker::Config::default()
     };
-    worker::run(config, lab_schema::service::shutdown_signal()).await
+    lab_schema::service::block_on(worker::run(config, lab_schema::service::shutdown_signal()))
 }

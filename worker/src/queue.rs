@@ -137,6 +137,9 @@ pub async fn run(
         }
         // Wait for a free slot, then read as many entries as there are free slots.
         let first = slots.clone().acquire_owned().await?;
+        if stopping.load(Ordering::SeqCst) {
+            break; // The signal came while every slot was busy: read nothing more.
+        }
         let want = (1 + slots.available_permits()).min(config.read_batch);
         let read = if Instant::now() >= next_claim {
             next_claim = Instant::now() + claim_every;

@@ -104,15 +104,17 @@ impl Summary {
                 r.lost_effects
             );
         }
+        let effects = count(r.observed_effects_total, "effect");
+        let jobs = count(r.unique_jobs, "unique job");
         if r.duplicate_effects > 0 {
             return format!(
-                "{} effects for {} unique jobs: {} duplicate side effects (the bug)",
-                r.observed_effects_total, r.unique_jobs, r.duplicate_effects
+                "{effects} for {jobs}: {} (the bug)",
+                count(r.duplicate_effects, "duplicate side effect")
             );
         }
         format!(
-            "{} effects for {} unique jobs, {} duplicate deliveries skipped: exactly one effect per job",
-            r.observed_effects_total, r.unique_jobs, r.duplicate_skips
+            "{effects} for {jobs}, {} skipped: exactly one effect per job",
+            count(r.duplicate_skips, "duplicate delivery")
         )
     }
 
@@ -122,6 +124,15 @@ impl Summary {
         } else {
             print!("{}", self.to_text());
         }
+    }
+}
+
+/// `1 effect`, `2 effects`, `2 duplicate deliveries`.
+fn count(n: u64, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
     }
 }
 

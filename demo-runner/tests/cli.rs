@@ -142,7 +142,7 @@ async fn human_output_is_key_value_lines() {
     }
     assert!(stdout.contains("observed_effects_total=3\n"), "{stdout}");
     assert!(
-        stdout.contains("# 3 effects for 1 unique jobs: 2 duplicate side effects (the bug)"),
+        stdout.contains("# 3 effects for 1 unique job: 2 duplicate side effects (the bug)"),
         "{stdout}"
     );
 }

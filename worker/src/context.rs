@@ -103,7 +103,7 @@ impl JobContext {
         tracing::info!(
             job_id = %job.job_id,
             delivery_id = %job.delivery_id,
-            claim_key,
+            claim_key = %claim_key,
             skips,
             "duplicate delivery skipped: side effect NOT applied"
         );

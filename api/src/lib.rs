@@ -55,13 +55,40 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The API running in the background of this process, on a free loopback port
+/// (tests and tools use it). It stops when dropped.
+pub struct Background {
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the API on a free loopback port of this process, over `redis_url`.
+pub async fn spawn(redis_url: &str) -> anyhow::Result<Background> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState::new(redis_url)?;
+    tokio::spawn(serve_state(listener, state, async {
+        let _ = stopped.await;
+    }));
+    Ok(Background { url, _stop: stop })
+}
+
 /// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     redis_url: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(redis_url)?;
+    serve_state(listener, AppState::new(redis_url)?, shutdown).await
+}
+
+async fn serve_state(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "api listening");
     axum::serve(listener, app(state))

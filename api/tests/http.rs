@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 /// The API, in-process on a free port, over its own redis-server.
 struct Api {
     url: String,
-    redis: Option<RedisServer>,
     redis_url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _redis: Option<RedisServer>,
+    _api: api::Background,
 }
 
 async fn start_api(redis: Option<RedisServer>) -> Api {
@@ -21,22 +21,12 @@ async fn start_api(redis: Option<RedisServer>) -> Api {
         // Nothing listens here: Redis is "down".
         None => format!("redis://127.0.0.1:{}", lab_schema::testing::free_port()),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve_url = redis_url.clone();
-    tokio::spawn(async move {
-        api::serve(listener, &serve_url, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let api = api::spawn(&redis_url).await.unwrap();
     Api {
-        url,
-        redis,
+        url: api.url.clone(),
         redis_url,
-        _stop: stop,
+        _redis: redis,
+        _api: api,
     }
 }
 
@@ -353,7 +343,6 @@ async fn every_submission_is_enqueued() {
         len, 3,
         "the API does not deduplicate: every submission is a delivery"
     );
-    drop(api.redis);
 }
 
 // With Redis down the API still answers: healthz 200, readyz and POST /jobs a prompt 503 JSON.

@@ -7,28 +7,18 @@ use std::time::Duration;
 use lab_schema::testing::RedisServer;
 use serde_json::Value;
 
-/// Redis, the API and (optionally) one starter worker; returns the API URL.
+/// Redis, the API and (optionally) one starter worker, all in this process.
 struct Stack {
     api_url: String,
     _redis: RedisServer,
-    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    _api: api::Background,
+    _worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 async fn start_stack(with_worker: bool) -> Stack {
     let redis = RedisServer::start();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_url = format!("http://{}", listener.local_addr().unwrap());
-    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let redis_url = redis.url();
-    tokio::spawn(async move {
-        api::serve(listener, &redis_url, async {
-            let _ = api_stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    let mut stops = vec![api_stop];
-    if with_worker {
+    let api = api::spawn(&redis.url()).await.unwrap();
+    let worker_stop = with_worker.then(|| {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let config = worker::Config {
             redis_url: redis.url(),
@@ -38,12 +28,13 @@ async fn start_stack(with_worker: bool) -> Stack {
         tokio::spawn(worker::run(config, async {
             let _ = stopped.await;
         }));
-        stops.push(stop);
-    }
+        stop
+    });
     Stack {
-        api_url,
+        api_url: api.url.clone(),
         _redis: redis,
-        _stops: stops,
+        _api: api,
+        _worker_stop: worker_stop,
     }
 }
 

@@ -120,28 +120,18 @@ fn sync_tree(from: &Path, to: &Path) {
 struct Stack {
     redis: RedisServer,
     api_url: String,
-    _api_stop: tokio::sync::oneshot::Sender<()>,
+    _api: api::Background,
     workers: Vec<Child>,
 }
 
 impl Stack {
     async fn start() -> Stack {
         let redis = RedisServer::start();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let redis_url = redis.url();
-        tokio::spawn(async move {
-            api::serve(listener, &redis_url, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
+        let api = api::spawn(&redis.url()).await.unwrap();
         Stack {
             redis,
-            api_url,
-            _api_stop: stop,
+            api_url: api.url.clone(),
+            _api: api,
             workers: Vec::new(),
         }
     }

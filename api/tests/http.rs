@@ -37,21 +37,7 @@ async fn snapshot(redis_url: &str) -> Vec<(String, Vec<u8>)> {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    keys.sort();
+    let keys = lab_schema::testing::scan_keys(&mut con, "*").await.unwrap();
     let mut out = Vec::new();
     for key in keys {
         let dump: Vec<u8> = redis::cmd("DUMP")

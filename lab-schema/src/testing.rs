@@ -77,6 +77,29 @@ impl Drop for RedisServer {
     }
 }
 
+/// Every key matching `pattern` (SCAN, never KEYS), sorted.
+pub async fn scan_keys(
+    redis: &mut impl redis::aio::ConnectionLike,
+    pattern: &str,
+) -> redis::RedisResult<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .query_async(redis)
+            .await?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            keys.sort();
+            return Ok(keys);
+        }
+    }
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -286,22 +286,9 @@ async fn reference_fix_gives_one_effect_per_job() {
         ttl > 86_000,
         "the claim carries the default TTL of a day, got {ttl}"
     );
-    let mut claims = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("processed:email:*")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        claims.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
+    let claims = lab_schema::testing::scan_keys(&mut redis, "processed:email:*")
+        .await
+        .unwrap();
     assert_eq!(claims.len(), 9, "8 load jobs + 1 observed job");
 }
 

@@ -31,7 +31,7 @@ impl Api {
         let url = format!("{}/readyz", self.base);
         let response = self.http.get(&url).send().await.map_err(|err| {
             anyhow::anyhow!(
-                "cannot reach the API at {} ({}). Is the stack running? (native: ./lab up; Docker: docker compose up -d)",
+                "cannot reach the API at {} ({}). Is the stack running? (./lab up)",
                 self.base,
                 short_reason(&err)
             )

@@ -106,7 +106,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     if !summary.drained {
         anyhow::bail!(
             "the run did not drain within {}s: {} of {} submissions processed. Is a worker running? \
-             (native: ./lab status; Docker: docker compose ps)",
+             (./lab status, ./lab logs worker)",
             cli.timeout,
             summary.run.processed_deliveries,
             summary.run.total_submissions

@@ -1,8 +1,7 @@
 //! # THE EXERCISE: make `process_job` idempotent.
 //!
-//! This is the only file you edit. After editing it, rebuild and restart:
-//! - native:  `./lab restart worker`
-//! - Docker:  `docker compose up --build -d`
+//! This is the only file you edit. After editing it, rebuild and restart the
+//! workers with `./lab restart worker`, then rerun the demo.
 //!
 //! The queue delivers every job AT LEAST once: a client that retries submits
 //! the same `jobId` again, and a worker that dies before acknowledging gets its
@@ -14,7 +13,8 @@
 // `use` brings names from other files into this one.
 use crate::context::{Job, JobContext};
 
-/// The idempotency key of a job: `processed:<pipeline>:<jobId>`, e.g. `processed:email:load-7`.
+/// The idempotency key of a job: `processed:<pipeline>:<jobId>`,
+/// e.g. `processed:email:load-1795384698808-fbb3bd-job-7`.
 ///
 /// It is built from the `jobId`, which is the same on every delivery of the job.
 /// (`job.delivery_id` is different on every delivery, so it cannot spot a duplicate.)
@@ -57,6 +57,8 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
     //      `return Ok(());` WITHOUT applying the side effect.
     //   4. If claimed: apply the side effect below, then record "claimed"
     //      instead of "not-implemented".
+    //   5. Going further: if the side effect fails, DEL the key before
+    //      returning the error, so the redelivery can try again.
     //
     // Claim first, THEN run the side effect. A GET followed by a SET is not a
     // claim: two deliveries can both GET "nothing" before either SETs.

@@ -312,13 +312,13 @@ async fn concurrent_duplicates_overlap_in_the_worker() {
     }
 }
 
-// A worker killed (SIGKILL) with deliveries in flight: after the idle timeout a second
-// worker takes the pending entries over, and every accepted submission is processed.
-#[tokio::test(flavor = "multi_thread")]
-async fn killed_worker_deliveries_are_redelivered() {
+/// Six jobs in flight on a worker whose side effect takes 5 s; that worker is
+/// killed (SIGKILL: it acknowledges nothing), then a second worker of the same
+/// kind starts. Returns the run's totals once drained, and the stream length.
+async fn kill_mid_effect_then_redeliver(binary: &Path) -> (lab_schema::RunSummary, u64) {
     let mut stack = Stack::start().await;
     let slow = stack.spawn_worker(
-        &starter_worker(),
+        binary,
         &["--effect-delay-ms", "5000", "--claim-idle-ms", "1000"],
     );
     let run_id = "redelivery";
@@ -327,25 +327,26 @@ async fn killed_worker_deliveries_are_redelivered() {
     }
     let mut redis = stack.redis().await;
     stack
-        .wait_for("6 deliveries in flight", Duration::from_secs(10), || {
-            let mut redis = redis.clone();
-            async move {
-                let pending: (u64, Option<String>, Option<String>, redis::Value) =
-                    redis::cmd("XPENDING")
-                        .arg(keys::JOB_STREAM)
-                        .arg(keys::WORKER_GROUP)
-                        .query_async(&mut redis)
+        .wait_for(
+            "6 deliveries in flight",
+            Duration::from_secs(10),
+            || async {
+                let run: lab_schema::RunSummary =
+                    reqwest::get(format!("{}/runs/{run_id}", stack.api_url))
+                        .await
+                        .unwrap()
+                        .json()
                         .await
                         .unwrap();
-                pending.0 == 6
-            }
-        })
+                run.observed_attempts_total == 6
+            },
+        )
         .await;
     stack.workers[slow].kill().unwrap(); // SIGKILL: no chance to acknowledge anything
     stack.workers[slow].wait().unwrap();
 
     stack.spawn_worker(
-        &starter_worker(),
+        binary,
         &["--effect-delay-ms", "0", "--claim-idle-ms", "1000"],
     );
     let api = format!("{}/runs/{run_id}", stack.api_url);
@@ -360,8 +361,16 @@ async fn killed_worker_deliveries_are_redelivered() {
         })
         .await;
     let run: lab_schema::RunSummary = reqwest::get(&api).await.unwrap().json().await.unwrap();
-    assert_eq!(run.total_submissions, 6);
-    assert_eq!(run.processed_deliveries, 6);
+    let stream_len: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();
+    (run, stream_len)
+}
+
+// A worker killed (SIGKILL) with deliveries in flight: after the idle timeout a second
+// worker takes the pending entries over, and every accepted submission is processed.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_worker_deliveries_are_redelivered() {
+    let (run, stream_len) = kill_mid_effect_then_redeliver(&starter_worker()).await;
+    assert_eq!((run.total_submissions, run.processed_deliveries), (6, 6));
     assert_eq!(
         run.observed_attempts_total, 12,
         "6 first deliveries + 6 redeliveries"
@@ -371,11 +380,24 @@ async fn killed_worker_deliveries_are_redelivered() {
         "the killed worker applied none"
     );
     assert_eq!(run.lost_effects, 0);
-    let stream_len: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();
     assert_eq!(
         stream_len, 0,
         "acknowledged entries are removed from the stream"
     );
+}
+
+// The guard's trade-off, measured: killed between its claim and its effect, the fixed
+// worker leaves claims behind, so the redeliveries are skipped and those jobs have no
+// effect until the claims expire. Every submission is still processed.
+#[tokio::test(flavor = "multi_thread")]
+async fn fixed_worker_killed_after_its_claim_leaves_jobs_without_effect() {
+    let (run, stream_len) = kill_mid_effect_then_redeliver(&fixed_worker()).await;
+    assert_eq!((run.total_submissions, run.processed_deliveries), (6, 6));
+    assert_eq!(run.observed_attempts_total, 12);
+    assert_eq!(run.duplicate_skips, 6);
+    assert_eq!(run.observed_effects_total, 0);
+    assert_eq!(run.lost_effects, 6);
+    assert_eq!(stream_len, 0);
 }
 
 // SIGTERM stops the worker within seconds, after its in-flight deliveries have finished

@@ -68,7 +68,8 @@ pub async fn submit_job(
         .ignore()
         .hset_nx(&job_key, job_field::RUN_ID, &run_id)
         .ignore()
-        .hset_nx(&job_key, job_field::STATUS, status::QUEUED)
+        // Queued again, even if completed before: a new delivery is on its way.
+        .hset(&job_key, job_field::STATUS, status::QUEUED)
         .ignore()
         .sadd(keys::run_jobs(&run_id), &job_id)
         .ignore()
@@ -201,6 +202,11 @@ async fn run_summary(
         return Ok(None);
     }
     let mut pipe = redis::pipe();
+    if job_ids.is_empty() {
+        // The job set is gone (Redis lost data) but counters were written since:
+        // report the counters; an empty pipeline would be an error.
+        pipe.cmd("PING").ignore();
+    }
     for job_id in &job_ids {
         pipe.cmd("HMGET")
             .arg(keys::job(job_id))

@@ -357,3 +357,32 @@ async fn redis_down_is_a_prompt_503() {
         assert!(took < Duration::from_secs(3), "{path} took {took:?}");
     }
 }
+
+// Ids may contain ':', so runs named `a` and `a:jobs` must not share a Redis key:
+// both are accepted and counted apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_with_colons_never_share_keys() {
+    let api = start_api(Some(RedisServer::start())).await;
+    let http = reqwest::Client::new();
+    for (job_id, run_id) in [("j1", "a"), ("j2", "a:jobs"), ("j3", "a")] {
+        let response = http
+            .post(format!("{}/jobs", api.url))
+            .json(&json!({ "jobId": job_id, "runId": run_id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{run_id}");
+    }
+    for (run_id, jobs) in [("a", 2), ("a:jobs", 1)] {
+        let run: Value = http
+            .get(format!("{}/runs/{run_id}", api.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(run["unique_jobs"], jobs, "{run_id}: {run}");
+        assert_eq!(run["total_submissions"], jobs, "{run_id}: {run}");
+    }
+}

@@ -29,7 +29,7 @@ pub const DEFAULT_RUN_ID: &str = "adhoc";
 /// | `jobs:dead` | stream | worker | entries that could not be parsed, with the reason |
 /// | `job:<jobId>` | hash | api, worker | submissions, processAttempts, effects, status, ... |
 /// | `run:<runId>` | hash | api, worker | submissions, attempts, processed, duplicateSkips |
-/// | `run:<runId>:jobs` | set | api | the jobIds of the run |
+/// | `run-jobs:<runId>` | set | api | the jobIds of the run |
 /// | `ledger:<runId>` | stream | worker (effects module) | one entry per applied side effect |
 /// | `processed:<pipeline>:<jobId>` | string | the student's guard | the idempotency claim |
 pub mod keys {
@@ -48,8 +48,11 @@ pub mod keys {
         format!("run:{run_id}")
     }
 
+    /// Not `run:<runId>:jobs`: ids may contain `:`, and the run `a:jobs` would
+    /// then share its key with the job set of the run `a`. Every prefix here
+    /// ends at its first `:`, so no two ids can ever map to the same key.
     pub fn run_jobs(run_id: &str) -> String {
-        format!("run:{run_id}:jobs")
+        format!("run-jobs:{run_id}")
     }
 
     pub fn ledger(run_id: &str) -> String {
@@ -181,6 +184,22 @@ mod tests {
                 .unwrap_err()
                 .contains("limit is 128")
         );
+    }
+
+    #[test]
+    fn keys_of_different_ids_never_collide() {
+        let ids = ["a", "a:jobs", "jobs", "a:b", "b"];
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            for key in [
+                keys::job(id),
+                keys::run(id),
+                keys::run_jobs(id),
+                keys::ledger(id),
+            ] {
+                assert!(seen.insert(key.clone()), "{key} is used twice");
+            }
+        }
     }
 
     #[test]

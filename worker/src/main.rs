@@ -21,8 +21,8 @@ struct Args {
     /// Lifetime of an idempotency claim (`processed:<pipeline>:<jobId>`), in seconds.
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     idempotency_ttl_secs: u64,
-    /// Name of the business pipeline; part of the idempotency key.
-    #[arg(long, env = "PIPELINE", default_value = "email")]
+    /// Name of the business pipeline; part of the idempotency key (letters, digits, . _ -).
+    #[arg(long, env = "PIPELINE", default_value = "email", value_parser = parse_pipeline)]
     pipeline: String,
     /// A delivery left unacknowledged this long (its worker died) is redelivered to another worker.
     #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
@@ -30,6 +30,15 @@ struct Args {
     /// Name of this consumer in the group (default: worker-<host>-<pid>).
     #[arg(long, env = "WORKER_NAME")]
     name: Option<String>,
+}
+
+/// A pipeline name must not contain `:`, so `processed:<pipeline>:<jobId>` stays unambiguous.
+fn parse_pipeline(name: &str) -> Result<String, String> {
+    lab_schema::validate_id("pipeline", name)?;
+    if name.contains(':') {
+        return Err("pipeline must not contain ':'".to_string());
+    }
+    Ok(name.to_string())
 }
 
 fn main() -> anyhow::Result<()> {

@@ -31,12 +31,15 @@ for i = 2, #ARGV do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     redis.call('XDEL', KEYS[1], ARGV[i])
     acked = acked + 1
-    local done = redis.call('HINCRBY', job_key, ARGV_DONE, 1)
-    local submitted = tonumber(redis.call('HGET', job_key, ARGV_SUBMISSIONS) or '0')
-    if done >= submitted then
-      redis.call('HSET', job_key, ARGV_STATUS, ARGV_COMPLETED)
-    end
+    redis.call('HINCRBY', job_key, ARGV_DONE, 1)
     redis.call('HINCRBY', run_key, ARGV_PROCESSED, 1)
+  end
+  -- Also when XACK answered 0 (another copy was acknowledged first): this
+  -- delivery may have set the status back to processing after that ack.
+  local done = tonumber(redis.call('HGET', job_key, ARGV_DONE) or '0')
+  local submitted = tonumber(redis.call('HGET', job_key, ARGV_SUBMISSIONS) or '0')
+  if done >= submitted then
+    redis.call('HSET', job_key, ARGV_STATUS, ARGV_COMPLETED)
   end
 end
 return acked

@@ -30,6 +30,10 @@ async fn start_api(redis: Option<RedisServer>) -> Api {
     }
 }
 
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 /// Every key in Redis with its serialized value (DUMP): equal snapshots mean nothing changed.
 async fn snapshot(redis_url: &str) -> Vec<(String, Vec<u8>)> {
     let mut con = redis::Client::open(redis_url)
@@ -286,26 +290,12 @@ async fn every_submission_is_enqueued() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["submission"].as_u64(), Some(n));
     }
-    let job: Value = http
-        .get(format!("{}/jobs/dup-1", api.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = get_json(format!("{}/jobs/dup-1", api.url)).await;
     assert_eq!(job["submissions"], 3);
     assert_eq!(job["status"], "queued");
     assert_eq!(job["processAttempts"], 0);
     assert_eq!(job["idempotency"], Value::Null);
-    let run: Value = http
-        .get(format!("{}/runs/r1", api.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = get_json(format!("{}/runs/r1", api.url)).await;
     assert_eq!(
         (
             run["unique_jobs"].as_u64(),
@@ -374,14 +364,7 @@ async fn ids_with_colons_never_share_keys() {
         assert_eq!(response.status(), StatusCode::ACCEPTED, "{run_id}");
     }
     for (run_id, jobs) in [("a", 2), ("a:jobs", 1)] {
-        let run: Value = http
-            .get(format!("{}/runs/{run_id}", api.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run: Value = get_json(format!("{}/runs/{run_id}", api.url)).await;
         assert_eq!(run["unique_jobs"], jobs, "{run_id}: {run}");
         assert_eq!(run["total_submissions"], jobs, "{run_id}: {run}");
     }

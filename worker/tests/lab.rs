@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use demo_runner::{Scenario, Summary};
 use lab_schema::testing::RedisServer;
-use lab_schema::{JobView, keys};
+use lab_schema::{JobView, RunSummary, keys};
 use redis::AsyncCommands;
 
 /// The workspace root (this file is `worker/tests/lab.rs`).
@@ -169,12 +169,11 @@ impl Stack {
     }
 
     async fn job(&self, job_id: &str) -> JobView {
-        reqwest::get(format!("{}/jobs/{job_id}", self.api_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(format!("{}/jobs/{job_id}", self.api_url)).await
+    }
+
+    async fn run(&self, run_id: &str) -> RunSummary {
+        get_json(format!("{}/runs/{run_id}", self.api_url)).await
     }
 
     async fn submit(&self, job_id: &str, run_id: &str) {
@@ -208,6 +207,10 @@ impl Drop for Stack {
             let _ = worker.wait();
         }
     }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> T {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
 fn load(jobs: u32, copies: u32) -> Scenario {
@@ -315,7 +318,7 @@ async fn concurrent_duplicates_overlap_in_the_worker() {
 /// Six jobs in flight on a worker whose side effect takes 5 s; that worker is
 /// killed (SIGKILL: it acknowledges nothing), then a second worker of the same
 /// kind starts. Returns the run's totals once drained, and the stream length.
-async fn kill_mid_effect_then_redeliver(binary: &Path) -> (lab_schema::RunSummary, u64) {
+async fn kill_mid_effect_then_redeliver(binary: &Path) -> (RunSummary, u64) {
     let mut stack = Stack::start().await;
     let slow = stack.spawn_worker(
         binary,
@@ -330,16 +333,7 @@ async fn kill_mid_effect_then_redeliver(binary: &Path) -> (lab_schema::RunSummar
         .wait_for(
             "6 deliveries in flight",
             Duration::from_secs(10),
-            || async {
-                let run: lab_schema::RunSummary =
-                    reqwest::get(format!("{}/runs/{run_id}", stack.api_url))
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
-                run.observed_attempts_total == 6
-            },
+            || async { stack.run(run_id).await.observed_attempts_total == 6 },
         )
         .await;
     stack.workers[slow].kill().unwrap(); // SIGKILL: no chance to acknowledge anything
@@ -349,18 +343,12 @@ async fn kill_mid_effect_then_redeliver(binary: &Path) -> (lab_schema::RunSummar
         binary,
         &["--effect-delay-ms", "0", "--claim-idle-ms", "1000"],
     );
-    let api = format!("{}/runs/{run_id}", stack.api_url);
     stack
-        .wait_for("the run to drain", Duration::from_secs(20), || {
-            let api = api.clone();
-            async move {
-                let run: lab_schema::RunSummary =
-                    reqwest::get(api).await.unwrap().json().await.unwrap();
-                run.drained
-            }
+        .wait_for("the run to drain", Duration::from_secs(20), || async {
+            stack.run(run_id).await.drained
         })
         .await;
-    let run: lab_schema::RunSummary = reqwest::get(&api).await.unwrap().json().await.unwrap();
+    let run = stack.run(run_id).await;
     let stream_len: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();
     (run, stream_len)
 }
@@ -430,12 +418,7 @@ async fn sigterm_finishes_and_acknowledges_in_flight_work() {
     assert!(status.success(), "worker exited with {status}");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 
-    let run: lab_schema::RunSummary = reqwest::get(format!("{}/runs/graceful", stack.api_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = stack.run("graceful").await;
     assert_eq!(
         (run.processed_deliveries, run.observed_effects_total),
         (5, 5)

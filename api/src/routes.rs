@@ -202,11 +202,6 @@ async fn run_summary(
         return Ok(None);
     }
     let mut pipe = redis::pipe();
-    if job_ids.is_empty() {
-        // The job set is gone (Redis lost data) but counters were written since:
-        // report the counters; an empty pipeline would be an error.
-        pipe.cmd("PING").ignore();
-    }
     for job_id in &job_ids {
         pipe.cmd("HMGET")
             .arg(keys::job(job_id))
@@ -214,7 +209,13 @@ async fn run_summary(
             .arg(job_field::EFFECTS)
             .arg(job_field::DELIVERIES_DONE);
     }
-    let per_job: Vec<(Option<u64>, Option<u64>, Option<u64>)> = pipe.query_async(redis).await?;
+    // No jobs (the set was lost with Redis data, counters were written since):
+    // nothing to read, and redis-rs refuses an empty pipeline.
+    let per_job: Vec<(Option<u64>, Option<u64>, Option<u64>)> = if job_ids.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(redis).await?
+    };
     let mut duplicate_effects = 0;
     let mut lost_effects = 0;
     for (submissions, effects, done) in per_job {

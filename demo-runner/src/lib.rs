@@ -62,16 +62,6 @@ pub enum Scenario {
     },
 }
 
-impl Scenario {
-    /// The name the summary's `scenario` key carries.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Scenario::DuplicateObserve { .. } => "duplicate-observe",
-            Scenario::DuplicateLoad { .. } => "duplicate-load",
-        }
-    }
-}
-
 /// Parses the command line, runs the scenario, prints the summary.
 /// Exit code 0 when the scenario ran (whatever it measured), 1 when it could not.
 pub fn main() -> ExitCode {

@@ -1,7 +1,6 @@
 //! The scenarios. Each run uses a fresh runId and fresh jobIds, so reruns never
 //! collide with earlier ones. Students need not edit this file.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lab_schema::RunSummary;
@@ -97,7 +96,6 @@ pub async fn duplicate_load(
     let started = Instant::now();
     let mut progress = Progress::new("submitted", expected);
 
-    let api = Arc::new(api.clone());
     let mut in_flight = JoinSet::new();
     let mut submitted = 0;
     for _copy in 0..copies {

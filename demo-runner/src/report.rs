@@ -17,6 +17,9 @@ pub struct Summary {
     /// Every submission was processed before the timeout.
     pub drained: bool,
     pub elapsed_ms: u64,
+    /// Facts of one scenario beyond the documented keys (e.g. `submit_retries`),
+    /// printed after them.
+    pub extra: Vec<(&'static str, Value)>,
 }
 
 impl Summary {
@@ -32,6 +35,7 @@ impl Summary {
             drained: run.drained,
             run,
             elapsed_ms: started.elapsed().as_millis() as u64,
+            extra: Vec::new(),
         }
     }
 
@@ -64,6 +68,7 @@ impl Summary {
             ("drained", Value::from(self.drained)),
             ("elapsed_ms", Value::from(self.elapsed_ms)),
         ]);
+        fields.extend(self.extra.iter().cloned());
         fields
     }
 

@@ -82,24 +82,40 @@ return 1
 /// Most finished deliveries acknowledged in one round trip.
 const ACK_BATCH: usize = 512;
 
-/// Backoff between failed Redis calls: doubles from 100 ms up to 5 s.
-struct Backoff(Duration);
+/// Backoff between failed Redis calls: doubles from 100 ms up to 5 s, so a
+/// Redis restart costs at most a few seconds and a long outage one log line
+/// per 5 s, not a flood.
+struct Backoff {
+    delay: Duration,
+    failures: u32,
+}
 
 impl Backoff {
     const MIN: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
     fn new() -> Backoff {
-        Backoff(Self::MIN)
+        Backoff {
+            delay: Self::MIN,
+            failures: 0,
+        }
+    }
+
+    /// The delay the next [`wait`](Backoff::wait) sleeps, in milliseconds (for log lines).
+    fn next_ms(&self) -> u64 {
+        self.delay.as_millis() as u64
     }
 
     async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Self::MAX);
+        tokio::time::sleep(self.delay).await;
+        self.failures += 1;
+        self.delay = (self.delay * 2).min(Self::MAX);
     }
 
-    fn reset(&mut self) {
-        self.0 = Self::MIN;
+    /// After a success; returns how many failures came before it.
+    fn reset(&mut self) -> u32 {
+        self.delay = Self::MIN;
+        std::mem::take(&mut self.failures)
     }
 }
 
@@ -169,7 +185,7 @@ pub async fn run(
             match ensure_group(&mut reader).await {
                 Ok(()) => group_ready = true,
                 Err(err) => {
-                    tracing::warn!(error = %err, "redis unavailable; retrying");
+                    tracing::warn!(error = %err, retry_in_ms = backoff.next_ms(), "redis unavailable; retrying");
                     backoff.wait().await;
                     continue;
                 }
@@ -189,7 +205,10 @@ pub async fn run(
         };
         let entries = match read {
             Ok(entries) => {
-                backoff.reset();
+                let failures = backoff.reset();
+                if failures > 0 {
+                    tracing::info!(failures, "redis reachable again: reading the queue");
+                }
                 entries
             }
             Err(err) => {
@@ -197,7 +216,7 @@ pub async fn run(
                 if err.code() == Some("NOGROUP") {
                     group_ready = false; // Redis lost its data: create the group again.
                 }
-                tracing::warn!(error = %err, "reading the queue failed; retrying");
+                tracing::warn!(error = %err, retry_in_ms = backoff.next_ms(), "reading the queue failed; retrying");
                 backoff.wait().await;
                 continue;
             }
@@ -459,7 +478,7 @@ async fn acknowledge_loop(mut redis: ConnectionManager, mut rx: mpsc::UnboundedR
             match invocation.invoke_async::<u64>(&mut redis).await {
                 Ok(_) => break,
                 Err(err) if attempt < 10 => {
-                    tracing::warn!(error = %err, "acknowledging failed; retrying");
+                    tracing::warn!(error = %err, retry_in_ms = backoff.next_ms(), "acknowledging failed; retrying");
                     backoff.wait().await;
                 }
                 Err(err) => {

@@ -1,7 +1,8 @@
-//! Faults the worker must survive, each against a real redis-server and real
+//! Faults the lab must survive, each against a real redis-server and real
 //! worker processes: poisoned jobs (the max-deliveries cap), malformed queue
-//! entries written by hand, and the records' expiry. Each test says in one
-//! comment what it shows.
+//! entries written by hand, the records' expiry, a Redis restart in the middle
+//! of a load, a password on Redis, and no keyspace-wide command on any request
+//! path. Each test says in one comment what it shows.
 //!
 //! Worker output goes to a log file per test; `TEST_LOG=1` prints it at the end.
 
@@ -9,7 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab_schema::testing::RedisServer;
+use demo_runner::Scenario;
+use lab_schema::testing::{RedisOptions, RedisServer};
 use lab_schema::{JobView, RECORD_TTL_SECS, RunSummary, keys};
 use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;
@@ -24,7 +26,11 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Stack {
-        let redis = RedisServer::start();
+        Stack::start_with(RedisOptions::default()).await
+    }
+
+    async fn start_with(options: RedisOptions) -> Stack {
+        let redis = RedisServer::start_with(options);
         let api = api::spawn(&redis.url()).await.unwrap();
         Stack {
             redis,
@@ -35,6 +41,11 @@ impl Stack {
     }
 
     fn spawn_worker(&mut self, args: &[&str]) {
+        let url = self.redis.url();
+        self.spawn_worker_on(&url, args);
+    }
+
+    fn spawn_worker_on(&mut self, redis_url: &str, args: &[&str]) {
         let log = std::env::temp_dir().join(format!(
             "lab-faults-worker-{}-{}-{}.log",
             std::process::id(),
@@ -43,7 +54,7 @@ impl Stack {
         ));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--redis-url", &self.redis.url()])
+            .args(["--redis-url", redis_url])
             .args(args)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -51,6 +62,10 @@ impl Stack {
             .spawn()
             .expect("start worker");
         self.workers.push((child, log));
+    }
+
+    fn worker_running(&mut self, index: usize) -> bool {
+        matches!(self.workers[index].0.try_wait(), Ok(None))
     }
 
     fn worker_log(&self, index: usize) -> String {
@@ -318,4 +333,262 @@ async fn run_records_expire() {
             "{key} has TTL {ttl}"
         );
     }
+}
+
+/// The JSON answer of one request and how long it took.
+async fn timed(request: reqwest::RequestBuilder) -> (u16, serde_json::Value, Duration) {
+    let started = Instant::now();
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or_default();
+    (status, body, started.elapsed())
+}
+
+/// The summary key `key` as a number.
+fn extra(summary: &demo_runner::Summary, key: &str) -> u64 {
+    summary
+        .extra
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.as_u64())
+        .unwrap_or_else(|| panic!("no {key} in the summary"))
+}
+
+// Redis restarted (clean shutdown, append-only file on, as ./lab runs it) in the
+// middle of a duplicate-load: while it is away the API answers 503 JSON within
+// its timeout, the demo-runner retries the refused submissions, the workers
+// reconnect with backoff, and every submission that got a 202 is processed.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restart_mid_load_loses_nothing_accepted() {
+    let mut stack = Stack::start_with(RedisOptions {
+        persistent: true,
+        ..RedisOptions::default()
+    })
+    .await;
+    for _ in 0..2 {
+        stack.spawn_worker(&[
+            "--effect-delay-ms",
+            "5",
+            "--claim-idle-ms",
+            "1000",
+            "--concurrency",
+            "32",
+        ]);
+    }
+    let (jobs, copies) = (1500, 2);
+    let api_url = stack.api_url.clone();
+    let load = tokio::spawn(async move {
+        let scenario = Scenario::DuplicateLoad { jobs, copies };
+        demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(120), false).await
+    });
+    // Restart once the load is well under way (a few hundred keys written).
+    let mut redis = stack.redis().await;
+    let start = Instant::now();
+    loop {
+        let size: u64 = redis::cmd("DBSIZE").query_async(&mut redis).await.unwrap();
+        if size >= 300 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the load never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::block_in_place(|| stack.redis.stop());
+    let down_at = Instant::now();
+    let http = reqwest::Client::new();
+    let (status, body, took) = timed(
+        http.post(format!("{}/jobs", stack.api_url))
+            .json(&serde_json::json!({ "jobId": "while-down" })),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "redis_unavailable");
+    assert!(took < Duration::from_secs(2), "the 503 took {took:?}");
+    let (status, _, ready_took) = timed(http.get(format!("{}/readyz", stack.api_url))).await;
+    assert_eq!(status, 503);
+    tokio::time::sleep(Duration::from_millis(700).saturating_sub(down_at.elapsed())).await;
+    tokio::task::block_in_place(|| stack.redis.start_again());
+    let downtime = down_at.elapsed();
+
+    let summary = load
+        .await
+        .unwrap()
+        .expect("the scenario ran through the restart");
+    let run = &summary.run;
+    let accepted = extra(&summary, "accepted");
+    let retries = extra(&summary, "submit_retries");
+    println!(
+        "redis restart: down {downtime:?}; POST /jobs 503 in {took:?}, readyz 503 in {ready_took:?}; \
+         accepted={accepted} total_submissions={} processed={} submit_retries={retries} \
+         attempts={} effects={}",
+        run.total_submissions,
+        run.processed_deliveries,
+        run.observed_attempts_total,
+        run.observed_effects_total
+    );
+    assert!(summary.drained, "{run:?}");
+    assert_eq!(accepted, u64::from(jobs * copies));
+    assert!(
+        retries > 0,
+        "the restart refused no submission: it came too late"
+    );
+    assert!(run.total_submissions >= accepted, "{run:?}");
+    assert_eq!(run.processed_deliveries, run.total_submissions, "{run:?}");
+    assert_eq!(run.dead_lettered, 0);
+    assert_eq!(run.unique_jobs, u64::from(jobs));
+    assert_eq!(run.lost_effects, 0);
+    for index in 0..2 {
+        assert!(stack.worker_running(index), "worker {index} died");
+        let log = stack.worker_log(index);
+        assert!(log.contains("redis reachable again"), "{log}");
+        let retry_lines = log.matches("retrying").count();
+        assert!(
+            retry_lines < 40,
+            "{retry_lines} retry lines: a flood\n{log}"
+        );
+    }
+}
+
+// REDIS_URL with a password works for the API, the workers and the demo-runner;
+// a wrong password is a prompt 503 from the API and a logged error from the
+// worker, which keeps retrying instead of hanging or dying.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_with_a_password() {
+    let mut stack = Stack::start_with(RedisOptions {
+        password: Some("class-secret".to_string()),
+        ..RedisOptions::default()
+    })
+    .await;
+    assert!(
+        stack
+            .redis
+            .url()
+            .starts_with("redis://:class-secret@127.0.0.1:")
+    );
+    stack.spawn_worker(&["--effect-delay-ms", "0"]);
+    let summary = demo_runner::run_scenario(
+        &stack.api_url,
+        &Scenario::DuplicateLoad { jobs: 5, copies: 2 },
+        Duration::from_secs(30),
+        false,
+    )
+    .await
+    .unwrap();
+    let run = &summary.run;
+    assert!(summary.drained);
+    assert_eq!(
+        [
+            run.unique_jobs,
+            run.total_submissions,
+            run.observed_effects_total
+        ],
+        [5, 10, 10]
+    );
+
+    // A wrong password, and no password at all: the API says 503 promptly.
+    let port = stack.redis.port();
+    let wrong_url = format!("redis://:wrong@127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for (url, path) in [
+        (wrong_url.clone(), "/readyz"),
+        (wrong_url.clone(), "/jobs"),
+        (format!("redis://127.0.0.1:{port}"), "/readyz"),
+        (format!("redis://127.0.0.1:{port}"), "/jobs/some-job"),
+    ] {
+        let api = api::spawn(&url).await.unwrap();
+        let request = if path == "/jobs" {
+            http.post(format!("{}/jobs", api.url))
+                .json(&serde_json::json!({ "jobId": "refused" }))
+        } else {
+            http.get(format!("{}{path}", api.url))
+        };
+        let (status, body, took) = timed(request).await;
+        assert_eq!(status, 503, "{url} {path}: {body}");
+        assert_eq!(body["error"]["code"], "redis_unavailable", "{url} {path}");
+        assert!(took < Duration::from_secs(2), "{url} {path} took {took:?}");
+    }
+
+    let worker = stack.workers.len();
+    stack.spawn_worker_on(&wrong_url, &[]);
+    let start = Instant::now();
+    let log = loop {
+        let log = stack.worker_log(worker);
+        if log.contains("redis unavailable; retrying") || start.elapsed() > Duration::from_secs(10)
+        {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(log.contains("redis unavailable; retrying"), "{log}");
+    assert!(
+        log.contains("Password authentication failed"),
+        "the log says why: {log}"
+    );
+    assert!(stack.worker_running(worker), "the worker keeps retrying");
+}
+
+// No request path and no worker step runs a command that walks the whole keyspace
+// (KEYS, SCAN, FLUSHALL, ...): after a load through the real API and workers,
+// INFO commandstats lists none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_keyspace_wide_command_on_any_path() {
+    let mut stack = Stack::start().await;
+    let mut redis = stack.redis().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        stack.spawn_worker(&["--effect-delay-ms", "0", "--claim-idle-ms", "200"]);
+    }
+    for scenario in [
+        Scenario::DuplicateLoad {
+            jobs: 50,
+            copies: 3,
+        },
+        Scenario::DuplicateObserve {
+            copies: 2,
+            interval_ms: 50,
+        },
+    ] {
+        let summary =
+            demo_runner::run_scenario(&stack.api_url, &scenario, Duration::from_secs(30), false)
+                .await
+                .unwrap();
+        assert!(summary.drained);
+        let run_id = &summary.run.run_id;
+        let _: serde_json::Value = get_json(format!("{}/runs/{run_id}", stack.api_url)).await;
+    }
+    let _: serde_json::Value = get_json(format!("{}/jobs/never", stack.api_url)).await;
+    let _: serde_json::Value = get_json(format!("{}/readyz", stack.api_url)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // a claim round of each worker
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let used: Vec<&str> = stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert!(
+        used.contains(&"xadd") && used.contains(&"xreadgroup"),
+        "{stats}"
+    );
+    for forbidden in [
+        "keys",
+        "scan",
+        "flushall",
+        "flushdb",
+        "randomkey",
+        "dbsize",
+        "sort",
+    ] {
+        assert!(!used.contains(&forbidden), "{forbidden} was used: {used:?}");
+    }
+    println!("commands used: {}", used.join(" "));
 }

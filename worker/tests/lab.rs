@@ -415,6 +415,7 @@ async fn sigterm_finishes_and_acknowledges_in_flight_work() {
     );
     let status = stack.workers[index].wait().unwrap();
     let took = signalled.elapsed();
+    println!("worker stopped {took:?} after SIGTERM, with 5 deliveries in flight");
     assert!(status.success(), "worker exited with {status}");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 

@@ -1,0 +1,109 @@
+//! The API binary as `./lab down` and `docker compose down` stop it: SIGTERM
+//! lets in-flight requests finish, then the process exits 0 within seconds.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lab_schema::testing::RedisServer;
+use serde_json::{Value, json};
+
+/// The real `api` binary on a free loopback port; killed on drop if still running.
+struct ApiProcess {
+    child: Child,
+    url: String,
+}
+
+impl ApiProcess {
+    async fn start(redis_url: &str) -> ApiProcess {
+        let port = lab_schema::testing::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_api"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", redis_url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the api binary");
+        let api = ApiProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(response) = reqwest::get(format!("{}/readyz", api.url)).await
+                && response.status() == 200
+            {
+                return api;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "api not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// SIGTERM while a submission is in flight (Redis holds writes for 600 ms): that
+// request still gets its 202 and is enqueued, the process exits 0 within a few
+// seconds, and afterwards nothing listens on the port.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let redis = RedisServer::start();
+    let mut api = ApiProcess::start(&redis.url()).await;
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600)
+        .arg("WRITE")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let url = api.url.clone();
+    let in_flight = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/jobs"))
+            .json(&json!({ "jobId": "in-flight", "runId": "shutdown" }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let signalled = Instant::now();
+    let pid = api.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 202, "the in-flight request was cut off: {body}");
+    let exit = tokio::task::block_in_place(|| api.child.wait().unwrap());
+    let took = signalled.elapsed();
+    println!("api stopped {took:?} after SIGTERM, with one request in flight");
+    assert!(exit.success(), "api exited with {exit}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+
+    let len: u64 = redis::cmd("XLEN")
+        .arg("jobs:stream")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(len, 1, "the in-flight submission was enqueued");
+    assert!(
+        reqwest::get(format!("{}/healthz", api.url)).await.is_err(),
+        "nothing listens after exit"
+    );
+}

@@ -81,6 +81,22 @@ impl Api {
         unreachable!("the last attempt returns")
     }
 
+    /// One `POST /jobs`, not retried: the answer's status, or why there was none.
+    pub async fn post_job(&self, job_id: &str, run_id: &str) -> Posted {
+        let body =
+            json!({ "jobId": job_id, "runId": run_id, "payload": { "template": "welcome-email" } });
+        match self
+            .http
+            .post(format!("{}/jobs", self.base))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(response) => Posted::Status(response.status().as_u16()),
+            Err(err) => Posted::NoAnswer(short_reason(&err)),
+        }
+    }
+
     /// `GET /jobs/{jobId}`.
     pub async fn job(&self, job_id: &str) -> anyhow::Result<JobView> {
         self.get_json(&format!("{}/jobs/{job_id}", self.base)).await
@@ -118,6 +134,13 @@ impl Api {
             .await
             .with_context(|| format!("GET {url}: unexpected response"))
     }
+}
+
+/// What one `POST /jobs` got back.
+pub enum Posted {
+    Status(u16),
+    /// No answer (connection refused, timeout), with the reason.
+    NoAnswer(String),
 }
 
 /// The innermost cause of a request error ("Connection refused"), not the whole chain.

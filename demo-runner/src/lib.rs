@@ -5,8 +5,10 @@
 //! - [`Cli`]: the command line (clap); [`main`] runs it and maps errors to exit codes.
 //! - `client.rs`: the HTTP calls to the API.
 //! - `scenarios.rs`: `duplicate-observe` and `duplicate-load`.
+//! - `chaos.rs`: `load` (the benchmark) and `chaos` (a load while a worker is killed and Redis restarts).
 //! - `report.rs`: the summary (`key=value` lines or one JSON object) and the progress display.
 
+mod chaos;
 mod client;
 mod report;
 mod scenarios;
@@ -60,6 +62,49 @@ pub enum Scenario {
         #[arg(value_parser = clap::value_parser!(u32).range(1..=1000))]
         copies: u32,
     },
+    /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
+    /// every answer, and accepted versus processed (the benchmark).
+    Load {
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// A load while a worker is killed (SIGKILL) and Redis restarts, then the summary: every
+    /// accepted job is processed; only the idempotency guard keeps effects at one per job.
+    /// `./lab chaos` fills in both commands.
+    Chaos {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Shell command that kills a worker, run at a third of the load (e.g. "./lab kill worker-1").
+        #[arg(long, value_name = "COMMAND")]
+        kill_worker: Option<String>,
+        /// Shell command that restarts Redis, run at two thirds of the load (e.g. "./lab restart redis").
+        #[arg(long, value_name = "COMMAND")]
+        restart_redis: Option<String>,
+    },
+}
+
+/// The size of a `load` or `chaos` run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Clients submitting at the same time.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clients: u32,
+    /// How long they submit, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration_secs: u64,
+    /// Unique jobIds the clients cycle through (each is submitted many times).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub jobs: u32,
+}
+
+impl LoadArgs {
+    fn plan(&self) -> chaos::LoadPlan {
+        chaos::LoadPlan {
+            clients: self.clients,
+            duration: Duration::from_secs(self.duration_secs),
+            jobs: self.jobs,
+        }
+    }
 }
 
 /// Parses the command line, runs the scenario, prints the summary.
@@ -125,6 +170,30 @@ pub async fn run_scenario(
         }
         Scenario::DuplicateLoad { jobs, copies } => {
             scenarios::duplicate_load(&api, jobs, copies, timeout).await
+        }
+        Scenario::Load { ref load } => chaos::run(&api, "load", &load.plan(), &[], timeout).await,
+        Scenario::Chaos {
+            ref load,
+            ref kill_worker,
+            ref restart_redis,
+        } => {
+            let plan = load.plan();
+            let mut faults = Vec::new();
+            if let Some(command) = kill_worker {
+                faults.push(chaos::Fault {
+                    key: "worker_killed",
+                    command: command.clone(),
+                    at: plan.duration / 3,
+                });
+            }
+            if let Some(command) = restart_redis {
+                faults.push(chaos::Fault {
+                    key: "redis_restarted",
+                    command: command.clone(),
+                    at: plan.duration * 2 / 3,
+                });
+            }
+            chaos::run(&api, "chaos", &plan, &faults, timeout).await
         }
     }
 }

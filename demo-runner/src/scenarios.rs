@@ -10,7 +10,7 @@ use crate::client::Api;
 use crate::report::{Progress, Summary};
 
 /// How often the scenarios poll the API while waiting.
-const POLL_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// Submissions in flight at once during `duplicate-load`.
 const SUBMIT_CONCURRENCY: usize = 32;
@@ -146,7 +146,7 @@ fn is_drained(run: &RunSummary, expected: u64) -> bool {
 
 /// `<scenario>-<unix ms>-<random>`: unique per run (two containers started in
 /// the same millisecond still differ), valid as an id, and readable.
-fn new_run_id(scenario: &str) -> String {
+pub(crate) fn new_run_id(scenario: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

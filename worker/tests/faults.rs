@@ -592,3 +592,40 @@ async fn no_keyspace_wide_command_on_any_path() {
     }
     println!("commands used: {}", used.join(" "));
 }
+
+// 100 clients submitting duplicates for 3 s against one API and two workers: every
+// answer is a 202 (the only documented answer to a valid submission while Redis is
+// up), every accepted submission is processed, and the run drains.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_clients_get_only_documented_answers_and_everything_drains() {
+    let mut stack = Stack::start().await;
+    for _ in 0..2 {
+        stack.spawn_worker(&["--effect-delay-ms", "0", "--concurrency", "32"]);
+    }
+    let scenario = Scenario::Load {
+        load: demo_runner::LoadArgs {
+            clients: 100,
+            duration_secs: 3,
+            jobs: 200,
+        },
+    };
+    let summary =
+        demo_runner::run_scenario(&stack.api_url, &scenario, Duration::from_secs(60), false)
+            .await
+            .unwrap();
+    let run = &summary.run;
+    let accepted = extra(&summary, "accepted");
+    let fields: std::collections::HashMap<_, _> = summary.extra.iter().cloned().collect();
+    println!(
+        "load: {} requests/s, statuses {}, accepted={accepted} processed={}",
+        fields["requests_per_sec"], fields["statuses"], run.processed_deliveries
+    );
+    assert!(summary.drained, "{run:?}");
+    assert!(accepted > 100, "only {accepted} submissions in 3 s");
+    assert_eq!(fields["statuses"], format!("202:{accepted}"));
+    assert_eq!(extra(&summary, "connection_errors"), 0);
+    assert_eq!(run.total_submissions, accepted);
+    assert_eq!(run.processed_deliveries, accepted);
+    assert_eq!(run.unique_jobs, 200);
+    assert_eq!(run.lost_effects, 0);
+}

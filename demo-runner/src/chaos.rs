@@ -30,6 +30,19 @@ pub struct LoadPlan {
     pub duration: Duration,
     /// Unique jobIds the clients cycle through (each is submitted many times).
     pub jobs: u32,
+    /// Pause of each client between two submissions.
+    pub interval: Duration,
+}
+
+impl LoadPlan {
+    pub fn new(clients: u32, duration_secs: u64, jobs: u32, interval_ms: u64) -> LoadPlan {
+        LoadPlan {
+            clients,
+            duration: Duration::from_secs(duration_secs),
+            jobs,
+            interval: Duration::from_millis(interval_ms),
+        }
+    }
 }
 
 /// The faults `chaos` fires: a shell command and when to run it.
@@ -73,11 +86,14 @@ pub async fn run(
     for _ in 0..plan.clients {
         let (api, run_id, tally, next_job) =
             (api.clone(), run_id.clone(), tally.clone(), next_job.clone());
-        let jobs = u64::from(plan.jobs);
+        let (jobs, interval) = (u64::from(plan.jobs), plan.interval);
         clients.spawn(async move {
             while Instant::now() < end {
                 let n = next_job.fetch_add(1, Ordering::Relaxed) % jobs + 1;
                 submit_until_accepted(&api, &format!("{run_id}-job-{n}"), &run_id, &tally).await?;
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
             }
             anyhow::Ok(())
         });

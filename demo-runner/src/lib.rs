@@ -65,15 +65,36 @@ pub enum Scenario {
     /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
     /// every answer, and accepted versus processed (the benchmark).
     Load {
-        #[command(flatten)]
-        load: LoadArgs,
+        /// Clients submitting at the same time.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        clients: u32,
+        /// How long they submit, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        duration_secs: u64,
+        /// Unique jobIds the clients cycle through (each is submitted many times).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        jobs: u32,
+        /// Pause of each client between two submissions, in milliseconds.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        interval_ms: u64,
     },
     /// A load while a worker is killed (SIGKILL) and Redis restarts, then the summary: every
     /// accepted job is processed; only the idempotency guard keeps effects at one per job.
     /// `./lab chaos` fills in both commands.
     Chaos {
-        #[command(flatten)]
-        load: LoadArgs,
+        /// Clients submitting at the same time.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        clients: u32,
+        /// How long they submit, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        duration_secs: u64,
+        /// Unique jobIds the clients cycle through (each is submitted many times).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        jobs: u32,
+        /// Pause of each client between two submissions, in milliseconds (the default
+        /// stays within what two workers with a 200 ms effect can process).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        interval_ms: u64,
         /// Shell command that kills a worker, run at a third of the load (e.g. "./lab kill worker-1").
         #[arg(long, value_name = "COMMAND")]
         kill_worker: Option<String>,
@@ -81,30 +102,6 @@ pub enum Scenario {
         #[arg(long, value_name = "COMMAND")]
         restart_redis: Option<String>,
     },
-}
-
-/// The size of a `load` or `chaos` run.
-#[derive(clap::Args, Debug, Clone)]
-pub struct LoadArgs {
-    /// Clients submitting at the same time.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub clients: u32,
-    /// How long they submit, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub duration_secs: u64,
-    /// Unique jobIds the clients cycle through (each is submitted many times).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub jobs: u32,
-}
-
-impl LoadArgs {
-    fn plan(&self) -> chaos::LoadPlan {
-        chaos::LoadPlan {
-            clients: self.clients,
-            duration: Duration::from_secs(self.duration_secs),
-            jobs: self.jobs,
-        }
-    }
 }
 
 /// Parses the command line, runs the scenario, prints the summary.
@@ -171,13 +168,24 @@ pub async fn run_scenario(
         Scenario::DuplicateLoad { jobs, copies } => {
             scenarios::duplicate_load(&api, jobs, copies, timeout).await
         }
-        Scenario::Load { ref load } => chaos::run(&api, "load", &load.plan(), &[], timeout).await,
+        Scenario::Load {
+            clients,
+            duration_secs,
+            jobs,
+            interval_ms,
+        } => {
+            let plan = chaos::LoadPlan::new(clients, duration_secs, jobs, interval_ms);
+            chaos::run(&api, "load", &plan, &[], timeout).await
+        }
         Scenario::Chaos {
-            ref load,
+            clients,
+            duration_secs,
+            jobs,
+            interval_ms,
             ref kill_worker,
             ref restart_redis,
         } => {
-            let plan = load.plan();
+            let plan = chaos::LoadPlan::new(clients, duration_secs, jobs, interval_ms);
             let mut faults = Vec::new();
             if let Some(command) = kill_worker {
                 faults.push(chaos::Fault {

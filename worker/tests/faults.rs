@@ -603,11 +603,10 @@ async fn a_hundred_clients_get_only_documented_answers_and_everything_drains() {
         stack.spawn_worker(&["--effect-delay-ms", "0", "--concurrency", "32"]);
     }
     let scenario = Scenario::Load {
-        load: demo_runner::LoadArgs {
-            clients: 100,
-            duration_secs: 3,
-            jobs: 200,
-        },
+        clients: 100,
+        duration_secs: 3,
+        jobs: 200,
+        interval_ms: 0,
     };
     let summary =
         demo_runner::run_scenario(&stack.api_url, &scenario, Duration::from_secs(60), false)

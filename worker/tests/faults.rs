@@ -628,3 +628,45 @@ async fn a_hundred_clients_get_only_documented_answers_and_everything_drains() {
     assert_eq!(run.unique_jobs, 200);
     assert_eq!(run.lost_effects, 0);
 }
+
+// A worker killed with SIGKILL in the middle of a load, with deliveries in flight
+// (its side effect takes 300 ms): the other worker takes them over after the
+// idle timeout, and every accepted submission is processed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
+    let mut stack = Stack::start().await;
+    for _ in 0..2 {
+        stack.spawn_worker(&["--effect-delay-ms", "300", "--claim-idle-ms", "1000"]);
+    }
+    let api_url = stack.api_url.clone();
+    let load = tokio::spawn(async move {
+        let scenario = Scenario::Load {
+            clients: 4,
+            duration_secs: 4,
+            jobs: 30,
+            interval_ms: 100,
+        };
+        demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = &mut stack.workers[0].0;
+    killed.kill().unwrap(); // SIGKILL: it acknowledges nothing of what it holds
+    killed.wait().unwrap();
+
+    let summary = load.await.unwrap().expect("the load ran");
+    let run = &summary.run;
+    let accepted = extra(&summary, "accepted");
+    println!(
+        "worker killed mid-load: accepted={accepted} processed={} attempts={} effects={}",
+        run.processed_deliveries, run.observed_attempts_total, run.observed_effects_total
+    );
+    assert!(summary.drained, "{run:?}");
+    assert_eq!(run.total_submissions, accepted);
+    assert_eq!(run.processed_deliveries, accepted);
+    assert!(
+        run.observed_attempts_total > accepted,
+        "nothing was in flight on the killed worker: {run:?}"
+    );
+    assert_eq!(run.lost_effects, 0);
+    assert!(stack.worker_log(1).contains("redelivering entries"));
+}

@@ -1,5 +1,6 @@
-//! The API binary as `./lab down` and `docker compose down` stop it: SIGTERM
-//! lets in-flight requests finish, then the process exits 0 within seconds.
+//! Shutdown test of the API binary; students need not edit this file. SIGTERM
+//! (what `./lab down` and `docker compose down` send) lets in-flight requests
+//! finish, then the process exits 0 within seconds.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -208,6 +208,12 @@ async fn bad_arguments_are_usage_errors() {
         vec!["duplicate-observe", "--interval-ms", "60001"],
         vec!["duplicate-load", "8\n", "2"],
         vec!["duplicate-load", "\u{1f600}", "2"],
+        vec!["load", "--clients", "0"],
+        vec!["load", "--duration-secs", "0"],
+        vec!["load", "--interval-ms", "soon"],
+        vec!["chaos", "--jobs", "0"],
+        vec!["chaos", "--kill-worker"],
+        vec!["chaos", "extra"],
     ] {
         let out = demo(&args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}");

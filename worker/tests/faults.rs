@@ -1,8 +1,9 @@
-//! Faults the lab must survive, each against a real redis-server and real
-//! worker processes: poisoned jobs (the max-deliveries cap), malformed queue
-//! entries written by hand, the records' expiry, a Redis restart in the middle
-//! of a load, a password on Redis, and no keyspace-wide command on any request
-//! path. Each test says in one comment what it shows.
+//! Fault tests of the lab; students need not edit this file. Each runs against
+//! a real redis-server and real worker processes: poisoned jobs (the
+//! max-deliveries cap), malformed queue entries written by hand, the records'
+//! expiry, a Redis restart in the middle of a load, a password on Redis, no
+//! keyspace-wide command on any request path, a hundred clients, a worker
+//! killed mid-load. Each test says in one comment what it shows.
 //!
 //! Worker output goes to a log file per test; `TEST_LOG=1` prints it at the end.
 

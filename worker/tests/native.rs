@@ -1,6 +1,6 @@
-//! The native stack as `./lab` runs it (release binaries, its own Redis with
-//! persistence, two worker processes), on private ports and a private state
-//! folder. The first run builds the release binaries.
+//! Tests of the native stack as `./lab` runs it; students need not edit this file.
+//! Release binaries, its own Redis with persistence, two worker processes, on
+//! private ports and a private state folder. The first run builds the release binaries.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -671,3 +671,37 @@ async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
     assert_eq!(run.lost_effects, 0);
     assert!(stack.worker_log(1).contains("redelivering entries"));
 }
+
+// The dead-letter stream is capped: after more than DEAD_LETTER_MAXLEN malformed
+// entries it holds about DEAD_LETTER_MAXLEN (the oldest are dropped), so a long
+// class cannot fill Redis with them; the queue itself is empty afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dead_letter_stream_is_capped() {
+    let mut stack = Stack::start().await;
+    let mut redis = stack.redis().await;
+    let total = lab_schema::DEAD_LETTER_MAXLEN + 500;
+    let mut pipe = redis::pipe();
+    for n in 0..total {
+        pipe.xadd(keys::JOB_STREAM, "*", &[("note", n)]).ignore();
+    }
+    let _: () = pipe.query_async(&mut redis).await.unwrap();
+    stack.spawn_worker(&["--concurrency", "256"]);
+    let start = Instant::now();
+    loop {
+        let left: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{left} entries still queued"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dead: u64 = redis.xlen(keys::DEAD_LETTER_STREAM).await.unwrap();
+    println!("{total} malformed entries dead-lettered; jobs:dead holds {dead}");
+    assert!(
+        dead >= lab_schema::DEAD_LETTER_MAXLEN && dead < total,
+        "jobs:dead holds {dead} of {total}"
+    );
+}

@@ -1,6 +1,7 @@
-//! Shutdown test of the API binary; students need not edit this file. SIGTERM
-//! (what `./lab down` and `docker compose down` send) lets in-flight requests
-//! finish, then the process exits 0 within seconds.
+//! Tests of the API binary as a process; students need not edit this file.
+//! SIGTERM (what `./lab down` and `docker compose down` send) lets in-flight
+//! requests finish, then the process exits 0 within seconds; Redis being away
+//! is a few log lines, not one per request.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,13 +16,20 @@ struct ApiProcess {
 }
 
 impl ApiProcess {
+    /// Starts the binary, output hidden, and waits until it is ready.
     async fn start(redis_url: &str) -> ApiProcess {
+        ApiProcess::start_logging(redis_url, Stdio::null(), "/readyz").await
+    }
+
+    /// Starts the binary, its log to `log`, and waits until `GET <ready_path>` answers 200.
+    async fn start_logging(redis_url: &str, log: Stdio, ready_path: &str) -> ApiProcess {
         let port = lab_schema::testing::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_api"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", redis_url])
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start the api binary");
         let api = ApiProcess {
@@ -30,7 +38,7 @@ impl ApiProcess {
         };
         let start = Instant::now();
         loop {
-            if let Ok(response) = reqwest::get(format!("{}/readyz", api.url)).await
+            if let Ok(response) = reqwest::get(format!("{}{ready_path}", api.url)).await
                 && response.status() == 200
             {
                 return api;
@@ -107,4 +115,33 @@ async fn sigterm_lets_in_flight_requests_finish() {
         reqwest::get(format!("{}/healthz", api.url)).await.is_err(),
         "nothing listens after exit"
     );
+}
+
+// Redis away while 200 submissions arrive: each gets its 503, and the API logs
+// "redis unavailable" about once per second with the count in between, not 200 times.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_away_is_a_few_log_lines_not_a_flood() {
+    let log_path = std::env::temp_dir().join(format!("lab-api-log-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    // Nothing listens on this port: Redis is away.
+    let redis_url = format!("redis://127.0.0.1:{}", lab_schema::testing::free_port());
+    let mut api = ApiProcess::start_logging(&redis_url, log.into(), "/healthz").await;
+    let http = reqwest::Client::new();
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let request = http
+            .post(format!("{}/jobs", api.url))
+            .json(&json!({ "jobId": format!("job-{n}") }));
+        requests.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), 503);
+    }
+    api.child.kill().unwrap();
+    api.child.wait().unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let lines = text.matches("redis unavailable: answering 503").count();
+    println!("200 requests answered 503 while Redis was away: {lines} log lines");
+    assert!((1..=10).contains(&lines), "{lines} lines:\n{text}");
 }

@@ -1,7 +1,8 @@
 //! Tests of the API binary as a process; students need not edit this file.
 //! SIGTERM (what `./lab down` and `docker compose down` send) lets in-flight
 //! requests finish, then the process exits 0 within seconds; Redis being away
-//! is a few log lines, not one per request.
+//! is a few log lines, not one per request; a Redis that does not answer is a
+//! 503 after the timeout.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,4 +145,58 @@ async fn redis_away_is_a_few_log_lines_not_a_flood() {
     let lines = text.matches("redis unavailable: answering 503").count();
     println!("200 requests answered 503 while Redis was away: {lines} log lines");
     assert!((1..=10).contains(&lines), "{lines} lines:\n{text}");
+}
+
+// Redis that accepts the connection but does not answer (CLIENT PAUSE holds every
+// write for 3 s): POST /jobs answers 503 after the 1 s timeout instead of hanging.
+// The submission was sent, so Redis runs it once the pause ends: a "refused"
+// submission can still be enqueued, which is why a client's retry makes duplicates.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_redis_is_a_503_after_the_timeout() {
+    let redis = RedisServer::start();
+    let api = ApiProcess::start(&redis.url()).await;
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{}/jobs", api.url))
+        .json(&json!({ "jobId": "held", "runId": "hung" }))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    println!("POST /jobs against a paused Redis: {status} after {took:?}");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "redis_unavailable");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+        "answered after {took:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(3200).saturating_sub(started.elapsed())).await;
+    let start = Instant::now();
+    let len = loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg("jobs:stream")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if len > 0 || start.elapsed() > Duration::from_secs(3) {
+            break len;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(len, 1, "the submission answered 503 ran once Redis resumed");
 }

@@ -9,7 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use lab_schema::{
-    DEFAULT_RUN_ID, JobView, RunSummary, entry, job_field, keys, run_field, status, validate_id,
+    DEFAULT_RUN_ID, JobView, RECORD_TTL_SECS, RunSummary, entry, job_field, keys, run_field,
+    status, validate_id,
 };
 use redis::AsyncCommands;
 use serde::Deserialize;
@@ -29,7 +30,8 @@ struct Submission {
 /// `POST /jobs`: validate, then enqueue one delivery, always (duplicates included).
 ///
 /// The job record, the run totals and the queue entry are written in one
-/// MULTI/EXEC, so the counts and the stream never disagree.
+/// MULTI/EXEC, so the counts and the stream never disagree. The records expire
+/// `RECORD_TTL_SECS` after their last write, so old runs do not fill Redis.
 pub async fn submit_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -74,6 +76,12 @@ pub async fn submit_job(
         .sadd(keys::run_jobs(&run_id), &job_id)
         .ignore()
         .hincr(&run_key, run_field::SUBMISSIONS, 1)
+        .ignore()
+        .expire(&job_key, RECORD_TTL_SECS as i64)
+        .ignore()
+        .expire(&run_key, RECORD_TTL_SECS as i64)
+        .ignore()
+        .expire(keys::run_jobs(&run_id), RECORD_TTL_SECS as i64)
         .ignore()
         .xadd(
             keys::JOB_STREAM,
@@ -165,6 +173,7 @@ pub async fn get_job(
         duplicate_skips: count(job_field::DUPLICATE_SKIPS),
         idempotency: fields.get(job_field::IDEMPOTENCY).cloned(),
         deliveries_done: count(job_field::DELIVERIES_DONE),
+        dead_lettered: count(job_field::DEAD_LETTERED),
     }))
 }
 
@@ -232,6 +241,7 @@ async fn run_summary(
     let total = |f: &str| totals.get(f).copied().unwrap_or(0);
     let total_submissions = total(run_field::SUBMISSIONS);
     let processed = total(run_field::PROCESSED);
+    let dead_lettered = total(run_field::DEAD_LETTERED);
     Ok(Some(RunSummary {
         run_id: run_id.to_string(),
         unique_jobs: job_ids.len() as u64,
@@ -242,7 +252,8 @@ async fn run_summary(
         lost_effects,
         duplicate_skips: total(run_field::DUPLICATE_SKIPS),
         processed_deliveries: processed,
-        drained: processed >= total_submissions,
+        dead_lettered,
+        drained: processed + dead_lettered >= total_submissions,
     }))
 }
 

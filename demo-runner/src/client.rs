@@ -6,6 +6,9 @@ use anyhow::{Context, bail};
 use lab_schema::{JobView, RunSummary};
 use serde_json::json;
 
+/// Attempts of one request while the API answers 5xx or cannot be reached.
+const SUBMIT_ATTEMPTS: u32 = 8;
+
 /// A client for the lab's API at one base URL (cheap to clone).
 #[derive(Clone)]
 pub struct Api {
@@ -46,16 +49,21 @@ impl Api {
         Ok(())
     }
 
-    /// `POST /jobs`, retried with backoff while the API answers 503 or cannot be reached.
-    pub async fn submit(&self, job_id: &str, run_id: &str) -> anyhow::Result<()> {
+    /// `POST /jobs`, retried with capped backoff (100 ms doubling to 2 s, about
+    /// 10 s in all) while the API answers 5xx or cannot be reached, as a real
+    /// client does. Returns how many retries it took. A retry is itself a source
+    /// of duplicates: the first attempt may have been enqueued before its answer was lost.
+    pub async fn submit(&self, job_id: &str, run_id: &str) -> anyhow::Result<u32> {
         let url = format!("{}/jobs", self.base);
         let body =
             json!({ "jobId": job_id, "runId": run_id, "payload": { "template": "welcome-email" } });
         let mut delay = Duration::from_millis(100);
-        for attempt in 1..=6 {
-            let last = attempt == 6;
+        for attempt in 1..=SUBMIT_ATTEMPTS {
+            let last = attempt == SUBMIT_ATTEMPTS;
             match self.http.post(&url).json(&body).send().await {
-                Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => return Ok(()),
+                Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => {
+                    return Ok(attempt - 1);
+                }
                 Ok(response) if response.status().is_server_error() && !last => {}
                 Ok(response) => {
                     let status = response.status();
@@ -73,6 +81,22 @@ impl Api {
         unreachable!("the last attempt returns")
     }
 
+    /// One `POST /jobs`, not retried: the answer's status, or why there was none.
+    pub async fn post_job(&self, job_id: &str, run_id: &str) -> Posted {
+        let body =
+            json!({ "jobId": job_id, "runId": run_id, "payload": { "template": "welcome-email" } });
+        match self
+            .http
+            .post(format!("{}/jobs", self.base))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(response) => Posted::Status(response.status().as_u16()),
+            Err(err) => Posted::NoAnswer(short_reason(&err)),
+        }
+    }
+
     /// `GET /jobs/{jobId}`.
     pub async fn job(&self, job_id: &str) -> anyhow::Result<JobView> {
         self.get_json(&format!("{}/jobs/{job_id}", self.base)).await
@@ -83,13 +107,23 @@ impl Api {
         self.get_json(&format!("{}/runs/{run_id}", self.base)).await
     }
 
+    /// A GET, retried like [`Api::submit`] while the API answers 5xx or cannot
+    /// be reached (Redis restarting must not end a scenario that waits for a run).
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> anyhow::Result<T> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|err| anyhow::anyhow!("GET {url} failed: {}", short_reason(&err)))?;
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        let response = loop {
+            let last = attempt == SUBMIT_ATTEMPTS;
+            match self.http.get(url).send().await {
+                Ok(response) if !response.status().is_server_error() || last => break response,
+                Ok(_) => {}
+                Err(err) if last => bail!("GET {url} failed: {}", short_reason(&err)),
+                Err(_) => {}
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            attempt += 1;
+        };
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -100,6 +134,13 @@ impl Api {
             .await
             .with_context(|| format!("GET {url}: unexpected response"))
     }
+}
+
+/// What one `POST /jobs` got back.
+pub enum Posted {
+    Status(u16),
+    /// No answer (connection refused, timeout), with the reason.
+    NoAnswer(String),
 }
 
 /// The innermost cause of a request error ("Connection refused"), not the whole chain.

@@ -5,8 +5,10 @@
 //! - [`Cli`]: the command line (clap); [`main`] runs it and maps errors to exit codes.
 //! - `client.rs`: the HTTP calls to the API.
 //! - `scenarios.rs`: `duplicate-observe` and `duplicate-load`.
+//! - `chaos.rs`: `load` (the benchmark) and `chaos` (a load while a worker is killed and Redis restarts).
 //! - `report.rs`: the summary (`key=value` lines or one JSON object) and the progress display.
 
+mod chaos;
 mod client;
 mod report;
 mod scenarios;
@@ -59,6 +61,46 @@ pub enum Scenario {
         /// Submissions of each jobId.
         #[arg(value_parser = clap::value_parser!(u32).range(1..=1000))]
         copies: u32,
+    },
+    /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
+    /// every answer, and accepted versus processed (the benchmark).
+    Load {
+        /// Clients submitting at the same time.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        clients: u32,
+        /// How long they submit, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        duration_secs: u64,
+        /// Unique jobIds the clients cycle through (each is submitted many times).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        jobs: u32,
+        /// Pause of each client between two submissions, in milliseconds.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        interval_ms: u64,
+    },
+    /// A load while a worker is killed (SIGKILL) and Redis restarts, then the summary: every
+    /// accepted job is processed; only the idempotency guard keeps effects at one per job.
+    /// `./lab chaos` fills in both commands.
+    Chaos {
+        /// Clients submitting at the same time.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        clients: u32,
+        /// How long they submit, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        duration_secs: u64,
+        /// Unique jobIds the clients cycle through (each is submitted many times).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        jobs: u32,
+        /// Pause of each client between two submissions, in milliseconds (the default
+        /// stays within what two workers with a 200 ms effect can process).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        interval_ms: u64,
+        /// Shell command that kills a worker, run at a third of the load (e.g. "./lab kill worker-1").
+        #[arg(long, value_name = "COMMAND")]
+        kill_worker: Option<String>,
+        /// Shell command that restarts Redis, run at two thirds of the load (e.g. "./lab restart redis").
+        #[arg(long, value_name = "COMMAND")]
+        restart_redis: Option<String>,
     },
 }
 
@@ -125,6 +167,41 @@ pub async fn run_scenario(
         }
         Scenario::DuplicateLoad { jobs, copies } => {
             scenarios::duplicate_load(&api, jobs, copies, timeout).await
+        }
+        Scenario::Load {
+            clients,
+            duration_secs,
+            jobs,
+            interval_ms,
+        } => {
+            let plan = chaos::LoadPlan::new(clients, duration_secs, jobs, interval_ms);
+            chaos::run(&api, "load", &plan, &[], timeout).await
+        }
+        Scenario::Chaos {
+            clients,
+            duration_secs,
+            jobs,
+            interval_ms,
+            ref kill_worker,
+            ref restart_redis,
+        } => {
+            let plan = chaos::LoadPlan::new(clients, duration_secs, jobs, interval_ms);
+            let mut faults = Vec::new();
+            if let Some(command) = kill_worker {
+                faults.push(chaos::Fault {
+                    key: "worker_killed",
+                    command: command.clone(),
+                    at: plan.duration / 3,
+                });
+            }
+            if let Some(command) = restart_redis {
+                faults.push(chaos::Fault {
+                    key: "redis_restarted",
+                    command: command.clone(),
+                    at: plan.duration * 2 / 3,
+                });
+            }
+            chaos::run(&api, "chaos", &plan, &faults, timeout).await
         }
     }
 }

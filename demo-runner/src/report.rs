@@ -17,6 +17,9 @@ pub struct Summary {
     /// Every submission was processed before the timeout.
     pub drained: bool,
     pub elapsed_ms: u64,
+    /// Facts of one scenario beyond the documented keys (e.g. `submit_retries`),
+    /// printed after them.
+    pub extra: Vec<(&'static str, Value)>,
 }
 
 impl Summary {
@@ -32,6 +35,7 @@ impl Summary {
             drained: run.drained,
             run,
             elapsed_ms: started.elapsed().as_millis() as u64,
+            extra: Vec::new(),
         }
     }
 
@@ -60,9 +64,11 @@ impl Summary {
             ("lost_effects", Value::from(r.lost_effects)),
             ("duplicate_skips", Value::from(r.duplicate_skips)),
             ("processed_deliveries", Value::from(r.processed_deliveries)),
+            ("dead_lettered", Value::from(r.dead_lettered)),
             ("drained", Value::from(self.drained)),
             ("elapsed_ms", Value::from(self.elapsed_ms)),
         ]);
+        fields.extend(self.extra.iter().cloned());
         fields
     }
 

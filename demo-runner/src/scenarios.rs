@@ -10,7 +10,7 @@ use crate::client::Api;
 use crate::report::{Progress, Summary};
 
 /// How often the scenarios poll the API while waiting.
-const POLL_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// Submissions in flight at once during `duplicate-load`.
 const SUBMIT_CONCURRENCY: usize = 32;
@@ -40,12 +40,13 @@ pub async fn duplicate_observe(
         interval.as_millis()
     ));
     let mut submitted = 0;
+    let mut retries = 0;
     let mut next_submit = Instant::now();
     let mut last = None;
     let deadline = started + timeout;
     loop {
         if submitted < copies && Instant::now() >= next_submit {
-            api.submit(&job_id, &run_id).await?;
+            retries += api.submit(&job_id, &run_id).await?;
             submitted += 1;
             next_submit = Instant::now() + interval;
         }
@@ -75,12 +76,18 @@ pub async fn duplicate_observe(
         tokio::time::sleep(POLL_EVERY).await;
     }
     let run = api.run(&run_id).await?;
-    Ok(Summary::new(
-        "duplicate-observe",
-        Some(job_id),
-        run,
-        started,
-    ))
+    let mut summary = Summary::new("duplicate-observe", Some(job_id), run, started);
+    summary.extra = submit_facts(u64::from(submitted), retries);
+    Ok(summary)
+}
+
+/// `accepted` (submissions the API answered 202) and `submit_retries`
+/// (attempts repeated after a 5xx or a refused connection).
+pub(crate) fn submit_facts(accepted: u64, retries: u32) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("accepted", accepted.into()),
+        ("submit_retries", retries.into()),
+    ]
 }
 
 /// `duplicate-load`: `jobs` unique jobIds, each submitted `copies` times,
@@ -98,10 +105,11 @@ pub async fn duplicate_load(
 
     let mut in_flight = JoinSet::new();
     let mut submitted = 0;
+    let mut retries = 0;
     for _copy in 0..copies {
         for n in 1..=jobs {
             if in_flight.len() >= SUBMIT_CONCURRENCY {
-                in_flight.join_next().await.expect("non-empty")??;
+                retries += in_flight.join_next().await.expect("non-empty")??;
                 submitted += 1;
                 progress.update(submitted);
             }
@@ -110,7 +118,7 @@ pub async fn duplicate_load(
         }
     }
     while let Some(result) = in_flight.join_next().await {
-        result??;
+        retries += result??;
         submitted += 1;
         progress.update(submitted);
     }
@@ -127,7 +135,9 @@ pub async fn duplicate_load(
         tokio::time::sleep(POLL_EVERY).await;
     };
     progress.finish();
-    Ok(Summary::new("duplicate-load", None, run, started))
+    let mut summary = Summary::new("duplicate-load", None, run, started);
+    summary.extra = submit_facts(submitted, retries);
+    Ok(summary)
 }
 
 fn is_drained(run: &RunSummary, expected: u64) -> bool {
@@ -136,7 +146,7 @@ fn is_drained(run: &RunSummary, expected: u64) -> bool {
 
 /// `<scenario>-<unix ms>-<random>`: unique per run (two containers started in
 /// the same millisecond still differ), valid as an id, and readable.
-fn new_run_id(scenario: &str) -> String {
+pub(crate) fn new_run_id(scenario: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

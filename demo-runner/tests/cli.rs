@@ -197,6 +197,23 @@ async fn bad_arguments_are_usage_errors() {
         vec!["duplicate-load", "8", "2", "--timeout", "0"],
         vec!["no-such-scenario"],
         vec![],
+        vec!["duplicate-load", "8", "1001"],
+        vec!["duplicate-load", "-1", "2"],
+        vec!["duplicate-load", "99999999999999999999", "2"],
+        vec!["duplicate-load", "8", "2", "3"],
+        vec!["duplicate-load", "8", "2", "--timeout", "soon"],
+        vec!["duplicate-load", "8", "2", "--nope"],
+        vec!["duplicate-observe", "--copies", "0"],
+        vec!["duplicate-observe", "--interval-ms", "-5"],
+        vec!["duplicate-observe", "--interval-ms", "60001"],
+        vec!["duplicate-load", "8\n", "2"],
+        vec!["duplicate-load", "\u{1f600}", "2"],
+        vec!["load", "--clients", "0"],
+        vec!["load", "--duration-secs", "0"],
+        vec!["load", "--interval-ms", "soon"],
+        vec!["chaos", "--jobs", "0"],
+        vec!["chaos", "--kill-worker"],
+        vec!["chaos", "extra"],
     ] {
         let out = demo(&args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}");

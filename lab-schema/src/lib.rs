@@ -21,17 +21,29 @@ pub const MAX_ID_LEN: usize = 128;
 /// Run id used when a submission does not name one.
 pub const DEFAULT_RUN_ID: &str = "adhoc";
 
+/// How long the records of a run (`job:*`, `run:*`, `run-jobs:*`, `ledger:*`)
+/// live after their last write: 3 days, so a week of classes does not fill
+/// Redis. The student's claims (`processed:*`) carry their own TTL.
+pub const RECORD_TTL_SECS: u64 = 3 * 24 * 3600;
+
+/// Entries kept in the dead-letter stream (`jobs:dead`), oldest dropped first.
+pub const DEAD_LETTER_MAXLEN: u64 = 10_000;
+
 /// Every Redis key of the lab, in one place.
 ///
 /// | key | type | written by | holds |
 /// |---|---|---|---|
 /// | `jobs:stream` | stream | api (XADD) | one entry per submission: the queue |
-/// | `jobs:dead` | stream | worker | entries that could not be parsed, with the reason |
+/// | `jobs:dead` | stream | worker | entries set aside (unparsable, or failed `--max-deliveries` times), with the reason; capped at [`DEAD_LETTER_MAXLEN`] |
 /// | `job:<jobId>` | hash | api, worker | submissions, processAttempts, effects, status, ... |
-/// | `run:<runId>` | hash | api, worker | submissions, attempts, processed, duplicateSkips |
+/// | `run:<runId>` | hash | api, worker | submissions, attempts, processed, duplicateSkips, deadLettered |
 /// | `run-jobs:<runId>` | set | api | the jobIds of the run |
 /// | `ledger:<runId>` | stream | worker (effects module) | one entry per applied side effect |
 /// | `processed:<pipeline>:<jobId>` | string | the student's guard | the idempotency claim |
+///
+/// `job:*`, `run:*`, `run-jobs:*` and `ledger:*` expire [`RECORD_TTL_SECS`](crate::RECORD_TTL_SECS)
+/// after their last write. `jobs:stream` holds only entries not yet acknowledged
+/// (an acknowledged entry is deleted), so it never grows with the class.
 pub mod keys {
     /// The queue: a Redis Stream read by a consumer group.
     pub const JOB_STREAM: &str = "jobs:stream";
@@ -85,6 +97,8 @@ pub mod job_field {
     pub const IDEMPOTENCY: &str = "idempotency";
     /// Deliveries of this job acknowledged by a worker (each queue entry counts once).
     pub const DELIVERIES_DONE: &str = "deliveriesDone";
+    /// Queue entries of this job moved to `jobs:dead` after `--max-deliveries` failed deliveries.
+    pub const DEAD_LETTERED: &str = "deadLettered";
 }
 
 /// Field names of a run hash (`run:<runId>`).
@@ -94,6 +108,8 @@ pub mod run_field {
     pub const DUPLICATE_SKIPS: &str = "duplicateSkips";
     /// Queue entries of the run acknowledged by a worker (each entry counts once).
     pub const PROCESSED: &str = "processed";
+    /// Queue entries of the run moved to `jobs:dead` after `--max-deliveries` failed deliveries.
+    pub const DEAD_LETTERED: &str = "deadLettered";
 }
 
 /// Job status values.
@@ -102,6 +118,8 @@ pub mod status {
     pub const PROCESSING: &str = "processing";
     /// Every submission of the job has been delivered and acknowledged.
     pub const COMPLETED: &str = "completed";
+    /// A delivery of the job failed `--max-deliveries` times and was moved to `jobs:dead`.
+    pub const DEAD_LETTERED: &str = "dead-lettered";
 }
 
 /// Checks a `jobId` or `runId`: 1 to 128 characters from `[A-Za-z0-9._:-]`.
@@ -144,6 +162,9 @@ pub struct JobView {
     /// `claimed` / `duplicate-skipped` once the guard is in; `null` before any delivery.
     pub idempotency: Option<String>,
     pub deliveries_done: u64,
+    /// Deliveries moved to `jobs:dead` after failing `--max-deliveries` times.
+    #[serde(default)]
+    pub dead_lettered: u64,
 }
 
 /// The totals of one run, as `GET /runs/{runId}` returns them. The keys are the
@@ -163,7 +184,11 @@ pub struct RunSummary {
     pub duplicate_skips: u64,
     /// Queue entries of the run that a worker acknowledged.
     pub processed_deliveries: u64,
-    /// Every submission of the run has been processed and acknowledged.
+    /// Queue entries of the run that failed `--max-deliveries` times and were
+    /// moved to `jobs:dead` (not processed; they never block a run).
+    #[serde(default)]
+    pub dead_lettered: u64,
+    /// Every submission of the run has been processed and acknowledged, or dead-lettered.
     pub drained: bool,
 }
 

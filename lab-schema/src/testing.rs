@@ -3,6 +3,8 @@
 //!
 //! Every test that touches Redis starts its own server, so tests never share
 //! data and nothing ever needs FLUSHALL. The server dies with the value.
+//! [`RedisOptions`] adds what fault tests need: persistence (an append-only
+//! file that survives [`RedisServer::restart`]) and a password.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,57 +12,134 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How a test's `redis-server` runs.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Append-only persistence (`appendfsync everysec`, as `./lab` runs it), so
+    /// the data survives [`RedisServer::restart`].
+    pub persistent: bool,
+    /// `requirepass`: clients must authenticate (`redis://:<password>@...`).
+    pub password: Option<String>,
+}
+
 /// A `redis-server` child process listening on `127.0.0.1:<port>`.
 pub struct RedisServer {
-    child: Child,
+    child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    options: RedisOptions,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (found on PATH) on a free port and waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(RedisOptions::default())
+    }
+
+    /// [`RedisServer::start`] with persistence and/or a password.
+    pub fn start_with(options: RedisOptions) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
             let dir = std::env::temp_dir().join(format!("lab-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("create redis temp dir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect(
-                    "redis-server not found on PATH: install it (apt-get install redis-server)",
-                );
-            let mut server = RedisServer { child, port, dir };
-            if server.wait_ready(Duration::from_secs(10)) {
+            let mut server = RedisServer {
+                child: None,
+                port,
+                dir,
+                options: options.clone(),
+            };
+            if server.launch() {
                 return server;
             }
             // Lost a race for the port: try another one.
-            let _ = server.child.kill();
+            server.kill();
         }
         panic!("could not start redis-server on a free port");
+    }
+
+    fn launch(&mut self) -> bool {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .arg("--dir")
+            .arg(&self.dir);
+        if self.options.persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        if let Some(password) = &self.options.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found on PATH: install it (apt-get install redis-server)");
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10))
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `redis://127.0.0.1:<port>`, or `redis://:<password>@127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.options.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Stops the server the way `./lab down` does (SIGTERM: a clean shutdown that
+    /// writes the append-only file) and waits until it has exited.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, over the same data folder.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        assert!(
+            self.launch(),
+            "redis-server did not come back on port {}",
+            self.port
+        );
+    }
+
+    /// [`stop`](RedisServer::stop), then [`start_again`](RedisServer::start_again).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn wait_ready(&mut self, limit: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
+            match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(None)) => {}
+                _ => return false,
             }
-            if ping(self.port) {
+            if ping(self.port, self.options.password.as_deref()) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -71,8 +150,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -108,11 +186,21 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-fn ping(port: u16) -> bool {
+fn ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if let Some(password) = password {
+        let mut ok = [0u8; 5];
+        let auth = format!("AUTH {password}\r\n");
+        if !(stream.write_all(auth.as_bytes()).is_ok()
+            && stream.read_exact(&mut ok).is_ok()
+            && &ok == b"+OK\r\n")
+        {
+            return false;
+        }
+    }
     let mut reply = [0u8; 7];
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()

@@ -17,6 +17,8 @@
 //! first, the entry stays pending and another worker claims it (XAUTOCLAIM)
 //! after `claim_idle`. Nothing is lost, and so the same job can arrive twice:
 //! that is at-least-once delivery, and why `process_job` must be idempotent.
+//! An entry whose `process_job` fails `max_deliveries` times in a row is moved
+//! to the dead-letter stream `jobs:dead`, so one poisoned job cannot circulate forever.
 
 mod context;
 mod effects;
@@ -48,6 +50,9 @@ pub struct Config {
     pub read_batch: usize,
     /// How long one read waits for new entries; also bounds how fast shutdown starts.
     pub read_block: Duration,
+    /// Deliveries of one entry before it is moved to the dead-letter stream
+    /// (`jobs:dead`) instead of being retried forever.
+    pub max_deliveries: u64,
 }
 
 impl Default for Config {
@@ -62,6 +67,7 @@ impl Default for Config {
             claim_idle: Duration::from_secs(10),
             read_batch: 256,
             read_block: Duration::from_millis(500),
+            max_deliveries: 5,
         }
     }
 }

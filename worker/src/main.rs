@@ -27,6 +27,9 @@ struct Args {
     /// A delivery left unacknowledged this long (its worker died) is redelivered to another worker.
     #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     claim_idle_ms: u64,
+    /// Deliveries of one queue entry before it is moved to the dead-letter stream `jobs:dead`.
+    #[arg(long, env = "WORKER_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    max_deliveries: u64,
     /// Name of this consumer in the group (default: worker-<host>-<pid>).
     #[arg(long, env = "WORKER_NAME")]
     name: Option<String>,
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         idempotency_ttl_secs: args.idempotency_ttl_secs,
         pipeline: args.pipeline,
         claim_idle: std::time::Duration::from_millis(args.claim_idle_ms),
+        max_deliveries: args.max_deliveries,
         consumer: args.name.unwrap_or_else(worker::default_consumer_name),
         ..worker::Config::default()
     };

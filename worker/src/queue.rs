@@ -7,12 +7,19 @@
 //! Each entry runs `process_job` in its own task, at most `concurrency` at
 //! once. Finished deliveries go to one acknowledging task, which acknowledges
 //! them in batches with a Lua script (one round trip per batch).
+//!
+//! Entries that can never succeed do not circulate forever: an entry that
+//! cannot be parsed, or whose delivery count (XPENDING) passes
+//! `max_deliveries`, is moved to the dead-letter stream `jobs:dead` with the
+//! reason, acknowledged, and counted in its run (`deadLettered`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lab_schema::{entry, job_field, keys, run_field, status, validate_id};
+use lab_schema::{
+    DEAD_LETTER_MAXLEN, RECORD_TTL_SECS, entry, job_field, keys, run_field, status, validate_id,
+};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -21,13 +28,15 @@ use crate::context::{Job, JobContext};
 use crate::{Config, job};
 
 /// Acknowledges entries and counts each entry of a run once, even when a
-/// redelivered copy is acknowledged too (XACK then answers 0).
-/// KEYS: stream, then (job key, run key) per entry. ARGV: group, then the entry ids.
+/// redelivered copy is acknowledged too (XACK then answers 0). Refreshes the
+/// records' expiry (`RECORD_TTL_SECS`).
+/// KEYS: stream, then (job key, run key, ledger key) per entry. ARGV: group, then the entry ids.
 const ACK_SCRIPT: &str = r"
 local acked = 0
 for i = 2, #ARGV do
-  local job_key = KEYS[2 * (i - 1)]
-  local run_key = KEYS[2 * (i - 1) + 1]
+  local job_key = KEYS[3 * (i - 2) + 2]
+  local run_key = KEYS[3 * (i - 2) + 3]
+  local ledger_key = KEYS[3 * (i - 2) + 4]
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     redis.call('XDEL', KEYS[1], ARGV[i])
     acked = acked + 1
@@ -37,35 +46,76 @@ for i = 2, #ARGV do
   -- Also when XACK answered 0 (another copy was acknowledged first): this
   -- delivery may have set the status back to processing after that ack.
   local done = tonumber(redis.call('HGET', job_key, ARGV_DONE) or '0')
+  local dead = tonumber(redis.call('HGET', job_key, ARGV_DEAD) or '0')
   local submitted = tonumber(redis.call('HGET', job_key, ARGV_SUBMISSIONS) or '0')
-  if done >= submitted then
+  if done + dead >= submitted then
     redis.call('HSET', job_key, ARGV_STATUS, ARGV_COMPLETED)
   end
+  redis.call('EXPIRE', job_key, ARGV_TTL)
+  redis.call('EXPIRE', run_key, ARGV_TTL)
+  redis.call('EXPIRE', ledger_key, ARGV_TTL)
 end
 return acked
+";
+
+/// Moves one entry to the dead-letter stream, once: only the caller whose XACK
+/// succeeds writes it (another worker may have claimed the same entry).
+/// KEYS: stream, dead-letter stream, and (job key, run key, ledger key) when the
+/// entry belongs to a run that counts it. ARGV: group, entry id, then field/value pairs.
+const DEAD_LETTER_SCRIPT: &str = r"
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV_MAXLEN, '*', unpack(ARGV, 3))
+redis.call('XDEL', KEYS[1], ARGV[2])
+if #KEYS == 5 then
+  redis.call('HINCRBY', KEYS[3], ARGV_DEAD, 1)
+  redis.call('HSET', KEYS[3], ARGV_STATUS, ARGV_DEAD_STATUS)
+  redis.call('HINCRBY', KEYS[4], ARGV_DEAD, 1)
+  for k = 3, 5 do
+    redis.call('EXPIRE', KEYS[k], ARGV_TTL)
+  end
+end
+return 1
 ";
 
 /// Most finished deliveries acknowledged in one round trip.
 const ACK_BATCH: usize = 512;
 
-/// Backoff between failed Redis calls: doubles from 100 ms up to 5 s.
-struct Backoff(Duration);
+/// Backoff between failed Redis calls: doubles from 100 ms up to 5 s, so a
+/// Redis restart costs at most a few seconds and a long outage one log line
+/// per 5 s, not a flood.
+struct Backoff {
+    delay: Duration,
+    failures: u32,
+}
 
 impl Backoff {
     const MIN: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
     fn new() -> Backoff {
-        Backoff(Self::MIN)
+        Backoff {
+            delay: Self::MIN,
+            failures: 0,
+        }
+    }
+
+    /// The delay the next [`wait`](Backoff::wait) sleeps, in milliseconds (for log lines).
+    fn next_ms(&self) -> u64 {
+        self.delay.as_millis() as u64
     }
 
     async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Self::MAX);
+        tokio::time::sleep(self.delay).await;
+        self.failures += 1;
+        self.delay = (self.delay * 2).min(Self::MAX);
     }
 
-    fn reset(&mut self) {
-        self.0 = Self::MIN;
+    /// After a success; returns how many failures came before it.
+    fn reset(&mut self) -> u32 {
+        self.delay = Self::MIN;
+        std::mem::take(&mut self.failures)
     }
 }
 
@@ -82,6 +132,7 @@ struct Shared {
     consumer: Arc<str>,
     redis: ConnectionManager,
     acks: mpsc::UnboundedSender<Finished>,
+    dead_letter: redis::Script,
 }
 
 /// Runs the worker until `shutdown` completes, then lets in-flight deliveries
@@ -109,6 +160,7 @@ pub async fn run(
         concurrency = config.concurrency,
         effect_delay_ms = config.effect_delay.as_millis() as u64,
         claim_idle_ms = config.claim_idle.as_millis() as u64,
+        max_deliveries = config.max_deliveries,
         "worker starting"
     );
 
@@ -119,6 +171,7 @@ pub async fn run(
         consumer: consumer.clone(),
         redis,
         acks: ack_tx,
+        dead_letter: redis::Script::new(&lua(DEAD_LETTER_SCRIPT)),
     });
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let claim_every = (config.claim_idle / 2).max(Duration::from_millis(50));
@@ -132,7 +185,7 @@ pub async fn run(
             match ensure_group(&mut reader).await {
                 Ok(()) => group_ready = true,
                 Err(err) => {
-                    tracing::warn!(error = %err, "redis unavailable; retrying");
+                    tracing::warn!(error = %err, retry_in_ms = backoff.next_ms(), "redis unavailable; retrying");
                     backoff.wait().await;
                     continue;
                 }
@@ -152,7 +205,10 @@ pub async fn run(
         };
         let entries = match read {
             Ok(entries) => {
-                backoff.reset();
+                let failures = backoff.reset();
+                if failures > 0 {
+                    tracing::info!(failures, "redis reachable again: reading the queue");
+                }
                 entries
             }
             Err(err) => {
@@ -160,18 +216,18 @@ pub async fn run(
                 if err.code() == Some("NOGROUP") {
                     group_ready = false; // Redis lost its data: create the group again.
                 }
-                tracing::warn!(error = %err, "reading the queue failed; retrying");
+                tracing::warn!(error = %err, retry_in_ms = backoff.next_ms(), "reading the queue failed; retrying");
                 backoff.wait().await;
                 continue;
             }
         };
         let mut first = Some(first);
-        for entry in entries {
+        for (entry, deliveries) in entries {
             let permit = match first.take() {
                 Some(permit) => permit,
                 None => slots.clone().acquire_owned().await?,
             };
-            tokio::spawn(handle_delivery(shared.clone(), entry, permit));
+            tokio::spawn(handle_delivery(shared.clone(), entry, deliveries, permit));
         }
     }
 
@@ -200,12 +256,13 @@ async fn ensure_group(redis: &mut ConnectionManager) -> redis::RedisResult<()> {
     }
 }
 
-/// New entries for this consumer (XREADGROUP ... >), waiting up to `read_block`.
+/// New entries for this consumer (XREADGROUP ... >), waiting up to `read_block`,
+/// each with its delivery count (1: this is its first delivery).
 async fn read_new(
     redis: &mut ConnectionManager,
     config: &Config,
     count: usize,
-) -> redis::RedisResult<Vec<StreamId>> {
+) -> redis::RedisResult<Vec<(StreamId, u64)>> {
     let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(keys::WORKER_GROUP)
@@ -220,18 +277,26 @@ async fn read_new(
         .query_async(redis)
         .await?;
     Ok(reply
-        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+        .map(|r| {
+            r.keys
+                .into_iter()
+                .flat_map(|k| k.ids)
+                .map(|id| (id, 1))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
-/// Entries another consumer left unacknowledged for `claim_idle` (it died):
-/// XAUTOCLAIM hands them to this consumer, which processes them again.
+/// Entries another consumer left unacknowledged for `claim_idle` (it died, or
+/// `process_job` failed): XAUTOCLAIM hands them to this consumer, which
+/// processes them again. Each comes with its delivery count (XPENDING), which
+/// XAUTOCLAIM has just raised by one.
 async fn claim_abandoned(
     redis: &mut ConnectionManager,
     config: &Config,
     cursor: &mut String,
     count: usize,
-) -> redis::RedisResult<Vec<StreamId>> {
+) -> redis::RedisResult<Vec<(StreamId, u64)>> {
     let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
         .arg(keys::JOB_STREAM)
         .arg(keys::WORKER_GROUP)
@@ -243,21 +308,56 @@ async fn claim_abandoned(
         .query_async(redis)
         .await?;
     *cursor = reply.next_stream_id;
-    if !reply.claimed.is_empty() {
-        tracing::warn!(
-            count = reply.claimed.len(),
-            "redelivering entries abandoned by another worker"
-        );
+    if reply.claimed.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(reply.claimed)
+    tracing::warn!(
+        count = reply.claimed.len(),
+        "redelivering entries left unacknowledged (a worker died or process_job failed)"
+    );
+    let mut pipe = redis::pipe();
+    for entry in &reply.claimed {
+        pipe.cmd("XPENDING")
+            .arg(keys::JOB_STREAM)
+            .arg(keys::WORKER_GROUP)
+            .arg(&entry.id)
+            .arg(&entry.id)
+            .arg(1);
+    }
+    // One row per entry: (id, consumer, idle ms, delivery count); none if it was
+    // acknowledged in the meantime (then it counts as a first delivery, harmless).
+    let pending: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(redis).await?;
+    Ok(reply
+        .claimed
+        .into_iter()
+        .zip(pending)
+        .map(|(entry, rows)| {
+            let deliveries = rows.first().map(|row| row.3).unwrap_or(1);
+            (entry, deliveries)
+        })
+        .collect())
 }
 
-/// One delivery: parse, run `process_job`, queue the ack on success.
-async fn handle_delivery(shared: Arc<Shared>, entry: StreamId, _slot: OwnedSemaphorePermit) {
+/// One delivery: parse, run `process_job`, queue the ack on success. An entry
+/// delivered more than `max_deliveries` times is dead-lettered instead.
+async fn handle_delivery(
+    shared: Arc<Shared>,
+    entry: StreamId,
+    deliveries: u64,
+    _slot: OwnedSemaphorePermit,
+) {
     let job = match parse_entry(&entry) {
         Ok(job) => job,
-        Err(reason) => return dead_letter(&shared, &entry, &reason).await,
+        Err(reason) => return dead_letter(&shared, &entry, None, &reason, deliveries).await,
     };
+    let max = shared.config.max_deliveries;
+    if deliveries > max {
+        let reason = format!(
+            "process_job failed on each of its {max} deliveries (--max-deliveries {max}); \
+             see the worker log for the errors"
+        );
+        return dead_letter(&shared, &entry, Some(&job), &reason, deliveries).await;
+    }
     tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, "delivery received");
     let mut ctx = JobContext::new(
         shared.redis.clone(),
@@ -277,6 +377,8 @@ async fn handle_delivery(shared: Arc<Shared>, entry: StreamId, _slot: OwnedSemap
         Err(err) => tracing::warn!(
             job_id = %job.job_id,
             delivery_id = %job.delivery_id,
+            delivery = deliveries,
+            max_deliveries = max,
             error = format!("{err:#}"),
             "process_job failed: not acknowledged, so it will be redelivered"
         ),
@@ -302,51 +404,64 @@ fn parse_entry(entry: &StreamId) -> Result<Job, String> {
     })
 }
 
-/// Moves an unusable entry to the dead-letter stream (with the reason) and
-/// acknowledges it, so it never blocks the queue.
-async fn dead_letter(shared: &Shared, entry: &StreamId, reason: &str) {
-    tracing::warn!(delivery_id = %entry.id, reason, "malformed queue entry moved to {}", keys::DEAD_LETTER_STREAM);
-    let mut fields: Vec<(String, Vec<u8>)> = vec![
-        ("deliveryId".into(), entry.id.clone().into_bytes()),
-        ("reason".into(), reason.as_bytes().to_vec()),
-    ];
+/// Moves an entry to the dead-letter stream `jobs:dead` with the reason (and
+/// every field of the entry, as `entry.<name>`) and acknowledges it, so it never
+/// blocks the queue. `job`: the parsed job, whose run then counts the entry as
+/// dead-lettered; `None` for an entry that could not be parsed (no API
+/// submission counted it, so no run counts it either).
+async fn dead_letter(
+    shared: &Shared,
+    entry: &StreamId,
+    job: Option<&Job>,
+    reason: &str,
+    deliveries: u64,
+) {
+    let mut invocation = shared.dead_letter.prepare_invoke();
+    invocation
+        .key(keys::JOB_STREAM)
+        .key(keys::DEAD_LETTER_STREAM)
+        .arg(keys::WORKER_GROUP)
+        .arg(&entry.id)
+        .arg("deliveryId")
+        .arg(&entry.id)
+        .arg("reason")
+        .arg(reason)
+        .arg("deliveries")
+        .arg(deliveries)
+        .arg("consumer")
+        .arg(&*shared.consumer);
+    if let Some(job) = job {
+        invocation
+            .key(keys::job(&job.job_id))
+            .key(keys::run(&job.run_id))
+            .key(keys::ledger(&job.run_id));
+    }
     for (name, value) in &entry.map {
         if let redis::Value::BulkString(bytes) = value {
-            fields.push((format!("entry.{name}"), bytes.clone()));
+            invocation
+                .arg(format!("entry.{name}"))
+                .arg(bytes.as_slice());
         }
     }
     let mut redis = shared.redis.clone();
-    let moved: redis::RedisResult<()> = redis::pipe()
-        .atomic()
-        .cmd("XADD")
-        .arg(keys::DEAD_LETTER_STREAM)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(10_000)
-        .arg("*")
-        .arg(&fields)
-        .ignore()
-        .xack(keys::JOB_STREAM, keys::WORKER_GROUP, &[&entry.id])
-        .ignore()
-        .xdel(keys::JOB_STREAM, &[&entry.id])
-        .ignore()
-        .query_async(&mut redis)
-        .await;
-    if let Err(err) = moved {
-        tracing::warn!(delivery_id = %entry.id, error = %err, "could not dead-letter; it will be redelivered");
+    match invocation.invoke_async::<u64>(&mut redis).await {
+        Ok(1) => tracing::warn!(
+            delivery_id = %entry.id,
+            job_id = job.map(|j| j.job_id.as_str()),
+            reason,
+            "queue entry moved to {}",
+            keys::DEAD_LETTER_STREAM
+        ),
+        Ok(_) => {} // Another worker acknowledged or moved it first.
+        Err(err) => {
+            tracing::warn!(delivery_id = %entry.id, error = %err, "could not dead-letter; it will be redelivered")
+        }
     }
 }
 
 /// Acknowledges finished deliveries in batches until every sender is gone.
 async fn acknowledge_loop(mut redis: ConnectionManager, mut rx: mpsc::UnboundedReceiver<Finished>) {
-    let script = redis::Script::new(
-        &ACK_SCRIPT
-            .replace("ARGV_DONE", &lua_str(job_field::DELIVERIES_DONE))
-            .replace("ARGV_SUBMISSIONS", &lua_str(job_field::SUBMISSIONS))
-            .replace("ARGV_STATUS", &lua_str(job_field::STATUS))
-            .replace("ARGV_COMPLETED", &lua_str(status::COMPLETED))
-            .replace("ARGV_PROCESSED", &lua_str(run_field::PROCESSED)),
-    );
+    let script = redis::Script::new(&lua(ACK_SCRIPT));
     let mut batch = Vec::with_capacity(ACK_BATCH);
     while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
         let mut invocation = script.prepare_invoke();
@@ -355,6 +470,7 @@ async fn acknowledge_loop(mut redis: ConnectionManager, mut rx: mpsc::UnboundedR
             invocation
                 .key(keys::job(&done.job_id))
                 .key(keys::run(&done.run_id))
+                .key(keys::ledger(&done.run_id))
                 .arg(&done.delivery_id);
         }
         let mut backoff = Backoff::new();
@@ -362,7 +478,7 @@ async fn acknowledge_loop(mut redis: ConnectionManager, mut rx: mpsc::UnboundedR
             match invocation.invoke_async::<u64>(&mut redis).await {
                 Ok(_) => break,
                 Err(err) if attempt < 10 => {
-                    tracing::warn!(error = %err, "acknowledging failed; retrying");
+                    tracing::warn!(error = %err, retry_in_ms = backoff.next_ms(), "acknowledging failed; retrying");
                     backoff.wait().await;
                 }
                 Err(err) => {
@@ -374,6 +490,20 @@ async fn acknowledge_loop(mut redis: ConnectionManager, mut rx: mpsc::UnboundedR
         }
         batch.clear();
     }
+}
+
+/// A script with the schema's field names and limits filled in.
+fn lua(script: &str) -> String {
+    script
+        .replace("ARGV_DONE", &lua_str(job_field::DELIVERIES_DONE))
+        .replace("ARGV_SUBMISSIONS", &lua_str(job_field::SUBMISSIONS))
+        .replace("ARGV_STATUS", &lua_str(job_field::STATUS))
+        .replace("ARGV_COMPLETED", &lua_str(status::COMPLETED))
+        .replace("ARGV_PROCESSED", &lua_str(run_field::PROCESSED))
+        .replace("ARGV_DEAD_STATUS", &lua_str(status::DEAD_LETTERED))
+        .replace("ARGV_DEAD", &lua_str(run_field::DEAD_LETTERED))
+        .replace("ARGV_TTL", &RECORD_TTL_SECS.to_string())
+        .replace("ARGV_MAXLEN", &DEAD_LETTER_MAXLEN.to_string())
 }
 
 /// `'text'` as a Lua string literal (our field names need no escaping).

@@ -415,6 +415,7 @@ async fn sigterm_finishes_and_acknowledges_in_flight_work() {
     );
     let status = stack.workers[index].wait().unwrap();
     let took = signalled.elapsed();
+    println!("worker stopped {took:?} after SIGTERM, with 5 deliveries in flight");
     assert!(status.success(), "worker exited with {status}");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 
@@ -424,4 +425,80 @@ async fn sigterm_finishes_and_acknowledges_in_flight_work() {
         (5, 5)
     );
     assert!(run.drained);
+}
+
+// The chaos scenario (a load while a worker is killed with SIGKILL, and Redis,
+// with persistence, restarts): with the starter and with the reference fix, every
+// accepted submission is processed; the starter applies duplicates, the fix never
+// does (a job whose claim died with the killed worker or with Redis shows in
+// lost_effects instead: the guard's trade-off).
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
+    use lab_schema::testing::RedisOptions;
+    for (binary, guarded) in [(starter_worker(), false), (fixed_worker(), true)] {
+        let redis = RedisServer::start_with(RedisOptions {
+            persistent: true,
+            ..RedisOptions::default()
+        });
+        let api = api::spawn(&redis.url()).await.unwrap();
+        let mut stack = Stack {
+            api_url: api.url.clone(),
+            redis,
+            _api: api,
+            workers: Vec::new(),
+        };
+        for _ in 0..2 {
+            stack.spawn_worker(
+                &binary,
+                &["--effect-delay-ms", "100", "--claim-idle-ms", "1000"],
+            );
+        }
+        let kill = format!("kill -KILL {}", stack.workers[0].id());
+        let scenario = Scenario::Chaos {
+            clients: 4,
+            duration_secs: 3,
+            jobs: 20,
+            interval_ms: 50,
+            kill_worker: Some(kill),
+            restart_redis: None,
+        };
+        let api_url = stack.api_url.clone();
+        let chaos = tokio::spawn(async move {
+            demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
+        });
+        // Redis restarts at two thirds of the load, as `./lab chaos` does it.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::task::block_in_place(|| stack.redis.restart());
+        let summary = chaos.await.unwrap().expect("the chaos scenario ran");
+        let run = &summary.run;
+        let accepted = summary
+            .extra
+            .iter()
+            .find(|(k, _)| *k == "accepted")
+            .and_then(|(_, v)| v.as_u64())
+            .unwrap();
+        println!(
+            "chaos, {}: accepted={accepted} total_submissions={} processed={} attempts={} \
+             effects={} duplicate_effects={} lost_effects={} skips={}",
+            if guarded { "reference fix" } else { "starter" },
+            run.total_submissions,
+            run.processed_deliveries,
+            run.observed_attempts_total,
+            run.observed_effects_total,
+            run.duplicate_effects,
+            run.lost_effects,
+            run.duplicate_skips
+        );
+        assert!(summary.drained, "{run:?}");
+        assert!(run.total_submissions >= accepted);
+        assert_eq!(run.processed_deliveries, run.total_submissions);
+        assert_eq!(run.unique_jobs, 20);
+        if guarded {
+            assert_eq!(run.duplicate_effects, 0, "{run:?}");
+            assert_eq!(run.observed_effects_total + run.lost_effects, 20, "{run:?}");
+        } else {
+            assert_eq!(run.lost_effects, 0, "{run:?}");
+            assert!(run.duplicate_effects > 0, "{run:?}");
+        }
+    }
 }

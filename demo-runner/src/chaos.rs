@@ -1,0 +1,231 @@
+//! `load` and `chaos`: many clients submitting duplicates for a while, with or
+//! without faults fired partway. Students need not edit this file.
+//!
+//! `load` is the benchmark: requests per second, the status of every answer,
+//! accepted versus processed. `chaos` runs the same load while it kills a worker
+//! and restarts Redis (shell commands it is given; `./lab chaos` passes
+//! `./lab kill worker-1` and `./lab restart redis`), then waits until the run
+//! drains. It shows that the at-least-once plumbing keeps every accepted job
+//! and that only the idempotency guard keeps the effects at one per job.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::client::{Api, Posted};
+use crate::report::{Progress, Summary};
+use crate::scenarios::{POLL_EVERY, new_run_id};
+
+/// How the load runs.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// Clients submitting at the same time, each one request after the other.
+    pub clients: u32,
+    /// How long the clients submit.
+    pub duration: Duration,
+    /// Unique jobIds the clients cycle through (each is submitted many times).
+    pub jobs: u32,
+    /// Pause of each client between two submissions.
+    pub interval: Duration,
+}
+
+impl LoadPlan {
+    pub fn new(clients: u32, duration_secs: u64, jobs: u32, interval_ms: u64) -> LoadPlan {
+        LoadPlan {
+            clients,
+            duration: Duration::from_secs(duration_secs),
+            jobs,
+            interval: Duration::from_millis(interval_ms),
+        }
+    }
+}
+
+/// The faults `chaos` fires: a shell command and when to run it.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Summary key that says whether it ran (`worker_killed`, `redis_restarted`).
+    pub key: &'static str,
+    pub command: String,
+    pub at: Duration,
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    /// HTTP status of every answer, retries included.
+    statuses: BTreeMap<u16, u64>,
+    /// Requests that got no answer (connection refused, timeout).
+    connection_errors: u64,
+    /// Requests repeated after a 5xx or no answer.
+    retries: u64,
+    /// Submissions answered 202.
+    accepted: u64,
+}
+
+/// Runs the load (and the faults, if any), waits until the run drains, and
+/// returns the summary with the load's own keys after the documented ones.
+pub async fn run(
+    api: &Api,
+    scenario: &'static str,
+    plan: &LoadPlan,
+    faults: &[Fault],
+    timeout: Duration,
+) -> anyhow::Result<Summary> {
+    let run_id = new_run_id(scenario);
+    let started = Instant::now();
+    let end = started + plan.duration;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let next_job = Arc::new(AtomicU64::new(0));
+
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..plan.clients {
+        let (api, run_id, tally, next_job) =
+            (api.clone(), run_id.clone(), tally.clone(), next_job.clone());
+        let (jobs, interval) = (u64::from(plan.jobs), plan.interval);
+        clients.spawn(async move {
+            while Instant::now() < end {
+                let n = next_job.fetch_add(1, Ordering::Relaxed) % jobs + 1;
+                submit_until_accepted(&api, &format!("{run_id}-job-{n}"), &run_id, &tally).await?;
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+
+    let mut fired = Vec::new();
+    for fault in faults {
+        tokio::time::sleep_until((started + fault.at).into()).await;
+        eprintln!(
+            "[{:>5.2}s] {}: {}",
+            started.elapsed().as_secs_f64(),
+            fault.key,
+            fault.command
+        );
+        fire(&fault.command).await?;
+        fired.push(fault.key);
+    }
+    while let Some(result) = clients.join_next().await {
+        result.context("a client task failed")??;
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    let tally = std::mem::take(&mut *tally.lock().await);
+
+    let mut progress = Progress::new("processed", tally.accepted);
+    let deadline = Instant::now() + timeout;
+    let run = loop {
+        let run = api.run(&run_id).await?;
+        progress.update(run.processed_deliveries + run.dead_lettered);
+        let done = run.drained && run.total_submissions >= tally.accepted;
+        if done || Instant::now() >= deadline {
+            break run;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    };
+    progress.finish();
+
+    let requests: u64 = tally.statuses.values().sum::<u64>() + tally.connection_errors;
+    let mut summary = Summary::new(scenario, None, run, started);
+    summary.extra = vec![
+        ("clients", plan.clients.into()),
+        ("duration_secs", plan.duration.as_secs().into()),
+        ("requests", requests.into()),
+        (
+            "requests_per_sec",
+            Value::from((requests as f64 / load_secs).round() as u64),
+        ),
+        ("accepted", tally.accepted.into()),
+        ("submit_retries", tally.retries.into()),
+        ("connection_errors", tally.connection_errors.into()),
+        (
+            "statuses",
+            Value::from(
+                tally
+                    .statuses
+                    .iter()
+                    .map(|(status, n)| format!("{status}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ),
+    ];
+    for fault in faults {
+        summary
+            .extra
+            .push((fault.key, Value::from(fired.contains(&fault.key))));
+    }
+    Ok(summary)
+}
+
+/// One submission, repeated with capped backoff (50 ms doubling to 1 s) while
+/// the API answers 503 or cannot be reached, as a real client does. Any other
+/// answer than 202 or 503 is not a documented answer to a valid submission.
+async fn submit_until_accepted(
+    api: &Api,
+    job_id: &str,
+    run_id: &str,
+    tally: &Mutex<Tally>,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(50);
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let posted = api.post_job(job_id, run_id).await;
+        let problem = {
+            let mut tally = tally.lock().await;
+            match &posted {
+                Posted::Status(status) => *tally.statuses.entry(*status).or_default() += 1,
+                Posted::NoAnswer(_) => tally.connection_errors += 1,
+            }
+            match posted {
+                Posted::Status(202) => {
+                    tally.accepted += 1;
+                    return Ok(());
+                }
+                Posted::Status(503) => {
+                    tally.retries += 1;
+                    "answered 503".to_string()
+                }
+                Posted::Status(other) => {
+                    bail!("POST /jobs for {job_id} answered {other}: not a documented answer")
+                }
+                Posted::NoAnswer(reason) => {
+                    tally.retries += 1;
+                    reason
+                }
+            }
+        };
+        if Instant::now() >= give_up {
+            bail!(
+                "POST /jobs for {job_id} was refused for 60 s (last: {problem}): is the API running?"
+            );
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Runs a fault's shell command; its output goes to stderr (stdout is the summary's).
+async fn fire(command: &str) -> anyhow::Result<()> {
+    let command = command.to_string();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::io::stderr())
+            .status()
+            .with_context(|| format!("cannot run {command:?}"))
+            .map(|status| (command, status))
+    })
+    .await??;
+    if !status.1.success() {
+        bail!("{:?} failed ({})", status.0, status.1);
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lab_schema::{JobView, RunSummary};
+use lab_schema::{JobView, RunEvents, RunSummary};
 use serde_json::json;
 
 /// A client for the lab's API at one base URL (cheap to clone).
@@ -48,9 +48,19 @@ impl Api {
 
     /// `POST /jobs`, retried with backoff while the API answers 503 or cannot be reached.
     pub async fn submit(&self, job_id: &str, run_id: &str) -> anyhow::Result<()> {
+        self.submit_with(job_id, run_id, json!({ "template": "welcome-email" }))
+            .await
+    }
+
+    /// `POST /jobs` with this payload (e.g. `{"simulateEffectFailure": "once"}`).
+    pub async fn submit_with(
+        &self,
+        job_id: &str,
+        run_id: &str,
+        payload: serde_json::Value,
+    ) -> anyhow::Result<()> {
         let url = format!("{}/jobs", self.base);
-        let body =
-            json!({ "jobId": job_id, "runId": run_id, "payload": { "template": "welcome-email" } });
+        let body = json!({ "jobId": job_id, "runId": run_id, "payload": payload });
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=6 {
             let last = attempt == 6;
@@ -81,6 +91,12 @@ impl Api {
     /// `GET /runs/{runId}`.
     pub async fn run(&self, run_id: &str) -> anyhow::Result<RunSummary> {
         self.get_json(&format!("{}/runs/{run_id}", self.base)).await
+    }
+
+    /// `GET /runs/{runId}/events`: what the workers did in the run, oldest first.
+    pub async fn events(&self, run_id: &str) -> anyhow::Result<RunEvents> {
+        self.get_json(&format!("{}/runs/{run_id}/events", self.base))
+            .await
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> anyhow::Result<T> {

@@ -28,12 +28,14 @@ pub async fn duplicate_observe(
     let run_id = new_run_id("observe");
     let job_id = format!("{run_id}-job-1");
     let started = Instant::now();
-    let say = |line: String| {
+    let mut narration = Vec::new();
+    let mut say = |line: String| {
         if narrate_to_stdout {
             println!("{line}");
         } else {
             eprintln!("{line}");
         }
+        narration.push(line);
     };
     say(format!(
         "submitting jobId {job_id} {copies} times, {}ms apart, and watching it",
@@ -75,12 +77,9 @@ pub async fn duplicate_observe(
         tokio::time::sleep(POLL_EVERY).await;
     }
     let run = api.run(&run_id).await?;
-    Ok(Summary::new(
-        "duplicate-observe",
-        Some(job_id),
-        run,
-        started,
-    ))
+    let mut summary = Summary::new("duplicate-observe", Some(job_id), run, started);
+    summary.narration = narration;
+    Ok(summary)
 }
 
 /// `duplicate-load`: `jobs` unique jobIds, each submitted `copies` times,
@@ -130,13 +129,13 @@ pub async fn duplicate_load(
     Ok(Summary::new("duplicate-load", None, run, started))
 }
 
-fn is_drained(run: &RunSummary, expected: u64) -> bool {
+pub(crate) fn is_drained(run: &RunSummary, expected: u64) -> bool {
     run.drained && run.total_submissions >= expected
 }
 
 /// `<scenario>-<unix ms>-<random>`: unique per run (two containers started in
 /// the same millisecond still differ), valid as an id, and readable.
-fn new_run_id(scenario: &str) -> String {
+pub(crate) fn new_run_id(scenario: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,12 +1,14 @@
 //! The demo-runner binary as a user runs it: its output formats, exit codes and
 //! one-line errors. The stack (real redis-server, API, starter worker) runs in-process.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Output;
 use std::time::Duration;
 
 use lab_schema::testing::RedisServer;
 use serde_json::Value;
+use support::{demo_in, scratch_dir, text};
 
 /// Redis, the API and (optionally) one starter worker, all in this process.
 struct Stack {
@@ -42,36 +44,6 @@ async fn start_stack(with_worker: bool) -> Stack {
 /// Runs the real demo-runner binary (off the async runtime's threads).
 async fn demo(args: &[&str]) -> Output {
     demo_in(&std::env::temp_dir(), args).await
-}
-
-/// Runs the demo-runner with `dir` as its working directory.
-async fn demo_in(dir: &Path, args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_demo-runner"))
-            .args(&args)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-/// A fresh empty folder for saved files.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "lab-cli-{name}-{}-{}",
-        std::process::id(),
-        lab_schema::testing::free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 const SUMMARY_KEYS: [&str; 11] = [

@@ -186,6 +186,15 @@ async fn submit_and_wait(
     Ok(job)
 }
 
+/// `1 effect`, `2 effects`.
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn count(events: &RunEvents, kind: &str) -> usize {
     events.events.iter().filter(|e| e.event == kind).count()
 }
@@ -204,15 +213,10 @@ async fn sequential_duplicates(api: &Api, limit: Duration) -> anyhow::Result<(Ch
     let idempotency = job.idempotency.clone().unwrap_or_else(|| "null".into());
     let copies = u64::from(SEQUENTIAL_COPIES);
     let numbers = format!(
-        "{copies} copies one after another: {} attempts, {} {}, {} duplicate skips (idempotency={idempotency})",
+        "{copies} copies one after another: {} attempts, {}, {} (idempotency={idempotency})",
         job.process_attempts,
-        job.effects,
-        if job.effects == 1 {
-            "effect"
-        } else {
-            "effects"
-        },
-        job.duplicate_skips
+        plural(job.effects, "effect"),
+        plural(job.duplicate_skips, "duplicate skip")
     );
     let meaning = match job.effects {
         1 => None,
@@ -320,8 +324,9 @@ async fn concurrent_duplicates(api: &Api, limit: Duration) -> anyhow::Result<Che
     let jobs = u64::from(CONCURRENT_JOBS);
     let first_job = api.job(&format!("{run_id}-job-1")).await?;
     let numbers = format!(
-        "{expected} deliveries ({jobs} jobs x {CONCURRENT_COPIES} copies, up to {overlap} copies of a job in flight together): {} effects, {} duplicate skips",
-        run.observed_effects_total, run.duplicate_skips
+        "{expected} deliveries ({jobs} jobs x {CONCURRENT_COPIES} copies, up to {overlap} copies of a job in flight together): {}, {}",
+        plural(run.observed_effects_total, "effect"),
+        plural(run.duplicate_skips, "duplicate skip"),
     );
     let meaning = if run.observed_effects_total > jobs
         && first_job.idempotency.as_deref() == Some("not-implemented")
@@ -366,15 +371,10 @@ async fn late_duplicate(api: &Api, late_secs: u64, limit: Duration) -> anyhow::R
     tokio::time::sleep(Duration::from_secs(late_secs)).await;
     let job = submit_and_wait(api, &job_id, &run_id, 2, limit).await?;
     let numbers = format!(
-        "a copy sent {late_secs}s after the first was processed: {} attempts, {} {}, {} duplicate skips",
+        "a copy sent {late_secs}s after the first was processed: {} attempts, {}, {}",
         job.process_attempts,
-        job.effects,
-        if job.effects == 1 {
-            "effect"
-        } else {
-            "effects"
-        },
-        job.duplicate_skips
+        plural(job.effects, "effect"),
+        plural(job.duplicate_skips, "duplicate skip")
     );
     let meaning = match job.effects {
         1 => None,
@@ -424,15 +424,11 @@ async fn effect_failure(api: &Api, wait_secs: u64, limit: Duration) -> anyhow::R
     let events = api.events(&run_id).await?;
     let failures = count(&events, "effect-failed");
     let numbers = format!(
-        "the first effect failed ({failures} failure), {} attempts, {} {}, {} duplicate skips{}",
+        "the first effect failed ({}), {} attempts, {}, {}{}",
+        plural(failures as u64, "failure"),
         job.process_attempts,
-        job.effects,
-        if job.effects == 1 {
-            "effect"
-        } else {
-            "effects"
-        },
-        job.duplicate_skips,
+        plural(job.effects, "effect"),
+        plural(job.duplicate_skips, "duplicate skip"),
         if done { "" } else { ", not yet acknowledged" }
     );
     let meaning = if !done {

@@ -141,7 +141,19 @@ pub async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
         let concurrent = concurrent_duplicates(api, timeout).await?;
         anyhow::Ok((sequential, concurrent, recorded))
     };
-    let ((late, failure), (sequential, concurrent, recorded)) = tokio::try_join!(waiting, quick)?;
+    let ((mut late, failure), (sequential, mut concurrent, recorded)) =
+        tokio::try_join!(waiting, quick)?;
+    // When copies sent one after another already get through, the other checks
+    // fail for that same reason, not for theirs: say so instead of guessing.
+    if !sequential.passed {
+        for check in [&mut concurrent, &mut late] {
+            if let Some(meaning) = &mut check.meaning
+                && (meaning.contains("GET, then SET") || meaning.contains("claim had expired"))
+            {
+                *meaning = "the same mistake as sequential-duplicates".to_string();
+            }
+        }
+    }
     Ok(Report {
         checks: vec![sequential, concurrent, late, recorded, failure],
     })
@@ -381,10 +393,16 @@ async fn late_duplicate(api: &Api, late_secs: u64, limit: Duration) -> anyhow::R
         0 => Some("no copy applied the effect: the job was lost".to_string()),
         _ if job.duplicate_skips == 0 && job.idempotency.as_deref() != Some("not-implemented") => {
             Some(format!(
-                "the late copy applied the effect again: its claim had already expired. A TTL of a few seconds is shorter than the time duplicates arrive in; keep claims for hours (ctx.idempotency_ttl_secs, {late_secs}s is not enough)"
+                "the late copy applied the effect again: its claim had expired within {late_secs}s. The TTL must outlast the time in which duplicates arrive (retries, redeliveries): use ctx.idempotency_ttl_secs (a day by default)"
             ))
         }
-        n => Some(format!("{n} emails for one job")),
+        n if job.idempotency.as_deref() == Some("not-implemented") => Some(format!(
+            "{n} emails for one job: the guard is missing (idempotency=not-implemented)"
+        )),
+        n => Some(format!(
+            "{n} emails for one job with {} recorded: the effect runs BEFORE the claim",
+            plural(job.duplicate_skips, "duplicate skip")
+        )),
     };
     Ok(Check {
         name: "late-duplicate",

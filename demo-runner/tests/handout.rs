@@ -74,10 +74,16 @@ fn masked(block: &str) -> Vec<String> {
                 .unwrap_or(line);
         }
         if line.starts_with("elapsed_ms") {
-            line = line
-                .chars()
-                .map(|c| if c.is_ascii_digit() { 'N' } else { c })
-                .collect();
+            // Each run of digits becomes one N: 219 and 1219 mask alike.
+            let mut digits_masked = String::new();
+            for c in line.chars() {
+                if !c.is_ascii_digit() {
+                    digits_masked.push(c);
+                } else if !digits_masked.ends_with('N') {
+                    digits_masked.push('N');
+                }
+            }
+            line = digits_masked;
         }
         if let Some(at) = line.find("up to ") {
             let end = line[at + 6..].find(' ').map_or(line.len(), |e| at + 6 + e);

@@ -5,8 +5,11 @@
 //! - [`keys`]: every Redis key and stream the api and the worker use.
 //! - [`validate_id`]: the rule for `jobId` and `runId` (they end up in Redis keys and log lines).
 //! - [`JobView`] / [`RunSummary`]: what `GET /jobs/{jobId}` and `GET /runs/{runId}` return.
+//! - [`events`] / [`RunEvents`]: the run's event log, served as `GET /runs/{runId}/events`.
+//! - [`payload`]: payload fields the worker honours (`simulateEffectFailure`).
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
-//! - `testing` (feature `testing`): a real `redis-server` on a free port for tests.
+//! - `testing` (feature `testing`): a real `redis-server` on a free port for tests, and
+//!   worker binaries built with a patch applied.
 
 use serde::{Deserialize, Serialize};
 

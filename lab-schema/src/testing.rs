@@ -184,17 +184,21 @@ pub fn patched_worker(patch: &str) -> PathBuf {
         built.success(),
         "the worker patched with {patch} does not build"
     );
-    // A private copy of the binary, so a later build never replaces it mid-test.
+    // A copy of the binary named after the patched source, so a later build
+    // never replaces it mid-test and each variant takes one file in the temp
+    // folder, however many test runs there are. Copied, then renamed into place:
+    // a worker still running the previous copy keeps it.
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    patched.hash(&mut hasher);
     let name = Path::new(patch)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let binary = std::env::temp_dir().join(format!(
-        "lab-worker-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::copy(build_dir.join("target/debug/worker"), &binary).unwrap();
+    let binary = std::env::temp_dir().join(format!("lab-worker-{name}-{:016x}", hasher.finish()));
+    let partial = binary.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::copy(build_dir.join("target/debug/worker"), &partial).unwrap();
+    std::fs::rename(&partial, &binary).unwrap();
     binary
 }
 

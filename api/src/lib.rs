@@ -6,9 +6,11 @@
 //! # Layout
 //! - [`app`]: the routes; [`serve`]: binds them to a listener until shutdown.
 //! - `routes.rs`: one handler per route.
+//! - `events.rs`: `GET /runs/{runId}/events`, the run's event log written by the workers.
 //! - `error.rs`: the JSON error body `{"error": {"code", "message"}}` of every failure.
 
 mod error;
+mod events;
 mod routes;
 
 use std::time::Duration;
@@ -47,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .route("/jobs", post(routes::submit_job))
         .route("/jobs/{job_id}", get(routes::get_job))
         .route("/runs/{run_id}", get(routes::get_run))
+        .route("/runs/{run_id}/events", get(events::get_run_events))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)

@@ -274,7 +274,7 @@ pub async fn not_found() -> ApiError {
     ApiError::client(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /runs/{runId}",
+        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /runs/{runId}, GET /runs/{runId}/events",
     )
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lab_schema::{JobView, RunSummary};
+use lab_schema::{JobView, RunEvents, RunSummary};
 use serde_json::json;
 
 /// Attempts of one request while the API answers 5xx or cannot be reached.
@@ -49,14 +49,25 @@ impl Api {
         Ok(())
     }
 
-    /// `POST /jobs`, retried with capped backoff (100 ms doubling to 2 s, about
-    /// 10 s in all) while the API answers 5xx or cannot be reached, as a real
-    /// client does. Returns how many retries it took. A retry is itself a source
-    /// of duplicates: the first attempt may have been enqueued before its answer was lost.
+    /// `POST /jobs` with the lab's usual payload; see [`Api::submit_with`].
     pub async fn submit(&self, job_id: &str, run_id: &str) -> anyhow::Result<u32> {
+        self.submit_with(job_id, run_id, json!({ "template": "welcome-email" }))
+            .await
+    }
+
+    /// `POST /jobs` with this payload (e.g. `{"simulateEffectFailure": "once"}`),
+    /// retried with capped backoff (100 ms doubling to 2 s, about 10 s in all)
+    /// while the API answers 5xx or cannot be reached, as a real client does.
+    /// Returns how many retries it took. A retry is itself a source of
+    /// duplicates: the first attempt may have been enqueued before its answer was lost.
+    pub async fn submit_with(
+        &self,
+        job_id: &str,
+        run_id: &str,
+        payload: serde_json::Value,
+    ) -> anyhow::Result<u32> {
         let url = format!("{}/jobs", self.base);
-        let body =
-            json!({ "jobId": job_id, "runId": run_id, "payload": { "template": "welcome-email" } });
+        let body = json!({ "jobId": job_id, "runId": run_id, "payload": payload });
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=SUBMIT_ATTEMPTS {
             let last = attempt == SUBMIT_ATTEMPTS;
@@ -105,6 +116,12 @@ impl Api {
     /// `GET /runs/{runId}`.
     pub async fn run(&self, run_id: &str) -> anyhow::Result<RunSummary> {
         self.get_json(&format!("{}/runs/{run_id}", self.base)).await
+    }
+
+    /// `GET /runs/{runId}/events`: what the workers did in the run, oldest first.
+    pub async fn events(&self, run_id: &str) -> anyhow::Result<RunEvents> {
+        self.get_json(&format!("{}/runs/{run_id}/events", self.base))
+            .await
     }
 
     /// A GET, retried like [`Api::submit`] while the API answers 5xx or cannot

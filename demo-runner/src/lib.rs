@@ -7,16 +7,29 @@
 //! - `scenarios.rs`: `duplicate-observe` and `duplicate-load`.
 //! - `chaos.rs`: `load` (the benchmark) and `chaos` (a load while a worker is killed and Redis restarts).
 //! - `report.rs`: the summary (`key=value` lines or one JSON object) and the progress display.
+//! - `saved.rs`: summaries saved with `--save FILE`, read back by the two commands below.
+//! - `compare.rs`: `compare BEFORE AFTER`, two saved runs side by side with a verdict.
+//! - `evidence.rs`: `evidence --out FILE.md`, what the handout asks students to turn in.
+//! - `verify.rs`: `verify`, the checks that tell a correct guard from the usual wrong ones.
+//!
+//! Exit codes: 0 when the command ran (whatever a scenario measured; `verify`:
+//! only when every check passed), 1 when it could not run (or a `verify` check
+//! failed), 2 on usage errors.
 
 mod chaos;
 mod client;
+mod compare;
+mod evidence;
 mod report;
+mod saved;
 mod scenarios;
+mod verify;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub use report::Summary;
 
@@ -38,8 +51,53 @@ pub struct Cli {
     /// Give up (exit 1) when the run has not drained after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub timeout: u64,
+    /// duplicate-observe and duplicate-load: also write the summary (JSON, with the
+    /// printed output) to FILE, for `compare` and `evidence`.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub save: Option<PathBuf>,
     #[command(subcommand)]
-    pub scenario: Scenario,
+    pub command: Command,
+}
+
+/// What the demo-runner can do: the scenarios, then the tools around them.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    #[command(flatten)]
+    Scenario(Scenario),
+    /// Show two saved summaries (--save) side by side, with a one-line verdict.
+    Compare {
+        /// The summary saved before the fix, e.g. load-before.json.
+        before: PathBuf,
+        /// The summary saved after the fix, e.g. load-after.json.
+        after: PathBuf,
+    },
+    /// Write what the handout asks you to turn in to one Markdown file.
+    Evidence {
+        /// The Markdown file to write.
+        #[arg(long, value_name = "FILE.md", default_value = "evidence.md")]
+        out: PathBuf,
+        /// duplicate-observe saved before the fix.
+        #[arg(long, value_name = "FILE", default_value = "observe-before.json")]
+        observe_before: PathBuf,
+        /// duplicate-observe saved after the fix.
+        #[arg(long, value_name = "FILE", default_value = "observe-after.json")]
+        observe_after: PathBuf,
+        /// duplicate-load 8 2 saved after the fix.
+        #[arg(long, value_name = "FILE", default_value = "load-after.json")]
+        load_after: PathBuf,
+        /// duplicate-load 8 2 saved before the fix (used when present; default load-before.json).
+        #[arg(long, value_name = "FILE")]
+        load_before: Option<PathBuf>,
+    },
+    /// Check the running worker's guard: PASS/FAIL per check, exit 0 only when all pass.
+    Verify {
+        /// Seconds between a job's first delivery and its late copy (must outlast a too-short TTL).
+        #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        late_secs: u64,
+        /// Seconds to wait for the redelivery of a failed effect (longer than the workers' CLAIM_IDLE_MS).
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        redelivery_wait: u64,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -104,10 +162,18 @@ pub enum Scenario {
     },
 }
 
-/// Parses the command line, runs the scenario, prints the summary.
-/// Exit code 0 when the scenario ran (whatever it measured), 1 when it could not.
+/// Parses the command line, runs the command, prints its result.
+/// Exit code 0 when it ran (and, for `verify`, every check passed), 1 when not, 2 on usage errors.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.save.is_some() && !matches!(cli.command, Command::Scenario(_)) {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--save applies to duplicate-observe and duplicate-load only",
+            )
+            .exit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -120,7 +186,8 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(&cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -128,13 +195,91 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Runs one scenario and prints its summary. Errors when the scenario could
-/// not run, or ran but did not drain before the timeout (after printing the summary).
-pub async fn run(cli: &Cli) -> anyhow::Result<()> {
+/// Runs the command and prints its result. `Ok(false)`: it ran, and `verify`
+/// found a failing check. Errors when it could not run, or a scenario ran but
+/// did not drain before the timeout (after printing the summary).
+pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
+    match &cli.command {
+        Command::Scenario(scenario) => {
+            run_and_print(cli, scenario).await?;
+            Ok(true)
+        }
+        Command::Compare { before, after } => {
+            let comparison =
+                compare::Comparison::new(saved::Saved::load(before)?, saved::Saved::load(after)?)?;
+            if cli.json {
+                println!("{}", comparison.to_json());
+            } else {
+                print!("{}", comparison.to_text());
+            }
+            Ok(true)
+        }
+        Command::Evidence {
+            out,
+            observe_before,
+            observe_after,
+            load_after,
+            load_before,
+        } => {
+            saved::check_writable(out)?;
+            let default_before = PathBuf::from("load-before.json");
+            let load_before = load_before
+                .clone()
+                .or_else(|| default_before.is_file().then_some(default_before));
+            let sources = evidence::Sources {
+                observe_before: observe_before.clone(),
+                observe_after: observe_after.clone(),
+                load_after: load_after.clone(),
+                load_before,
+            };
+            let api = client::Api::new(&cli.api_url)?;
+            let markdown = evidence::build(&api, &sources).await?;
+            evidence::write(out, &markdown)?;
+            let shown = std::path::absolute(out).unwrap_or_else(|_| out.clone());
+            println!("wrote {}", shown.display());
+            Ok(true)
+        }
+        Command::Verify {
+            late_secs,
+            redelivery_wait,
+        } => {
+            let api = client::Api::new(&cli.api_url)?;
+            api.check_ready().await?;
+            eprintln!(
+                "verify: 5 checks against {} (up to {}s: one check waits for a redelivery)",
+                cli.api_url,
+                (*late_secs).max(*redelivery_wait) + 2
+            );
+            let options = verify::Options {
+                late_secs: *late_secs,
+                redelivery_wait_secs: *redelivery_wait,
+                timeout_secs: cli.timeout,
+            };
+            let report = verify::verify(&api, &options).await?;
+            if cli.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(report.passed())
+        }
+    }
+}
+
+/// Runs one scenario, prints its summary, and saves it when `--save` asks.
+async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
+    if let Some(path) = &cli.save {
+        saved::check_writable(path)?;
+    }
     let timeout = Duration::from_secs(cli.timeout);
     // With --json, stdout carries only the JSON object; the observation lines go to stderr.
-    let summary = run_scenario(&cli.api_url, &cli.scenario, timeout, !cli.json).await?;
+    let summary = run_scenario(&cli.api_url, scenario, timeout, !cli.json).await?;
     summary.print(cli.json);
+    if let Some(path) = &cli.save {
+        saved::write(path, &summary.to_saved_json())?;
+        let shown = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        eprintln!("saved the summary to {}", shown.display());
+    }
     if !summary.drained {
         anyhow::bail!(
             "the run did not drain within {}s: {} of {} submissions processed. Is a worker running? \

@@ -20,6 +20,8 @@ pub struct Summary {
     /// Facts of one scenario beyond the documented keys (e.g. `submit_retries`),
     /// printed after them.
     pub extra: Vec<(&'static str, Value)>,
+    /// The observation lines printed while the scenario ran (duplicate-observe).
+    pub narration: Vec<String>,
 }
 
 impl Summary {
@@ -36,6 +38,7 @@ impl Summary {
             run,
             elapsed_ms: started.elapsed().as_millis() as u64,
             extra: Vec::new(),
+            narration: Vec::new(),
         }
     }
 
@@ -122,6 +125,27 @@ impl Summary {
             "{effects} for {jobs}, {} skipped: exactly one effect per job",
             count(r.duplicate_skips, "duplicate delivery")
         )
+    }
+
+    /// What `--save FILE` writes: the JSON summary plus the verdict and the
+    /// whole text output (observation lines, `key=value` lines, verdict), so
+    /// `compare` and `evidence` can show what the student saw.
+    pub fn to_saved_json(&self) -> String {
+        let mut output = String::new();
+        for line in &self.narration {
+            output.push_str(line);
+            output.push('\n');
+        }
+        output.push_str(&self.to_text());
+        // Written by hand: the summary keys keep their documented order.
+        let mut fields = self.fields();
+        fields.push(("verdict", Value::from(self.verdict())));
+        fields.push(("output", Value::from(output)));
+        let body: Vec<String> = fields
+            .into_iter()
+            .map(|(key, value)| format!("  {}: {value}", Value::from(key)))
+            .collect();
+        format!("{{\n{}\n}}\n", body.join(",\n"))
     }
 
     pub fn print(&self, json: bool) {

@@ -28,12 +28,14 @@ pub async fn duplicate_observe(
     let run_id = new_run_id("observe");
     let job_id = format!("{run_id}-job-1");
     let started = Instant::now();
-    let say = |line: String| {
+    let mut narration = Vec::new();
+    let mut say = |line: String| {
         if narrate_to_stdout {
             println!("{line}");
         } else {
             eprintln!("{line}");
         }
+        narration.push(line);
     };
     say(format!(
         "submitting jobId {job_id} {copies} times, {}ms apart, and watching it",
@@ -78,6 +80,7 @@ pub async fn duplicate_observe(
     let run = api.run(&run_id).await?;
     let mut summary = Summary::new("duplicate-observe", Some(job_id), run, started);
     summary.extra = submit_facts(u64::from(submitted), retries);
+    summary.narration = narration;
     Ok(summary)
 }
 
@@ -140,7 +143,7 @@ pub async fn duplicate_load(
     Ok(summary)
 }
 
-fn is_drained(run: &RunSummary, expected: u64) -> bool {
+pub(crate) fn is_drained(run: &RunSummary, expected: u64) -> bool {
     run.drained && run.total_submissions >= expected
 }
 

@@ -1,16 +1,19 @@
 //! The demo-runner binary as a user runs it: its output formats, exit codes and
 //! one-line errors. The stack (real redis-server, API, starter worker) runs in-process.
 
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Output;
 use std::time::Duration;
 
 use lab_schema::testing::RedisServer;
 use serde_json::Value;
+use support::{demo_in, scratch_dir, text};
 
 /// Redis, the API and (optionally) one starter worker, all in this process.
 struct Stack {
     api_url: String,
-    _redis: RedisServer,
+    redis: RedisServer,
     _api: api::Background,
     _worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -32,7 +35,7 @@ async fn start_stack(with_worker: bool) -> Stack {
     });
     Stack {
         api_url: api.url.clone(),
-        _redis: redis,
+        redis,
         _api: api,
         _worker_stop: worker_stop,
     }
@@ -40,19 +43,7 @@ async fn start_stack(with_worker: bool) -> Stack {
 
 /// Runs the real demo-runner binary (off the async runtime's threads).
 async fn demo(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_demo-runner"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    demo_in(&std::env::temp_dir(), args).await
 }
 
 const SUMMARY_KEYS: [&str; 11] = [
@@ -227,4 +218,166 @@ async fn bad_arguments_are_usage_errors() {
     let out = demo(&["--api-url", "localhost:8080", "duplicate-load", "8", "2"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--api-url must start with http://"));
+}
+
+// --save writes the summary (keys in order, plus the printed output) to a file relative to
+// the working directory; compare puts two of them side by side with a one-line verdict.
+#[tokio::test(flavor = "multi_thread")]
+async fn save_then_compare_two_runs() {
+    let stack = start_stack(true).await;
+    let dir = scratch_dir("compare");
+    let api = ["--api-url", stack.api_url.as_str()];
+    for file in ["before.json", "after.json"] {
+        let out = demo_in(
+            &dir,
+            &[&api[..], &["duplicate-load", "3", "2", "--save", file]].concat(),
+        )
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("before.json")).unwrap()).unwrap();
+    assert_eq!(saved["observed_effects_total"], 6);
+    assert!(
+        saved["output"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate_effects=3\n")
+    );
+
+    let out = demo_in(&dir, &["compare", "before.json", "after.json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("key "), "{stdout}");
+    let effects = stdout
+        .lines()
+        .find(|l| l.starts_with("observed_effects_total"))
+        .unwrap();
+    assert_eq!(
+        effects.split_whitespace().collect::<Vec<_>>(),
+        ["observed_effects_total", "6", "6"]
+    );
+    assert!(
+        stdout.ends_with("# still broken: 6 effects for 3 unique jobs, 3 duplicate side effects, no better than before\n"),
+        "{stdout}"
+    );
+    let out = demo_in(&dir, &["compare", "before.json", "after.json", "--json"]).await;
+    let json: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(json["fixed"], false);
+    assert_eq!(json["after"]["duplicate_effects"], 3);
+}
+
+// Bad files for compare: one clear line naming the file, exit 1. A --save path whose
+// folder does not exist fails before anything is submitted (Redis stays empty).
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_saved_files_are_clear_errors_and_change_nothing() {
+    let stack = start_stack(true).await;
+    let dir = scratch_dir("bad");
+    let api = ["--api-url", stack.api_url.as_str()];
+    let out = demo_in(
+        &dir,
+        &[
+            &api[..],
+            &[
+                "duplicate-observe",
+                "--interval-ms",
+                "20",
+                "--save",
+                "observe.json",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = demo_in(
+        &dir,
+        &[&api[..], &["duplicate-load", "2", "2", "--json"]].concat(),
+    )
+    .await;
+    std::fs::write(dir.join("load.json"), &out.stdout).unwrap();
+    std::fs::write(dir.join("notjson.json"), "scenario=duplicate-load\n").unwrap();
+    std::fs::write(
+        dir.join("partial.json"),
+        r#"{"scenario": "duplicate-load", "run_id": "x"}"#,
+    )
+    .unwrap();
+
+    for (args, expected) in [
+        (["compare", "missing.json", "load.json"], "cannot read "),
+        (
+            ["compare", "notjson.json", "load.json"],
+            "notjson.json is not JSON",
+        ),
+        (
+            ["compare", "partial.json", "load.json"],
+            "partial.json is not a saved demo-runner summary: missing field",
+        ),
+        (
+            ["compare", "observe.json", "load.json"],
+            "cannot compare a duplicate-observe run",
+        ),
+    ] {
+        let out = demo_in(&dir, &args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // A summary printed with --json (no output text) is accepted too.
+    let out = demo_in(&dir, &["compare", "load.json", "load.json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut redis = redis::Client::open(stack.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before = lab_schema::testing::scan_keys(&mut redis, "*")
+        .await
+        .unwrap();
+    let out = demo_in(
+        &dir,
+        &[
+            &api[..],
+            &["duplicate-load", "2", "2", "--save", "no-such-dir/x.json"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        lab_schema::testing::scan_keys(&mut redis, "*")
+            .await
+            .unwrap(),
+        before,
+        "nothing was submitted"
+    );
+
+    // evidence without its files: exit 1, and no evidence file is written.
+    let out = demo_in(&dir, &[&api[..], &["evidence", "--out", "e.md"]].concat()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("observe-before.json"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.join("e.md").exists());
+
+    // --save belongs to the scenarios: elsewhere it is a usage error.
+    let out = demo_in(
+        &dir,
+        &["compare", "load.json", "load.json", "--save", "x.json"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
 }

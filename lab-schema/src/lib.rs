@@ -5,8 +5,11 @@
 //! - [`keys`]: every Redis key and stream the api and the worker use.
 //! - [`validate_id`]: the rule for `jobId` and `runId` (they end up in Redis keys and log lines).
 //! - [`JobView`] / [`RunSummary`]: what `GET /jobs/{jobId}` and `GET /runs/{runId}` return.
+//! - [`events`] / [`RunEvents`]: the run's event log, served as `GET /runs/{runId}/events`.
+//! - [`payload`]: payload fields the worker honours (`simulateEffectFailure`).
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
-//! - `testing` (feature `testing`): a real `redis-server` on a free port for tests.
+//! - `testing` (feature `testing`): a real `redis-server` on a free port for tests, and
+//!   worker binaries built with a patch applied.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +42,8 @@ pub const DEAD_LETTER_MAXLEN: u64 = 10_000;
 /// | `run:<runId>` | hash | api, worker | submissions, attempts, processed, duplicateSkips, deadLettered |
 /// | `run-jobs:<runId>` | set | api | the jobIds of the run |
 /// | `ledger:<runId>` | stream | worker (effects module) | one entry per applied side effect |
+/// | `events:<runId>` | stream (capped, expires) | worker (context, effects) | notable events: delivery, effect, duplicate skip, effect failure |
+/// | `effect-failure:<jobId>` | string | worker (effects module) | a simulated effect failure already happened for this job |
 /// | `processed:<pipeline>:<jobId>` | string | the student's guard | the idempotency claim |
 ///
 /// `job:*`, `run:*`, `run-jobs:*` and `ledger:*` expire [`RECORD_TTL_SECS`](crate::RECORD_TTL_SECS)
@@ -71,6 +76,17 @@ pub mod keys {
         format!("ledger:{run_id}")
     }
 
+    /// The run's event log (`GET /runs/{runId}/events`): what the worker did, in order.
+    pub fn events(run_id: &str) -> String {
+        format!("events:{run_id}")
+    }
+
+    /// Set (NX) when the simulated effect failure of a job has happened, so it
+    /// happens exactly once across every worker process.
+    pub fn effect_failure(job_id: &str) -> String {
+        format!("effect-failure:{job_id}")
+    }
+
     /// The idempotency key of the exercise: `processed:<pipeline>:<jobId>`.
     pub fn processed(pipeline: &str, job_id: &str) -> String {
         format!("processed:{pipeline}:{job_id}")
@@ -83,6 +99,37 @@ pub mod entry {
     pub const RUN_ID: &str = "runId";
     pub const PAYLOAD: &str = "payload";
     pub const SUBMITTED_AT_MS: &str = "submittedAtMs";
+}
+
+/// The run's event log (`events:<runId>`): a capped stream that expires, so it
+/// never grows without bound. The worker appends to it in the same round trip
+/// as a write it makes anyway; the API serves it as `GET /runs/{runId}/events`.
+pub mod events {
+    /// Roughly how many events a run keeps (XADD MAXLEN ~): the oldest go first.
+    pub const MAX_LEN: u64 = 2_000;
+    /// Seconds the log lives after its last event.
+    pub const TTL_SECS: u64 = 86_400;
+
+    /// Field names of one event entry.
+    pub const KIND: &str = "event";
+    pub const JOB_ID: &str = "jobId";
+    pub const DELIVERY_ID: &str = "deliveryId";
+    pub const CONSUMER: &str = "consumer";
+    pub const DETAIL: &str = "detail";
+
+    /// Event kinds.
+    pub const DELIVERY: &str = "delivery";
+    pub const EFFECT: &str = "effect";
+    pub const DUPLICATE_SKIP: &str = "duplicate-skip";
+    pub const EFFECT_FAILED: &str = "effect-failed";
+}
+
+/// Payload fields the worker itself honours (the lab's fault injection).
+pub mod payload {
+    /// `{"simulateEffectFailure": "once"}`: the first attempt of this job's side
+    /// effect fails (across all workers), as an email provider that times out once.
+    pub const SIMULATE_EFFECT_FAILURE: &str = "simulateEffectFailure";
+    pub const ONCE: &str = "once";
 }
 
 /// Field names of a job hash (`job:<jobId>`); they are also the JSON keys of [`JobView`].
@@ -192,6 +239,32 @@ pub struct RunSummary {
     pub drained: bool,
 }
 
+/// One event of a run, as `GET /runs/{runId}/events` returns it (oldest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunEvent {
+    /// The stream entry id (`<unix ms>-<seq>`).
+    pub id: String,
+    /// When Redis recorded it, in Unix milliseconds.
+    pub time_ms: u64,
+    /// `delivery`, `effect`, `duplicate-skip` or `effect-failed`.
+    pub event: String,
+    pub job_id: String,
+    pub delivery_id: String,
+    /// The worker process that did it.
+    pub consumer: String,
+    /// e.g. the claim key of a skip, or the effect count after an effect.
+    pub detail: String,
+}
+
+/// `GET /runs/{runId}/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunEvents {
+    pub run_id: String,
+    pub events: Vec<RunEvent>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +294,8 @@ mod tests {
                 keys::run(id),
                 keys::run_jobs(id),
                 keys::ledger(id),
+                keys::events(id),
+                keys::effect_failure(id),
             ] {
                 assert!(seen.insert(key.clone()), "{key} is used twice");
             }
@@ -230,5 +305,11 @@ mod tests {
     #[test]
     fn the_claim_key_has_the_documented_shape() {
         assert_eq!(keys::processed("email", "job-1"), "processed:email:job-1");
+    }
+
+    #[test]
+    fn the_event_log_key_is_per_run() {
+        assert_eq!(keys::events("load-1-abc"), "events:load-1-abc");
+        assert_ne!(keys::events("a"), keys::ledger("a"));
     }
 }

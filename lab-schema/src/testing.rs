@@ -1,5 +1,5 @@
-//! Test support: a real `redis-server` on a free loopback port, one per test.
-//! Students need not edit this file.
+//! Test support: a real `redis-server` on a free loopback port, one per test,
+//! and worker binaries built with a patch applied. Students need not edit this file.
 //!
 //! Every test that touches Redis starts its own server, so tests never share
 //! data and nothing ever needs FLUSHALL. The server dies with the value.
@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -205,4 +205,107 @@ fn ping(port: u16, password: Option<&str>) -> bool {
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
         && &reply == b"+PONG\r\n"
+}
+
+/// The repository root (the folder with the workspace's `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The worker binary built from a copy of the workspace with `patch` (a path
+/// relative to the repository root, e.g. `exercises/solutions/01-set-nx-guard.patch`)
+/// applied with `git apply`. Returns a private copy of the binary.
+///
+/// Every patch is built in ONE scratch copy of the workspace with ONE target
+/// folder (`target/patched-worker/`): only the files a patch changes differ
+/// between two builds, so each one recompiles just the worker crate. Builds
+/// from parallel test processes take turns (a file lock). Panics with a clear
+/// message when the patch no longer applies or the patched worker does not build.
+pub fn patched_worker(patch: &str) -> PathBuf {
+    let root = workspace_root();
+    let build_dir = root.join("target").join("patched-worker");
+    std::fs::create_dir_all(&build_dir).unwrap();
+    let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
+    lock.lock().unwrap();
+
+    let copy = build_dir.join("workspace");
+    // Start from the starter every time: drop what the previous patch changed.
+    let _ = std::fs::remove_dir_all(copy.join("worker").join("src"));
+    for item in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "lab-schema",
+        "api",
+        "worker",
+        "demo-runner",
+    ] {
+        sync_tree(&root.join(item), &copy.join(item));
+    }
+    let applied = Command::new("git")
+        .arg("apply")
+        .arg(root.join(patch))
+        .current_dir(&copy)
+        // The copy sits inside this repository's target/: stop git from finding the
+        // outer repository, where `git apply` would silently skip the paths.
+        .env("GIT_CEILING_DIRECTORIES", &build_dir)
+        .status()
+        .expect("git is needed to apply the patch");
+    assert!(
+        applied.success(),
+        "{patch} no longer applies to the starter worker"
+    );
+    let patched = std::fs::read_to_string(copy.join("worker/src/job.rs")).unwrap();
+    let starter = std::fs::read_to_string(root.join("worker/src/job.rs")).unwrap();
+    assert_ne!(patched, starter, "git apply {patch} left job.rs unchanged");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "--quiet", "--offline", "-p", "worker"])
+        .arg("--target-dir")
+        .arg(build_dir.join("target"))
+        .current_dir(&copy)
+        .status()
+        .expect("cargo");
+    assert!(
+        built.success(),
+        "the worker patched with {patch} does not build"
+    );
+    // A copy of the binary named after the patched source, so a later build
+    // never replaces it mid-test and each variant takes one file in the temp
+    // folder, however many test runs there are. Copied, then renamed into place:
+    // a worker still running the previous copy keeps it.
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    patched.hash(&mut hasher);
+    let name = Path::new(patch)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let binary = std::env::temp_dir().join(format!("lab-worker-{name}-{:016x}", hasher.finish()));
+    let partial = binary.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::copy(build_dir.join("target/debug/worker"), &partial).unwrap();
+    std::fs::rename(&partial, &binary).unwrap();
+    binary
+}
+
+/// Copies `from` to `to`, skipping `target` folders and leaving files whose
+/// content is unchanged untouched (so cargo sees them as up to date).
+fn sync_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != "target" {
+                sync_tree(&entry.path(), &to.join(entry.file_name()));
+            }
+        }
+    } else {
+        let content = std::fs::read(from).unwrap();
+        if std::fs::read(to).ok().as_deref() != Some(&content[..]) {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, content).unwrap();
+        }
+    }
 }

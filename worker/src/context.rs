@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_schema::{job_field, keys, run_field, status};
+use lab_schema::{events as event, job_field, keys, run_field, status};
 use redis::aio::ConnectionManager;
 
-use crate::effects;
+use crate::{effects, events};
 
 /// One delivery of a job, as read from the queue.
 #[derive(Debug, Clone)]
@@ -52,17 +52,18 @@ impl JobContext {
     }
 
     /// Counts one delivery: status `processing`, `processAttempts` + 1 on the
-    /// job and `attempts` + 1 on the run. Returns the job's attempt number.
+    /// job and `attempts` + 1 on the run, and a `delivery` event in the run's
+    /// event log. Returns the job's attempt number.
     pub async fn mark_processing(&mut self, job: &Job) -> anyhow::Result<u64> {
         let job_key = keys::job(&job.job_id);
-        let (attempt,): (u64,) = redis::pipe()
-            .hset(&job_key, job_field::STATUS, status::PROCESSING)
+        let mut pipe = redis::pipe();
+        pipe.hset(&job_key, job_field::STATUS, status::PROCESSING)
             .ignore()
             .hincr(&job_key, job_field::PROCESS_ATTEMPTS, 1)
             .hincr(keys::run(&job.run_id), run_field::ATTEMPTS, 1)
-            .ignore()
-            .query_async(&mut self.redis)
-            .await?;
+            .ignore();
+        events::push(&mut pipe, job, event::DELIVERY, &self.consumer, "");
+        let (attempt,): (u64,) = pipe.query_async(&mut self.redis).await?;
         Ok(attempt)
     }
 
@@ -84,7 +85,8 @@ impl JobContext {
     }
 
     /// Records a skipped duplicate: logs it, sets the job's `idempotency` to
-    /// `duplicate-skipped` and counts it (`duplicateSkips` on the job and the run).
+    /// `duplicate-skipped`, counts it (`duplicateSkips` on the job and the run)
+    /// and adds a `duplicate-skip` event to the run's event log.
     /// `claim_key` is the key whose claim failed; it goes into the log line.
     pub async fn record_duplicate_skip(
         &mut self,
@@ -92,14 +94,20 @@ impl JobContext {
         claim_key: &str,
     ) -> anyhow::Result<()> {
         let job_key = keys::job(&job.job_id);
-        let (skips,): (u64,) = redis::pipe()
-            .hset(&job_key, job_field::IDEMPOTENCY, "duplicate-skipped")
+        let mut pipe = redis::pipe();
+        pipe.hset(&job_key, job_field::IDEMPOTENCY, "duplicate-skipped")
             .ignore()
             .hincr(&job_key, job_field::DUPLICATE_SKIPS, 1)
             .hincr(keys::run(&job.run_id), run_field::DUPLICATE_SKIPS, 1)
-            .ignore()
-            .query_async(&mut self.redis)
-            .await?;
+            .ignore();
+        events::push(
+            &mut pipe,
+            job,
+            event::DUPLICATE_SKIP,
+            &self.consumer,
+            claim_key,
+        );
+        let (skips,): (u64,) = pipe.query_async(&mut self.redis).await?;
         tracing::info!(
             job_id = %job.job_id,
             delivery_id = %job.delivery_id,

@@ -2,15 +2,22 @@
 //!
 //! The side effect stands for an external action: sending an email, charging a
 //! card. Each one is written, in one MULTI/EXEC with the job's `effects`
-//! counter, as an entry of the run's ledger stream (`ledger:<runId>`). The run
-//! totals count the ledger, so the numbers show every email really "sent".
+//! counter and an `effect` event, as an entry of the run's ledger stream
+//! (`ledger:<runId>`). The run totals count the ledger, so the numbers show
+//! every email really "sent".
+//!
+//! Fault injection: a job submitted with `{"simulateEffectFailure": "once"}` in
+//! its payload has its first effect attempt fail (exactly once across all
+//! workers), like an email provider that times out once. That is how the lab
+//! checks that a guard releases its claim when the effect fails.
 
 use std::time::Duration;
 
-use lab_schema::{job_field, keys};
+use lab_schema::{events as event, job_field, keys, payload};
 use redis::aio::ConnectionManager;
 
 use crate::context::Job;
+use crate::events;
 
 /// Waits `delay` (the external call), then records one effect in the ledger.
 pub(crate) async fn apply(
@@ -22,8 +29,15 @@ pub(crate) async fn apply(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let (_ledger_id, effects): (String, u64) = redis::pipe()
-        .atomic()
+    if wants_one_failure(&job.payload) && fail_this_time(redis, job, consumer).await? {
+        tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, "side effect FAILED (simulated: the email provider timed out); nothing was sent");
+        anyhow::bail!(
+            "the side effect failed (simulated by the payload's {})",
+            payload::SIMULATE_EFFECT_FAILURE
+        );
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic()
         .xadd(
             keys::ledger(&job.run_id),
             "*",
@@ -33,13 +47,74 @@ pub(crate) async fn apply(
                 ("consumer", consumer),
             ],
         )
-        .hincr(keys::job(&job.job_id), job_field::EFFECTS, 1)
-        .query_async(redis)
-        .await?;
+        .hincr(keys::job(&job.job_id), job_field::EFFECTS, 1);
+    events::push(&mut pipe, job, event::EFFECT, consumer, "");
+    let (_ledger_id, effects): (String, u64) = pipe.query_async(redis).await?;
     if effects == 1 {
         tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied (email sent)");
     } else {
         tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied AGAIN: this job has now sent {effects} emails");
     }
     Ok(())
+}
+
+/// The payload asks for one simulated failure: `{"simulateEffectFailure": "once"}`.
+fn wants_one_failure(payload_json: &str) -> bool {
+    // Cheap test first: almost no payload mentions it.
+    payload_json.contains(payload::SIMULATE_EFFECT_FAILURE)
+        && serde_json::from_str::<serde_json::Value>(payload_json)
+            .ok()
+            .and_then(|v| {
+                v.get(payload::SIMULATE_EFFECT_FAILURE)
+                    .and_then(|f| f.as_str().map(|f| f == payload::ONCE))
+            })
+            .unwrap_or(false)
+}
+
+/// True for the one attempt (across all workers) that must fail: the first to
+/// SET NX the job's failure marker. Records an `effect-failed` event.
+async fn fail_this_time(
+    redis: &mut ConnectionManager,
+    job: &Job,
+    consumer: &str,
+) -> anyhow::Result<bool> {
+    let first: bool = redis::cmd("SET")
+        .arg(keys::effect_failure(&job.job_id))
+        .arg(1)
+        .arg("NX")
+        .arg("EX")
+        .arg(event::TTL_SECS)
+        .query_async(redis)
+        .await?;
+    if first {
+        let mut pipe = redis::pipe();
+        events::push(
+            &mut pipe,
+            job,
+            event::EFFECT_FAILED,
+            consumer,
+            "simulated failure",
+        );
+        let () = pipe.query_async(redis).await?;
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_one_failure;
+
+    #[test]
+    fn only_the_documented_payload_asks_for_a_failure() {
+        assert!(wants_one_failure(r#"{"simulateEffectFailure":"once"}"#));
+        assert!(wants_one_failure(
+            r#"{"template":"x","simulateEffectFailure":"once"}"#
+        ));
+        assert!(!wants_one_failure(r#"{"simulateEffectFailure":"always"}"#));
+        assert!(!wants_one_failure(
+            r#"{"template":"simulateEffectFailure"}"#
+        ));
+        assert!(!wants_one_failure("{}"));
+        assert!(!wants_one_failure("not json simulateEffectFailure"));
+    }
 }

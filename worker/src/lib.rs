@@ -9,6 +9,7 @@
 //! | `job.rs` | THE EXERCISE: what happens to one delivery of a job |
 //! | `context.rs` | what `process_job` can use: Redis, the pipeline name, the TTL, helpers |
 //! | `effects.rs` | the side effect ("send the email") and its ledger |
+//! | `events.rs` | the run's event log (delivery, effect, duplicate skip) served by the API |
 //! | `queue.rs` | the consumer loop: read, redeliver, run `process_job`, acknowledge |
 //!
 //! # Delivery semantics
@@ -22,6 +23,7 @@
 
 mod context;
 mod effects;
+mod events;
 pub mod job;
 mod queue;
 

@@ -11,109 +11,24 @@ use std::time::{Duration, Instant};
 
 use demo_runner::{Scenario, Summary};
 use lab_schema::testing::RedisServer;
-use lab_schema::{JobView, RunSummary, keys};
+use lab_schema::{JobView, RunEvents, RunSummary, keys};
 use redis::AsyncCommands;
-
-/// The workspace root (this file is `worker/tests/lab.rs`).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// The starter worker, exactly as students get it.
 fn starter_worker() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_worker"))
 }
 
-/// The worker with `exercises/solutions/01-set-nx-guard.patch` applied: the
-/// patch is applied with `git apply` to a copy of the workspace, which is then
-/// built. This proves on every run that the patch still applies and works.
+/// The worker with `exercises/solutions/01-set-nx-guard.patch` applied (with
+/// `git apply`, to a copy of the workspace) and built. This proves on every run
+/// that the patch still applies and works.
 fn fixed_worker() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(build_fixed_worker).clone()
-}
-
-fn build_fixed_worker() -> PathBuf {
-    let root = workspace_root();
-    let build_dir = root.join("target").join("reference-fix");
-    std::fs::create_dir_all(&build_dir).unwrap();
-    // Test processes may build at the same time: one at a time, in a fixed folder,
-    // so the second build finds everything up to date.
-    let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
-    lock.lock().unwrap();
-
-    let copy = build_dir.join("workspace");
-    let _ = std::fs::remove_dir_all(copy.join("worker").join("src"));
-    for item in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "lab-schema",
-        "api",
-        "worker",
-        "demo-runner",
-    ] {
-        sync_tree(&root.join(item), &copy.join(item));
-    }
-    let patch = root.join("exercises/solutions/01-set-nx-guard.patch");
-    let applied = Command::new("git")
-        .arg("apply")
-        .arg(&patch)
-        .current_dir(&copy)
-        // The copy sits inside this repository's target/: stop git from finding the
-        // outer repository, where `git apply` would silently skip the paths.
-        .env("GIT_CEILING_DIRECTORIES", &build_dir)
-        .status()
-        .expect("git is needed to apply the patch");
-    assert!(
-        applied.success(),
-        "the reference patch no longer applies to the starter worker"
-    );
-    let patched = std::fs::read_to_string(copy.join("worker/src/job.rs")).unwrap();
-    let starter = std::fs::read_to_string(root.join("worker/src/job.rs")).unwrap();
-    assert_ne!(
-        patched, starter,
-        "git apply left worker/src/job.rs unchanged"
-    );
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--offline",
-            "-p",
-            "worker",
-            "--target-dir",
-        ])
-        .arg(build_dir.join("target"))
-        .current_dir(&copy)
-        .status()
-        .expect("cargo");
-    assert!(built.success(), "the patched worker does not build");
-    // A private copy of the binary, so a later rebuild never replaces it mid-test.
-    let binary = std::env::temp_dir().join(format!("lab-fixed-worker-{}", std::process::id()));
-    std::fs::copy(build_dir.join("target/debug/worker"), &binary).unwrap();
-    binary
-}
-
-/// Copies `from` to `to`, skipping `target` folders and leaving files whose
-/// content is unchanged untouched (so cargo sees them as up to date).
-fn sync_tree(from: &Path, to: &Path) {
-    if from.is_dir() {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_name() != "target" {
-                sync_tree(&entry.path(), &to.join(entry.file_name()));
-            }
-        }
-    } else {
-        let content = std::fs::read(from).unwrap();
-        if std::fs::read(to).ok().as_deref() != Some(&content[..]) {
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::write(to, content).unwrap();
-        }
-    }
+    BINARY
+        .get_or_init(|| {
+            lab_schema::testing::patched_worker("exercises/solutions/01-set-nx-guard.patch")
+        })
+        .clone()
 }
 
 /// Redis, the API and any number of worker processes, all torn down on drop.
@@ -177,9 +92,14 @@ impl Stack {
     }
 
     async fn submit(&self, job_id: &str, run_id: &str) {
+        self.submit_with(job_id, run_id, serde_json::json!({}))
+            .await
+    }
+
+    async fn submit_with(&self, job_id: &str, run_id: &str, payload: serde_json::Value) {
         let response = reqwest::Client::new()
             .post(format!("{}/jobs", self.api_url))
-            .json(&serde_json::json!({ "jobId": job_id, "runId": run_id }))
+            .json(&serde_json::json!({ "jobId": job_id, "runId": run_id, "payload": payload }))
             .send()
             .await
             .unwrap();
@@ -500,5 +420,93 @@ async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
             assert_eq!(run.lost_effects, 0, "{run:?}");
             assert!(run.duplicate_effects > 0, "{run:?}");
         }
+    }
+}
+
+/// How many events of each kind: (delivery, effect, duplicate-skip, effect-failed).
+fn event_counts(events: &RunEvents) -> (usize, usize, usize, usize) {
+    let count = |kind: &str| events.events.iter().filter(|e| e.event == kind).count();
+    (
+        count("delivery"),
+        count("effect"),
+        count("duplicate-skip"),
+        count("effect-failed"),
+    )
+}
+
+// The run's event log, as GET /runs/{runId}/events serves it: one delivery event per
+// delivery, one effect event per ledger entry, one duplicate-skip event per skip, oldest
+// first; the log expires; unknown and invalid run ids get their JSON errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn event_log_records_deliveries_effects_and_skips() {
+    let stack = stack_with_two(&fixed_worker()).await;
+    let summary = stack.scenario(load(4, 3)).await;
+    assert_eq!(numbers(&summary), [4, 12, 12, 4, 8]);
+    let run_id = &summary.run.run_id;
+    let events: RunEvents = get_json(format!("{}/runs/{run_id}/events", stack.api_url)).await;
+    assert_eq!(&events.run_id, run_id);
+    assert_eq!(event_counts(&events), (12, 4, 8, 0));
+    assert!(
+        events
+            .events
+            .windows(2)
+            .all(|w| w[0].id < w[1].id || w[0].time_ms < w[1].time_ms)
+    );
+    let skip = events
+        .events
+        .iter()
+        .find(|e| e.event == "duplicate-skip")
+        .unwrap();
+    assert_eq!(skip.detail, format!("processed:email:{}", skip.job_id));
+    assert!(!skip.consumer.is_empty() && !skip.delivery_id.is_empty());
+
+    let mut redis = stack.redis().await;
+    let ttl: i64 = redis.ttl(keys::events(run_id)).await.unwrap();
+    assert!(ttl > 0 && ttl <= 86_400, "the log expires, ttl {ttl}");
+
+    let missing = reqwest::get(format!("{}/runs/no-such-run/events", stack.api_url))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "run_not_found");
+    let bad = reqwest::get(format!("{}/runs/bad*id/events", stack.api_url))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+/// Submits one job whose first effect attempt fails, to two workers with a 1 s
+/// claim idle time; returns the job once every delivery is acknowledged, and its events.
+async fn effect_fails_once(binary: &Path) -> (JobView, RunEvents) {
+    let mut stack = Stack::start().await;
+    for _ in 0..2 {
+        stack.spawn_worker(
+            binary,
+            &["--effect-delay-ms", "50", "--claim-idle-ms", "1000"],
+        );
+    }
+    let payload = serde_json::json!({ "simulateEffectFailure": "once" });
+    stack.submit_with("flaky-1", "flaky", payload).await;
+    stack
+        .wait_for(
+            "the redelivery to be acknowledged",
+            Duration::from_secs(20),
+            || async { stack.job("flaky-1").await.deliveries_done == 1 },
+        )
+        .await;
+    let events = get_json(format!("{}/runs/flaky/events", stack.api_url)).await;
+    (stack.job("flaky-1").await, events)
+}
+
+// A payload with simulateEffectFailure=once: the first attempt's effect fails (nothing in
+// the ledger), the delivery is not acknowledged, and its redelivery applies the effect.
+// With the reference fix too: it releases its claim when the effect fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn simulated_effect_failure_fails_once_then_the_redelivery_applies_it() {
+    for binary in [starter_worker(), fixed_worker()] {
+        let (job, events) = effect_fails_once(&binary).await;
+        assert_eq!((job.process_attempts, job.effects), (2, 1), "{binary:?}");
+        assert_eq!(event_counts(&events), (2, 1, 0, 1), "{binary:?}");
     }
 }

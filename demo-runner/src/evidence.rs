@@ -1,0 +1,224 @@
+//! `evidence --out FILE.md`: what the handout asks students to turn in, in one
+//! Markdown file: the duplicate-observe output before and after the fix, the
+//! duplicate-load output after it (and the before/after table), and the worker's
+//! duplicate skips from the run's event log. Students need not edit this file.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use lab_schema::{RunEvent, RunEvents};
+
+use crate::client::Api;
+use crate::compare::Comparison;
+use crate::saved::{self, Saved};
+
+/// Where the evidence comes from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub observe_before: PathBuf,
+    pub observe_after: PathBuf,
+    pub load_after: PathBuf,
+    /// Optional: when given (or when the default file exists), adds the before/after table.
+    pub load_before: Option<PathBuf>,
+}
+
+/// Skip lines quoted from the load run at most.
+const MAX_SKIP_LINES: usize = 12;
+
+/// Reads the saved files, fetches the after runs' events, and returns the Markdown.
+pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
+    let observe_before = load_as(&sources.observe_before, "duplicate-observe")?;
+    let observe_after = load_as(&sources.observe_after, "duplicate-observe")?;
+    let load_after = load_as(&sources.load_after, "duplicate-load")?;
+    let load_before = match &sources.load_before {
+        Some(path) => Some(load_as(path, "duplicate-load")?),
+        None => None,
+    };
+    api.check_ready().await?;
+    let observe_events = api.events(&observe_after.run_id).await.map_err(|err| {
+        anyhow::anyhow!(
+            "cannot read the events of {}: {err:#}",
+            observe_after.run_id
+        )
+    })?;
+    let load_events = api.events(&load_after.run_id).await.map_err(|err| {
+        anyhow::anyhow!("cannot read the events of {}: {err:#}", load_after.run_id)
+    })?;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# Evidence: duplicate delivery (exercise 1)\n");
+    let _ = writeln!(
+        md,
+        "Made by `demo-runner evidence` from {}.\n",
+        [
+            Some(&observe_before),
+            Some(&observe_after),
+            load_before.as_ref(),
+            Some(&load_after)
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| format!("`{}`", file_name(&s.path)))
+        .collect::<Vec<_>>()
+        .join(", ")
+    );
+    md.push_str("## My idempotency strategy\n\n");
+    md.push_str(
+        "_Replace this line with 3 to 5 sentences: the key you claim, the Redis command, \
+         what a delivery does when its claim fails, and why this is safe when two deliveries \
+         of one job arrive at the same moment._\n\n",
+    );
+    section(
+        &mut md,
+        "`duplicate-observe` before the fix",
+        &observe_before,
+    );
+    section(&mut md, "`duplicate-observe` after the fix", &observe_after);
+    section(&mut md, "`duplicate-load` after the fix", &load_after);
+    if let Some(before) = load_before {
+        let comparison = Comparison::new(before, load_after.clone())?;
+        md.push_str("## `duplicate-load` before and after\n\n```text\n");
+        md.push_str(&comparison.to_text());
+        md.push_str("```\n\n");
+    }
+
+    md.push_str("## Worker log: duplicate deliveries skipped\n\n");
+    let _ = writeln!(
+        md,
+        "From the run's event log (`GET /runs/{{runId}}/events`), written by the workers.\n"
+    );
+    let _ = writeln!(
+        md,
+        "The observed job after the fix, every event (run `{}`):\n",
+        observe_after.run_id
+    );
+    md.push_str("```text\n");
+    for event in &observe_events.events {
+        md.push_str(&event_line(event));
+    }
+    md.push_str("```\n\n");
+    let skips: Vec<&RunEvent> = skips(&load_events);
+    let _ = writeln!(
+        md,
+        "`duplicate-load` after the fix: {} duplicate skips (run `{}`){}:\n",
+        skips.len(),
+        load_after.run_id,
+        if skips.len() > MAX_SKIP_LINES {
+            format!(", the first {MAX_SKIP_LINES}")
+        } else {
+            String::new()
+        }
+    );
+    md.push_str("```text\n");
+    for event in skips.iter().take(MAX_SKIP_LINES) {
+        md.push_str(&event_line(event));
+    }
+    md.push_str("```\n");
+    if skips.is_empty()
+        && observe_events
+            .events
+            .iter()
+            .all(|e| e.event != "duplicate-skip")
+    {
+        md.push_str(
+            "\nNo duplicate skip was recorded: the after runs were taken without a working guard \
+             (or the guard does not call `ctx.record_duplicate_skip`).\n",
+        );
+    }
+    Ok(md)
+}
+
+fn load_as(path: &Path, scenario: &str) -> anyhow::Result<Saved> {
+    let saved = Saved::load(path)?;
+    if saved.scenario != scenario {
+        anyhow::bail!(
+            "{} holds a {} run where a {scenario} run was expected",
+            saved.path.display(),
+            saved.scenario
+        );
+    }
+    Ok(saved)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn section(md: &mut String, title: &str, saved: &Saved) {
+    let _ = writeln!(md, "## {title}\n\n```text");
+    md.push_str(&saved.text());
+    md.push_str("```\n\n");
+}
+
+fn skips(events: &RunEvents) -> Vec<&RunEvent> {
+    events
+        .events
+        .iter()
+        .filter(|e| e.event == "duplicate-skip")
+        .collect()
+}
+
+/// `2026-11-22T22:30:01.123Z worker-1 duplicate-skip job=... delivery=... processed:email:...`
+fn event_line(event: &RunEvent) -> String {
+    let what = match event.event.as_str() {
+        "delivery" => "delivery received",
+        "effect" => "side effect applied (email sent)",
+        "duplicate-skip" => "duplicate delivery skipped: side effect NOT applied",
+        "effect-failed" => "side effect FAILED",
+        other => other,
+    };
+    let mut line = format!(
+        "{} {} {what} job_id={} delivery_id={}",
+        utc_timestamp(event.time_ms),
+        event.consumer,
+        event.job_id,
+        event.delivery_id
+    );
+    if event.event == "duplicate-skip" {
+        let _ = write!(line, " claim_key={}", event.detail);
+    }
+    line.push('\n');
+    line
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), without a date crate.
+pub fn utc_timestamp(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        ms % 1000
+    )
+}
+
+/// Writes the evidence file.
+pub fn write(out: &Path, markdown: &str) -> anyhow::Result<()> {
+    saved::write(out, markdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_timestamp;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_timestamp(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(utc_timestamp(1_795_383_606_992), "2026-11-22T21:40:06.992Z");
+    }
+}

@@ -140,6 +140,15 @@ expect_load 16 16 0
 record "docker compose exec redis redis-cli KEYS 'processed:*'" dc exec -T redis redis-cli KEYS 'processed:*'
 [ -z "$(printf '%s' "$LAST" | tr -d '[:space:]')" ] || die "starter: expected no processed:* keys"
 
+# The class kit under Docker: saved summaries land in lab-output/ on the host; verify fails the starter.
+record "docker compose run --rm demo duplicate-observe --save observe-before.json" dc run --rm -T demo duplicate-observe --save observe-before.json
+record "docker compose run --rm demo duplicate-load 8 2 --save load-before.json" dc run --rm -T demo duplicate-load 8 2 --save load-before.json
+[ -s lab-output/observe-before.json ] && [ -s lab-output/load-before.json ] || die "--save did not write into lab-output/"
+if record "docker compose run --rm demo verify  (starter)" dc run --rm -T demo verify; then
+  die "verify passed the starter"
+fi
+printf '%s\n' "$LAST" | grep -q '^verdict: FAIL' || die "verify on the starter: no FAIL verdict"
+
 # 3. The fix: apply the reference patch to the copy, rebuild, rerun.
 # (GIT_CEILING_DIRECTORIES: the copy is inside this repository, but must be patched as a plain tree)
 GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/solutions/01-set-nx-guard.patch
@@ -163,6 +172,15 @@ skips="$(printf '%s\n' "$LAST" | grep -c "duplicate delivery skipped.*$run_id" |
 record "docker compose exec redis redis-cli KEYS 'processed:*'" dc exec -T redis redis-cli KEYS 'processed:*'
 keys="$(printf '%s\n' "$LAST" | grep -c "^processed:email:$run_id-" || true)"
 [ "$keys" = 8 ] || die "expected 8 processed:email:$run_id-* keys, found $keys"
+
+record "docker compose run --rm demo duplicate-observe --save observe-after.json" dc run --rm -T demo duplicate-observe --save observe-after.json
+record "docker compose run --rm demo duplicate-load 8 2 --save load-after.json" dc run --rm -T demo duplicate-load 8 2 --save load-after.json
+record "docker compose run --rm demo compare load-before.json load-after.json" dc run --rm -T demo compare load-before.json load-after.json
+printf '%s\n' "$LAST" | grep -q '# fixed' || die "compare did not say fixed"
+record "docker compose run --rm demo evidence --out evidence.md" dc run --rm -T demo evidence --out evidence.md
+grep -q 'after the fix: 8 duplicate skips' lab-output/evidence.md || die "lab-output/evidence.md does not show the 8 duplicate skips"
+record "docker compose run --rm demo verify  (reference fix)" dc run --rm -T demo verify
+printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify on the reference fix: no PASS verdict"
 
 # 4. Three workers: the guard holds across processes.
 record "docker compose up -d --scale worker=3" dc up -d --scale worker=3

@@ -122,7 +122,7 @@ expect_load() { # expect_load <attempts> <effects> <skips>
 # 1. Start the stack (a cold build).
 elapsed record "docker compose up --build -d" dc up --build -d
 COLD=$ELAPSED
-say "cold build + start: ${COLD}s"
+say "build + start: ${COLD}s"
 record "docker compose ps" dc ps
 
 # Exposure: the API on loopback only, Redis not published at all.
@@ -198,7 +198,7 @@ record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
 
 {
   printf '## Timings\n\n'
-  printf -- '- cold `docker compose up --build -d`: %ss\n' "$COLD"
+  printf -- '- first `docker compose up --build -d` (cold unless COMPOSE_TEST_KEEP_CACHE=1): %ss\n' "$COLD"
   printf -- '- `docker compose up --build -d` after editing worker/src/job.rs: %ss (compiled: %s)\n' "$REBUILD" "${rebuilt:-nothing}"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
 } >>"$REPORT"

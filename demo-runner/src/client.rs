@@ -34,7 +34,7 @@ impl Api {
         let url = format!("{}/readyz", self.base);
         let response = self.http.get(&url).send().await.map_err(|err| {
             anyhow::anyhow!(
-                "cannot reach the API at {} ({}). Is the stack running? (./lab up)",
+                "cannot reach the API at {} ({}). Is the stack running? (docker compose up --build -d, or ./lab up)",
                 self.base,
                 short_reason(&err)
             )

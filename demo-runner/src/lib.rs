@@ -33,6 +33,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub use report::Summary;
 
+/// What to check when deliveries are not being processed.
+pub(crate) const STUCK_HINT: &str = "Is a worker running, and does process_job succeed? Look for \
+     `process_job failed` in `docker compose logs worker` (natively: ./lab status, ./lab logs worker)";
+
 /// Submits duplicate jobs to the lab's API and measures attempts versus side effects.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -282,8 +286,7 @@ async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
     }
     if !summary.drained {
         anyhow::bail!(
-            "the run did not drain within {}s: {} of {} submissions processed. Is a worker running? \
-             (./lab status, ./lab logs worker)",
+            "the run did not drain within {}s: {} of {} submissions processed. {STUCK_HINT}",
             cli.timeout,
             summary.run.processed_deliveries,
             summary.run.total_submissions

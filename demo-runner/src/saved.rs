@@ -160,5 +160,26 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
 pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     std::fs::write(path, text)
-        .map_err(|err| anyhow::anyhow!("cannot write {}: {}", shown.display(), io_reason(&err)))
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {}", shown.display(), io_reason(&err)))?;
+    give_to_folder_owner(&shown);
+    Ok(())
 }
+
+/// The Docker demo container writes as root into `lab-output/`, a folder of the
+/// student's: hand the file to the folder's owner, so the student can edit and
+/// delete it without sudo. Best effort; nothing to do when the owners already match.
+#[cfg(unix)]
+fn give_to_folder_owner(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(folder), Ok(file)) = (path.parent(), std::fs::metadata(path)) else {
+        return;
+    };
+    if let Ok(folder) = std::fs::metadata(folder)
+        && (folder.uid(), folder.gid()) != (file.uid(), file.gid())
+    {
+        let _ = std::os::unix::fs::chown(path, Some(folder.uid()), Some(folder.gid()));
+    }
+}
+
+#[cfg(not(unix))]
+fn give_to_folder_owner(_path: &Path) {}

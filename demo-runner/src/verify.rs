@@ -191,8 +191,9 @@ async fn submit_and_wait(
     let (job, done) = wait_job(api, job_id, limit, |j| j.deliveries_done >= n).await?;
     if !done {
         anyhow::bail!(
-            "job {job_id} was not processed within {}s: is a worker running? (./lab status)",
-            limit.as_secs()
+            "job {job_id} was not processed within {}s. {}",
+            limit.as_secs(),
+            crate::STUCK_HINT
         );
     }
     Ok(job)
@@ -231,6 +232,10 @@ async fn sequential_duplicates(api: &Api, limit: Duration) -> anyhow::Result<(Ch
         plural(job.duplicate_skips, "duplicate skip")
     );
     let meaning = match job.effects {
+        _ if job.process_attempts != copies => Some(format!(
+            "{copies} deliveries but {} attempts counted: every delivery must be counted, duplicates too; keep ctx.mark_processing(job) as the first step of process_job",
+            job.process_attempts
+        )),
         1 => None,
         0 => Some("no copy applied the effect: the job was lost".to_string()),
         n if idempotency == "not-implemented" => Some(format!(
@@ -311,9 +316,10 @@ async fn concurrent_duplicates(api: &Api, limit: Duration) -> anyhow::Result<Che
         }
         if Instant::now() >= deadline {
             anyhow::bail!(
-                "the concurrent run was not processed within {}s ({} of {expected}): is a worker running?",
+                "the concurrent run was not processed within {}s ({} of {expected}). {}",
                 limit.as_secs(),
-                run.processed_deliveries
+                run.processed_deliveries,
+                crate::STUCK_HINT
             );
         }
         tokio::time::sleep(POLL_EVERY).await;
@@ -430,8 +436,9 @@ async fn effect_failure(api: &Api, wait_secs: u64, limit: Duration) -> anyhow::R
     let (first, started) = wait_job(api, &job_id, limit, |j| j.process_attempts >= 1).await?;
     if !started {
         anyhow::bail!(
-            "job {job_id} was not picked up within {}s: is a worker running? (./lab status)",
-            limit.as_secs()
+            "job {job_id} was not picked up within {}s. {}",
+            limit.as_secs(),
+            crate::STUCK_HINT
         );
     }
     let _ = first;

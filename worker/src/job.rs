@@ -58,8 +58,8 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
     //      `return Ok(());` WITHOUT applying the side effect.
     //   4. If claimed: apply the side effect below, then record "claimed"
     //      instead of "not-implemented".
-    //   5. Going further: if the side effect fails, DEL the key before
-    //      returning the error, so the redelivery can try again.
+    //   5. If the side effect fails, DEL the key before returning the error,
+    //      so the redelivery can send the email instead of being skipped.
     //
     // Claim first, THEN run the side effect. A GET followed by a SET is not a
     // claim: two deliveries can both GET "nothing" before either SETs.

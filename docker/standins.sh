@@ -15,11 +15,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DOCKER="${DOCKER:-/usr/bin/docker}"
+say() { printf 'standins: %s\n' "$*" >&2; }
+# These images take the official names: build them only in a private engine, never in the
+# Docker of a laptop, where they would stand in for the real images from then on.
+case "${DOCKER_HOST:-}" in
+  "" | unix:///var/run/docker.sock | unix:///run/docker.sock)
+    say "refusing to tag stand-ins in the default Docker engine; set DOCKER_HOST to a private dockerd (docker/compose-test.sh does)"
+    exit 1 ;;
+esac
 CACHE="${STANDINS_CACHE:-$PWD/target/docker-standins}"
 REBUILD="${STANDINS_REBUILD:-0}"
 mkdir -p "$CACHE"
 
-say() { printf 'standins: %s\n' "$*" >&2; }
 have_image() { [ "$REBUILD" != 1 ] && "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
 # 1. debian:bookworm-slim from a minbase debootstrap.
@@ -57,6 +64,7 @@ fi
 # 3. rust:1-slim-bookworm with this machine's toolchain (Debian's packaged Rust is too old).
 if ! have_image rust:1-slim-bookworm; then
   sysroot="$(rustc --print sysroot)"
+  case "$sysroot" in /usr | /usr/local) say "rustc comes from $sysroot, not rustup: install Rust with rustup"; exit 1 ;; esac
   ctx="$CACHE/rust-context"
   say "building rust:1-slim-bookworm from $sysroot ($(rustc --version))"
   rm -rf "$ctx" && mkdir -p "$ctx/toolchain"

@@ -71,7 +71,8 @@ pub async fn duplicate_observe(
             ));
             last = Some(now);
         }
-        let done = submitted == copies && job.deliveries_done >= u64::from(copies);
+        let done =
+            submitted == copies && job.deliveries_done + job.dead_lettered >= u64::from(copies);
         if done || Instant::now() >= deadline {
             break;
         }

@@ -423,6 +423,12 @@ async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
     }
 }
 
+/// A stream entry id `<ms>-<seq>` as numbers, so that `...-10` sorts after `...-9`.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').expect("a stream id");
+    (ms.parse().unwrap(), seq.parse().unwrap())
+}
+
 /// How many events of each kind: (delivery, effect, duplicate-skip, effect-failed).
 fn event_counts(events: &RunEvents) -> (usize, usize, usize, usize) {
     let count = |kind: &str| events.events.iter().filter(|e| e.event == kind).count();
@@ -450,7 +456,7 @@ async fn event_log_records_deliveries_effects_and_skips() {
         events
             .events
             .windows(2)
-            .all(|w| w[0].id < w[1].id || w[0].time_ms < w[1].time_ms)
+            .all(|w| stream_id(&w[0].id) < stream_id(&w[1].id))
     );
     let skip = events
         .events

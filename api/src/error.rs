@@ -21,6 +21,9 @@ pub enum ApiError {
     },
     /// Redis did not answer in time or refused the command (503).
     RedisUnavailable(String),
+    /// A submission was sent to Redis but not confirmed within the timeout (503):
+    /// it may or may not have been enqueued.
+    SubmissionUnconfirmed,
 }
 
 impl ApiError {
@@ -67,6 +70,18 @@ impl IntoResponse for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "redis_unavailable",
                     "the queue (Redis) is not reachable right now; retry shortly".to_string(),
+                )
+            }
+            ApiError::SubmissionUnconfirmed => {
+                log_redis_unavailable("a submission was not confirmed in time");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "redis_timeout",
+                    format!(
+                        "the queue (Redis) did not confirm the submission within {:?}: it may \
+                         still be enqueued, so a retry may deliver the job twice",
+                        crate::REDIS_TIMEOUT
+                    ),
                 )
             }
         };

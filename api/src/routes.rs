@@ -94,8 +94,19 @@ pub async fn submit_job(
             ],
         );
     let mut redis = state.redis.clone();
+    // A timeout here (ours or the connection's) comes after the MULTI was sent:
+    // Redis may still run it, so the client is told the outcome is unknown.
     let (submission_no, delivery_id): (u64, String) =
-        tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut redis)).await??;
+        tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut redis))
+            .await
+            .map_err(|_| ApiError::SubmissionUnconfirmed)?
+            .map_err(|err: redis::RedisError| {
+                if err.is_timeout() {
+                    ApiError::SubmissionUnconfirmed
+                } else {
+                    err.into()
+                }
+            })?;
     tracing::info!(job_id = %job_id, run_id = %run_id, delivery_id = %delivery_id, submission = submission_no, "enqueued");
     Ok((
         StatusCode::ACCEPTED,

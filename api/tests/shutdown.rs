@@ -180,7 +180,14 @@ async fn a_hung_redis_is_a_503_after_the_timeout() {
     let body: Value = response.json().await.unwrap();
     println!("POST /jobs against a paused Redis: {status} after {took:?}");
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "redis_unavailable");
+    assert_eq!(body["error"]["code"], "redis_timeout", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may still be enqueued"),
+        "{body}"
+    );
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "answered after {took:?}"

@@ -120,6 +120,13 @@ async fn get_then_set_fails_the_concurrent_check() {
     wrong_fix_fails("wrong-get-then-set", &["concurrent-duplicates"]).await;
 }
 
+// GET, then SET, then the effect: the SET comes first, but the check and the claim
+// are still two commands, and copies in flight together all pass the GET.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_set_then_effect_fails_the_concurrent_check() {
+    wrong_fix_fails("wrong-get-set-then-effect", &["concurrent-duplicates"]).await;
+}
+
 // The delivery id as the key: every copy wins its own claim.
 #[tokio::test(flavor = "multi_thread")]
 async fn delivery_id_as_key_fails() {

@@ -92,6 +92,9 @@ pub enum Command {
         /// duplicate-load 8 2 saved before the fix (used when present; default load-before.json).
         #[arg(long, value_name = "FILE")]
         load_before: Option<PathBuf>,
+        /// Replace FILE.md if it exists (it may hold your written explanation).
+        #[arg(long)]
+        force: bool,
     },
     /// Check the running worker's guard: PASS/FAIL per check, exit 0 only when all pass.
     Verify {
@@ -224,7 +227,15 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             observe_after,
             load_after,
             load_before,
+            force,
         } => {
+            if out.exists() && !force {
+                anyhow::bail!(
+                    "{} exists and may hold your written explanation: choose another --out, \
+                     or add --force to replace it",
+                    out.display()
+                );
+            }
             saved::check_writable(out)?;
             let default_before = PathBuf::from("load-before.json");
             let load_before = load_before

@@ -113,12 +113,26 @@ impl Summary {
                 r.lost_effects
             );
         }
+        if r.dead_lettered > 0 {
+            return format!(
+                "{} dead-lettered: process_job failed on every delivery of them (see the worker log)",
+                count(r.dead_lettered, "submission")
+            );
+        }
         let effects = count(r.observed_effects_total, "effect");
         let jobs = count(r.unique_jobs, "unique job");
         if r.duplicate_effects > 0 {
             return format!(
                 "{effects} for {jobs}: {} (the bug)",
                 count(r.duplicate_effects, "duplicate side effect")
+            );
+        }
+        let duplicates = r.total_submissions.saturating_sub(r.unique_jobs);
+        if r.duplicate_skips < duplicates {
+            return format!(
+                "{effects} for {jobs}, but only {} of {duplicates} duplicate deliveries recorded as \
+                 skipped: call ctx.record_duplicate_skip when the claim fails",
+                r.duplicate_skips
             );
         }
         format!(

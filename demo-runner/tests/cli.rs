@@ -328,6 +328,20 @@ async fn bad_saved_files_are_clear_errors_and_change_nothing() {
         );
         assert!(out.stdout.is_empty());
     }
+    // evidence never overwrites a file that may hold the student's notes, unless --force.
+    std::fs::write(dir.join("evidence.md"), "my explanation\n").unwrap();
+    let out = demo_in(&dir, &[&api[..], &["evidence"]].concat()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("evidence.md exists and may hold your written explanation"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("evidence.md")).unwrap(),
+        "my explanation\n"
+    );
+
     // A summary printed with --json (no output text) is accepted too.
     let out = demo_in(&dir, &["compare", "load.json", "load.json"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));

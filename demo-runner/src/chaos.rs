@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::client::{Api, Posted};
-use crate::report::{Progress, Summary};
-use crate::scenarios::{POLL_EVERY, new_run_id};
+use crate::report::Summary;
+use crate::scenarios::{new_run_id, wait_processed};
 
 /// How the load runs.
 #[derive(Debug, Clone)]
@@ -117,18 +117,7 @@ pub async fn run(
     let load_secs = started.elapsed().as_secs_f64();
     let tally = std::mem::take(&mut *tally.lock().await);
 
-    let mut progress = Progress::new("processed", tally.accepted);
-    let deadline = Instant::now() + timeout;
-    let run = loop {
-        let run = api.run(&run_id).await?;
-        progress.update(run.processed_deliveries + run.dead_lettered);
-        let done = run.drained && run.total_submissions >= tally.accepted;
-        if done || Instant::now() >= deadline {
-            break run;
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    };
-    progress.finish();
+    let run = wait_processed(api, &run_id, tally.accepted, Instant::now() + timeout).await?;
 
     let requests: u64 = tally.statuses.values().sum::<u64>() + tally.connection_errors;
     let mut summary = Summary::new(scenario, None, run, started);

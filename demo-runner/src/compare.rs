@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::report::plural;
 use crate::saved::{SUMMARY_KEYS, Saved};
 
 /// The comparison of two saved runs of the same scenario.
@@ -146,10 +147,7 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
             ),
         );
     }
-    let skipped = match after.duplicate_skips {
-        1 => "1 duplicate delivery".to_string(),
-        n => format!("{n} duplicate deliveries"),
-    };
+    let skipped = plural(after.duplicate_skips, "duplicate delivery");
     (
         true,
         format!("fixed: effects now equal unique jobs, {skipped} skipped{note}"),

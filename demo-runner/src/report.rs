@@ -116,15 +116,15 @@ impl Summary {
         if r.dead_lettered > 0 {
             return format!(
                 "{} dead-lettered: process_job failed on every delivery of them (see the worker log)",
-                count(r.dead_lettered, "submission")
+                plural(r.dead_lettered, "submission")
             );
         }
-        let effects = count(r.observed_effects_total, "effect");
-        let jobs = count(r.unique_jobs, "unique job");
+        let effects = plural(r.observed_effects_total, "effect");
+        let jobs = plural(r.unique_jobs, "unique job");
         if r.duplicate_effects > 0 {
             return format!(
                 "{effects} for {jobs}: {} (the bug)",
-                count(r.duplicate_effects, "duplicate side effect")
+                plural(r.duplicate_effects, "duplicate side effect")
             );
         }
         let duplicates = r.total_submissions.saturating_sub(r.unique_jobs);
@@ -137,7 +137,7 @@ impl Summary {
         }
         format!(
             "{effects} for {jobs}, {} skipped: exactly one effect per job",
-            count(r.duplicate_skips, "duplicate delivery")
+            plural(r.duplicate_skips, "duplicate delivery")
         )
     }
 
@@ -172,7 +172,7 @@ impl Summary {
 }
 
 /// `1 effect`, `2 effects`, `2 duplicate deliveries`.
-fn count(n: u64, noun: &str) -> String {
+pub(crate) fn plural(n: u64, noun: &str) -> String {
     match (n, noun.strip_suffix('y')) {
         (1, _) => format!("1 {noun}"),
         (_, Some(stem)) => format!("{n} {stem}ies"),

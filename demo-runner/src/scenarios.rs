@@ -128,17 +128,7 @@ pub async fn duplicate_load(
     }
     progress.finish();
 
-    let mut progress = Progress::new("processed", expected);
-    let deadline = started + timeout;
-    let run = loop {
-        let run = api.run(&run_id).await?;
-        progress.update(run.processed_deliveries);
-        if is_drained(&run, expected) || Instant::now() >= deadline {
-            break run;
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    };
-    progress.finish();
+    let run = wait_processed(api, &run_id, expected, started + timeout).await?;
     let mut summary = Summary::new("duplicate-load", None, run, started);
     summary.extra = submit_facts(submitted, retries);
     Ok(summary)
@@ -146,6 +136,27 @@ pub async fn duplicate_load(
 
 pub(crate) fn is_drained(run: &RunSummary, expected: u64) -> bool {
     run.drained && run.total_submissions >= expected
+}
+
+/// Polls the run, with a progress display, until its `expected` submissions are
+/// all processed (or dead-lettered) or `deadline` passes; returns the last totals.
+pub(crate) async fn wait_processed(
+    api: &Api,
+    run_id: &str,
+    expected: u64,
+    deadline: Instant,
+) -> anyhow::Result<RunSummary> {
+    let mut progress = Progress::new("processed", expected);
+    let run = loop {
+        let run = api.run(run_id).await?;
+        progress.update(run.processed_deliveries + run.dead_lettered);
+        if is_drained(&run, expected) || Instant::now() >= deadline {
+            break run;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    };
+    progress.finish();
+    Ok(run)
 }
 
 /// `<scenario>-<unix ms>-<random>`: unique per run (two containers started in

@@ -18,6 +18,7 @@ use lab_schema::{JobView, RunEvents, payload};
 use serde_json::{Value, json};
 
 use crate::client::Api;
+use crate::report::plural;
 use crate::scenarios::{is_drained, new_run_id};
 
 /// How often the checks poll the API while waiting.
@@ -200,15 +201,6 @@ async fn submit_and_wait(
         );
     }
     Ok(job)
-}
-
-/// `1 effect`, `2 effects`.
-fn plural(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
 }
 
 fn count(events: &RunEvents, kind: &str) -> usize {
@@ -450,7 +442,7 @@ async fn effect_failure(api: &Api, wait_secs: u64, limit: Duration) -> anyhow::R
     )
     .await?;
     // First the failing attempt (its effect-failed event), then the redelivery.
-    let (first, started) = wait_job(api, &job_id, limit, |j| j.process_attempts >= 1).await?;
+    let (_, started) = wait_job(api, &job_id, limit, |j| j.process_attempts >= 1).await?;
     if !started {
         anyhow::bail!(
             "job {job_id} was not picked up within {}s. {}",
@@ -458,7 +450,6 @@ async fn effect_failure(api: &Api, wait_secs: u64, limit: Duration) -> anyhow::R
             crate::STUCK_HINT
         );
     }
-    let _ = first;
     let (job, done) = wait_job(api, &job_id, Duration::from_secs(wait_secs), |j| {
         j.deliveries_done >= 1
     })

@@ -138,7 +138,7 @@ async fn handout_outputs_match_the_code() {
             output(&starter, &dir, &["verify"], 1).await,
         ));
     }
-    let fixed = support::fixed_worker();
+    let fixed = lab_schema::testing::fixed_worker();
     let stack = Stack::start(Workers::Binary(&fixed)).await;
     let o = &["duplicate-observe", "--save", "observe-after.json"];
     fresh.push(("observe-after", output(&stack, &dir, o, 0).await));

@@ -72,7 +72,7 @@ async fn starter_fails_with_the_guard_missing() {
 // The reference fix passes all five checks; the human output is one line per check and a verdict.
 #[tokio::test(flavor = "multi_thread")]
 async fn reference_fix_passes_every_check() {
-    let binary = support::fixed_worker();
+    let binary = lab_schema::testing::fixed_worker();
     let (code, failed, report) = verify(Workers::Binary(&binary)).await;
     assert_eq!((code, failed.len()), (Some(0), 0), "{report:#}");
     assert_eq!(report["checks_passed"], 5);

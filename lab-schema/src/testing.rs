@@ -215,6 +215,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The worker with the reference solution
+/// (`exercises/solutions/01-set-nx-guard.patch`) applied and built, once per
+/// test process. This proves on every run that the patch still applies and works.
+pub fn fixed_worker() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| patched_worker("exercises/solutions/01-set-nx-guard.patch"))
+        .clone()
+}
+
 /// The worker binary built from a copy of the workspace with `patch` (a path
 /// relative to the repository root, e.g. `exercises/solutions/01-set-nx-guard.patch`)
 /// applied with `git apply`. Returns a private copy of the binary.

@@ -58,8 +58,14 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
     //      `return Ok(());` WITHOUT applying the side effect.
     //   4. If claimed: apply the side effect below, then record "claimed"
     //      instead of "not-implemented".
-    //   5. If the side effect fails, DEL the key before returning the error,
-    //      so the redelivery can send the email instead of being skipped.
+    //   5. If the side effect fails, release the claim (DEL the key) before
+    //      returning the error, so the redelivery can send the email instead
+    //      of being skipped. That means replacing `ctx.apply_side_effect(job).await?;`
+    //      below with:
+    //          if let Err(err) = ctx.apply_side_effect(job).await {
+    //              let _: () = redis::cmd("DEL").arg(&key).query_async(&mut ctx.redis).await?;
+    //              return Err(err);
+    //          }
     //
     // Claim first, THEN run the side effect. A GET followed by a SET is not a
     // claim: two deliveries can both GET "nothing" before either SETs.

@@ -7,134 +7,16 @@
 //!
 //! Worker output goes to a log file per test; `TEST_LOG=1` prints it at the end.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use demo_runner::Scenario;
-use lab_schema::testing::{RedisOptions, RedisServer};
-use lab_schema::{JobView, RECORD_TTL_SECS, RunSummary, keys};
+use lab_schema::testing::RedisOptions;
+use lab_schema::{RECORD_TTL_SECS, keys};
 use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;
-
-/// Redis, the API in-process, and worker processes whose logs go to files.
-struct Stack {
-    redis: RedisServer,
-    api_url: String,
-    _api: api::Background,
-    workers: Vec<(Child, PathBuf)>,
-}
-
-impl Stack {
-    async fn start() -> Stack {
-        Stack::start_with(RedisOptions::default()).await
-    }
-
-    async fn start_with(options: RedisOptions) -> Stack {
-        let redis = RedisServer::start_with(options);
-        let api = api::spawn(&redis.url()).await.unwrap();
-        Stack {
-            redis,
-            api_url: api.url.clone(),
-            _api: api,
-            workers: Vec::new(),
-        }
-    }
-
-    fn spawn_worker(&mut self, args: &[&str]) {
-        let url = self.redis.url();
-        self.spawn_worker_on(&url, args);
-    }
-
-    fn spawn_worker_on(&mut self, redis_url: &str, args: &[&str]) {
-        let log = std::env::temp_dir().join(format!(
-            "lab-faults-worker-{}-{}-{}.log",
-            std::process::id(),
-            self.redis.port(),
-            self.workers.len()
-        ));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--redis-url", redis_url])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start worker");
-        self.workers.push((child, log));
-    }
-
-    fn worker_running(&mut self, index: usize) -> bool {
-        matches!(self.workers[index].0.try_wait(), Ok(None))
-    }
-
-    fn worker_log(&self, index: usize) -> String {
-        std::fs::read_to_string(&self.workers[index].1).unwrap_or_default()
-    }
-
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    async fn submit(&self, job_id: &str, run_id: &str) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/jobs", self.api_url))
-            .json(&serde_json::json!({ "jobId": job_id, "runId": run_id }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-    }
-
-    async fn run(&self, run_id: &str) -> RunSummary {
-        get_json(format!("{}/runs/{run_id}", self.api_url)).await
-    }
-
-    async fn job(&self, job_id: &str) -> JobView {
-        get_json(format!("{}/jobs/{job_id}", self.api_url)).await
-    }
-
-    async fn wait_drained(&self, run_id: &str, limit: Duration) -> RunSummary {
-        let start = Instant::now();
-        loop {
-            let run = self.run(run_id).await;
-            if run.drained {
-                return run;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "run {run_id} did not drain: {run:?}\nworker log:\n{}",
-                self.worker_log(0)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for (index, (child, log)) in self.workers.iter_mut().enumerate() {
-            let _ = child.kill();
-            let _ = child.wait();
-            if std::env::var_os("TEST_LOG").is_some() {
-                eprintln!(
-                    "--- worker {index} ---\n{}",
-                    std::fs::read_to_string(&*log).unwrap_or_default()
-                );
-            }
-            let _ = std::fs::remove_file(log);
-        }
-    }
-}
-
-async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> T {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
+use support::{Stack, get_json, starter_worker};
 
 /// The fields of a queue entry written by hand.
 type Fields = Vec<(&'static str, Vec<u8>)>;
@@ -176,14 +58,17 @@ async fn a_job_that_always_fails_is_dead_lettered_after_max_deliveries() {
         .hset(keys::job("poison-1"), "processAttempts", "not-a-number")
         .await
         .unwrap();
-    stack.spawn_worker(&[
-        "--max-deliveries",
-        "3",
-        "--claim-idle-ms",
-        "1000",
-        "--effect-delay-ms",
-        "0",
-    ]);
+    stack.spawn_worker(
+        &starter_worker(),
+        &[
+            "--max-deliveries",
+            "3",
+            "--claim-idle-ms",
+            "1000",
+            "--effect-delay-ms",
+            "0",
+        ],
+    );
 
     let run = stack.wait_drained(run_id, Duration::from_secs(20)).await;
     assert_eq!(
@@ -275,7 +160,7 @@ async fn malformed_stream_entries_are_set_aside_and_the_worker_keeps_going() {
         let _: String = redis.xadd(keys::JOB_STREAM, "*", fields).await.unwrap();
     }
     stack.submit("after", "hand").await;
-    stack.spawn_worker(&["--effect-delay-ms", "0"]);
+    stack.spawn_worker(&starter_worker(), &["--effect-delay-ms", "0"]);
 
     let run = stack.wait_drained("hand", Duration::from_secs(20)).await;
     assert_eq!(
@@ -317,7 +202,7 @@ async fn malformed_stream_entries_are_set_aside_and_the_worker_keeps_going() {
 #[tokio::test(flavor = "multi_thread")]
 async fn run_records_expire() {
     let mut stack = Stack::start().await;
-    stack.spawn_worker(&["--effect-delay-ms", "0"]);
+    stack.spawn_worker(&starter_worker(), &["--effect-delay-ms", "0"]);
     stack.submit("ttl-1", "ttl-run").await;
     stack.submit("ttl-1", "ttl-run").await;
     stack.wait_drained("ttl-run", Duration::from_secs(20)).await;
@@ -367,14 +252,17 @@ async fn redis_restart_mid_load_loses_nothing_accepted() {
     })
     .await;
     for _ in 0..2 {
-        stack.spawn_worker(&[
-            "--effect-delay-ms",
-            "5",
-            "--claim-idle-ms",
-            "1000",
-            "--concurrency",
-            "32",
-        ]);
+        stack.spawn_worker(
+            &starter_worker(),
+            &[
+                "--effect-delay-ms",
+                "5",
+                "--claim-idle-ms",
+                "1000",
+                "--concurrency",
+                "32",
+            ],
+        );
     }
     let (jobs, copies) = (1500, 2);
     let api_url = stack.api_url.clone();
@@ -468,7 +356,7 @@ async fn redis_with_a_password() {
             .url()
             .starts_with("redis://:class-secret@127.0.0.1:")
     );
-    stack.spawn_worker(&["--effect-delay-ms", "0"]);
+    stack.spawn_worker(&starter_worker(), &["--effect-delay-ms", "0"]);
     let summary = demo_runner::run_scenario(
         &stack.api_url,
         &Scenario::DuplicateLoad { jobs: 5, copies: 2 },
@@ -512,7 +400,7 @@ async fn redis_with_a_password() {
     }
 
     let worker = stack.workers.len();
-    stack.spawn_worker_on(&wrong_url, &[]);
+    stack.spawn_worker_on(&starter_worker(), &wrong_url, &[]);
     let start = Instant::now();
     let log = loop {
         let log = stack.worker_log(worker);
@@ -543,7 +431,10 @@ async fn no_keyspace_wide_command_on_any_path() {
         .await
         .unwrap();
     for _ in 0..2 {
-        stack.spawn_worker(&["--effect-delay-ms", "0", "--claim-idle-ms", "200"]);
+        stack.spawn_worker(
+            &starter_worker(),
+            &["--effect-delay-ms", "0", "--claim-idle-ms", "200"],
+        );
     }
     for scenario in [
         Scenario::DuplicateLoad {
@@ -601,7 +492,10 @@ async fn no_keyspace_wide_command_on_any_path() {
 async fn a_hundred_clients_get_only_documented_answers_and_everything_drains() {
     let mut stack = Stack::start().await;
     for _ in 0..2 {
-        stack.spawn_worker(&["--effect-delay-ms", "0", "--concurrency", "32"]);
+        stack.spawn_worker(
+            &starter_worker(),
+            &["--effect-delay-ms", "0", "--concurrency", "32"],
+        );
     }
     let scenario = Scenario::Load {
         clients: 100,
@@ -637,7 +531,10 @@ async fn a_hundred_clients_get_only_documented_answers_and_everything_drains() {
 async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
     let mut stack = Stack::start().await;
     for _ in 0..2 {
-        stack.spawn_worker(&["--effect-delay-ms", "300", "--claim-idle-ms", "1000"]);
+        stack.spawn_worker(
+            &starter_worker(),
+            &["--effect-delay-ms", "300", "--claim-idle-ms", "1000"],
+        );
     }
     let api_url = stack.api_url.clone();
     let load = tokio::spawn(async move {
@@ -650,7 +547,7 @@ async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
         demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let killed = &mut stack.workers[0].0;
+    let killed = &mut stack.workers[0];
     killed.kill().unwrap(); // SIGKILL: it acknowledges nothing of what it holds
     killed.wait().unwrap();
 
@@ -679,14 +576,17 @@ async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
 async fn a_slow_delivery_is_not_redelivered_while_it_runs() {
     let mut stack = Stack::start().await;
     for _ in 0..2 {
-        stack.spawn_worker(&[
-            "--effect-delay-ms",
-            "3000",
-            "--claim-idle-ms",
-            "400",
-            "--max-deliveries",
-            "2",
-        ]);
+        stack.spawn_worker(
+            &starter_worker(),
+            &[
+                "--effect-delay-ms",
+                "3000",
+                "--claim-idle-ms",
+                "400",
+                "--max-deliveries",
+                "2",
+            ],
+        );
     }
     for n in 1..=3 {
         stack.submit(&format!("slow-{n}"), "slow").await;
@@ -728,7 +628,7 @@ async fn the_dead_letter_stream_is_capped() {
         pipe.xadd(keys::JOB_STREAM, "*", &[("note", n)]).ignore();
     }
     let _: () = pipe.query_async(&mut redis).await.unwrap();
-    stack.spawn_worker(&["--concurrency", "256"]);
+    stack.spawn_worker(&starter_worker(), &["--concurrency", "256"]);
     let start = Instant::now();
     loop {
         let left: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();

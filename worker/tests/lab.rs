@@ -2,136 +2,19 @@
 //! worker processes (the starter and the reference fix), and the demo-runner's
 //! scenarios. Each test says in one comment what it shows.
 //!
-//! Worker output is hidden; run with `TEST_LOG=1` to see it.
+//! Worker output goes to a log file per worker; `TEST_LOG=1` prints it at the end.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use demo_runner::{Scenario, Summary};
-use lab_schema::testing::RedisServer;
+use lab_schema::testing::fixed_worker;
 use lab_schema::{JobView, RunEvents, RunSummary, keys};
 use redis::AsyncCommands;
-
-/// The starter worker, exactly as students get it.
-fn starter_worker() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_worker"))
-}
-
-/// The worker with `exercises/solutions/01-set-nx-guard.patch` applied (with
-/// `git apply`, to a copy of the workspace) and built. This proves on every run
-/// that the patch still applies and works.
-fn fixed_worker() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            lab_schema::testing::patched_worker("exercises/solutions/01-set-nx-guard.patch")
-        })
-        .clone()
-}
-
-/// Redis, the API and any number of worker processes, all torn down on drop.
-struct Stack {
-    redis: RedisServer,
-    api_url: String,
-    _api: api::Background,
-    workers: Vec<Child>,
-}
-
-impl Stack {
-    async fn start() -> Stack {
-        let redis = RedisServer::start();
-        let api = api::spawn(&redis.url()).await.unwrap();
-        Stack {
-            redis,
-            api_url: api.url.clone(),
-            _api: api,
-            workers: Vec::new(),
-        }
-    }
-
-    /// Starts a worker process; `args` are extra command-line flags.
-    fn spawn_worker(&mut self, binary: &Path, args: &[&str]) -> usize {
-        let log = if std::env::var_os("TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        };
-        let child = Command::new(binary)
-            .args(["--redis-url", &self.redis.url()])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start worker");
-        self.workers.push(child);
-        self.workers.len() - 1
-    }
-
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    async fn scenario(&self, scenario: Scenario) -> Summary {
-        demo_runner::run_scenario(&self.api_url, &scenario, Duration::from_secs(60), false)
-            .await
-            .expect("scenario ran")
-    }
-
-    async fn job(&self, job_id: &str) -> JobView {
-        get_json(format!("{}/jobs/{job_id}", self.api_url)).await
-    }
-
-    async fn run(&self, run_id: &str) -> RunSummary {
-        get_json(format!("{}/runs/{run_id}", self.api_url)).await
-    }
-
-    async fn submit(&self, job_id: &str, run_id: &str) {
-        self.submit_with(job_id, run_id, serde_json::json!({}))
-            .await
-    }
-
-    async fn submit_with(&self, job_id: &str, run_id: &str, payload: serde_json::Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/jobs", self.api_url))
-            .json(&serde_json::json!({ "jobId": job_id, "runId": run_id, "payload": payload }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-    }
-
-    /// Polls `check` every 50 ms until it holds; panics with `what` after `limit`.
-    async fn wait_for<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let start = Instant::now();
-        while !check().await {
-            assert!(start.elapsed() < limit, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for worker in &mut self.workers {
-            let _ = worker.kill();
-            let _ = worker.wait();
-        }
-    }
-}
-
-async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> T {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
+use support::{Stack, get_json, starter_worker};
 
 fn load(jobs: u32, copies: u32) -> Scenario {
     Scenario::DuplicateLoad { jobs, copies }
@@ -356,17 +239,11 @@ async fn sigterm_finishes_and_acknowledges_in_flight_work() {
 async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
     use lab_schema::testing::RedisOptions;
     for (binary, guarded) in [(starter_worker(), false), (fixed_worker(), true)] {
-        let redis = RedisServer::start_with(RedisOptions {
+        let mut stack = Stack::start_with(RedisOptions {
             persistent: true,
             ..RedisOptions::default()
-        });
-        let api = api::spawn(&redis.url()).await.unwrap();
-        let mut stack = Stack {
-            api_url: api.url.clone(),
-            redis,
-            _api: api,
-            workers: Vec::new(),
-        };
+        })
+        .await;
         for _ in 0..2 {
             stack.spawn_worker(
                 &binary,

@@ -121,13 +121,3 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
-
-/// The reference fix, built once per test process.
-pub fn fixed_worker() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            lab_schema::testing::patched_worker("exercises/solutions/01-set-nx-guard.patch")
-        })
-        .clone()
-}

@@ -7,19 +7,18 @@
 //! duplicate skips whether the workers run in containers or natively.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use lab_schema::{RunEvent, RunEvents, events, keys, validate_id};
+use axum::extract::State;
+use lab_schema::{EventKind, RunEvent, RunEvents, events, keys};
 use redis::streams::StreamRangeReply;
 
-use crate::{AppState, REDIS_TIMEOUT, error::ApiError};
+use crate::ids::RunId;
+use crate::{AppState, REDIS_TIMEOUT, error::ApiError, routes::run_not_found};
 
 /// `GET /runs/{runId}/events`: every event the log still holds, oldest first.
 pub async fn get_run_events(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    RunId(run_id): RunId,
 ) -> Result<Json<RunEvents>, ApiError> {
-    validate_id("runId", &run_id).map_err(|m| ApiError::bad_request("invalid_run_id", m))?;
     let mut redis = state.redis.clone();
     let (run_exists, reply): (bool, StreamRangeReply) = tokio::time::timeout(
         REDIS_TIMEOUT,
@@ -30,18 +29,16 @@ pub async fn get_run_events(
     )
     .await??;
     if !run_exists {
-        return Err(ApiError::client(
-            StatusCode::NOT_FOUND,
-            "run_not_found",
-            format!("no submission ever named runId {run_id:?}"),
-        ));
+        return Err(run_not_found(&run_id));
     }
     let events = reply
         .ids
         .iter()
-        .map(|entry| {
+        .filter_map(|entry| {
             let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-            RunEvent {
+            // A kind this build does not know (written by a newer worker) is left out.
+            let event = EventKind::parse(&field(events::KIND))?;
+            Some(RunEvent {
                 id: entry.id.clone(),
                 time_ms: entry
                     .id
@@ -49,12 +46,12 @@ pub async fn get_run_events(
                     .next()
                     .and_then(|ms| ms.parse().ok())
                     .unwrap_or(0),
-                event: field(events::KIND),
+                event,
                 job_id: field(events::JOB_ID),
                 delivery_id: field(events::DELIVERY_ID),
                 consumer: field(events::CONSUMER),
                 detail: field(events::DETAIL),
-            }
+            })
         })
         .collect();
     Ok(Json(RunEvents { run_id, events }))

@@ -6,12 +6,16 @@
 //! # Layout
 //! - [`app`]: the routes; [`serve`]: binds them to a listener until shutdown.
 //! - `routes.rs`: one handler per route.
+//! - `ids.rs`: the path ids (`{jobId}`, `{runId}`) as extractors that validate them.
+//! - `summary.rs`: the run summary (drained, settled, lost effects) computed in one place.
 //! - `events.rs`: `GET /runs/{runId}/events`, the run's event log written by the workers.
 //! - `error.rs`: the JSON error body `{"error": {"code", "message"}}` of every failure.
 
 mod error;
 mod events;
+mod ids;
 mod routes;
+mod summary;
 
 use std::time::Duration;
 
@@ -50,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/jobs/{job_id}", get(routes::get_job))
         .route("/runs/{run_id}", get(routes::get_run))
         .route("/runs/{run_id}/events", get(events::get_run_events))
+        .route("/runs/{run_id}/attempts", get(routes::get_run_attempts))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)

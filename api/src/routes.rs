@@ -5,18 +5,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use lab_schema::{
-    DEFAULT_RUN_ID, JobView, RECORD_TTL_SECS, RunSummary, entry, job_field, keys, run_field,
-    status, validate_id,
+    DEFAULT_RUN_ID, Exercise, JobStatus, JobView, RECORD_TTL_SECS, RunAttempts, RunSummary, entry,
+    job_field, keys, run_field, validate_id,
 };
 use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{AppState, REDIS_TIMEOUT, error::ApiError};
+use crate::ids::{JobId, RunId};
+use crate::{AppState, REDIS_TIMEOUT, error::ApiError, summary};
 
 /// Body of `POST /jobs`.
 #[derive(Deserialize)]
@@ -25,6 +26,8 @@ struct Submission {
     job_id: Option<String>,
     run_id: Option<String>,
     payload: Option<serde_json::Value>,
+    /// The exercise whose handler runs the job (default 1).
+    exercise: Option<serde_json::Value>,
 }
 
 /// `POST /jobs`: validate, then enqueue one delivery, always (duplicates included).
@@ -56,6 +59,23 @@ pub async fn submit_job(
             ));
         }
     };
+    let exercise = match submission.exercise {
+        None | Some(serde_json::Value::Null) => Exercise::default(),
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| u8::try_from(n).ok())
+            .and_then(Exercise::from_number)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_exercise",
+                    format!(
+                        "exercise must be the number of an exercise ({}); got {value}",
+                        Exercise::numbers()
+                    ),
+                )
+            })?,
+    };
+    let exercise_number = exercise.number().to_string();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -71,7 +91,7 @@ pub async fn submit_job(
         .hset_nx(&job_key, job_field::RUN_ID, &run_id)
         .ignore()
         // Queued again, even if completed before: a new delivery is on its way.
-        .hset(&job_key, job_field::STATUS, status::QUEUED)
+        .hset(&job_key, job_field::STATUS, JobStatus::Queued.as_str())
         .ignore()
         .sadd(keys::run_jobs(&run_id), &job_id)
         .ignore()
@@ -91,6 +111,7 @@ pub async fn submit_job(
                 (entry::RUN_ID, run_id.as_str()),
                 (entry::PAYLOAD, payload.as_str()),
                 (entry::SUBMITTED_AT_MS, now_ms.to_string().as_str()),
+                (entry::EXERCISE, exercise_number.as_str()),
             ],
         );
     let mut redis = state.redis.clone();
@@ -159,9 +180,8 @@ fn parse_submission(
 /// `GET /jobs/{jobId}`: the job's counters as the API and the worker recorded them.
 pub async fn get_job(
     State(state): State<AppState>,
-    Path(job_id): Path<String>,
+    JobId(job_id): JobId,
 ) -> Result<Json<JobView>, ApiError> {
-    validate_id("jobId", &job_id).map_err(|m| ApiError::bad_request("invalid_job_id", m))?;
     let mut redis = state.redis.clone();
     let fields: std::collections::HashMap<String, String> =
         tokio::time::timeout(REDIS_TIMEOUT, redis.hgetall(keys::job(&job_id))).await??;
@@ -174,6 +194,12 @@ pub async fn get_job(
     }
     let text = |f: &str| fields.get(f).cloned().unwrap_or_default();
     let count = |f: &str| fields.get(f).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // The claim a recorded skip named: does it still exist, and does it expire?
+    let claim_key = fields.get(job_field::CLAIM_KEY).cloned();
+    let claim_ttl_secs = match &claim_key {
+        Some(key) => Some(tokio::time::timeout(REDIS_TIMEOUT, redis.ttl::<_, i64>(key)).await??),
+        None => None,
+    };
     Ok(Json(JobView {
         job_id,
         run_id: text(job_field::RUN_ID),
@@ -185,87 +211,48 @@ pub async fn get_job(
         idempotency: fields.get(job_field::IDEMPOTENCY).cloned(),
         deliveries_done: count(job_field::DELIVERIES_DONE),
         dead_lettered: count(job_field::DEAD_LETTERED),
+        claim_key,
+        claim_ttl_secs,
     }))
 }
 
 /// `GET /runs/{runId}`: the run's totals, the numbers the demo-runner prints.
 pub async fn get_run(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    RunId(run_id): RunId,
 ) -> Result<Json<RunSummary>, ApiError> {
-    validate_id("runId", &run_id).map_err(|m| ApiError::bad_request("invalid_run_id", m))?;
     let mut redis = state.redis.clone();
     let summary =
-        tokio::time::timeout(REDIS_TIMEOUT * 5, run_summary(&mut redis, &run_id)).await??;
-    summary.map(Json).ok_or_else(|| {
-        ApiError::client(
-            StatusCode::NOT_FOUND,
-            "run_not_found",
-            format!("no submission ever named runId {run_id:?}"),
-        )
-    })
+        tokio::time::timeout(REDIS_TIMEOUT * 5, summary::run_summary(&mut redis, &run_id)).await??;
+    summary.map(Json).ok_or_else(|| run_not_found(&run_id))
 }
 
-/// Reads a run's counters, its effect ledger and (one pipeline) each of its jobs.
-async fn run_summary(
-    redis: &mut redis::aio::ConnectionManager,
-    run_id: &str,
-) -> redis::RedisResult<Option<RunSummary>> {
-    let (totals, job_ids, ledger_len): (std::collections::HashMap<String, u64>, Vec<String>, u64) =
-        redis::pipe()
-            .hgetall(keys::run(run_id))
-            .smembers(keys::run_jobs(run_id))
-            .xlen(keys::ledger(run_id))
-            .query_async(redis)
-            .await?;
-    if totals.is_empty() && job_ids.is_empty() {
-        return Ok(None);
+/// `GET /runs/{runId}/attempts`: the run's delivery attempts still out, oldest
+/// first, with their worker: what a run that does not settle is waiting for.
+pub async fn get_run_attempts(
+    State(state): State<AppState>,
+    RunId(run_id): RunId,
+) -> Result<Json<RunAttempts>, ApiError> {
+    let mut redis = state.redis.clone();
+    let (exists, in_flight) = tokio::time::timeout(REDIS_TIMEOUT, async {
+        let exists: bool = redis.exists(keys::run(&run_id)).await?;
+        let in_flight = summary::attempts_in_flight(&mut redis, &run_id).await?;
+        redis::RedisResult::Ok((exists, in_flight))
+    })
+    .await??;
+    if !exists {
+        return Err(run_not_found(&run_id));
     }
-    let mut pipe = redis::pipe();
-    for job_id in &job_ids {
-        pipe.cmd("HMGET")
-            .arg(keys::job(job_id))
-            .arg(job_field::SUBMISSIONS)
-            .arg(job_field::EFFECTS)
-            .arg(job_field::DELIVERIES_DONE);
-    }
-    // No jobs (the set was lost with Redis data, counters were written since):
-    // nothing to read, and redis-rs refuses an empty pipeline.
-    let per_job: Vec<(Option<u64>, Option<u64>, Option<u64>)> = if job_ids.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(redis).await?
-    };
-    let mut duplicate_effects = 0;
-    let mut lost_effects = 0;
-    for (submissions, effects, done) in per_job {
-        let (submissions, effects, done) = (
-            submissions.unwrap_or(0),
-            effects.unwrap_or(0),
-            done.unwrap_or(0),
-        );
-        duplicate_effects += effects.saturating_sub(1);
-        if submissions > 0 && done >= submissions && effects == 0 {
-            lost_effects += 1;
-        }
-    }
-    let total = |f: &str| totals.get(f).copied().unwrap_or(0);
-    let total_submissions = total(run_field::SUBMISSIONS);
-    let processed = total(run_field::PROCESSED);
-    let dead_lettered = total(run_field::DEAD_LETTERED);
-    Ok(Some(RunSummary {
-        run_id: run_id.to_string(),
-        unique_jobs: job_ids.len() as u64,
-        total_submissions,
-        observed_attempts_total: total(run_field::ATTEMPTS),
-        observed_effects_total: ledger_len,
-        duplicate_effects,
-        lost_effects,
-        duplicate_skips: total(run_field::DUPLICATE_SKIPS),
-        processed_deliveries: processed,
-        dead_lettered,
-        drained: processed + dead_lettered >= total_submissions,
-    }))
+    Ok(Json(RunAttempts { run_id, in_flight }))
+}
+
+/// 404 `run_not_found`.
+pub fn run_not_found(run_id: &str) -> ApiError {
+    ApiError::client(
+        StatusCode::NOT_FOUND,
+        "run_not_found",
+        format!("no submission ever named runId {run_id:?}"),
+    )
 }
 
 /// `GET /healthz`: the process is up (says nothing about Redis).
@@ -285,7 +272,7 @@ pub async fn not_found() -> ApiError {
     ApiError::client(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /runs/{runId}, GET /runs/{runId}/events",
+        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /runs/{runId}, GET /runs/{runId}/events, GET /runs/{runId}/attempts",
     )
 }
 

@@ -1,22 +1,32 @@
-//! Shared plumbing of the lab: Redis key schema, job ids and the run summary.
-//! Students need not edit this crate.
+//! Shared plumbing of the lab: Redis key schema, job ids, the exercises and the
+//! run summary. Students need not edit this crate.
 //!
 //! # Layout
-//! - [`keys`]: every Redis key and stream the api and the worker use.
+//! - [`keys`], [`entry`], [`job_field`], [`run_field`], [`events`]: every Redis key and field name.
+//! - [`JobStatus`], [`EventKind`], [`Idempotency`]: the values those fields hold, as enums.
 //! - [`validate_id`]: the rule for `jobId` and `runId` (they end up in Redis keys and log lines).
-//! - [`JobView`] / [`RunSummary`]: what `GET /jobs/{jobId}` and `GET /runs/{runId}` return.
-//! - [`events`] / [`RunEvents`]: the run's event log, served as `GET /runs/{runId}/events`.
-//! - [`payload`]: payload fields the worker honours (`simulateEffectFailure`).
+//! - [`exercise`]: the registry of exercises (number, folder, student file, scenarios).
+//! - [`summary`]: [`RunSummary`], the ONE summary type: `GET /runs/{runId}`, the
+//!   demo-runner's `key=value` and `--json` output, and the files `--save` writes.
+//! - [`JobView`], [`RunEvents`], [`Attempt`]: what the other routes of the API return.
+//! - [`payload`]: payload fields the worker honours (the lab's fault injection).
+//! - [`backoff`]: the one retry delay policy (capped doubling) of every retry loop.
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
 //! - `testing` (feature `testing`): a real `redis-server` on a free port for tests, and
 //!   worker binaries built with a patch applied.
 
 use serde::{Deserialize, Serialize};
 
+pub mod backoff;
+pub mod exercise;
 #[cfg(feature = "service")]
 pub mod service;
+pub mod summary;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use exercise::Exercise;
+pub use summary::RunSummary;
 
 /// Longest accepted `jobId` or `runId`.
 pub const MAX_ID_LEN: usize = 128;
@@ -24,9 +34,9 @@ pub const MAX_ID_LEN: usize = 128;
 /// Run id used when a submission does not name one.
 pub const DEFAULT_RUN_ID: &str = "adhoc";
 
-/// How long the records of a run (`job:*`, `run:*`, `run-jobs:*`, `ledger:*`)
-/// live after their last write: 3 days, so a week of classes does not fill
-/// Redis. The student's claims (`processed:*`) carry their own TTL.
+/// How long the records of a run (`job:*`, `run:*`, `run-jobs:*`, `ledger:*`,
+/// `attempts:*`) live after their last write: 3 days, so a week of classes does
+/// not fill Redis. The student's claims (`processed:*`) carry their own TTL.
 pub const RECORD_TTL_SECS: u64 = 3 * 24 * 3600;
 
 /// Entries kept in the dead-letter stream (`jobs:dead`), oldest dropped first.
@@ -42,13 +52,16 @@ pub const DEAD_LETTER_MAXLEN: u64 = 10_000;
 /// | `run:<runId>` | hash | api, worker | submissions, attempts, processed, duplicateSkips, deadLettered |
 /// | `run-jobs:<runId>` | set | api | the jobIds of the run |
 /// | `ledger:<runId>` | stream | worker (effects module) | one entry per applied side effect |
-/// | `events:<runId>` | stream (capped, expires) | worker (context, effects) | notable events: delivery, effect, duplicate skip, effect failure |
+/// | `events:<runId>` | stream (capped, expires) | worker (outcomes module) | notable events: delivery, effect, duplicate skip, effect failure |
+/// | `attempts:<runId>` | hash | worker (queue) | the delivery attempts of the run that started and have not returned yet |
+/// | `workers` | hash | worker | each consumer name's current process (instance) and its last heartbeat |
 /// | `effect-failure:<jobId>` | string | worker (effects module) | a simulated effect failure already happened for this job |
 /// | `processed:<pipeline>:<jobId>` | string | the student's guard | the idempotency claim |
 ///
-/// `job:*`, `run:*`, `run-jobs:*` and `ledger:*` expire [`RECORD_TTL_SECS`](crate::RECORD_TTL_SECS)
-/// after their last write. `jobs:stream` holds only entries not yet acknowledged
-/// (an acknowledged entry is deleted), so it never grows with the class.
+/// `job:*`, `run:*`, `run-jobs:*`, `ledger:*` and `attempts:*` expire
+/// [`RECORD_TTL_SECS`](crate::RECORD_TTL_SECS) after their last write.
+/// `jobs:stream` holds only entries not yet acknowledged (an acknowledged entry
+/// is deleted), so it never grows with the class.
 pub mod keys {
     /// The queue: a Redis Stream read by a consumer group.
     pub const JOB_STREAM: &str = "jobs:stream";
@@ -56,6 +69,8 @@ pub mod keys {
     pub const WORKER_GROUP: &str = "workers";
     /// Where the worker moves entries it cannot parse.
     pub const DEAD_LETTER_STREAM: &str = "jobs:dead";
+    /// Hash: consumer name -> `<instance>|<heartbeat unix ms>` (see [`crate::WorkerInstance`]).
+    pub const WORKERS: &str = "workers";
 
     pub fn job(job_id: &str) -> String {
         format!("job:{job_id}")
@@ -81,6 +96,12 @@ pub mod keys {
         format!("events:{run_id}")
     }
 
+    /// The run's delivery attempts that started and have not returned yet
+    /// (field: [`crate::Attempt::field`], value: [`crate::Attempt::value`]).
+    pub fn attempts(run_id: &str) -> String {
+        format!("attempts:{run_id}")
+    }
+
     /// Set (NX) when the simulated effect failure of a job has happened, so it
     /// happens exactly once across every worker process.
     pub fn effect_failure(job_id: &str) -> String {
@@ -99,6 +120,8 @@ pub mod entry {
     pub const RUN_ID: &str = "runId";
     pub const PAYLOAD: &str = "payload";
     pub const SUBMITTED_AT_MS: &str = "submittedAtMs";
+    /// The exercise whose handler runs the job (a number; absent means exercise 1).
+    pub const EXERCISE: &str = "exercise";
 }
 
 /// The run's event log (`events:<runId>`): a capped stream that expires, so it
@@ -116,12 +139,6 @@ pub mod events {
     pub const DELIVERY_ID: &str = "deliveryId";
     pub const CONSUMER: &str = "consumer";
     pub const DETAIL: &str = "detail";
-
-    /// Event kinds.
-    pub const DELIVERY: &str = "delivery";
-    pub const EFFECT: &str = "effect";
-    pub const DUPLICATE_SKIP: &str = "duplicate-skip";
-    pub const EFFECT_FAILED: &str = "effect-failed";
 }
 
 /// Payload fields the worker itself honours (the lab's fault injection).
@@ -146,6 +163,12 @@ pub mod job_field {
     pub const DELIVERIES_DONE: &str = "deliveriesDone";
     /// Queue entries of this job moved to `jobs:dead` after `--max-deliveries` failed deliveries.
     pub const DEAD_LETTERED: &str = "deadLettered";
+    /// The claim key the last recorded duplicate skip named.
+    pub const CLAIM_KEY: &str = "claimKey";
+    /// Simulated effect failures of this job.
+    pub const EFFECT_FAILURES: &str = "effectFailures";
+    /// Deliveries of this job whose handler returned an error.
+    pub const ATTEMPT_FAILURES: &str = "attemptFailures";
 }
 
 /// Field names of a run hash (`run:<runId>`).
@@ -159,14 +182,84 @@ pub mod run_field {
     pub const DEAD_LETTERED: &str = "deadLettered";
 }
 
-/// Job status values.
-pub mod status {
-    pub const QUEUED: &str = "queued";
-    pub const PROCESSING: &str = "processing";
-    /// Every submission of the job has been delivered and acknowledged.
-    pub const COMPLETED: &str = "completed";
-    /// A delivery of the job failed `--max-deliveries` times and was moved to `jobs:dead`.
-    pub const DEAD_LETTERED: &str = "dead-lettered";
+/// Declares a string-valued enum: its serde name, `as_str` and `parse` agree by construction.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            /// The name stored in Redis and shown in JSON.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The value named `text`, if there is one.
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// A job's status (`status` of `job:<jobId>`).
+    pub enum JobStatus {
+        Queued = "queued",
+        Processing = "processing",
+        /// Every submission of the job has been delivered and acknowledged.
+        Completed = "completed",
+        /// A delivery of the job failed `--max-deliveries` times and was moved to `jobs:dead`.
+        DeadLettered = "dead-lettered",
+    }
+}
+
+named_enum! {
+    /// What an entry of the run's event log (`events:<runId>`) records.
+    pub enum EventKind {
+        /// A delivery reached the exercise's handler (counted by `mark_processing`).
+        Delivery = "delivery",
+        /// The side effect was applied (one ledger entry).
+        Effect = "effect",
+        /// A duplicate delivery was skipped by the guard; the detail is the claim key.
+        DuplicateSkip = "duplicate-skip",
+        /// The side effect failed (simulated by the payload).
+        EffectFailed = "effect-failed",
+        /// The handler returned an error: the delivery stays pending and comes back.
+        AttemptFailed = "attempt-failed",
+        /// The entry was moved to `jobs:dead`.
+        DeadLettered = "dead-lettered",
+    }
+}
+
+named_enum! {
+    /// What a guard recorded in the job's `idempotency` field. The student's code
+    /// records its own words with `ctx.record_idempotency`; these are the ones the
+    /// lab knows.
+    pub enum Idempotency {
+        /// The starter: no guard yet.
+        NotImplemented = "not-implemented",
+        /// The guard won the claim and applied the effect.
+        Claimed = "claimed",
+        /// The guard found the claim taken and skipped the effect.
+        DuplicateSkipped = "duplicate-skipped",
+    }
 }
 
 /// Checks a `jobId` or `runId`: 1 to 128 characters from `[A-Za-z0-9._:-]`.
@@ -212,31 +305,21 @@ pub struct JobView {
     /// Deliveries moved to `jobs:dead` after failing `--max-deliveries` times.
     #[serde(default)]
     pub dead_lettered: u64,
+    /// The claim key named by the last duplicate skip recorded for this job
+    /// (`ctx.record_duplicate_skip(job, &key)`); absent before any skip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_key: Option<String>,
+    /// That key's remaining lifetime in Redis, as TTL answers it: seconds, or -1
+    /// when it never expires, or -2 when it does not exist (any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_ttl_secs: Option<i64>,
 }
 
-/// The totals of one run, as `GET /runs/{runId}` returns them. The keys are the
-/// summary keys the demo-runner prints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunSummary {
-    pub run_id: String,
-    pub unique_jobs: u64,
-    pub total_submissions: u64,
-    pub observed_attempts_total: u64,
-    /// Counted from the effect ledger (`ledger:<runId>`), one entry per applied effect.
-    pub observed_effects_total: u64,
-    /// Effects beyond one per job.
-    pub duplicate_effects: u64,
-    /// Jobs whose every submission was processed but that had no effect at all.
-    pub lost_effects: u64,
-    pub duplicate_skips: u64,
-    /// Queue entries of the run that a worker acknowledged.
-    pub processed_deliveries: u64,
-    /// Queue entries of the run that failed `--max-deliveries` times and were
-    /// moved to `jobs:dead` (not processed; they never block a run).
-    #[serde(default)]
-    pub dead_lettered: u64,
-    /// Every submission of the run has been processed and acknowledged, or dead-lettered.
-    pub drained: bool,
+impl JobView {
+    /// The recorded idempotency outcome, when it is one the lab knows.
+    pub fn idempotency(&self) -> Option<Idempotency> {
+        self.idempotency.as_deref().and_then(Idempotency::parse)
+    }
 }
 
 /// One event of a run, as `GET /runs/{runId}/events` returns it (oldest first).
@@ -247,13 +330,13 @@ pub struct RunEvent {
     pub id: String,
     /// When Redis recorded it, in Unix milliseconds.
     pub time_ms: u64,
-    /// `delivery`, `effect`, `duplicate-skip` or `effect-failed`.
-    pub event: String,
+    /// What happened. An event kind this build does not know is refused when read.
+    pub event: EventKind,
     pub job_id: String,
     pub delivery_id: String,
     /// The worker process that did it.
     pub consumer: String,
-    /// e.g. the claim key of a skip, or the effect count after an effect.
+    /// e.g. the claim key of a skip, or the error of a failed attempt.
     pub detail: String,
 }
 
@@ -265,6 +348,97 @@ pub struct RunEvents {
     pub events: Vec<RunEvent>,
 }
 
+impl RunEvents {
+    /// How many events of `kind` the log holds.
+    pub fn count(&self, kind: EventKind) -> usize {
+        self.events.iter().filter(|e| e.event == kind).count()
+    }
+}
+
+/// One worker process: its consumer name in the group, and an instance id that
+/// differs for every process start (`<pid>-<start unix ms>`), so a restarted
+/// worker of the same name is told apart from the process it replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerInstance {
+    pub consumer: String,
+    pub instance: String,
+}
+
+/// A delivery attempt that started and has not returned yet (`attempts:<runId>`),
+/// as `GET /runs/{runId}/attempts` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub job_id: String,
+    pub delivery_id: String,
+    pub consumer: String,
+    pub instance: String,
+    pub started_ms: u64,
+}
+
+impl Attempt {
+    /// The hash field of the attempt: one per delivery and consumer.
+    pub fn field(delivery_id: &str, consumer: &str) -> String {
+        format!("{delivery_id}|{consumer}")
+    }
+
+    /// The hash value: `<jobId>|<instance>|<started ms>`.
+    pub fn value(job_id: &str, instance: &str, started_ms: u64) -> String {
+        format!("{job_id}|{instance}|{started_ms}")
+    }
+
+    /// Reads a field and value back; `None` when they are not in that shape.
+    pub fn parse(field: &str, value: &str) -> Option<Attempt> {
+        let (delivery_id, consumer) = field.split_once('|')?;
+        let mut parts = value.splitn(3, '|');
+        let (job_id, instance, started) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Attempt {
+            job_id: job_id.to_string(),
+            delivery_id: delivery_id.to_string(),
+            consumer: consumer.to_string(),
+            instance: instance.to_string(),
+            started_ms: started.parse().ok()?,
+        })
+    }
+}
+
+/// The attempts still out in a run, with what is known of their workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunAttempts {
+    pub run_id: String,
+    /// Attempts whose worker process is still the registered one (running, paused or stuck).
+    pub in_flight: Vec<AttemptView>,
+}
+
+/// One attempt still out, for a person: which job, on which worker, for how long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub job_id: String,
+    pub delivery_id: String,
+    pub consumer: String,
+    /// How long ago the attempt started.
+    pub age_ms: u64,
+    /// How long ago its worker last renewed its heartbeat (`None`: never registered).
+    pub heartbeat_age_ms: Option<u64>,
+}
+
+/// The registered process of a consumer name (`workers` hash value): `<instance>|<heartbeat ms>`.
+pub fn parse_worker_value(value: &str) -> Option<(&str, u64)> {
+    let (instance, heartbeat) = value.rsplit_once('|')?;
+    Some((instance, heartbeat.parse().ok()?))
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,7 +447,7 @@ mod tests {
     fn ids_follow_the_documented_rule() {
         assert!(validate_id("jobId", "load-1732-3f2a:job.7_x").is_ok());
         assert!(validate_id("jobId", &"a".repeat(MAX_ID_LEN)).is_ok());
-        for bad in ["", "a b", "a\nb", "a*", "a?", "a[", "é", "a/b", "a\u{0}"] {
+        for bad in ["", "a b", "a\nb", "a*", "a?", "a[", "é", "a/b", "a\u{0}", "a|b"] {
             assert!(validate_id("jobId", bad).is_err(), "{bad:?} was accepted");
         }
         let long = "a".repeat(MAX_ID_LEN + 1);
@@ -295,6 +469,7 @@ mod tests {
                 keys::run_jobs(id),
                 keys::ledger(id),
                 keys::events(id),
+                keys::attempts(id),
                 keys::effect_failure(id),
             ] {
                 assert!(seen.insert(key.clone()), "{key} is used twice");
@@ -308,8 +483,27 @@ mod tests {
     }
 
     #[test]
-    fn the_event_log_key_is_per_run() {
-        assert_eq!(keys::events("load-1-abc"), "events:load-1-abc");
-        assert_ne!(keys::events("a"), keys::ledger("a"));
+    fn enum_names_round_trip_through_text_and_json() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(*kind));
+            let json = serde_json::to_string(kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+        }
+        assert_eq!(JobStatus::DeadLettered.as_str(), "dead-lettered");
+        assert_eq!(Idempotency::parse("claimed"), Some(Idempotency::Claimed));
+        assert_eq!(Idempotency::parse("claimd"), None);
+    }
+
+    #[test]
+    fn an_attempt_reads_back_what_was_written() {
+        let field = Attempt::field("1795-0", "worker-1");
+        let value = Attempt::value("load-1-job-2", "4242-1795", 1795);
+        let attempt = Attempt::parse(&field, &value).unwrap();
+        assert_eq!(attempt.job_id, "load-1-job-2");
+        assert_eq!(attempt.consumer, "worker-1");
+        assert_eq!(attempt.instance, "4242-1795");
+        assert_eq!(attempt.started_ms, 1795);
+        assert_eq!(Attempt::parse("no-bar", &value), None);
+        assert_eq!(parse_worker_value("4242-1795|99"), Some(("4242-1795", 99)));
     }
 }

@@ -4,23 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_schema::{events as event, job_field, keys, run_field, status};
+use lab_schema::{job_field, keys};
 use redis::aio::ConnectionManager;
 
-use crate::{effects, events};
-
-/// One delivery of a job, as read from the queue.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The logical job: the same on every delivery of it.
-    pub job_id: String,
-    /// The demo run the job belongs to.
-    pub run_id: String,
-    /// The queue entry id: different on every delivery (a resubmission is a new entry).
-    pub delivery_id: String,
-    /// The submitted payload, as JSON text.
-    pub payload: String,
-}
+pub use crate::delivery::Job;
+use crate::effects;
+use crate::outcomes::Outcome;
 
 /// Everything `process_job` may use, built fresh for each delivery.
 pub struct JobContext {
@@ -55,16 +44,7 @@ impl JobContext {
     /// job and `attempts` + 1 on the run, and a `delivery` event in the run's
     /// event log. Returns the job's attempt number.
     pub async fn mark_processing(&mut self, job: &Job) -> anyhow::Result<u64> {
-        let job_key = keys::job(&job.job_id);
-        let mut pipe = redis::pipe();
-        pipe.hset(&job_key, job_field::STATUS, status::PROCESSING)
-            .ignore()
-            .hincr(&job_key, job_field::PROCESS_ATTEMPTS, 1)
-            .hincr(keys::run(&job.run_id), run_field::ATTEMPTS, 1)
-            .ignore();
-        events::push(&mut pipe, job, event::DELIVERY, &self.consumer, "");
-        let (attempt,): (u64,) = pipe.query_async(&mut self.redis).await?;
-        Ok(attempt)
+        self.record(job, Outcome::Delivered).await
     }
 
     /// Runs the side effect ("sends the email") and writes it to the ledger.
@@ -93,21 +73,9 @@ impl JobContext {
         job: &Job,
         claim_key: &str,
     ) -> anyhow::Result<()> {
-        let job_key = keys::job(&job.job_id);
-        let mut pipe = redis::pipe();
-        pipe.hset(&job_key, job_field::IDEMPOTENCY, "duplicate-skipped")
-            .ignore()
-            .hincr(&job_key, job_field::DUPLICATE_SKIPS, 1)
-            .hincr(keys::run(&job.run_id), run_field::DUPLICATE_SKIPS, 1)
-            .ignore();
-        events::push(
-            &mut pipe,
-            job,
-            event::DUPLICATE_SKIP,
-            &self.consumer,
-            claim_key,
-        );
-        let (skips,): (u64,) = pipe.query_async(&mut self.redis).await?;
+        let skips = self
+            .record(job, Outcome::DuplicateSkipped { claim_key })
+            .await?;
         tracing::info!(
             job_id = %job.job_id,
             delivery_id = %job.delivery_id,
@@ -116,5 +84,13 @@ impl JobContext {
             "duplicate delivery skipped: side effect NOT applied"
         );
         Ok(())
+    }
+
+    /// Writes one outcome (see `outcomes.rs`) and returns the job's count of it.
+    async fn record(&mut self, job: &Job, outcome: Outcome<'_>) -> anyhow::Result<u64> {
+        let mut pipe = redis::pipe();
+        outcome.record(&mut pipe, job, &self.consumer);
+        let (count,): (u64,) = pipe.query_async(&mut self.redis).await?;
+        Ok(count)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The side effect stands for an external action: sending an email, charging a
 //! card. Each one is written, in one MULTI/EXEC with the job's `effects`
-//! counter and an `effect` event, as an entry of the run's ledger stream
+//! counter and an `effect` event (see `outcomes.rs`), as an entry of the run's ledger stream
 //! (`ledger:<runId>`). The run totals count the ledger, so the numbers show
 //! every email really "sent".
 //!
@@ -13,11 +13,11 @@
 
 use std::time::Duration;
 
-use lab_schema::{events as event, job_field, keys, payload};
+use lab_schema::{events as event, keys, payload};
 use redis::aio::ConnectionManager;
 
-use crate::context::Job;
-use crate::events;
+use crate::delivery::Job;
+use crate::outcomes::Outcome;
 
 /// Waits `delay` (the external call), then records one effect in the ledger.
 pub(crate) async fn apply(
@@ -46,9 +46,8 @@ pub(crate) async fn apply(
                 ("deliveryId", job.delivery_id.as_str()),
                 ("consumer", consumer),
             ],
-        )
-        .hincr(keys::job(&job.job_id), job_field::EFFECTS, 1);
-    events::push(&mut pipe, job, event::EFFECT, consumer, "");
+        );
+    Outcome::EffectApplied.record(&mut pipe, job, consumer);
     let (_ledger_id, effects): (String, u64) = pipe.query_async(redis).await?;
     if effects == 1 {
         tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied (email sent)");
@@ -88,14 +87,11 @@ async fn fail_this_time(
         .await?;
     if first {
         let mut pipe = redis::pipe();
-        events::push(
-            &mut pipe,
-            job,
-            event::EFFECT_FAILED,
-            consumer,
-            "simulated failure",
-        );
-        let () = pipe.query_async(redis).await?;
+        Outcome::EffectFailed {
+            detail: "simulated failure",
+        }
+        .record(&mut pipe, job, consumer);
+        let _: (u64,) = pipe.query_async(redis).await?;
     }
     Ok(first)
 }

@@ -6,15 +6,17 @@
 //! # Layout
 //! | file | what it is |
 //! |---|---|
-//! | `job.rs` | THE EXERCISE: what happens to one delivery of a job |
+//! | `job.rs` | THE EXERCISE (exercise 1): what happens to one delivery of a job |
 //! | `context.rs` | what `process_job` can use: Redis, the pipeline name, the TTL, helpers |
+//! | `delivery.rs` | [`Job`]: one delivery, as read from the queue |
 //! | `effects.rs` | the side effect ("send the email") and its ledger |
-//! | `events.rs` | the run's event log (delivery, effect, duplicate skip) served by the API |
-//! | `queue.rs` | the consumer loop: read, redeliver, run `process_job`, acknowledge |
+//! | `outcomes.rs` | every outcome of a delivery, recorded in one place: counters and the run's event log |
+//! | `registry.rs` | which student function handles a job of each exercise |
+//! | `queue/` | the consumer loop: read, redeliver, run the handler, acknowledge |
 //!
 //! # Delivery semantics
 //! The queue is a Redis Stream read by the consumer group `workers`. An entry is
-//! acknowledged (XACK) only after `process_job` returns `Ok`. If a worker dies
+//! acknowledged (XACK) only after the handler (`process_job`) returns `Ok`. If a worker dies
 //! first, the entry stays pending and another worker claims it (XAUTOCLAIM)
 //! after `claim_idle`. Nothing is lost, and so the same job can arrive twice:
 //! that is at-least-once delivery, and why `process_job` must be idempotent.
@@ -22,15 +24,31 @@
 //! to the dead-letter stream `jobs:dead`, so one poisoned job cannot circulate forever.
 
 mod context;
+mod delivery;
 mod effects;
-mod events;
 pub mod job;
+mod outcomes;
 mod queue;
+mod registry;
 
+use std::future::Future;
 use std::time::Duration;
 
-pub use context::{Job, JobContext};
+pub use context::JobContext;
+pub use delivery::Job;
 pub use queue::run;
+pub use registry::Exercises;
+
+/// What runs one delivery: the queue plumbing calls it for every delivery,
+/// duplicates included. `Ok` acknowledges the delivery; an error leaves it
+/// pending, so it is delivered again after the claim idle time.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a mut JobContext,
+        job: &'a Job,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a;
+}
 
 /// Everything the worker can be told on the command line.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 
 use clap::Parser;
 
-/// Consumes the job queue with at-least-once delivery and runs `process_job` for each delivery.
+/// Consumes the job queue with at-least-once delivery and runs each job's exercise handler (`process_job`).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, env = "WORKER_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     max_deliveries: u64,
     /// Name of this consumer in the group (default: worker-<host>-<pid>).
-    #[arg(long, env = "WORKER_NAME")]
+    #[arg(long, env = "WORKER_NAME", value_parser = parse_name)]
     name: Option<String>,
 }
 
@@ -41,6 +41,12 @@ fn parse_pipeline(name: &str) -> Result<String, String> {
     if name.contains(':') {
         return Err("pipeline must not contain ':'".to_string());
     }
+    Ok(name.to_string())
+}
+
+/// A consumer name follows the id rule (it ends up in Redis fields and log lines).
+fn parse_name(name: &str) -> Result<String, String> {
+    lab_schema::validate_id("name", name)?;
     Ok(name.to_string())
 }
 
@@ -58,5 +64,9 @@ fn main() -> anyhow::Result<()> {
         consumer: args.name.unwrap_or_else(worker::default_consumer_name),
         ..worker::Config::default()
     };
-    lab_schema::service::block_on(worker::run(config, lab_schema::service::shutdown_signal()))
+    lab_schema::service::block_on(worker::run(
+        worker::Exercises,
+        config,
+        lab_schema::service::shutdown_signal(),
+    ))
 }

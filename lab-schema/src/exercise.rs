@@ -1,0 +1,154 @@
+//! The registry of exercises: what each one is called, where its folder and its
+//! student file are, and which scenarios reproduce its incident. Students need
+//! not edit this file.
+//!
+//! An exercise is its folder `exercises/NN-name/` (handout `README.md`,
+//! `INSTRUCTOR.md`, `solution.patch`, `fixtures/wrong-*.patch`), its student
+//! file in the worker, and its entry here. The worker routes each job to the
+//! exercise's handler (a match on [`Exercise`] that the compiler keeps
+//! complete), `verify --exercise N` runs its checks, and the test suite loops
+//! over [`Exercise::ALL`]: every solution and fixture is tested by being there.
+
+use serde::{Deserialize, Serialize};
+
+/// One exercise of the ladder. Jobs name it by number (`"exercise": 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum Exercise {
+    /// 1. Duplicate delivery: claim the job with `SET ... NX EX` before the effect.
+    DuplicateDelivery,
+}
+
+/// What the registry knows of an exercise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    pub number: u8,
+    /// The folder under `exercises/`, e.g. `01-duplicate-delivery`.
+    pub slug: &'static str,
+    pub title: &'static str,
+    /// The one file the student edits, from the repository root.
+    pub student_file: &'static str,
+    /// The function in it.
+    pub function: &'static str,
+    /// The demo-runner scenarios that reproduce the incident.
+    pub scenarios: &'static [&'static str],
+    /// What to call when a duplicate delivery is skipped (quoted in hints).
+    pub record_skip: &'static str,
+}
+
+impl Exercise {
+    /// Every exercise, in order.
+    pub const ALL: &'static [Exercise] = &[Exercise::DuplicateDelivery];
+
+    /// The registry entry.
+    pub const fn info(self) -> Info {
+        match self {
+            Exercise::DuplicateDelivery => Info {
+                number: 1,
+                slug: "01-duplicate-delivery",
+                title: "duplicate delivery",
+                student_file: "worker/src/job.rs",
+                function: "process_job",
+                scenarios: &["duplicate-observe", "duplicate-load"],
+                record_skip: "ctx.record_duplicate_skip",
+            },
+        }
+    }
+
+    pub const fn number(self) -> u8 {
+        self.info().number
+    }
+
+    /// The exercise with this number.
+    pub fn from_number(number: u8) -> Option<Exercise> {
+        Exercise::ALL
+            .iter()
+            .copied()
+            .find(|e| e.number() == number)
+    }
+
+    /// The exercise a scenario belongs to.
+    pub fn of_scenario(scenario: &str) -> Option<Exercise> {
+        Exercise::ALL
+            .iter()
+            .copied()
+            .find(|e| e.info().scenarios.contains(&scenario))
+    }
+
+    /// `exercises/01-duplicate-delivery`, from the repository root.
+    pub fn folder(self) -> String {
+        format!("exercises/{}", self.info().slug)
+    }
+
+    /// The reference solution, a patch of the student file.
+    pub fn solution_patch(self) -> String {
+        format!("{}/solution.patch", self.folder())
+    }
+
+    /// The valid numbers, for error messages: `1` or `1, 2`.
+    pub fn numbers() -> String {
+        Exercise::ALL
+            .iter()
+            .map(|e| e.number().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Default for Exercise {
+    /// Jobs that name no exercise belong to exercise 1.
+    fn default() -> Exercise {
+        Exercise::DuplicateDelivery
+    }
+}
+
+impl TryFrom<u8> for Exercise {
+    type Error = String;
+
+    fn try_from(number: u8) -> Result<Exercise, String> {
+        Exercise::from_number(number).ok_or_else(|| {
+            format!(
+                "there is no exercise {number}; the exercises are {}",
+                Exercise::numbers()
+            )
+        })
+    }
+}
+
+impl From<Exercise> for u8 {
+    fn from(exercise: Exercise) -> u8 {
+        exercise.number()
+    }
+}
+
+impl std::fmt::Display for Exercise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let info = self.info();
+        write!(f, "exercise {} ({})", info.number, info.title)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_folders_are_unique_and_in_order() {
+        for (i, exercise) in Exercise::ALL.iter().enumerate() {
+            assert_eq!(usize::from(exercise.number()), i + 1);
+            assert!(exercise.info().slug.starts_with(&format!("{:02}-", i + 1)));
+            assert_eq!(Exercise::from_number(exercise.number()), Some(*exercise));
+        }
+        assert!(Exercise::try_from(0).is_err());
+        assert_eq!(Exercise::default().number(), 1);
+    }
+
+    #[test]
+    fn scenarios_belong_to_one_exercise() {
+        assert_eq!(
+            Exercise::of_scenario("duplicate-load"),
+            Some(Exercise::DuplicateDelivery)
+        );
+        assert_eq!(Exercise::of_scenario("load"), None);
+    }
+}

@@ -1,0 +1,305 @@
+//! The run summary: ONE type for `GET /runs/{runId}`, the demo-runner's
+//! `key=value` and `--json` output, and the files `--save` writes and `compare`
+//! and `evidence` read. Students need not edit this file.
+//!
+//! The keys are the documented summary keys, in the documented order (serde
+//! keeps the order of the fields below). Keys a run does not have (the API
+//! knows no scenario; only `load` has `clients`) are left out, not null.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Exercise;
+
+fn yes() -> bool {
+    true
+}
+
+/// The totals of one run, and what the scenario that made it measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The demo-runner scenario (absent in `GET /runs/{runId}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    pub run_id: String,
+    /// The observed job (duplicate-observe only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    pub unique_jobs: u64,
+    pub total_submissions: u64,
+    pub observed_attempts_total: u64,
+    /// Counted from the effect ledger (`ledger:<runId>`), one entry per applied effect.
+    pub observed_effects_total: u64,
+    /// Effects beyond one per job.
+    pub duplicate_effects: u64,
+    /// Jobs whose every submission was processed, with no attempt still out,
+    /// that had no effect at all.
+    pub lost_effects: u64,
+    pub duplicate_skips: u64,
+    /// Queue entries of the run that a worker acknowledged.
+    #[serde(default)]
+    pub processed_deliveries: u64,
+    /// Queue entries of the run that failed `--max-deliveries` times and were
+    /// moved to `jobs:dead` (not processed; they never block a run).
+    #[serde(default)]
+    pub dead_lettered: u64,
+    /// Every submission of the run has been acknowledged once, or dead-lettered.
+    pub drained: bool,
+    /// Drained, and every delivery attempt that started has returned: the
+    /// numbers are final. (A worker paused or stuck mid-attempt can still apply
+    /// an effect after its delivery was acknowledged by another worker.)
+    #[serde(default = "yes")]
+    pub settled: bool,
+    /// Delivery attempts of the run that started and have not returned yet.
+    #[serde(default)]
+    pub attempts_in_flight: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    /// Submissions the API answered 202.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<u64>,
+    /// Submissions repeated after a 5xx or a refused connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_retries: Option<u64>,
+    /// `load` and `chaos`: clients submitting at the same time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u64>,
+    /// `load` and `chaos`: requests sent, retries included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_errors: Option<u64>,
+    /// `load` and `chaos`: how many answers of each status, e.g. `202:9120,503:14`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statuses: Option<String>,
+    /// `chaos`: the worker kill ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_killed: Option<bool>,
+    /// `chaos`: the Redis restart ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_restarted: Option<bool>,
+}
+
+impl RunSummary {
+    /// The keys and values, in the documented order.
+    pub fn fields(&self) -> Vec<(String, Value)> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map.into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One JSON object on one line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `key=value` lines, then one `#` line that says what the numbers mean.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (key, value) in self.fields() {
+            out.push_str(&format!("{key}={}\n", show(&value)));
+        }
+        out.push_str(&format!("# {}\n", self.verdict()));
+        out
+    }
+
+    /// The exercise the run's scenario belongs to, if any.
+    pub fn exercise(&self) -> Option<Exercise> {
+        self.scenario.as_deref().and_then(Exercise::of_scenario)
+    }
+
+    /// Duplicate deliveries the run had: submissions beyond one per job.
+    pub fn duplicate_deliveries(&self) -> u64 {
+        self.total_submissions.saturating_sub(self.unique_jobs)
+    }
+
+    /// `8 x 2` (jobs x copies).
+    pub fn shape(&self) -> String {
+        let copies = self
+            .total_submissions
+            .checked_div(self.unique_jobs)
+            .unwrap_or(0);
+        format!("{} x {copies}", self.unique_jobs)
+    }
+
+    /// The numbers in one sentence (no `=` in it, so `key=value` parsers skip it).
+    pub fn verdict(&self) -> String {
+        if !self.drained {
+            return format!(
+                "not drained: {} of {} submissions processed so far",
+                self.processed_deliveries, self.total_submissions
+            );
+        }
+        if !self.settled {
+            return format!(
+                "not settled: {} still out, so the numbers are not final",
+                plural(self.attempts_in_flight, "delivery attempt")
+            );
+        }
+        if self.lost_effects > 0 {
+            return format!(
+                "{} finished with NO effect: a guard that skips too much loses work",
+                plural(self.lost_effects, "job")
+            );
+        }
+        if self.dead_lettered > 0 {
+            return format!(
+                "{} dead-lettered: the handler failed on every delivery of them (see the worker log)",
+                plural(self.dead_lettered, "submission")
+            );
+        }
+        let effects = plural(self.observed_effects_total, "effect");
+        let jobs = plural(self.unique_jobs, "unique job");
+        if self.duplicate_effects > 0 {
+            return format!(
+                "{effects} for {jobs}: {} (the bug)",
+                plural(self.duplicate_effects, "duplicate side effect")
+            );
+        }
+        let duplicates = self.duplicate_deliveries();
+        if self.duplicate_skips < duplicates {
+            let call = self
+                .exercise()
+                .map(|e| e.info().record_skip)
+                .unwrap_or("the guard's skip recorder");
+            return format!(
+                "{effects} for {jobs}, but only {} of {duplicates} duplicate deliveries recorded as \
+                 skipped: call {call} when the claim fails",
+                self.duplicate_skips
+            );
+        }
+        format!(
+            "{effects} for {jobs}, {} skipped: exactly one effect per job",
+            plural(self.duplicate_skips, "duplicate delivery")
+        )
+    }
+}
+
+/// A summary saved with `--save FILE`: the summary, its verdict, and the whole
+/// text the scenario printed, so `compare` and `evidence` show what the student saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSummary {
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// The summary's `#` line (absent from `--json` output saved by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// What the scenario printed (absent from `--json` output saved by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// A value as a `key=value` line shows it: text without quotes.
+pub fn show(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `1 effect`, `2 effects`, `2 duplicate deliveries`.
+pub fn plural(n: u64, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_run() -> RunSummary {
+        RunSummary {
+            scenario: Some("duplicate-load".into()),
+            run_id: "load-1".into(),
+            unique_jobs: 8,
+            total_submissions: 16,
+            observed_attempts_total: 16,
+            observed_effects_total: 16,
+            duplicate_effects: 8,
+            processed_deliveries: 16,
+            drained: true,
+            settled: true,
+            elapsed_ms: Some(219),
+            accepted: Some(16),
+            submit_retries: Some(0),
+            ..RunSummary::default()
+        }
+    }
+
+    #[test]
+    fn keys_come_in_the_documented_order_and_absent_ones_are_left_out() {
+        let keys: Vec<String> = load_run().fields().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "scenario",
+                "run_id",
+                "unique_jobs",
+                "total_submissions",
+                "observed_attempts_total",
+                "observed_effects_total",
+                "duplicate_effects",
+                "lost_effects",
+                "duplicate_skips",
+                "processed_deliveries",
+                "dead_lettered",
+                "drained",
+                "settled",
+                "attempts_in_flight",
+                "elapsed_ms",
+                "accepted",
+                "submit_retries"
+            ]
+        );
+        let text = load_run().to_text();
+        assert!(text.starts_with("scenario=duplicate-load\nrun_id=load-1\n"));
+        assert!(text.ends_with("# 16 effects for 8 unique jobs: 8 duplicate side effects (the bug)\n"));
+    }
+
+    #[test]
+    fn a_saved_summary_reads_back_the_same() {
+        let saved = SavedSummary {
+            summary: load_run(),
+            verdict: Some(load_run().verdict()),
+            output: Some(load_run().to_text()),
+        };
+        let text = serde_json::to_string_pretty(&saved).unwrap();
+        let back: SavedSummary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, saved);
+        // A file from before `settled` existed reads as settled.
+        let old = r#"{"run_id":"r","unique_jobs":1,"total_submissions":1,"observed_attempts_total":1,
+            "observed_effects_total":1,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":0,"drained":true}"#;
+        assert!(serde_json::from_str::<RunSummary>(old).unwrap().settled);
+    }
+
+    #[test]
+    fn the_verdict_names_what_is_wrong_first() {
+        let mut run = load_run();
+        run.settled = false;
+        run.attempts_in_flight = 8;
+        assert_eq!(
+            run.verdict(),
+            "not settled: 8 delivery attempts still out, so the numbers are not final"
+        );
+        let mut run = load_run();
+        run.observed_effects_total = 8;
+        run.duplicate_effects = 0;
+        run.duplicate_skips = 3;
+        assert!(run.verdict().contains("call ctx.record_duplicate_skip"));
+        run.duplicate_skips = 8;
+        assert_eq!(
+            run.verdict(),
+            "8 effects for 8 unique jobs, 8 duplicate deliveries skipped: exactly one effect per job"
+        );
+        assert_eq!(plural(2, "key"), "2 keys");
+        assert_eq!(plural(2, "delivery"), "2 deliveries");
+    }
+}

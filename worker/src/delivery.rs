@@ -1,0 +1,48 @@
+//! One delivery of a job, as read from the queue. Plumbing: students need not edit this file.
+
+use lab_schema::{Exercise, entry, validate_id};
+use redis::streams::StreamId;
+
+/// One delivery of a job, as read from the queue.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The logical job: the same on every delivery of it.
+    pub job_id: String,
+    /// The demo run the job belongs to.
+    pub run_id: String,
+    /// The queue entry id: different on every delivery (a resubmission is a new entry).
+    pub delivery_id: String,
+    /// The submitted payload, as JSON text.
+    pub payload: String,
+    /// The exercise whose handler runs this job.
+    pub exercise: Exercise,
+}
+
+impl Job {
+    /// Reads a queue entry; an error says why the entry is unusable (it is then dead-lettered).
+    pub(crate) fn from_entry(entry: &StreamId) -> Result<Job, String> {
+        let field = |name: &str| -> Result<String, String> {
+            entry
+                .get::<String>(name)
+                .ok_or_else(|| format!("field {name} is missing or not text"))
+        };
+        let job_id = field(entry::JOB_ID)?;
+        validate_id("jobId", &job_id)?;
+        let run_id = field(entry::RUN_ID)?;
+        validate_id("runId", &run_id)?;
+        let exercise = match entry.get::<String>(entry::EXERCISE) {
+            None => Exercise::default(),
+            Some(text) => text
+                .parse::<u8>()
+                .map_err(|_| format!("field {} is not a number: {text:?}", entry::EXERCISE))
+                .and_then(Exercise::try_from)?,
+        };
+        Ok(Job {
+            job_id,
+            run_id,
+            delivery_id: entry.id.clone(),
+            payload: entry.get::<String>(entry::PAYLOAD).unwrap_or_default(),
+            exercise,
+        })
+    }
+}

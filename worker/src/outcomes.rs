@@ -1,0 +1,317 @@
+//! What happened to a delivery, recorded in ONE place. Plumbing: students need
+//! not edit this file.
+//!
+//! Every outcome of a delivery (counted, effect applied, duplicate skipped,
+//! effect failed, attempt failed, acknowledged, dead-lettered) is written here,
+//! and only here: the job's and the run's counters, and the run's event log
+//! (`events:<runId>`, served as `GET /runs/{runId}/events`). Each outcome rides
+//! in a pipeline or script the worker sends anyway: no extra round trip.
+//!
+//! Acknowledging and dead-lettering are Lua scripts, because they count an
+//! entry only when their XACK succeeds (another worker may hold a copy). Field
+//! names reach the scripts as arguments, never by editing the script's text.
+
+use lab_schema::{
+    Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, events,
+    job_field, keys, run_field,
+};
+
+use crate::delivery::Job;
+
+/// One thing that happened to a delivery.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome<'a> {
+    /// The attempt started: it is in flight until it returns (`attempts:<runId>`).
+    AttemptStarted { instance: &'a str, started_ms: u64 },
+    /// The delivery is counted: status `processing`, `processAttempts` + 1.
+    Delivered,
+    /// The side effect was applied (the ledger entry is written beside it).
+    EffectApplied,
+    /// The guard skipped a duplicate; `claim_key` is the key whose claim failed.
+    DuplicateSkipped { claim_key: &'a str },
+    /// The side effect failed (simulated).
+    EffectFailed { detail: &'a str },
+    /// The handler returned an error: the attempt ends without an acknowledgement.
+    AttemptFailed { error: &'a str },
+    /// The entry was moved to `jobs:dead` (counted by [`DEAD_LETTER_SCRIPT`]).
+    DeadLettered { reason: &'a str },
+}
+
+impl Outcome<'_> {
+    /// Adds the writes of this outcome to `pipe`. Exactly one command's answer is
+    /// kept: the job's count of this outcome after it (attempts, effects, skips,
+    /// ...), a number.
+    pub(crate) fn record(&self, pipe: &mut redis::Pipeline, job: &Job, consumer: &str) {
+        let job_key = keys::job(&job.job_id);
+        let run_key = keys::run(&job.run_id);
+        let attempt = Attempt::field(&job.delivery_id, consumer);
+        match *self {
+            Outcome::AttemptStarted {
+                instance,
+                started_ms,
+            } => {
+                let attempts = keys::attempts(&job.run_id);
+                pipe.hset(
+                    &attempts,
+                    attempt,
+                    Attempt::value(&job.job_id, instance, started_ms),
+                )
+                .expire(&attempts, RECORD_TTL_SECS as i64)
+                .ignore();
+            }
+            Outcome::Delivered => {
+                pipe.hset(&job_key, job_field::STATUS, JobStatus::Processing.as_str())
+                    .ignore()
+                    .hincr(&job_key, job_field::PROCESS_ATTEMPTS, 1)
+                    .hincr(&run_key, run_field::ATTEMPTS, 1)
+                    .ignore();
+                push_event(pipe, job, EventKind::Delivery, consumer, "");
+            }
+            Outcome::EffectApplied => {
+                pipe.hincr(&job_key, job_field::EFFECTS, 1);
+                push_event(pipe, job, EventKind::Effect, consumer, "");
+            }
+            Outcome::DuplicateSkipped { claim_key } => {
+                pipe.hset(
+                    &job_key,
+                    job_field::IDEMPOTENCY,
+                    Idempotency::DuplicateSkipped.as_str(),
+                )
+                .ignore()
+                .hset(&job_key, job_field::CLAIM_KEY, claim_key)
+                .ignore()
+                .hincr(&job_key, job_field::DUPLICATE_SKIPS, 1)
+                .hincr(&run_key, run_field::DUPLICATE_SKIPS, 1)
+                .ignore();
+                push_event(pipe, job, EventKind::DuplicateSkip, consumer, claim_key);
+            }
+            Outcome::EffectFailed { detail } => {
+                pipe.hincr(&job_key, job_field::EFFECT_FAILURES, 1);
+                push_event(pipe, job, EventKind::EffectFailed, consumer, detail);
+            }
+            Outcome::AttemptFailed { error } => {
+                pipe.hincr(&job_key, job_field::ATTEMPT_FAILURES, 1)
+                    .hdel(keys::attempts(&job.run_id), attempt)
+                    .ignore();
+                push_event(pipe, job, EventKind::AttemptFailed, consumer, error);
+            }
+            Outcome::DeadLettered { reason } => {
+                // The script counted it; this reads the count and logs the event.
+                pipe.hincr(&job_key, job_field::DEAD_LETTERED, 0);
+                push_event(pipe, job, EventKind::DeadLettered, consumer, reason);
+            }
+        }
+    }
+}
+
+/// Adds "append this event, keep the log capped, push its expiry back" to `pipe`.
+fn push_event(pipe: &mut redis::Pipeline, job: &Job, kind: EventKind, consumer: &str, detail: &str) {
+    let key = keys::events(&job.run_id);
+    pipe.cmd("XADD")
+        .arg(&key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(events::MAX_LEN)
+        .arg("*")
+        .arg(events::KIND)
+        .arg(kind.as_str())
+        .arg(events::JOB_ID)
+        .arg(&job.job_id)
+        .arg(events::DELIVERY_ID)
+        .arg(&job.delivery_id)
+        .arg(events::CONSUMER)
+        .arg(consumer)
+        .arg(events::DETAIL)
+        .arg(detail)
+        .ignore()
+        .expire(&key, events::TTL_SECS as i64)
+        .ignore();
+}
+
+/// The acknowledged outcome: acknowledges entries, counts each entry of a run
+/// once (a redelivered copy acknowledged later finds XACK answering 0), ends
+/// the attempts, marks the job completed once every submission is done, and
+/// refreshes the records' expiry.
+///
+/// KEYS: stream, then (job, run, ledger, attempts) per entry.
+/// ARGV: group, ttl, consumer, then the field names (done, dead, submissions,
+/// status), the completed status, the run's processed field, then the entry ids.
+const ACK_SCRIPT: &str = r"
+local group, ttl, consumer = ARGV[1], ARGV[2], ARGV[3]
+local f_done, f_dead, f_submissions, f_status = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local completed, f_processed = ARGV[8], ARGV[9]
+local first = 10
+local acked = 0
+for i = first, #ARGV do
+  local k = 4 * (i - first) + 1
+  local job_key, run_key, ledger_key, attempts_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  if redis.call('XACK', KEYS[1], group, ARGV[i]) == 1 then
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    acked = acked + 1
+    redis.call('HINCRBY', job_key, f_done, 1)
+    redis.call('HINCRBY', run_key, f_processed, 1)
+  end
+  redis.call('HDEL', attempts_key, ARGV[i] .. '|' .. consumer)
+  -- Also when XACK answered 0 (another copy was acknowledged first): this
+  -- delivery may have set the status back to processing after that ack.
+  local done = tonumber(redis.call('HGET', job_key, f_done) or '0')
+  local dead = tonumber(redis.call('HGET', job_key, f_dead) or '0')
+  local submitted = tonumber(redis.call('HGET', job_key, f_submissions) or '0')
+  if done + dead >= submitted then
+    redis.call('HSET', job_key, f_status, completed)
+  end
+  redis.call('EXPIRE', job_key, ttl)
+  redis.call('EXPIRE', run_key, ttl)
+  redis.call('EXPIRE', ledger_key, ttl)
+end
+return acked
+";
+
+/// The dead-lettered outcome: moves one entry to the dead-letter stream, once
+/// (only the caller whose XACK succeeds writes it; another worker may have
+/// claimed the same entry), and counts it in its job and run.
+///
+/// KEYS: stream, dead-letter stream, and (job, run, ledger, attempts) when the
+/// entry belongs to a run that counts it.
+/// ARGV: group, entry id, maxlen, ttl, the dead field, the status field, the
+/// dead-lettered status, consumer, then field/value pairs for the dead letter.
+const DEAD_LETTER_SCRIPT: &str = r"
+local group, id, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local f_dead, f_status, dead_status, consumer = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if redis.call('XACK', KEYS[1], group, id) == 0 then
+  return 0
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 9))
+redis.call('XDEL', KEYS[1], id)
+if #KEYS == 6 then
+  redis.call('HINCRBY', KEYS[3], f_dead, 1)
+  redis.call('HSET', KEYS[3], f_status, dead_status)
+  redis.call('HINCRBY', KEYS[4], f_dead, 1)
+  redis.call('HDEL', KEYS[6], id .. '|' .. consumer)
+  for k = 3, 5 do
+    redis.call('EXPIRE', KEYS[k], ttl)
+  end
+end
+return 1
+";
+
+/// The scripts of the two outcomes decided by an XACK.
+pub(crate) struct Scripts {
+    ack: redis::Script,
+    dead_letter: redis::Script,
+}
+
+/// A delivery whose handler returned `Ok`, waiting to be acknowledged.
+pub(crate) struct Finished {
+    pub(crate) delivery_id: String,
+    pub(crate) job_id: String,
+    pub(crate) run_id: String,
+}
+
+/// An entry to move to `jobs:dead`.
+pub(crate) struct DeadLetter<'a> {
+    pub(crate) entry: &'a redis::streams::StreamId,
+    /// The parsed job, whose run then counts the entry; `None` for an entry that
+    /// could not be parsed (no API submission counted it, so no run counts it either).
+    pub(crate) job: Option<&'a Job>,
+    pub(crate) reason: &'a str,
+    pub(crate) deliveries: u64,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Scripts {
+        Scripts {
+            ack: redis::Script::new(ACK_SCRIPT),
+            dead_letter: redis::Script::new(DEAD_LETTER_SCRIPT),
+        }
+    }
+
+    /// Acknowledges a batch of finished deliveries in one round trip; returns
+    /// how many entries this call acknowledged first.
+    pub(crate) async fn acknowledge(
+        &self,
+        redis: &mut impl redis::aio::ConnectionLike,
+        batch: &[Finished],
+        consumer: &str,
+    ) -> redis::RedisResult<u64> {
+        let mut invocation = self.ack.prepare_invoke();
+        invocation
+            .key(keys::JOB_STREAM)
+            .arg(keys::WORKER_GROUP)
+            .arg(RECORD_TTL_SECS)
+            .arg(consumer)
+            .arg(job_field::DELIVERIES_DONE)
+            .arg(job_field::DEAD_LETTERED)
+            .arg(job_field::SUBMISSIONS)
+            .arg(job_field::STATUS)
+            .arg(JobStatus::Completed.as_str())
+            .arg(run_field::PROCESSED);
+        for done in batch {
+            invocation
+                .key(keys::job(&done.job_id))
+                .key(keys::run(&done.run_id))
+                .key(keys::ledger(&done.run_id))
+                .key(keys::attempts(&done.run_id))
+                .arg(&done.delivery_id);
+        }
+        invocation.invoke_async(redis).await
+    }
+
+    /// Moves an entry to the dead-letter stream `jobs:dead` with the reason (and
+    /// every field of the entry, as `entry.<name>`) and acknowledges it, so it
+    /// never blocks the queue. `Ok(false)`: another worker moved or acknowledged it first.
+    pub(crate) async fn dead_letter(
+        &self,
+        redis: &mut (impl redis::aio::ConnectionLike + Clone),
+        dead: &DeadLetter<'_>,
+        consumer: &str,
+    ) -> redis::RedisResult<bool> {
+        let entry = dead.entry;
+        let mut invocation = self.dead_letter.prepare_invoke();
+        invocation
+            .key(keys::JOB_STREAM)
+            .key(keys::DEAD_LETTER_STREAM)
+            .arg(keys::WORKER_GROUP)
+            .arg(&entry.id)
+            .arg(DEAD_LETTER_MAXLEN)
+            .arg(RECORD_TTL_SECS)
+            .arg(job_field::DEAD_LETTERED)
+            .arg(job_field::STATUS)
+            .arg(JobStatus::DeadLettered.as_str())
+            .arg(consumer)
+            .arg("deliveryId")
+            .arg(&entry.id)
+            .arg("reason")
+            .arg(dead.reason)
+            .arg("deliveries")
+            .arg(dead.deliveries)
+            .arg("consumer")
+            .arg(consumer);
+        if let Some(job) = dead.job {
+            invocation
+                .key(keys::job(&job.job_id))
+                .key(keys::run(&job.run_id))
+                .key(keys::ledger(&job.run_id))
+                .key(keys::attempts(&job.run_id));
+        }
+        for (name, value) in &entry.map {
+            if let redis::Value::BulkString(bytes) = value {
+                invocation
+                    .arg(format!("entry.{name}"))
+                    .arg(bytes.as_slice());
+            }
+        }
+        let moved: u64 = invocation.invoke_async(redis).await?;
+        if moved == 1
+            && let Some(job) = dead.job
+        {
+            let mut pipe = redis::pipe();
+            Outcome::DeadLettered {
+                reason: dead.reason,
+            }
+            .record(&mut pipe, job, consumer);
+            let _: (u64,) = pipe.query_async(redis).await?;
+        }
+        Ok(moved == 1)
+    }
+}

@@ -1,0 +1,142 @@
+//! One delivery, from start to end: parse the entry, dead-letter it when it
+//! can never succeed, otherwise record the attempt, run the handler and queue
+//! the acknowledgement. Plumbing: students need not edit this file.
+
+use std::sync::Arc;
+
+use lab_schema::now_ms;
+use redis::streams::StreamId;
+
+use super::Shared;
+use crate::context::JobContext;
+use crate::delivery::Job;
+use crate::outcomes::{DeadLetter, Finished, Outcome};
+use crate::Handler;
+
+/// Handles one delivery of `entry`, its `deliveries`-th (1: the first).
+pub(crate) async fn handle_delivery<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    entry: StreamId,
+    deliveries: u64,
+) {
+    // An entry this process is still working on (claimed again after a Redis
+    // hiccup delayed its lease renewal) is not run a second time here.
+    let Some(_in_flight) = shared.in_flight.start(&entry.id) else {
+        return;
+    };
+    let job = match Job::from_entry(&entry) {
+        Ok(job) => job,
+        Err(reason) => return dead_letter(shared, &entry, None, &reason, deliveries).await,
+    };
+    let max = shared.config.max_deliveries;
+    if deliveries > max {
+        let reason = format!(
+            "the handler failed on each of its {max} deliveries (--max-deliveries {max}); \
+             see the worker log for the errors"
+        );
+        return dead_letter(shared, &entry, Some(&job), &reason, deliveries).await;
+    }
+    tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, exercise = job.exercise.number(), "delivery received");
+    // The attempt is recorded before the handler runs, so a run is never
+    // reported settled while one of its attempts is still under way.
+    if let Err(err) = record(
+        shared,
+        &job,
+        Outcome::AttemptStarted {
+            instance: &shared.instance,
+            started_ms: now_ms(),
+        },
+    )
+    .await
+    {
+        tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, error = %err, "could not record the attempt; it will be redelivered");
+        return;
+    }
+    let mut ctx = JobContext::new(
+        shared.redis.clone(),
+        shared.config.pipeline.clone(),
+        shared.config.idempotency_ttl_secs,
+        shared.config.effect_delay,
+        shared.consumer.clone(),
+    );
+    // The handler runs in a task of its own, so a panic in it (an `unwrap()` on
+    // a surprise) ends this attempt as a failure instead of losing track of it.
+    let handled = {
+        let (shared, job) = (shared.clone(), job.clone());
+        tokio::spawn(async move { shared.handler.handle(&mut ctx, &job).await })
+            .await
+            .unwrap_or_else(|err| Err(anyhow::anyhow!("the handler panicked: {}", panic_text(err))))
+    };
+    match handled {
+        Ok(()) => {
+            let _ = shared.acks.send(Finished {
+                delivery_id: job.delivery_id,
+                job_id: job.job_id,
+                run_id: job.run_id,
+            });
+        }
+        Err(err) => {
+            let error = format!("{err:#}");
+            tracing::warn!(
+                job_id = %job.job_id,
+                delivery_id = %job.delivery_id,
+                delivery = deliveries,
+                max_deliveries = max,
+                error,
+                "process_job failed: not acknowledged, so it will be redelivered"
+            );
+            if let Err(err) = record(shared, &job, Outcome::AttemptFailed { error: &error }).await {
+                tracing::debug!(error = %err, "could not record the failed attempt");
+            }
+        }
+    }
+}
+
+async fn record<H>(shared: &Shared<H>, job: &Job, outcome: Outcome<'_>) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    outcome.record(&mut pipe, job, &shared.consumer);
+    let mut redis = shared.redis.clone();
+    let _: (u64,) = pipe.query_async(&mut redis).await?;
+    Ok(())
+}
+
+async fn dead_letter<H>(
+    shared: &Shared<H>,
+    entry: &StreamId,
+    job: Option<&Job>,
+    reason: &str,
+    deliveries: u64,
+) {
+    let dead = DeadLetter {
+        entry,
+        job,
+        reason,
+        deliveries,
+    };
+    let mut redis = shared.redis.clone();
+    match shared.scripts.dead_letter(&mut redis, &dead, &shared.consumer).await {
+        Ok(true) => tracing::warn!(
+            delivery_id = %entry.id,
+            job_id = job.map(|j| j.job_id.as_str()),
+            reason,
+            "queue entry moved to {}",
+            lab_schema::keys::DEAD_LETTER_STREAM
+        ),
+        Ok(false) => {} // Another worker acknowledged or moved it first.
+        Err(err) => {
+            tracing::warn!(delivery_id = %entry.id, error = %err, "could not dead-letter; it will be redelivered")
+        }
+    }
+}
+
+/// The message of a panic, as far as it is text.
+fn panic_text(err: tokio::task::JoinError) -> String {
+    match err.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string()),
+        Err(err) => err.to_string(),
+    }
+}

@@ -1,0 +1,191 @@
+//! The consumer loop: read deliveries, redeliver abandoned ones, run the
+//! exercise's handler, acknowledge. Plumbing: students need not edit this folder.
+//!
+//! One loop reads entries from the stream (XREADGROUP, in batches of up to
+//! the number of free slots) and, every `claim_idle / 2`, takes over entries
+//! that another consumer left unacknowledged for `claim_idle` (XAUTOCLAIM).
+//! Each entry runs the handler in its own task, at most `concurrency` at once
+//! ([`deliver`]). Finished deliveries go to one acknowledging task ([`acks`]),
+//! which acknowledges them in batches (one round trip per batch).
+//!
+//! | file | concept |
+//! |---|---|
+//! | `mod.rs` | the loop: when to read, when to reclaim, how to stop |
+//! | `read.rs` | the three reads: create the group, new entries, abandoned entries |
+//! | `deliver.rs` | one delivery, start to end: parse, dead-letter or run the handler |
+//! | `leases.rs` | what is in flight here: lease renewal and the worker's heartbeat |
+//! | `acks.rs` | batched acknowledgements |
+//!
+//! Entries that can never succeed do not circulate forever: an entry that
+//! cannot be parsed, or whose delivery count (XPENDING) passes
+//! `max_deliveries`, is moved to the dead-letter stream `jobs:dead` with the
+//! reason, acknowledged, and counted in its run (`deadLettered`).
+
+mod acks;
+mod deliver;
+mod leases;
+mod read;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lab_schema::backoff::Backoff;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::outcomes::Scripts;
+use crate::{Config, Handler};
+
+/// Backoff between failed reads of the queue: doubles from 100 ms up to 5 s,
+/// so a Redis restart costs at most a few seconds and a long outage one log
+/// line per 5 s, not a flood.
+pub(crate) fn redis_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// What every delivery task shares.
+pub(crate) struct Shared<H> {
+    pub(crate) config: Config,
+    pub(crate) handler: H,
+    pub(crate) consumer: Arc<str>,
+    /// This process: `<pid>-<start unix ms>` (see `lab_schema::WorkerInstance`).
+    pub(crate) instance: Arc<str>,
+    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) acks: mpsc::UnboundedSender<crate::outcomes::Finished>,
+    pub(crate) scripts: Scripts,
+    pub(crate) in_flight: leases::InFlightSet,
+}
+
+/// Runs the worker until `shutdown` completes, then lets in-flight deliveries
+/// finish, acknowledges them, and returns. `handler` runs each delivery
+/// (the worker binary passes the registry of exercises).
+pub async fn run<H: Handler>(
+    handler: H,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop, mut stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+
+    let redis = lab_schema::service::redis_connection(&config.redis_url, Duration::from_secs(5))?;
+    // Blocking reads get their own connection, so they never hold up other commands.
+    let mut reader = lab_schema::service::redis_connection(
+        &config.redis_url,
+        config.read_block + Duration::from_secs(5),
+    )?;
+    let consumer: Arc<str> = config.consumer.clone().into();
+    let instance: Arc<str> = format!("{}-{}", std::process::id(), lab_schema::now_ms()).into();
+    tracing::info!(
+        consumer = %consumer,
+        instance = %instance,
+        concurrency = config.concurrency,
+        effect_delay_ms = config.effect_delay.as_millis() as u64,
+        claim_idle_ms = config.claim_idle.as_millis() as u64,
+        max_deliveries = config.max_deliveries,
+        "worker starting"
+    );
+
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let acker = tokio::spawn(acks::acknowledge_loop(
+        redis.clone(),
+        consumer.clone(),
+        ack_rx,
+    ));
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        handler,
+        consumer: consumer.clone(),
+        instance,
+        redis,
+        acks: ack_tx,
+        scripts: Scripts::new(),
+        in_flight: leases::InFlightSet::default(),
+    });
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let claim_every = (config.claim_idle / 2).max(Duration::from_millis(50));
+    let mut next_claim = Instant::now();
+    let mut claim_cursor = "0-0".to_string();
+    let mut ready = false;
+    let mut leases = None;
+    let mut backoff = redis_backoff();
+
+    while !*stopping.borrow() {
+        if !ready {
+            // The group, and this process in the worker registry, before the first read.
+            match read::ensure_group(&mut reader).await {
+                Ok(()) => match leases::register(&shared).await {
+                    Ok(()) => ready = true,
+                    Err(err) => {
+                        tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis() as u64, "redis unavailable; retrying");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis() as u64, "redis unavailable; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            }
+            if leases.is_none() {
+                leases = Some(tokio::spawn(leases::keep_leases(shared.clone())));
+            }
+        }
+        // Wait for a free slot (or the signal), then read as many entries as there are free slots.
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit?,
+            _ = stopping.changed() => break,
+        };
+        let want = (1 + slots.available_permits()).min(config.read_batch);
+        let read = if Instant::now() >= next_claim {
+            next_claim = Instant::now() + claim_every;
+            read::claim_abandoned(&mut reader, &config, &mut claim_cursor, want).await
+        } else {
+            read::read_new(&mut reader, &config, want).await
+        };
+        let entries = match read {
+            Ok(entries) => {
+                let failures = backoff.reset();
+                if failures > 0 {
+                    tracing::info!(failures, "redis reachable again: reading the queue");
+                }
+                entries
+            }
+            Err(err) => {
+                drop(first);
+                if err.code() == Some("NOGROUP") {
+                    ready = false; // Redis lost its data: create the group again.
+                }
+                tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis() as u64, "reading the queue failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let mut first = Some(first);
+        for (entry, deliveries) in entries {
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => slots.clone().acquire_owned().await?,
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                deliver::handle_delivery(&shared, entry, deliveries).await;
+                drop(permit);
+            });
+        }
+    }
+
+    // Shutdown: wait until every in-flight delivery has finished, then flush the acks.
+    tracing::info!("stopping: waiting for in-flight deliveries");
+    let _all = slots.acquire_many(config.concurrency as u32).await?;
+    if let Some(leases) = leases {
+        leases.abort();
+        let _ = leases.await; // drops its handle on the acknowledgement channel
+    }
+    drop(shared);
+    acker.await?;
+    tracing::info!(consumer = %consumer, "worker stopped");
+    Ok(())
+}

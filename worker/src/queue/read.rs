@@ -1,0 +1,106 @@
+//! The three reads of the queue: create the consumer group, read new entries,
+//! take over abandoned ones. Plumbing: students need not edit this file.
+
+use lab_schema::keys;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+use crate::Config;
+
+/// Creates the consumer group (from the start of the stream) unless it exists.
+pub(crate) async fn ensure_group(redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys::JOB_STREAM)
+        .arg(keys::WORKER_GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(redis)
+        .await;
+    match created {
+        Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// New entries for this consumer (XREADGROUP ... >), waiting up to `read_block`,
+/// each with its delivery count (1: this is its first delivery).
+pub(crate) async fn read_new(
+    redis: &mut ConnectionManager,
+    config: &Config,
+    count: usize,
+) -> redis::RedisResult<Vec<(StreamId, u64)>> {
+    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::WORKER_GROUP)
+        .arg(&config.consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(config.read_block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(keys::JOB_STREAM)
+        .arg(">")
+        .query_async(redis)
+        .await?;
+    Ok(reply
+        .map(|r| {
+            r.keys
+                .into_iter()
+                .flat_map(|k| k.ids)
+                .map(|id| (id, 1))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Entries another consumer left unacknowledged for `claim_idle` (it died, or
+/// the handler failed): XAUTOCLAIM hands them to this consumer, which
+/// processes them again. Each comes with its delivery count (XPENDING), which
+/// XAUTOCLAIM has just raised by one.
+pub(crate) async fn claim_abandoned(
+    redis: &mut ConnectionManager,
+    config: &Config,
+    cursor: &mut String,
+    count: usize,
+) -> redis::RedisResult<Vec<(StreamId, u64)>> {
+    let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        .arg(keys::JOB_STREAM)
+        .arg(keys::WORKER_GROUP)
+        .arg(&config.consumer)
+        .arg(config.claim_idle.as_millis() as u64)
+        .arg(cursor.as_str())
+        .arg("COUNT")
+        .arg(count)
+        .query_async(redis)
+        .await?;
+    *cursor = reply.next_stream_id;
+    if reply.claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::warn!(
+        count = reply.claimed.len(),
+        "redelivering entries left unacknowledged (a worker died or the handler failed)"
+    );
+    let mut pipe = redis::pipe();
+    for entry in &reply.claimed {
+        pipe.cmd("XPENDING")
+            .arg(keys::JOB_STREAM)
+            .arg(keys::WORKER_GROUP)
+            .arg(&entry.id)
+            .arg(&entry.id)
+            .arg(1);
+    }
+    // One row per entry: (id, consumer, idle ms, delivery count); none if it was
+    // acknowledged in the meantime (then it counts as a first delivery, harmless).
+    let pending: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(redis).await?;
+    Ok(reply
+        .claimed
+        .into_iter()
+        .zip(pending)
+        .map(|(entry, rows)| {
+            let deliveries = rows.first().map(|row| row.3).unwrap_or(1);
+            (entry, deliveries)
+        })
+        .collect())
+}

@@ -169,7 +169,7 @@ only_worker_rebuilt
 
 # 4. The fix: apply the reference patch to the copy, rebuild, rerun.
 # (GIT_CEILING_DIRECTORIES: the copy is inside this repository, but must be patched as a plain tree)
-GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/solutions/01-set-nx-guard.patch
+GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/01-duplicate-delivery/solution.patch
 grep -q '"NX"' worker/src/job.rs || die "the reference patch did not apply"
 elapsed record "docker compose up --build -d  (after editing worker/src/job.rs)" dc up --build -d
 REBUILD=$ELAPSED

@@ -30,7 +30,9 @@ impl<S: Send + Sync> FromRequestParts<S> for JobId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<JobId, ApiError> {
-        path_id(parts, state, "jobId", "invalid_job_id").await.map(JobId)
+        path_id(parts, state, "jobId", "invalid_job_id")
+            .await
+            .map(JobId)
     }
 }
 
@@ -38,6 +40,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RunId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<RunId, ApiError> {
-        path_id(parts, state, "runId", "invalid_run_id").await.map(RunId)
+        path_id(parts, state, "runId", "invalid_run_id")
+            .await
+            .map(RunId)
     }
 }

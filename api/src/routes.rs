@@ -4,8 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use lab_schema::{
@@ -223,7 +223,8 @@ pub async fn get_run(
 ) -> Result<Json<RunSummary>, ApiError> {
     let mut redis = state.redis.clone();
     let summary =
-        tokio::time::timeout(REDIS_TIMEOUT * 5, summary::run_summary(&mut redis, &run_id)).await??;
+        tokio::time::timeout(REDIS_TIMEOUT * 5, summary::run_summary(&mut redis, &run_id))
+            .await??;
     summary.map(Json).ok_or_else(|| run_not_found(&run_id))
 }
 

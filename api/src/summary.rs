@@ -53,7 +53,11 @@ fn live_attempts(
             })
         })
         .collect();
-    live.sort_by(|a, b| b.age_ms.cmp(&a.age_ms).then(a.delivery_id.cmp(&b.delivery_id)));
+    live.sort_by(|a, b| {
+        b.age_ms
+            .cmp(&a.age_ms)
+            .then(a.delivery_id.cmp(&b.delivery_id))
+    });
     live
 }
 
@@ -154,6 +158,9 @@ mod tests {
         let live = live_attempts(&attempts, &workers, 5_000);
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].job_id, "job-1");
-        assert_eq!((live[0].age_ms, live[0].heartbeat_age_ms), (4_000, Some(1_000)));
+        assert_eq!(
+            (live[0].age_ms, live[0].heartbeat_age_ms),
+            (4_000, Some(1_000))
+        );
     }
 }

@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use lab_schema::backoff::Backoff;
+use lab_schema::summary::RunSummary;
 use tokio::sync::Mutex;
 
 use crate::client::{Api, Posted};
-use crate::report::Summary;
-use crate::scenarios::{new_run_id, wait_processed};
+use crate::report::ScenarioRun;
+use crate::scenarios::new_run_id;
+use crate::wait::wait_settled;
 
 /// How the load runs.
 #[derive(Debug, Clone)]
@@ -48,10 +50,33 @@ impl LoadPlan {
 /// The faults `chaos` fires: a shell command and when to run it.
 #[derive(Debug, Clone)]
 pub struct Fault {
-    /// Summary key that says whether it ran (`worker_killed`, `redis_restarted`).
-    pub key: &'static str,
+    pub kind: FaultKind,
     pub command: String,
     pub at: Duration,
+}
+
+/// The faults `chaos` can fire; each has its summary key (`worker_killed`, `redis_restarted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    KillWorker,
+    RestartRedis,
+}
+
+impl FaultKind {
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillWorker => "worker_killed",
+            FaultKind::RestartRedis => "redis_restarted",
+        }
+    }
+
+    /// Writes "it ran" into the summary.
+    fn mark(self, summary: &mut RunSummary, fired: bool) {
+        match self {
+            FaultKind::KillWorker => summary.worker_killed = Some(fired),
+            FaultKind::RestartRedis => summary.redis_restarted = Some(fired),
+        }
+    }
 }
 
 /// What the clients saw.
@@ -75,7 +100,7 @@ pub async fn run(
     plan: &LoadPlan,
     faults: &[Fault],
     timeout: Duration,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<ScenarioRun> {
     let run_id = new_run_id(scenario);
     let started = Instant::now();
     let end = started + plan.duration;
@@ -105,11 +130,11 @@ pub async fn run(
         eprintln!(
             "[{:>5.2}s] {}: {}",
             started.elapsed().as_secs_f64(),
-            fault.key,
+            fault.kind.name(),
             fault.command
         );
         fire(&fault.command).await?;
-        fired.push(fault.key);
+        fired.push(fault.kind);
     }
     while let Some(result) = clients.join_next().await {
         result.context("a client task failed")??;
@@ -117,39 +142,30 @@ pub async fn run(
     let load_secs = started.elapsed().as_secs_f64();
     let tally = std::mem::take(&mut *tally.lock().await);
 
-    let run = wait_processed(api, &run_id, tally.accepted, Instant::now() + timeout).await?;
+    let run = wait_settled(api, &run_id, tally.accepted, Instant::now() + timeout).await?;
 
     let requests: u64 = tally.statuses.values().sum::<u64>() + tally.connection_errors;
-    let mut summary = Summary::new(scenario, None, run, started);
-    summary.extra = vec![
-        ("clients", plan.clients.into()),
-        ("duration_secs", plan.duration.as_secs().into()),
-        ("requests", requests.into()),
-        (
-            "requests_per_sec",
-            Value::from((requests as f64 / load_secs).round() as u64),
-        ),
-        ("accepted", tally.accepted.into()),
-        ("submit_retries", tally.retries.into()),
-        ("connection_errors", tally.connection_errors.into()),
-        (
-            "statuses",
-            Value::from(
-                tally
-                    .statuses
-                    .iter()
-                    .map(|(status, n)| format!("{status}:{n}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-        ),
-    ];
+    let mut result = ScenarioRun::new(scenario, run, started);
+    let summary = &mut result.summary;
+    summary.clients = Some(u64::from(plan.clients));
+    summary.duration_secs = Some(plan.duration.as_secs());
+    summary.requests = Some(requests);
+    summary.requests_per_sec = Some((requests as f64 / load_secs).round() as u64);
+    summary.accepted = Some(tally.accepted);
+    summary.submit_retries = Some(tally.retries);
+    summary.connection_errors = Some(tally.connection_errors);
+    summary.statuses = Some(
+        tally
+            .statuses
+            .iter()
+            .map(|(status, n)| format!("{status}:{n}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     for fault in faults {
-        summary
-            .extra
-            .push((fault.key, Value::from(fired.contains(&fault.key))));
+        fault.kind.mark(summary, fired.contains(&fault.kind));
     }
-    Ok(summary)
+    Ok(result)
 }
 
 /// One submission, repeated with capped backoff (50 ms doubling to 1 s) while
@@ -161,7 +177,7 @@ async fn submit_until_accepted(
     run_id: &str,
     tally: &Mutex<Tally>,
 ) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let posted = api.post_job(job_id, run_id).await;
@@ -194,8 +210,7 @@ async fn submit_until_accepted(
                 "POST /jobs for {job_id} was refused for 60 s (last: {problem}): is the API running?"
             );
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -3,11 +3,18 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lab_schema::{JobView, RunEvents, RunSummary};
+use lab_schema::backoff::Backoff;
+use lab_schema::{JobView, RunAttempts, RunEvents, RunSummary};
 use serde_json::json;
 
 /// Attempts of one request while the API answers 5xx or cannot be reached.
 const SUBMIT_ATTEMPTS: u32 = 8;
+
+/// The retry delays of a request: 100 ms doubling to 2 s, about 10 s over
+/// [`SUBMIT_ATTEMPTS`] attempts, as a real client waits out a Redis restart.
+pub(crate) fn request_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
+}
 
 /// A client for the lab's API at one base URL (cheap to clone).
 #[derive(Clone)]
@@ -68,7 +75,7 @@ impl Api {
     ) -> anyhow::Result<u32> {
         let url = format!("{}/jobs", self.base);
         let body = json!({ "jobId": job_id, "runId": run_id, "payload": payload });
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = request_backoff();
         for attempt in 1..=SUBMIT_ATTEMPTS {
             let last = attempt == SUBMIT_ATTEMPTS;
             match self.http.post(&url).json(&body).send().await {
@@ -86,8 +93,7 @@ impl Api {
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         unreachable!("the last attempt returns")
     }
@@ -124,10 +130,16 @@ impl Api {
             .await
     }
 
+    /// `GET /runs/{runId}/attempts`: the run's delivery attempts still out.
+    pub async fn attempts(&self, run_id: &str) -> anyhow::Result<RunAttempts> {
+        self.get_json(&format!("{}/runs/{run_id}/attempts", self.base))
+            .await
+    }
+
     /// A GET, retried like [`Api::submit`] while the API answers 5xx or cannot
     /// be reached (Redis restarting must not end a scenario that waits for a run).
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> anyhow::Result<T> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = request_backoff();
         let mut attempt = 1;
         let response = loop {
             let last = attempt == SUBMIT_ATTEMPTS;
@@ -137,8 +149,7 @@ impl Api {
                 Err(err) if last => bail!("GET {url} failed: {}", short_reason(&err)),
                 Err(_) => {}
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(backoff.next_delay()).await;
             attempt += 1;
         };
         let status = response.status();

@@ -1,10 +1,14 @@
 //! `compare BEFORE AFTER`: two saved summaries side by side, and one line that
 //! says whether the fix worked. Students need not edit this file.
+//!
+//! Every key of either file is shown, and every number that can say "still
+//! wrong" is judged: duplicate effects, lost effects, dead letters, unrecorded
+//! skips, and runs that did not drain or settle.
 
+use lab_schema::summary::{plural, show};
 use serde_json::Value;
 
-use crate::report::plural;
-use crate::saved::{SUMMARY_KEYS, Saved};
+use crate::saved::Saved;
 
 /// The comparison of two saved runs of the same scenario.
 pub struct Comparison {
@@ -18,12 +22,12 @@ pub struct Comparison {
 impl Comparison {
     /// Compares two saved summaries; refuses two different scenarios.
     pub fn new(before: Saved, after: Saved) -> anyhow::Result<Comparison> {
-        if before.scenario != after.scenario {
+        if before.scenario() != after.scenario() {
             anyhow::bail!(
                 "cannot compare a {} run ({}) with a {} run ({}): save both with the same scenario",
-                before.scenario,
+                before.scenario(),
                 before.path.display(),
-                after.scenario,
+                after.scenario(),
                 after.path.display()
             );
         }
@@ -36,19 +40,37 @@ impl Comparison {
         })
     }
 
+    /// Every key of either summary, in the documented order, with both values.
+    fn rows(&self) -> Vec<(String, Option<Value>, Option<Value>)> {
+        let before = self.before.summary.fields();
+        let after = self.after.summary.fields();
+        let mut keys: Vec<String> = before.iter().map(|(k, _)| k.clone()).collect();
+        for (key, _) in &after {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+        let find = |fields: &[(String, Value)], key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        keys.into_iter()
+            .map(|key| {
+                let (b, a) = (find(&before, &key), find(&after, &key));
+                (key, b, a)
+            })
+            .collect()
+    }
+
     /// The side-by-side table, then `# <verdict>`.
     pub fn to_text(&self) -> String {
-        let cell = |saved: &Saved, key: &str| -> String {
-            match saved.fields.iter().find(|(k, _)| k == key) {
-                Some((_, Value::String(text))) => text.clone(),
-                Some((_, other)) => other.to_string(),
-                None => "-".to_string(),
-            }
-        };
-        let rows: Vec<(&str, String, String)> = SUMMARY_KEYS
-            .iter()
-            .filter(|key| **key != "job_id" || self.before.job_id.is_some())
-            .map(|key| (*key, cell(&self.before, key), cell(&self.after, key)))
+        let cell = |value: &Option<Value>| value.as_ref().map(show).unwrap_or_else(|| "-".into());
+        let rows: Vec<(String, String, String)> = self
+            .rows()
+            .into_iter()
+            .map(|(key, b, a)| (key, cell(&b), cell(&a)))
             .collect();
         let key_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         let before_width = rows.iter().map(|r| r.1.len()).chain([6]).max().unwrap_or(0);
@@ -66,18 +88,9 @@ impl Comparison {
     }
 
     pub fn to_json(&self) -> String {
-        let side = |saved: &Saved| {
-            Value::Object(
-                saved
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            )
-        };
         serde_json::json!({
-            "before": side(&self.before),
-            "after": side(&self.after),
+            "before": self.before.summary,
+            "after": self.after.summary,
             "fixed": self.fixed,
             "verdict": self.verdict,
         })
@@ -87,50 +100,68 @@ impl Comparison {
 
 /// Whether the after run is fixed, and one line that says what is (still) wrong.
 fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
-    if !before.drained || !after.drained {
-        let which = if !before.drained { "before" } else { "after" };
-        return (
-            false,
-            format!(
-                "not comparable: the {which} run did not drain (not every submission was processed)"
-            ),
-        );
+    let (b, a) = (&before.summary, &after.summary);
+    for (which, run) in [("before", b), ("after", a)] {
+        if !run.drained {
+            return (
+                false,
+                format!(
+                    "not comparable: the {which} run did not drain (not every submission was processed)"
+                ),
+            );
+        }
+        if !run.settled {
+            return (
+                false,
+                format!(
+                    "not comparable: the {which} run did not settle ({} still out when it was saved)",
+                    plural(run.attempts_in_flight, "delivery attempt")
+                ),
+            );
+        }
     }
-    let duplicates = after.total_submissions.saturating_sub(after.unique_jobs);
     let mut note = String::new();
-    if (before.unique_jobs, before.total_submissions)
-        != (after.unique_jobs, after.total_submissions)
-    {
+    if (b.unique_jobs, b.total_submissions) != (a.unique_jobs, a.total_submissions) {
         note = format!(
             " (note: the runs differ in size, {} vs {} jobs x copies)",
-            before.shape(),
-            after.shape()
+            b.shape(),
+            a.shape()
         );
     }
-    if after.duplicate_effects > 0 {
-        let same =
-            after.duplicate_effects >= before.duplicate_effects && before.duplicate_effects > 0;
+    if a.duplicate_effects > 0 {
+        let same = a.duplicate_effects >= b.duplicate_effects && b.duplicate_effects > 0;
         return (
             false,
             format!(
-                "still broken: {} effects for {} unique jobs, {} duplicate side effects{}{note}",
-                after.observed_effects_total,
-                after.unique_jobs,
-                after.duplicate_effects,
+                "still broken: {} for {}, {}{}{note}",
+                plural(a.observed_effects_total, "effect"),
+                plural(a.unique_jobs, "unique job"),
+                plural(a.duplicate_effects, "duplicate side effect"),
                 if same { ", no better than before" } else { "" }
             ),
         );
     }
-    if after.lost_effects > 0 {
+    if a.lost_effects > 0 {
         return (
             false,
             format!(
-                "over-skipping: {} of {} jobs got no effect at all (a claim that was never released?){note}",
-                after.lost_effects, after.unique_jobs
+                "over-skipping: {} of {} got no effect at all (a claim that was never released?){note}",
+                a.lost_effects,
+                plural(a.unique_jobs, "job")
             ),
         );
     }
-    if before.duplicate_effects == 0 && before.total_submissions > before.unique_jobs {
+    if a.dead_lettered > 0 {
+        return (
+            false,
+            format!(
+                "{} dead-lettered after the fix: the handler failed on every delivery of them \
+                 (see the worker log){note}",
+                plural(a.dead_lettered, "submission")
+            ),
+        );
+    }
+    if b.duplicate_effects == 0 && b.total_submissions > b.unique_jobs {
         return (
             false,
             format!(
@@ -138,16 +169,21 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
             ),
         );
     }
-    if after.duplicate_skips < duplicates {
+    let duplicates = a.duplicate_deliveries();
+    if a.duplicate_skips < duplicates {
+        let call = a
+            .exercise()
+            .map(|e| e.info().record_skip)
+            .unwrap_or("the skip recorder");
         return (
             false,
             format!(
-                "effects now equal unique jobs, but only {} of {duplicates} duplicate deliveries were recorded as skipped: call ctx.record_duplicate_skip{note}",
-                after.duplicate_skips
+                "effects now equal unique jobs, but only {} of {duplicates} duplicate deliveries were recorded as skipped: call {call}{note}",
+                a.duplicate_skips
             ),
         );
     }
-    let skipped = plural(after.duplicate_skips, "duplicate delivery");
+    let skipped = plural(a.duplicate_skips, "duplicate delivery");
     (
         true,
         format!("fixed: effects now equal unique jobs, {skipped} skipped{note}"),

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use lab_schema::{RunEvent, RunEvents};
+use lab_schema::{EventKind, RunEvent, RunEvents};
 
 use crate::client::Api;
 use crate::compare::Comparison;
@@ -35,15 +35,24 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
         None => None,
     };
     api.check_ready().await?;
-    let observe_events = api.events(&observe_after.run_id).await.map_err(|err| {
-        anyhow::anyhow!(
-            "cannot read the events of {}: {err:#}",
-            observe_after.run_id
-        )
-    })?;
-    let load_events = api.events(&load_after.run_id).await.map_err(|err| {
-        anyhow::anyhow!("cannot read the events of {}: {err:#}", load_after.run_id)
-    })?;
+    let observe_events = api
+        .events(&observe_after.summary.run_id)
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "cannot read the events of {}: {err:#}",
+                observe_after.summary.run_id
+            )
+        })?;
+    let load_events = api
+        .events(&load_after.summary.run_id)
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "cannot read the events of {}: {err:#}",
+                load_after.summary.run_id
+            )
+        })?;
 
     let mut md = String::new();
     let _ = writeln!(md, "# Evidence: duplicate delivery (exercise 1)\n");
@@ -90,7 +99,7 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
     let _ = writeln!(
         md,
         "The observed job after the fix, every event (run `{}`):\n",
-        observe_after.run_id
+        observe_after.summary.run_id
     );
     md.push_str("```text\n");
     for event in &observe_events.events {
@@ -102,7 +111,7 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
         md,
         "`duplicate-load` after the fix: {} duplicate skips (run `{}`){}:\n",
         skips.len(),
-        load_after.run_id,
+        load_after.summary.run_id,
         if skips.len() > MAX_SKIP_LINES {
             format!(", the first {MAX_SKIP_LINES}")
         } else {
@@ -118,7 +127,7 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
         && observe_events
             .events
             .iter()
-            .all(|e| e.event != "duplicate-skip")
+            .all(|e| e.event != EventKind::DuplicateSkip)
     {
         md.push_str(
             "\nNo duplicate skip was recorded: the after runs were taken without a working guard \
@@ -130,11 +139,11 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
 
 fn load_as(path: &Path, scenario: &str) -> anyhow::Result<Saved> {
     let saved = Saved::load(path)?;
-    if saved.scenario != scenario {
+    if saved.scenario() != scenario {
         anyhow::bail!(
             "{} holds a {} run where a {scenario} run was expected",
             saved.path.display(),
-            saved.scenario
+            saved.scenario()
         );
     }
     Ok(saved)
@@ -156,18 +165,19 @@ fn skips(events: &RunEvents) -> Vec<&RunEvent> {
     events
         .events
         .iter()
-        .filter(|e| e.event == "duplicate-skip")
+        .filter(|e| e.event == EventKind::DuplicateSkip)
         .collect()
 }
 
 /// `2026-11-22T22:30:01.123Z worker-1 duplicate-skip job=... delivery=... processed:email:...`
 fn event_line(event: &RunEvent) -> String {
-    let what = match event.event.as_str() {
-        "delivery" => "delivery received",
-        "effect" => "side effect applied (email sent)",
-        "duplicate-skip" => "duplicate delivery skipped: side effect NOT applied",
-        "effect-failed" => "side effect FAILED",
-        other => other,
+    let what = match event.event {
+        EventKind::Delivery => "delivery received",
+        EventKind::Effect => "side effect applied (email sent)",
+        EventKind::DuplicateSkip => "duplicate delivery skipped: side effect NOT applied",
+        EventKind::EffectFailed => "side effect FAILED",
+        EventKind::AttemptFailed => "process_job failed: not acknowledged",
+        EventKind::DeadLettered => "moved to the dead-letter stream",
     };
     let mut line = format!(
         "{} {} {what} job_id={} delivery_id={}",
@@ -176,7 +186,7 @@ fn event_line(event: &RunEvent) -> String {
         event.job_id,
         event.delivery_id
     );
-    if event.event == "duplicate-skip" {
+    if event.event == EventKind::DuplicateSkip {
         let _ = write!(line, " claim_key={}", event.detail);
     }
     line.push('\n');

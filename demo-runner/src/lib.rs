@@ -4,13 +4,15 @@
 //! # Layout
 //! - [`Cli`]: the command line (clap); [`main`] runs it and maps errors to exit codes.
 //! - `client.rs`: the HTTP calls to the API.
+//! - `wait.rs`: polling until a condition holds, and waiting for a run to settle.
 //! - `scenarios.rs`: `duplicate-observe` and `duplicate-load`.
 //! - `chaos.rs`: `load` (the benchmark) and `chaos` (a load while a worker is killed and Redis restarts).
-//! - `report.rs`: the summary (`key=value` lines or one JSON object) and the progress display.
+//! - `report.rs`: what a scenario prints and saves, and the progress display.
 //! - `saved.rs`: summaries saved with `--save FILE`, read back by the two commands below.
 //! - `compare.rs`: `compare BEFORE AFTER`, two saved runs side by side with a verdict.
 //! - `evidence.rs`: `evidence --out FILE.md`, what the handout asks students to turn in.
-//! - `verify.rs`: `verify`, the checks that tell a correct guard from the usual wrong ones.
+//! - `verify/`: `verify --exercise N`, each exercise's checks, which tell a correct fix
+//!   from the usual wrong ones and name the mistake (typed diagnoses).
 //!
 //! Exit codes: 0 when the command ran (whatever a scenario measured; `verify`:
 //! only when every check passed), 1 when it could not run (or a `verify` check
@@ -24,6 +26,7 @@ mod report;
 mod saved;
 mod scenarios;
 mod verify;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +34,12 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-pub use report::Summary;
+use lab_schema::Exercise;
+
+pub use report::ScenarioRun;
+
+/// Every scenario's name, as `--save` files record it.
+pub const SCENARIOS: &[&str] = &["duplicate-observe", "duplicate-load", "load", "chaos"];
 
 /// What to check when deliveries are not being processed.
 pub(crate) const STUCK_HINT: &str = "Is a worker running, and does process_job succeed? Look for \
@@ -55,8 +63,8 @@ pub struct Cli {
     /// Give up (exit 1) when the run has not drained after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub timeout: u64,
-    /// duplicate-observe and duplicate-load: also write the summary (JSON, with the
-    /// printed output) to FILE, for `compare` and `evidence`.
+    /// Scenarios: also write the summary (JSON, with the printed output) to FILE,
+    /// for `compare` and `evidence`.
     #[arg(long, value_name = "FILE", global = true)]
     pub save: Option<PathBuf>,
     #[command(subcommand)]
@@ -96,8 +104,11 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Check the running worker's guard: PASS/FAIL per check, exit 0 only when all pass.
+    /// Check the running worker's fix of an exercise: PASS/FAIL per check, exit 0 only when all pass.
     Verify {
+        /// The exercise whose checks run.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_exercise)]
+        exercise: u8,
         /// Seconds between a job's first delivery and its late copy (must outlast a too-short TTL).
         #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         late_secs: u64,
@@ -177,7 +188,7 @@ pub fn main() -> ExitCode {
         Cli::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
-                "--save applies to duplicate-observe and duplicate-load only",
+                "--save applies to the scenarios only (duplicate-observe, duplicate-load, load, chaos)",
             )
             .exit();
     }
@@ -255,22 +266,25 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Verify {
+            exercise,
             late_secs,
             redelivery_wait,
         } => {
+            let exercise = Exercise::try_from(*exercise).map_err(anyhow::Error::msg)?;
             let api = client::Api::new(&cli.api_url)?;
             api.check_ready().await?;
-            eprintln!(
-                "verify: 5 checks against {} (up to {}s: one check waits for a redelivery)",
-                cli.api_url,
-                (*late_secs).max(*redelivery_wait) + 2
-            );
             let options = verify::Options {
                 late_secs: *late_secs,
                 redelivery_wait_secs: *redelivery_wait,
                 timeout_secs: cli.timeout,
             };
-            let report = verify::verify(&api, &options).await?;
+            eprintln!(
+                "verify: {exercise}, {} checks against {} (up to {}s: one check waits for a redelivery)",
+                verify::check_count(exercise),
+                cli.api_url,
+                (*late_secs).max(*redelivery_wait) + 2
+            );
+            let report = verify::verify(exercise, &api, &options).await?;
             if cli.json {
                 println!("{}", report.to_json());
             } else {
@@ -288,19 +302,21 @@ async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
     }
     let timeout = Duration::from_secs(cli.timeout);
     // With --json, stdout carries only the JSON object; the observation lines go to stderr.
-    let summary = run_scenario(&cli.api_url, scenario, timeout, !cli.json).await?;
-    summary.print(cli.json);
+    let result = run_scenario(&cli.api_url, scenario, timeout, !cli.json).await?;
+    result.print(cli.json);
     if let Some(path) = &cli.save {
-        saved::write(path, &summary.to_saved_json())?;
+        saved::write(path, &result.to_saved_json())?;
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.clone());
         eprintln!("saved the summary to {}", shown.display());
     }
-    if !summary.drained {
+    let run = &result.summary;
+    if !(run.drained && run.settled) {
+        let api = client::Api::new(&cli.api_url)?;
+        let what = if run.drained { "settle" } else { "drain" };
         anyhow::bail!(
-            "the run did not drain within {}s: {} of {} submissions processed. {STUCK_HINT}",
+            "the run did not {what} within {}s: {}. {STUCK_HINT}",
             cli.timeout,
-            summary.run.processed_deliveries,
-            summary.run.total_submissions
+            wait::not_settled_reason(&api, run).await
         );
     }
     Ok(())
@@ -313,7 +329,7 @@ pub async fn run_scenario(
     scenario: &Scenario,
     timeout: Duration,
     narrate_to_stdout: bool,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<ScenarioRun> {
     let api = client::Api::new(api_url)?;
     api.check_ready().await?;
     match *scenario {
@@ -348,14 +364,14 @@ pub async fn run_scenario(
             let mut faults = Vec::new();
             if let Some(command) = kill_worker {
                 faults.push(chaos::Fault {
-                    key: "worker_killed",
+                    kind: chaos::FaultKind::KillWorker,
                     command: command.clone(),
                     at: plan.duration / 3,
                 });
             }
             if let Some(command) = restart_redis {
                 faults.push(chaos::Fault {
-                    key: "redis_restarted",
+                    kind: chaos::FaultKind::RestartRedis,
                     command: command.clone(),
                     at: plan.duration * 2 / 3,
                 });
@@ -363,4 +379,12 @@ pub async fn run_scenario(
             chaos::run(&api, "chaos", &plan, &faults, timeout).await
         }
     }
+}
+
+/// `--exercise N`: the number of an exercise in the registry.
+fn parse_exercise(text: &str) -> Result<u8, String> {
+    let number: u8 = text
+        .parse()
+        .map_err(|_| format!("not an exercise number: {text:?}"))?;
+    Exercise::try_from(number).map(|e| e.number())
 }

@@ -1,57 +1,27 @@
 //! Summaries saved with `--save FILE` (or `--json > FILE`), read back by
 //! `compare` and `evidence`. Students need not edit this file.
+//!
+//! The file is the one summary type (`lab_schema::RunSummary`) plus the verdict
+//! and the printed output: every scenario that offers `--save` writes a file
+//! `compare` accepts.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use lab_schema::RunSummary;
+use lab_schema::summary::{SavedSummary, show};
 use serde_json::Value;
 
-/// A saved summary: the summary keys, plus the text output when `--save` wrote it.
-#[derive(Debug, Clone, Deserialize)]
+/// A saved summary and where it came from.
+#[derive(Debug, Clone)]
 pub struct Saved {
-    pub scenario: String,
-    pub run_id: String,
-    #[serde(default)]
-    pub job_id: Option<String>,
-    pub unique_jobs: u64,
-    pub total_submissions: u64,
-    #[allow(dead_code)] // required, so a file without it is refused; shown through `fields`
-    pub observed_attempts_total: u64,
-    pub observed_effects_total: u64,
-    pub duplicate_effects: u64,
-    pub lost_effects: u64,
-    pub duplicate_skips: u64,
-    pub drained: bool,
+    pub summary: RunSummary,
     /// The summary's `#` line (absent from `--json` output).
-    #[serde(default)]
     pub verdict: Option<String>,
     /// What the scenario printed (absent from `--json` output).
-    #[serde(default)]
     pub output: Option<String>,
-    /// The file's keys in order, for the side-by-side table.
-    #[serde(skip)]
-    pub fields: Vec<(String, Value)>,
-    #[serde(skip)]
     pub path: PathBuf,
 }
-
-/// The summary keys shown by `compare`, in the documented order.
-pub const SUMMARY_KEYS: [&str; 13] = [
-    "scenario",
-    "run_id",
-    "job_id",
-    "unique_jobs",
-    "total_submissions",
-    "observed_attempts_total",
-    "observed_effects_total",
-    "duplicate_effects",
-    "lost_effects",
-    "duplicate_skips",
-    "processed_deliveries",
-    "drained",
-    "elapsed_ms",
-];
 
 impl Saved {
     /// Reads a saved summary; every problem is one clear error naming the file.
@@ -68,34 +38,41 @@ impl Saved {
         let value: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", shown.display()))
             .map_err(|err| anyhow::anyhow!("{err:#}"))?;
-        let Value::Object(object) = &value else {
+        if !value.is_object() {
             bail!(
                 "{} is not a saved summary: not a JSON object",
                 shown.display()
             );
-        };
-        let mut saved: Saved = serde_json::from_value(value.clone()).map_err(|err| {
+        }
+        let saved: SavedSummary = serde_json::from_value(value).map_err(|err| {
             anyhow::anyhow!(
                 "{} is not a saved demo-runner summary: {err}",
                 shown.display()
             )
         })?;
-        if !matches!(
-            saved.scenario.as_str(),
-            "duplicate-observe" | "duplicate-load"
-        ) {
+        let Some(scenario) = saved.summary.scenario.as_deref() else {
             bail!(
-                "{} holds an unknown scenario {:?} (duplicate-observe or duplicate-load)",
+                "{} holds no scenario: save it with a scenario's --save (or --json), not from GET /runs",
+                shown.display()
+            );
+        };
+        if !crate::SCENARIOS.contains(&scenario) {
+            bail!(
+                "{} holds an unknown scenario {scenario:?} (one of {})",
                 shown.display(),
-                saved.scenario
+                crate::SCENARIOS.join(", ")
             );
         }
-        saved.fields = SUMMARY_KEYS
-            .iter()
-            .filter_map(|key| object.get(*key).map(|v| (key.to_string(), v.clone())))
-            .collect();
-        saved.path = shown;
-        Ok(saved)
+        Ok(Saved {
+            summary: saved.summary,
+            verdict: saved.verdict,
+            output: saved.output,
+            path: shown,
+        })
+    }
+
+    pub fn scenario(&self) -> &str {
+        self.summary.scenario.as_deref().unwrap_or_default()
     }
 
     /// The text the scenario printed, or (for a `--json` file) its `key=value` lines.
@@ -104,25 +81,13 @@ impl Saved {
             return output.clone();
         }
         let mut out = String::new();
-        for (key, value) in &self.fields {
-            match value {
-                Value::String(text) => out.push_str(&format!("{key}={text}\n")),
-                other => out.push_str(&format!("{key}={other}\n")),
-            }
+        for (key, value) in self.summary.fields() {
+            out.push_str(&format!("{key}={}\n", show(&value)));
         }
         if let Some(verdict) = &self.verdict {
             out.push_str(&format!("# {verdict}\n"));
         }
         out
-    }
-
-    /// `8 jobs x 2 copies` or `1 job x 3 copies`.
-    pub fn shape(&self) -> String {
-        let copies = self
-            .total_submissions
-            .checked_div(self.unique_jobs)
-            .unwrap_or(0);
-        format!("{} x {copies}", self.unique_jobs)
     }
 }
 

@@ -3,14 +3,11 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lab_schema::RunSummary;
 use tokio::task::JoinSet;
 
 use crate::client::Api;
-use crate::report::{Progress, Summary};
-
-/// How often the scenarios poll the API while waiting.
-pub(crate) const POLL_EVERY: Duration = Duration::from_millis(100);
+use crate::report::{Progress, ScenarioRun};
+use crate::wait::{POLL_EVERY, wait_settled};
 
 /// Submissions in flight at once during `duplicate-load`.
 const SUBMIT_CONCURRENCY: usize = 32;
@@ -24,7 +21,7 @@ pub async fn duplicate_observe(
     interval: Duration,
     timeout: Duration,
     narrate_to_stdout: bool,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<ScenarioRun> {
     let run_id = new_run_id("observe");
     let job_id = format!("{run_id}-job-1");
     let started = Instant::now();
@@ -76,22 +73,16 @@ pub async fn duplicate_observe(
         if done || Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(POLL_EVERY * 2).await;
     }
-    let run = api.run(&run_id).await?;
-    let mut summary = Summary::new("duplicate-observe", Some(job_id), run, started);
-    summary.extra = submit_facts(u64::from(submitted), retries);
-    summary.narration = narration;
-    Ok(summary)
-}
-
-/// `accepted` (submissions the API answered 202) and `submit_retries`
-/// (attempts repeated after a 5xx or a refused connection).
-pub(crate) fn submit_facts(accepted: u64, retries: u32) -> Vec<(&'static str, serde_json::Value)> {
-    vec![
-        ("accepted", accepted.into()),
-        ("submit_retries", retries.into()),
-    ]
+    // The job is done; the run's numbers are final once no attempt is still out.
+    let run = wait_settled(api, &run_id, u64::from(copies), deadline).await?;
+    let mut result = ScenarioRun::new("duplicate-observe", run, started);
+    result.summary.job_id = Some(job_id);
+    result.summary.accepted = Some(u64::from(submitted));
+    result.summary.submit_retries = Some(u64::from(retries));
+    result.narration = narration;
+    Ok(result)
 }
 
 /// `duplicate-load`: `jobs` unique jobIds, each submitted `copies` times,
@@ -101,7 +92,7 @@ pub async fn duplicate_load(
     jobs: u32,
     copies: u32,
     timeout: Duration,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<ScenarioRun> {
     let run_id = new_run_id("load");
     let expected = u64::from(jobs) * u64::from(copies);
     let started = Instant::now();
@@ -128,35 +119,11 @@ pub async fn duplicate_load(
     }
     progress.finish();
 
-    let run = wait_processed(api, &run_id, expected, started + timeout).await?;
-    let mut summary = Summary::new("duplicate-load", None, run, started);
-    summary.extra = submit_facts(submitted, retries);
-    Ok(summary)
-}
-
-pub(crate) fn is_drained(run: &RunSummary, expected: u64) -> bool {
-    run.drained && run.total_submissions >= expected
-}
-
-/// Polls the run, with a progress display, until its `expected` submissions are
-/// all processed (or dead-lettered) or `deadline` passes; returns the last totals.
-pub(crate) async fn wait_processed(
-    api: &Api,
-    run_id: &str,
-    expected: u64,
-    deadline: Instant,
-) -> anyhow::Result<RunSummary> {
-    let mut progress = Progress::new("processed", expected);
-    let run = loop {
-        let run = api.run(run_id).await?;
-        progress.update(run.processed_deliveries + run.dead_lettered);
-        if is_drained(&run, expected) || Instant::now() >= deadline {
-            break run;
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    };
-    progress.finish();
-    Ok(run)
+    let run = wait_settled(api, &run_id, expected, started + timeout).await?;
+    let mut result = ScenarioRun::new("duplicate-load", run, started);
+    result.summary.accepted = Some(submitted);
+    result.summary.submit_retries = Some(u64::from(retries));
+    Ok(result)
 }
 
 /// `<scenario>-<unix ms>-<random>`: unique per run (two containers started in

@@ -4,7 +4,7 @@
 #
 # It runs the handout test (demo-runner/tests/handout.rs) with REGEN_HANDOUT=1:
 # a real redis-server, the API, two starter workers, then two workers built with
-# exercises/solutions/01-set-nx-guard.patch. Review the diff before committing.
+# exercises/01-duplicate-delivery/solution.patch. Review the diff before committing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if cargo nextest --version >/dev/null 2>&1; then

@@ -61,10 +61,7 @@ impl Exercise {
 
     /// The exercise with this number.
     pub fn from_number(number: u8) -> Option<Exercise> {
-        Exercise::ALL
-            .iter()
-            .copied()
-            .find(|e| e.number() == number)
+        Exercise::ALL.iter().copied().find(|e| e.number() == number)
     }
 
     /// The exercise a scenario belongs to.

@@ -447,7 +447,9 @@ mod tests {
     fn ids_follow_the_documented_rule() {
         assert!(validate_id("jobId", "load-1732-3f2a:job.7_x").is_ok());
         assert!(validate_id("jobId", &"a".repeat(MAX_ID_LEN)).is_ok());
-        for bad in ["", "a b", "a\nb", "a*", "a?", "a[", "é", "a/b", "a\u{0}", "a|b"] {
+        for bad in [
+            "", "a b", "a\nb", "a*", "a?", "a[", "é", "a/b", "a\u{0}", "a|b",
+        ] {
             assert!(validate_id("jobId", bad).is_err(), "{bad:?} was accepted");
         }
         let long = "a".repeat(MAX_ID_LEN + 1);

@@ -261,7 +261,9 @@ mod tests {
         );
         let text = load_run().to_text();
         assert!(text.starts_with("scenario=duplicate-load\nrun_id=load-1\n"));
-        assert!(text.ends_with("# 16 effects for 8 unique jobs: 8 duplicate side effects (the bug)\n"));
+        assert!(
+            text.ends_with("# 16 effects for 8 unique jobs: 8 duplicate side effects (the bug)\n")
+        );
     }
 
     #[test]

@@ -215,23 +215,32 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The worker with the reference solution
-/// (`exercises/solutions/01-set-nx-guard.patch`) applied and built, once per
-/// test process. This proves on every run that the patch still applies and works.
-pub fn fixed_worker() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY
-        .get_or_init(|| patched_worker("exercises/solutions/01-set-nx-guard.patch"))
-        .clone()
+/// The worker with `exercise`'s reference solution (`exercises/NN-name/solution.patch`)
+/// applied and built, once per test process and exercise. This proves on every
+/// run that the patch still applies and works.
+pub fn solution_worker(exercise: crate::Exercise) -> PathBuf {
+    static BINARIES: std::sync::Mutex<Vec<(crate::Exercise, PathBuf)>> =
+        std::sync::Mutex::new(Vec::new());
+    if let Some((_, path)) = BINARIES
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(e, _)| *e == exercise)
+    {
+        return path.clone();
+    }
+    let path = patched_worker(&exercise.solution_patch());
+    BINARIES.lock().unwrap().push((exercise, path.clone()));
+    path
 }
 
 /// The worker binary built from a copy of the workspace with `patch` (a path
-/// relative to the repository root, e.g. `exercises/solutions/01-set-nx-guard.patch`)
+/// relative to the repository root, e.g. `exercises/01-duplicate-delivery/solution.patch`)
 /// applied with `git apply`. Returns a private copy of the binary.
 ///
 /// Every patch is built in ONE scratch copy of the workspace with ONE target
 /// folder (`target/patched-worker/`): only the files a patch changes differ
-/// between two builds, so each one recompiles just the worker crate. Builds
+/// between two builds, so each one recompiles just the crates it touches. Builds
 /// from parallel test processes take turns (a file lock). Panics with a clear
 /// message when the patch no longer applies or the patched worker does not build.
 pub fn patched_worker(patch: &str) -> PathBuf {
@@ -241,19 +250,10 @@ pub fn patched_worker(patch: &str) -> PathBuf {
     let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
     lock.lock().unwrap();
 
+    // Start from the starter every time: the copy mirrors the workspace (what a
+    // previous patch changed, added or removed is undone), minus build output.
     let copy = build_dir.join("workspace");
-    // Start from the starter every time: drop what the previous patch changed.
-    let _ = std::fs::remove_dir_all(copy.join("worker").join("src"));
-    for item in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "lab-schema",
-        "api",
-        "worker",
-        "demo-runner",
-    ] {
-        sync_tree(&root.join(item), &copy.join(item));
-    }
+    mirror_tree(&root, &copy, true);
     let applied = Command::new("git")
         .arg("apply")
         .arg(root.join(patch))
@@ -265,11 +265,10 @@ pub fn patched_worker(patch: &str) -> PathBuf {
         .expect("git is needed to apply the patch");
     assert!(
         applied.success(),
-        "{patch} no longer applies to the starter worker"
+        "{patch} no longer applies to the starter"
     );
-    let patched = std::fs::read_to_string(copy.join("worker/src/job.rs")).unwrap();
-    let starter = std::fs::read_to_string(root.join("worker/src/job.rs")).unwrap();
-    assert_ne!(patched, starter, "git apply {patch} left job.rs unchanged");
+    let changed = changed_files(&root, &copy);
+    assert!(!changed.is_empty(), "git apply {patch} changed nothing");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let built = Command::new(cargo)
         .args(["build", "--quiet", "--offline", "-p", "worker"])
@@ -282,13 +281,16 @@ pub fn patched_worker(patch: &str) -> PathBuf {
         built.success(),
         "the worker patched with {patch} does not build"
     );
-    // A copy of the binary named after the patched source, so a later build
+    // A copy of the binary named after the patched sources, so a later build
     // never replaces it mid-test and each variant takes one file in the temp
     // folder, however many test runs there are. Copied, then renamed into place:
     // a worker still running the previous copy keeps it.
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    patched.hash(&mut hasher);
+    for file in &changed {
+        file.hash(&mut hasher);
+        std::fs::read(copy.join(file)).ok().hash(&mut hasher);
+    }
     let name = Path::new(patch)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -300,22 +302,72 @@ pub fn patched_worker(patch: &str) -> PathBuf {
     binary
 }
 
-/// Copies `from` to `to`, skipping `target` folders and leaving files whose
-/// content is unchanged untouched (so cargo sees them as up to date).
-fn sync_tree(from: &Path, to: &Path) {
+/// What is not copied into the scratch workspace: build output, the VCS, and
+/// the lab's own state and output folders.
+const NOT_COPIED: [&str; 4] = ["target", ".git", ".lab", "lab-output"];
+
+/// Makes `to` hold what `from` holds: copies files whose content differs
+/// (leaving unchanged ones untouched, so cargo sees them as up to date) and
+/// removes what `from` does not have.
+fn mirror_tree(from: &Path, to: &Path, top: bool) {
     if from.is_dir() {
+        if to.is_file() {
+            std::fs::remove_file(to).unwrap();
+        }
         std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(to).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            if (top && NOT_COPIED.iter().any(|n| name == *n)) || from.join(&name).exists() {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
         for entry in std::fs::read_dir(from).unwrap() {
             let entry = entry.unwrap();
-            if entry.file_name() != "target" {
-                sync_tree(&entry.path(), &to.join(entry.file_name()));
+            let name = entry.file_name();
+            if top && NOT_COPIED.iter().any(|n| name == *n) {
+                continue;
             }
+            mirror_tree(&entry.path(), &to.join(&name), false);
         }
     } else {
         let content = std::fs::read(from).unwrap();
         if std::fs::read(to).ok().as_deref() != Some(&content[..]) {
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            if to.is_dir() {
+                std::fs::remove_dir_all(to).unwrap();
+            }
             std::fs::write(to, content).unwrap();
         }
     }
+}
+
+/// The files (relative paths) whose content differs between the workspace and the copy.
+fn changed_files(root: &Path, copy: &Path) -> Vec<PathBuf> {
+    let mut changed = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(copy.join(&rel)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if rel.as_os_str().is_empty() && NOT_COPIED.iter().any(|n| name == *n) {
+                continue;
+            }
+            let path = rel.join(&name);
+            if entry.path().is_dir() {
+                stack.push(path);
+            } else if std::fs::read(root.join(&path)).ok() != std::fs::read(entry.path()).ok() {
+                changed.push(path);
+            }
+        }
+    }
+    changed.sort();
+    changed
 }

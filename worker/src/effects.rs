@@ -37,16 +37,15 @@ pub(crate) async fn apply(
         );
     }
     let mut pipe = redis::pipe();
-    pipe.atomic()
-        .xadd(
-            keys::ledger(&job.run_id),
-            "*",
-            &[
-                ("jobId", job.job_id.as_str()),
-                ("deliveryId", job.delivery_id.as_str()),
-                ("consumer", consumer),
-            ],
-        );
+    pipe.atomic().xadd(
+        keys::ledger(&job.run_id),
+        "*",
+        &[
+            ("jobId", job.job_id.as_str()),
+            ("deliveryId", job.delivery_id.as_str()),
+            ("consumer", consumer),
+        ],
+    );
     Outcome::EffectApplied.record(&mut pipe, job, consumer);
     let (_ledger_id, effects): (String, u64) = pipe.query_async(redis).await?;
     if effects == 1 {

@@ -13,6 +13,7 @@
 //! | `outcomes.rs` | every outcome of a delivery, recorded in one place: counters and the run's event log |
 //! | `registry.rs` | which student function handles a job of each exercise |
 //! | `queue/` | the consumer loop: read, redeliver, run the handler, acknowledge |
+//! | `cli.rs` | the command line of the `worker` binary |
 //!
 //! # Delivery semantics
 //! The queue is a Redis Stream read by the consumer group `workers`. An entry is
@@ -23,6 +24,7 @@
 //! An entry whose `process_job` fails `max_deliveries` times in a row is moved
 //! to the dead-letter stream `jobs:dead`, so one poisoned job cannot circulate forever.
 
+pub mod cli;
 mod context;
 mod delivery;
 mod effects;

@@ -105,7 +105,13 @@ impl Outcome<'_> {
 }
 
 /// Adds "append this event, keep the log capped, push its expiry back" to `pipe`.
-fn push_event(pipe: &mut redis::Pipeline, job: &Job, kind: EventKind, consumer: &str, detail: &str) {
+fn push_event(
+    pipe: &mut redis::Pipeline,
+    job: &Job,
+    kind: EventKind,
+    consumer: &str,
+    detail: &str,
+) {
     let key = keys::events(&job.run_id);
     pipe.cmd("XADD")
         .arg(&key)

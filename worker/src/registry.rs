@@ -6,8 +6,8 @@
 
 use lab_schema::Exercise;
 
-use crate::context::{Job, JobContext};
 use crate::Handler;
+use crate::context::{Job, JobContext};
 
 /// Runs every exercise's student function, routed by the job's `exercise` field.
 #[derive(Debug, Clone, Copy, Default)]

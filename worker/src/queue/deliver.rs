@@ -8,10 +8,10 @@ use lab_schema::now_ms;
 use redis::streams::StreamId;
 
 use super::Shared;
+use crate::Handler;
 use crate::context::JobContext;
 use crate::delivery::Job;
 use crate::outcomes::{DeadLetter, Finished, Outcome};
-use crate::Handler;
 
 /// Handles one delivery of `entry`, its `deliveries`-th (1: the first).
 pub(crate) async fn handle_delivery<H: Handler>(
@@ -114,7 +114,11 @@ async fn dead_letter<H>(
         deliveries,
     };
     let mut redis = shared.redis.clone();
-    match shared.scripts.dead_letter(&mut redis, &dead, &shared.consumer).await {
+    match shared
+        .scripts
+        .dead_letter(&mut redis, &dead, &shared.consumer)
+        .await
+    {
         Ok(true) => tracing::warn!(
             delivery_id = %entry.id,
             job_id = job.map(|j| j.job_id.as_str()),

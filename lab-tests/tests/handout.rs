@@ -9,11 +9,10 @@
 //! between the first and the last (how many state changes a poll catches depends
 //! on timing).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::{Stack, Workers, scratch_dir, text};
+use lab_schema::Exercise;
+use lab_tests::{Stack, Workers, scratch_dir, text};
 
 fn handout_path() -> PathBuf {
     lab_schema::testing::workspace_root().join("exercises/01-duplicate-delivery/README.md")
@@ -128,7 +127,7 @@ async fn handout_outputs_match_the_code() {
     let dir = scratch_dir("handout");
     let mut fresh: Vec<(&str, String)> = Vec::new();
     {
-        let starter = Stack::start(Workers::Starter).await;
+        let starter = Stack::with_two(Workers::Starter).await;
         let o = &["duplicate-observe", "--save", "observe-before.json"];
         fresh.push(("observe-before", output(&starter, &dir, o, 0).await));
         let o = &["duplicate-load", "8", "2", "--save", "load-before.json"];
@@ -138,8 +137,8 @@ async fn handout_outputs_match_the_code() {
             output(&starter, &dir, &["verify"], 1).await,
         ));
     }
-    let fixed = lab_schema::testing::fixed_worker();
-    let stack = Stack::start(Workers::Binary(&fixed)).await;
+    let fixed = lab_schema::testing::solution_worker(Exercise::DuplicateDelivery);
+    let stack = Stack::with_two(Workers::Binary(&fixed)).await;
     let o = &["duplicate-observe", "--save", "observe-after.json"];
     fresh.push(("observe-after", output(&stack, &dir, o, 0).await));
     let o = &["duplicate-load", "8", "2", "--save", "load-after.json"];

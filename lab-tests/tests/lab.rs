@@ -4,17 +4,16 @@
 //!
 //! Worker output goes to a log file per worker; `TEST_LOG=1` prints it at the end.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use demo_runner::{Scenario, Summary};
-use lab_schema::testing::fixed_worker;
-use lab_schema::{JobView, RunEvents, RunSummary, keys};
+use demo_runner::{Scenario, ScenarioRun};
+use lab_schema::Exercise;
+use lab_schema::testing::solution_worker;
+use lab_schema::{EventKind, JobView, RunEvents, RunSummary, keys};
+use lab_tests::{Stack, get_json, starter_worker};
 use redis::AsyncCommands;
-use support::{Stack, get_json, starter_worker};
 
 fn load(jobs: u32, copies: u32) -> Scenario {
     Scenario::DuplicateLoad { jobs, copies }
@@ -28,8 +27,8 @@ fn observe() -> Scenario {
 }
 
 /// The five numbers the class compares: unique jobs, submissions, attempts, effects, skips.
-fn numbers(summary: &Summary) -> [u64; 5] {
-    let r = &summary.run;
+fn numbers(summary: &ScenarioRun) -> [u64; 5] {
+    let r = &summary.summary;
     [
         r.unique_jobs,
         r.total_submissions,
@@ -54,14 +53,14 @@ async fn starter_applies_every_duplicate() {
     let stack = stack_with_two(&starter_worker()).await;
 
     let summary = stack.scenario(load(8, 2)).await;
-    assert!(summary.drained);
+    assert!(summary.summary.drained);
     assert_eq!(numbers(&summary), [8, 16, 16, 16, 0]);
-    assert_eq!(summary.run.duplicate_effects, 8);
-    assert_eq!(summary.run.lost_effects, 0);
+    assert_eq!(summary.summary.duplicate_effects, 8);
+    assert_eq!(summary.summary.lost_effects, 0);
 
     let observed = stack.scenario(observe()).await;
     assert_eq!(numbers(&observed), [1, 3, 3, 3, 0]);
-    let job = stack.job(observed.job_id.as_deref().unwrap()).await;
+    let job = stack.job(observed.summary.job_id.as_deref().unwrap()).await;
     assert_eq!((job.effects, job.status.as_str()), (3, "completed"));
     assert_eq!(job.idempotency.as_deref(), Some("not-implemented"));
 }
@@ -70,17 +69,17 @@ async fn starter_applies_every_duplicate() {
 // and recorded, and the claim keys are in Redis.
 #[tokio::test(flavor = "multi_thread")]
 async fn reference_fix_gives_one_effect_per_job() {
-    let stack = stack_with_two(&fixed_worker()).await;
+    let stack = stack_with_two(&solution_worker(Exercise::DuplicateDelivery)).await;
 
     let summary = stack.scenario(load(8, 2)).await;
-    assert!(summary.drained);
+    assert!(summary.summary.drained);
     assert_eq!(numbers(&summary), [8, 16, 16, 8, 8]);
-    assert_eq!(summary.run.duplicate_effects, 0);
-    assert_eq!(summary.run.lost_effects, 0);
+    assert_eq!(summary.summary.duplicate_effects, 0);
+    assert_eq!(summary.summary.lost_effects, 0);
 
     let observed = stack.scenario(observe()).await;
     assert_eq!(numbers(&observed), [1, 3, 3, 1, 2]);
-    let job_id = observed.job_id.clone().unwrap();
+    let job_id = observed.summary.job_id.clone().unwrap();
     let job = stack.job(&job_id).await;
     assert_eq!((job.effects, job.duplicate_skips), (1, 2));
 
@@ -102,7 +101,10 @@ async fn reference_fix_gives_one_effect_per_job() {
 // concurrency, two processes): the starter applies all of them, the fix exactly one.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_duplicates_overlap_in_the_worker() {
-    for (binary, expected_effects) in [(starter_worker(), 20), (fixed_worker(), 1)] {
+    for (binary, expected_effects) in [
+        (starter_worker(), 20),
+        (solution_worker(Exercise::DuplicateDelivery), 1),
+    ] {
         let mut stack = Stack::start().await;
         for _ in 0..2 {
             stack.spawn_worker(
@@ -111,10 +113,10 @@ async fn concurrent_duplicates_overlap_in_the_worker() {
             );
         }
         let summary = stack.scenario(load(1, 20)).await;
-        assert!(summary.drained);
-        assert_eq!(summary.run.observed_attempts_total, 20);
-        assert_eq!(summary.run.observed_effects_total, expected_effects);
-        assert_eq!(summary.run.duplicate_skips, 20 - expected_effects);
+        assert!(summary.summary.drained);
+        assert_eq!(summary.summary.observed_attempts_total, 20);
+        assert_eq!(summary.summary.observed_effects_total, expected_effects);
+        assert_eq!(summary.summary.duplicate_skips, 20 - expected_effects);
     }
 }
 
@@ -182,7 +184,8 @@ async fn killed_worker_deliveries_are_redelivered() {
 // jobs never get their effect (lost_effects). Every submission is still processed.
 #[tokio::test(flavor = "multi_thread")]
 async fn fixed_worker_killed_after_its_claim_leaves_jobs_without_effect() {
-    let (run, stream_len) = kill_mid_effect_then_redeliver(&fixed_worker()).await;
+    let (run, stream_len) =
+        kill_mid_effect_then_redeliver(&solution_worker(Exercise::DuplicateDelivery)).await;
     assert_eq!((run.total_submissions, run.processed_deliveries), (6, 6));
     assert_eq!(run.observed_attempts_total, 12);
     assert_eq!(run.duplicate_skips, 6);
@@ -238,7 +241,10 @@ async fn sigterm_finishes_and_acknowledges_in_flight_work() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
     use lab_schema::testing::RedisOptions;
-    for (binary, guarded) in [(starter_worker(), false), (fixed_worker(), true)] {
+    for (binary, guarded) in [
+        (starter_worker(), false),
+        (solution_worker(Exercise::DuplicateDelivery), true),
+    ] {
         let mut stack = Stack::start_with(RedisOptions {
             persistent: true,
             ..RedisOptions::default()
@@ -263,17 +269,26 @@ async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
         let chaos = tokio::spawn(async move {
             demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
         });
+        // The killed worker comes back under its name, as `./lab` and compose's
+        // restart policy bring it back: its unfinished attempts are then known dead.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stack.spawn_worker(
+            &binary,
+            &[
+                "--effect-delay-ms",
+                "100",
+                "--claim-idle-ms",
+                "1000",
+                "--name",
+                "worker-1",
+            ],
+        );
         // Redis restarts at two thirds of the load, as `./lab chaos` does it.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         tokio::task::block_in_place(|| stack.redis.restart());
         let summary = chaos.await.unwrap().expect("the chaos scenario ran");
-        let run = &summary.run;
-        let accepted = summary
-            .extra
-            .iter()
-            .find(|(k, _)| *k == "accepted")
-            .and_then(|(_, v)| v.as_u64())
-            .unwrap();
+        let run = &summary.summary;
+        let accepted = run.accepted.unwrap();
         println!(
             "chaos, {}: accepted={accepted} total_submissions={} processed={} attempts={} \
              effects={} duplicate_effects={} lost_effects={} skips={}",
@@ -286,7 +301,7 @@ async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
             run.lost_effects,
             run.duplicate_skips
         );
-        assert!(summary.drained, "{run:?}");
+        assert!(summary.summary.drained, "{run:?}");
         assert!(run.total_submissions >= accepted);
         assert_eq!(run.processed_deliveries, run.total_submissions);
         assert_eq!(run.unique_jobs, 20);
@@ -308,12 +323,11 @@ fn stream_id(id: &str) -> (u64, u64) {
 
 /// How many events of each kind: (delivery, effect, duplicate-skip, effect-failed).
 fn event_counts(events: &RunEvents) -> (usize, usize, usize, usize) {
-    let count = |kind: &str| events.events.iter().filter(|e| e.event == kind).count();
     (
-        count("delivery"),
-        count("effect"),
-        count("duplicate-skip"),
-        count("effect-failed"),
+        events.count(EventKind::Delivery),
+        events.count(EventKind::Effect),
+        events.count(EventKind::DuplicateSkip),
+        events.count(EventKind::EffectFailed),
     )
 }
 
@@ -322,10 +336,10 @@ fn event_counts(events: &RunEvents) -> (usize, usize, usize, usize) {
 // first; the log expires; unknown and invalid run ids get their JSON errors.
 #[tokio::test(flavor = "multi_thread")]
 async fn event_log_records_deliveries_effects_and_skips() {
-    let stack = stack_with_two(&fixed_worker()).await;
+    let stack = stack_with_two(&solution_worker(Exercise::DuplicateDelivery)).await;
     let summary = stack.scenario(load(4, 3)).await;
     assert_eq!(numbers(&summary), [4, 12, 12, 4, 8]);
-    let run_id = &summary.run.run_id;
+    let run_id = &summary.summary.run_id;
     let events: RunEvents = get_json(format!("{}/runs/{run_id}/events", stack.api_url)).await;
     assert_eq!(&events.run_id, run_id);
     assert_eq!(event_counts(&events), (12, 4, 8, 0));
@@ -338,7 +352,7 @@ async fn event_log_records_deliveries_effects_and_skips() {
     let skip = events
         .events
         .iter()
-        .find(|e| e.event == "duplicate-skip")
+        .find(|e| e.event == EventKind::DuplicateSkip)
         .unwrap();
     assert_eq!(skip.detail, format!("processed:email:{}", skip.job_id));
     assert!(!skip.consumer.is_empty() && !skip.delivery_id.is_empty());
@@ -387,7 +401,10 @@ async fn effect_fails_once(binary: &Path) -> (JobView, RunEvents) {
 // With the reference fix too: it releases its claim when the effect fails.
 #[tokio::test(flavor = "multi_thread")]
 async fn simulated_effect_failure_fails_once_then_the_redelivery_applies_it() {
-    for binary in [starter_worker(), fixed_worker()] {
+    for binary in [
+        starter_worker(),
+        solution_worker(Exercise::DuplicateDelivery),
+    ] {
         let (job, events) = effect_fails_once(&binary).await;
         assert_eq!((job.process_attempts, job.effects), (2, 1), "{binary:?}");
         assert_eq!(event_counts(&events), (2, 1, 0, 1), "{binary:?}");

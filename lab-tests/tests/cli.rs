@@ -1,44 +1,23 @@
 //! The demo-runner binary as a user runs it: its output formats, exit codes and
 //! one-line errors. The stack (real redis-server, API, starter worker) runs in-process.
 
-mod support;
-
 use std::process::Output;
 use std::time::Duration;
 
-use lab_schema::testing::RedisServer;
+use lab_tests::{Stack, demo_in, scratch_dir, text};
 use serde_json::Value;
-use support::{demo_in, scratch_dir, text};
 
 /// Redis, the API and (optionally) one starter worker, all in this process.
-struct Stack {
-    api_url: String,
-    redis: RedisServer,
-    _api: api::Background,
-    _worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
 async fn start_stack(with_worker: bool) -> Stack {
-    let redis = RedisServer::start();
-    let api = api::spawn(&redis.url()).await.unwrap();
-    let worker_stop = with_worker.then(|| {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = worker::Config {
-            redis_url: redis.url(),
+    let mut stack = Stack::start().await;
+    if with_worker {
+        stack.start_in_process(worker::Config {
+            redis_url: stack.redis.url(),
             effect_delay: Duration::from_millis(20),
             ..worker::Config::default()
-        };
-        tokio::spawn(worker::run(config, async {
-            let _ = stopped.await;
-        }));
-        stop
-    });
-    Stack {
-        api_url: api.url.clone(),
-        redis,
-        _api: api,
-        _worker_stop: worker_stop,
+        });
     }
+    stack
 }
 
 /// Runs the real demo-runner binary (off the async runtime's threads).

@@ -1,0 +1,732 @@
+//! Exercise 1's checks (duplicate delivery, the `SET ... NX EX` claim).
+//! Students need not edit this file.
+//!
+//! | check | what it sends | what it catches |
+//! |---|---|---|
+//! | `sequential-duplicates` | one job 3 times, each after the previous was processed | no guard, the effect before the claim, a key per delivery, a claim released after the effect, a claim kept in one process's memory |
+//! | `concurrent-duplicates` | 8 jobs x 8 copies at once, up to 3 rounds | GET then SET (not atomic) |
+//! | `late-duplicate` | one job, then a copy `--late-secs` later | a TTL of a few seconds |
+//! | `skip-recorded` | (the sequential job's metadata) | a skip that is not recorded |
+//! | `claim-expires` | (the claim key a skip named: `GET /jobs/{jobId}` reports its TTL) | a claim with no expiry (`SET NX` without `EX`), a claim not kept in Redis |
+//! | `effect-failure-redelivered` | one job whose first effect fails | a claim never released on failure |
+//!
+//! The diagnoses read the run's event log: which delivery applied an effect,
+//! which skipped, on which worker. A delivery that both applied the effect and
+//! recorded a skip ran the effect before its claim; duplicate effects spread
+//! one per worker, with skips whose claim key does not exist in Redis, come
+//! from a guard kept in one process's memory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lab_schema::summary::plural;
+use lab_schema::{EventKind, Idempotency, JobView, RunEvents, RunSummary, payload};
+use serde_json::json;
+
+use super::{Check, Mistake, Options, Report, submit_and_wait, wait_run};
+use crate::client::Api;
+use crate::scenarios::new_run_id;
+use crate::wait::poll_until;
+
+const SEQUENTIAL: &str = "sequential-duplicates";
+const CONCURRENT: &str = "concurrent-duplicates";
+const LATE: &str = "late-duplicate";
+const RECORDED: &str = "skip-recorded";
+const EXPIRES: &str = "claim-expires";
+const FAILURE: &str = "effect-failure-redelivered";
+
+/// The checks, in the order they are printed.
+pub(super) const CHECKS: [&str; 6] = [SEQUENTIAL, CONCURRENT, LATE, RECORDED, EXPIRES, FAILURE];
+
+/// Copies of the sequential job.
+const SEQUENTIAL_COPIES: u32 = 3;
+/// Jobs and copies of each sent at once: 64 deliveries, four times as many as two
+/// workers with the default concurrency (8) run at the same time. A race between
+/// two commands (GET, then SET) is only a round trip wide: it shows in most
+/// rounds, not in every one, so the check sends up to CONCURRENT_ROUNDS rounds.
+const CONCURRENT_JOBS: u32 = 8;
+const CONCURRENT_COPIES: u32 = 8;
+const CONCURRENT_ROUNDS: u32 = 3;
+
+/// The mistakes this exercise's checks can name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ex1Mistake {
+    AttemptsNotCounted {
+        delivered: u64,
+        counted: u64,
+    },
+    JobLost,
+    JobsLost(u64),
+    GuardMissing {
+        emails: u64,
+    },
+    EffectBeforeClaim {
+        emails: u64,
+        skips: u64,
+    },
+    ClaimInMemory {
+        emails: u64,
+    },
+    KeyPerDelivery {
+        emails: u64,
+    },
+    ClaimReleasedAfterEffect {
+        emails: u64,
+    },
+    NotAtomic {
+        duplicates: u64,
+    },
+    TtlTooShort {
+        late_secs: u64,
+    },
+    ClaimRanOut {
+        emails: u64,
+    },
+    NoSkipToRecord,
+    SkipNotRecorded,
+    RecordsDisagree,
+    ClaimNeverExpires {
+        key: String,
+    },
+    ClaimNotInRedis {
+        key: String,
+    },
+    ClaimNotChecked,
+    ClaimNotReleasedOnFailure,
+    NoRedelivery {
+        wait_secs: u64,
+    },
+    EffectMissingAfterFailure,
+    ManyEmails(u64),
+    NoOverlap,
+    /// The check fails for the reason another check already names.
+    SameAs(&'static str),
+}
+
+impl Mistake for Ex1Mistake {
+    fn code(&self) -> &'static str {
+        use Ex1Mistake::*;
+        match self {
+            AttemptsNotCounted { .. } => "attempts-not-counted",
+            JobLost | JobsLost(_) => "effect-lost",
+            GuardMissing { .. } => "guard-missing",
+            EffectBeforeClaim { .. } => "effect-before-claim",
+            ClaimInMemory { .. } => "claim-in-process-memory",
+            KeyPerDelivery { .. } => "key-per-delivery",
+            ClaimReleasedAfterEffect { .. } => "claim-released-after-effect",
+            NotAtomic { .. } => "check-then-set",
+            TtlTooShort { .. } | ClaimRanOut { .. } => "ttl-too-short",
+            NoSkipToRecord => "no-skip-to-record",
+            SkipNotRecorded => "skip-not-recorded",
+            RecordsDisagree => "records-disagree",
+            ClaimNeverExpires { .. } => "claim-never-expires",
+            ClaimNotInRedis { .. } => "claim-not-in-redis",
+            ClaimNotChecked => "claim-not-checked",
+            ClaimNotReleasedOnFailure => "claim-not-released-on-failure",
+            NoRedelivery { .. } => "no-redelivery",
+            EffectMissingAfterFailure => "effect-missing-after-failure",
+            ManyEmails(_) => "duplicate-effect",
+            NoOverlap => "inconclusive",
+            SameAs(_) => "same-mistake",
+        }
+    }
+
+    fn message(&self) -> String {
+        use Ex1Mistake::*;
+        match self {
+            AttemptsNotCounted { delivered, counted } => format!(
+                "{delivered} deliveries but {counted} attempts counted: every delivery must be counted, duplicates too; keep ctx.mark_processing(job) as the first step of process_job"
+            ),
+            JobLost => "no copy applied the effect: the job was lost".to_string(),
+            JobsLost(n) => format!("{} got no effect at all", plural(*n, "job")),
+            GuardMissing { emails } => format!(
+                "{emails} emails for one job: the guard is missing (idempotency=not-implemented: worker/src/job.rs still has the TODO)"
+            ),
+            EffectBeforeClaim { emails, skips } => format!(
+                "{emails} emails for one job although {} recorded: each of those deliveries sent the email and THEN found the claim taken. The effect runs before the claim; claim first, then run the effect",
+                plural(*skips, "duplicate skip")
+            ),
+            ClaimInMemory { emails } => format!(
+                "{emails} emails for one job, one per worker process: each worker skipped only the copies it had seen itself, and the claim key its skips name is not in Redis. The claim is kept in one process's memory; the two workers are separate processes, so claim in Redis with SET ... NX"
+            ),
+            KeyPerDelivery { emails } => format!(
+                "{emails} emails for one job: every copy won its claim, even copies sent together, so the key differs per delivery (the delivery id?); build it from jobId: processed:<pipeline>:<jobId>"
+            ),
+            ClaimReleasedAfterEffect { emails } => format!(
+                "{emails} emails for one job: copies that arrived while the first was running were skipped, but each later copy claimed again, and the claim key is gone from Redis. The claim is deleted after the effect; keep it (release it only when the effect FAILED)"
+            ),
+            NotAtomic { duplicates } => format!(
+                "{duplicates} duplicate emails while copies overlapped: checking and claiming are two steps (GET, then SET?), so copies that arrive together all pass the check; claim with ONE atomic SET ... NX"
+            ),
+            TtlTooShort { late_secs } => format!(
+                "the late copy applied the effect again: its claim had expired within {late_secs}s. The TTL must outlast the time in which duplicates arrive (retries, redeliveries): use ctx.idempotency_ttl_secs (a day by default)"
+            ),
+            ClaimRanOut { emails } => format!(
+                "{emails} emails for one job: the first copies were skipped, a later one was not, and the claim was in Redis: it ran out between copies sent a fraction of a second apart. Use ctx.idempotency_ttl_secs (a day by default) as the TTL"
+            ),
+            NoSkipToRecord => {
+                "no duplicate was skipped, so there is nothing to record yet".to_string()
+            }
+            SkipNotRecorded => "the duplicates were skipped but nothing recorded it: call ctx.record_duplicate_skip(job, &key) before returning".to_string(),
+            RecordsDisagree => "the job's metadata does not match what happened to it".to_string(),
+            ClaimNeverExpires { key } => format!(
+                "the claim {key} never expires (TTL -1): SET ... NX without EX leaves one key per job in Redis forever; add EX with ctx.idempotency_ttl_secs"
+            ),
+            ClaimNotInRedis { key } => format!(
+                "the skip named the claim key {key}, which does not exist in Redis: claim in Redis (not in process memory), keep the claim after the effect, and pass the key you claimed to ctx.record_duplicate_skip"
+            ),
+            ClaimNotChecked => "no duplicate skip named its claim key, so the claim's expiry could not be checked: call ctx.record_duplicate_skip(job, &key) with the key you claimed".to_string(),
+            ClaimNotReleasedOnFailure => "the effect failed, and its redelivery was skipped as a duplicate: the job never got its email. Release the claim (DEL the key) when the effect fails".to_string(),
+            NoRedelivery { wait_secs } => format!(
+                "no redelivery was acknowledged within {wait_secs}s: wait longer than the workers' claim idle time (CLAIM_IDLE_MS, 10 s by default) with --redelivery-wait"
+            ),
+            EffectMissingAfterFailure => "the job finished without its effect".to_string(),
+            ManyEmails(n) => format!("{n} emails for one job"),
+            NoOverlap => "inconclusive: no two copies of a job were in the workers at the same time (is WORKER_CONCURRENCY 1, or only one slot free?)".to_string(),
+            SameAs(check) => format!("the same mistake as {check}"),
+        }
+    }
+}
+
+/// What the sequential copies showed.
+struct Sequential {
+    job: JobView,
+    /// The job as it was right after its first recorded skip: the claim key's
+    /// TTL then, before a short TTL can run out.
+    first_skip: Option<JobView>,
+    run: RunSummary,
+    events: RunEvents,
+}
+
+/// What the copies sent at once showed.
+struct Concurrent {
+    round: u32,
+    run_id: String,
+    run: RunSummary,
+    events: RunEvents,
+    /// Most copies of one job delivered before its first effect was written.
+    overlap: usize,
+    first_job: JobView,
+    /// The claim keys (and their TTL) that the run's skips named.
+    skipped_claims: Vec<(String, i64)>,
+}
+
+/// What the late copy showed.
+struct Late {
+    job: JobView,
+    late_secs: u64,
+}
+
+/// What the job whose first effect failed showed.
+struct Failure {
+    job: JobView,
+    failures: usize,
+    acknowledged: bool,
+    wait_secs: u64,
+}
+
+/// Gathers the evidence (the late and the failure checks mostly wait, so they
+/// run alongside the others), then judges it.
+pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
+    let timeout = Duration::from_secs(options.timeout_secs);
+    let waiting = async {
+        tokio::try_join!(
+            late_duplicate(api, options.late_secs, timeout),
+            effect_failure(api, options.redelivery_wait_secs, timeout),
+        )
+    };
+    let quick = async {
+        let sequential = sequential_duplicates(api, timeout).await?;
+        let concurrent = concurrent_duplicates(api, timeout).await?;
+        anyhow::Ok((sequential, concurrent))
+    };
+    let ((late, failure), (sequential, concurrent)) = tokio::try_join!(waiting, quick)?;
+    Ok(Report {
+        exercise: lab_schema::Exercise::DuplicateDelivery,
+        checks: judge(&sequential, &concurrent, &late, &failure),
+        all_passed: "every duplicate was skipped and recorded, every job has exactly one effect",
+    })
+}
+
+/// Turns the evidence into the six checks.
+fn judge(seq: &Sequential, conc: &Concurrent, late: &Late, failure: &Failure) -> Vec<Check> {
+    let sequential = judge_sequential(seq, conc);
+    let seq_failed = sequential.is_some();
+    let concurrent = judge_concurrent(conc).map(|m| same_if(seq_failed, m));
+    let claim_missing = claim_seen(seq, conc).is_some_and(|(_, ttl)| ttl == -2);
+    let late_mistake = judge_late(late, claim_missing).map(|m| same_if(seq_failed, m));
+    let recorded = judge_recorded(seq);
+    let expires = judge_expires(seq, conc, &sequential);
+    let failed = judge_failure(failure);
+
+    let job = &seq.job;
+    let idempotency = job.idempotency.clone().unwrap_or_else(|| "null".into());
+    let copies = u64::from(SEQUENTIAL_COPIES);
+    let skips = copies - 1;
+    let claim = claim_seen(seq, conc);
+    vec![
+        Check::judged(
+            SEQUENTIAL,
+            format!(
+                "{copies} copies one after another: {} attempts, {}, {} (idempotency={idempotency})",
+                job.process_attempts,
+                plural(job.effects, "effect"),
+                plural(job.duplicate_skips, "duplicate skip")
+            ),
+            sequential.as_ref().map(|m| m as &dyn Mistake),
+            json!({
+                "jobId": job.job_id, "copies": copies, "attempts": job.process_attempts,
+                "effects": job.effects, "duplicateSkips": job.duplicate_skips,
+                "idempotency": job.idempotency, "effectsByWorker": effects_by_worker(&seq.events, &job.job_id),
+            }),
+        ),
+        Check::judged(
+            CONCURRENT,
+            format!(
+                "round {} of {CONCURRENT_ROUNDS}: {} deliveries ({CONCURRENT_JOBS} jobs x {CONCURRENT_COPIES} copies, up to {} copies of a job in flight together): {}, {}",
+                conc.round,
+                CONCURRENT_JOBS * CONCURRENT_COPIES,
+                conc.overlap,
+                plural(conc.run.observed_effects_total, "effect"),
+                plural(conc.run.duplicate_skips, "duplicate skip"),
+            ),
+            concurrent.as_ref().map(|m| m as &dyn Mistake),
+            json!({
+                "runId": conc.run_id, "deliveries": CONCURRENT_JOBS * CONCURRENT_COPIES,
+                "jobs": CONCURRENT_JOBS, "effects": conc.run.observed_effects_total,
+                "duplicateEffects": conc.run.duplicate_effects, "duplicateSkips": conc.run.duplicate_skips,
+                "lostEffects": conc.run.lost_effects, "inFlightTogether": conc.overlap,
+            }),
+        ),
+        Check::judged(
+            LATE,
+            format!(
+                "a copy sent {}s after the first was processed: {} attempts, {}, {}",
+                late.late_secs,
+                late.job.process_attempts,
+                plural(late.job.effects, "effect"),
+                plural(late.job.duplicate_skips, "duplicate skip")
+            ),
+            late_mistake.as_ref().map(|m| m as &dyn Mistake),
+            json!({
+                "jobId": late.job.job_id, "lateSecs": late.late_secs, "attempts": late.job.process_attempts,
+                "effects": late.job.effects, "duplicateSkips": late.job.duplicate_skips,
+            }),
+        ),
+        Check::judged(
+            RECORDED,
+            format!(
+                "job idempotency={idempotency}, duplicateSkips={}, run duplicate_skips={} (expected duplicate-skipped, {skips}, {skips})",
+                job.duplicate_skips, seq.run.duplicate_skips
+            ),
+            recorded.as_ref().map(|m| m as &dyn Mistake),
+            json!({
+                "jobId": job.job_id, "idempotency": job.idempotency,
+                "duplicateSkips": job.duplicate_skips, "runDuplicateSkips": seq.run.duplicate_skips,
+                "expectedSkips": skips,
+            }),
+        ),
+        Check::judged(
+            EXPIRES,
+            match &claim {
+                Some((key, ttl)) => format!("the claim {key} named by a skip: {}", ttl_words(*ttl)),
+                None => "no duplicate skip named a claim key".to_string(),
+            },
+            expires.as_ref().map(|m| m as &dyn Mistake),
+            json!({
+                "claimKey": claim.as_ref().map(|c| c.0.clone()),
+                "ttlSecs": claim.as_ref().map(|c| c.1),
+            }),
+        ),
+        Check::judged(
+            FAILURE,
+            format!(
+                "the first effect failed ({}), {} attempts, {}, {}{}",
+                plural(failure.failures as u64, "failure"),
+                failure.job.process_attempts,
+                plural(failure.job.effects, "effect"),
+                plural(failure.job.duplicate_skips, "duplicate skip"),
+                if failure.acknowledged {
+                    ""
+                } else {
+                    ", not yet acknowledged"
+                }
+            ),
+            failed.as_ref().map(|m| m as &dyn Mistake),
+            json!({
+                "jobId": failure.job.job_id, "failures": failure.failures,
+                "attempts": failure.job.process_attempts, "effects": failure.job.effects,
+                "duplicateSkips": failure.job.duplicate_skips, "acknowledged": failure.acknowledged,
+            }),
+        ),
+    ]
+}
+
+/// When the sequential copies already fail, another check that fails for the
+/// same cause says so instead of guessing a cause of its own.
+fn same_if(sequential_failed: bool, mistake: Ex1Mistake) -> Ex1Mistake {
+    match mistake {
+        Ex1Mistake::NotAtomic { .. }
+        | Ex1Mistake::TtlTooShort { .. }
+        | Ex1Mistake::ClaimInMemory { .. }
+        | Ex1Mistake::EffectBeforeClaim { .. }
+        | Ex1Mistake::GuardMissing { .. }
+            if sequential_failed =>
+        {
+            Ex1Mistake::SameAs(SEQUENTIAL)
+        }
+        other => other,
+    }
+}
+
+/// `expires in 86399 s`, `never expires (TTL -1)`, `does not exist in Redis`.
+fn ttl_words(ttl: i64) -> String {
+    match ttl {
+        -1 => "exists, never expires (TTL -1)".to_string(),
+        -2 => "does not exist in Redis".to_string(),
+        secs => format!("exists, expires in {secs} s"),
+    }
+}
+
+/// The claim key a skip named, and its TTL when it was read: the sequential
+/// job's right after its first skip, else one from the concurrent run.
+fn claim_seen(seq: &Sequential, conc: &Concurrent) -> Option<(String, i64)> {
+    seq.first_skip
+        .as_ref()
+        .and_then(|j| Some((j.claim_key.clone()?, j.claim_ttl_secs?)))
+        .or_else(|| conc.skipped_claims.first().cloned())
+}
+
+/// How many effects each worker applied to `job_id`.
+fn effects_by_worker(events: &RunEvents, job_id: &str) -> HashMap<String, u64> {
+    let mut by_worker = HashMap::new();
+    for event in &events.events {
+        if event.job_id == job_id && event.event == EventKind::Effect {
+            *by_worker.entry(event.consumer.clone()).or_insert(0) += 1;
+        }
+    }
+    by_worker
+}
+
+/// Some delivery both applied the effect and recorded a skip: it ran the effect
+/// before it tried its claim.
+fn effect_then_skip_in_one_delivery(events: &RunEvents) -> bool {
+    let effects: Vec<&str> = events
+        .events
+        .iter()
+        .filter(|e| e.event == EventKind::Effect)
+        .map(|e| e.delivery_id.as_str())
+        .collect();
+    events
+        .events
+        .iter()
+        .any(|e| e.event == EventKind::DuplicateSkip && effects.contains(&e.delivery_id.as_str()))
+}
+
+/// Every job's effects came from different workers, one each: what a guard in
+/// one process's memory gives.
+fn at_most_one_effect_per_worker(events: &RunEvents) -> bool {
+    let mut per: HashMap<(&str, &str), u64> = HashMap::new();
+    for event in &events.events {
+        if event.event == EventKind::Effect {
+            *per.entry((&event.job_id, &event.consumer)).or_insert(0) += 1;
+        }
+    }
+    per.values().all(|n| *n <= 1)
+}
+
+fn judge_sequential(seq: &Sequential, conc: &Concurrent) -> Option<Ex1Mistake> {
+    let job = &seq.job;
+    let copies = u64::from(SEQUENTIAL_COPIES);
+    let emails = job.effects;
+    if job.process_attempts != copies {
+        return Some(Ex1Mistake::AttemptsNotCounted {
+            delivered: copies,
+            counted: job.process_attempts,
+        });
+    }
+    match emails {
+        1 => return None,
+        0 => return Some(Ex1Mistake::JobLost),
+        _ => {}
+    }
+    if job.idempotency() == Some(Idempotency::NotImplemented) {
+        return Some(Ex1Mistake::GuardMissing { emails });
+    }
+    if effect_then_skip_in_one_delivery(&seq.events) {
+        return Some(Ex1Mistake::EffectBeforeClaim {
+            emails,
+            skips: job.duplicate_skips,
+        });
+    }
+    if job.duplicate_skips > 0 {
+        // Some copies were skipped, others were not, one after another: the
+        // claim did not hold from one worker to the other, or it ran out.
+        let first_ttl = seq.first_skip.as_ref().and_then(|j| j.claim_ttl_secs);
+        return Some(
+            if first_ttl == Some(-2) || at_most_one_effect_per_worker(&seq.events) {
+                Ex1Mistake::ClaimInMemory { emails }
+            } else {
+                Ex1Mistake::ClaimRanOut { emails }
+            },
+        );
+    }
+    // Every copy won its claim. Copies in flight together tell the two causes
+    // apart: a key per delivery never skips, a claim deleted after the effect
+    // skips the copies that arrived while it was held.
+    if conc.run.duplicate_skips > 0 {
+        Some(Ex1Mistake::ClaimReleasedAfterEffect { emails })
+    } else {
+        Some(Ex1Mistake::KeyPerDelivery { emails })
+    }
+}
+
+fn judge_concurrent(conc: &Concurrent) -> Option<Ex1Mistake> {
+    let jobs = u64::from(CONCURRENT_JOBS);
+    let run = &conc.run;
+    if run.observed_effects_total > jobs {
+        if conc.first_job.idempotency() == Some(Idempotency::NotImplemented) {
+            return Some(Ex1Mistake::GuardMissing {
+                emails: run.observed_effects_total,
+            });
+        }
+        if effect_then_skip_in_one_delivery(&conc.events) {
+            return Some(Ex1Mistake::EffectBeforeClaim {
+                emails: run.observed_effects_total,
+                skips: run.duplicate_skips,
+            });
+        }
+        let claims_missing = conc.skipped_claims.iter().any(|(_, ttl)| *ttl == -2);
+        if claims_missing && at_most_one_effect_per_worker(&conc.events) {
+            return Some(Ex1Mistake::ClaimInMemory {
+                emails: run.observed_effects_total,
+            });
+        }
+        return Some(Ex1Mistake::NotAtomic {
+            duplicates: run.duplicate_effects,
+        });
+    }
+    if run.lost_effects > 0 {
+        return Some(Ex1Mistake::JobsLost(run.lost_effects));
+    }
+    if conc.overlap < 2 {
+        return Some(Ex1Mistake::NoOverlap);
+    }
+    None
+}
+
+/// `claim_missing`: the claim key a skip named is not in Redis, so a late copy
+/// that gets through says nothing about the TTL.
+fn judge_late(late: &Late, claim_missing: bool) -> Option<Ex1Mistake> {
+    let job = &late.job;
+    match job.effects {
+        1 => None,
+        0 => Some(Ex1Mistake::JobLost),
+        n if job.idempotency() == Some(Idempotency::NotImplemented) => {
+            Some(Ex1Mistake::GuardMissing { emails: n })
+        }
+        _ if claim_missing => Some(Ex1Mistake::SameAs(EXPIRES)),
+        _ if job.duplicate_skips == 0 => Some(Ex1Mistake::TtlTooShort {
+            late_secs: late.late_secs,
+        }),
+        n => Some(Ex1Mistake::EffectBeforeClaim {
+            emails: n,
+            skips: job.duplicate_skips,
+        }),
+    }
+}
+
+fn judge_recorded(seq: &Sequential) -> Option<Ex1Mistake> {
+    let job = &seq.job;
+    let skips = u64::from(SEQUENTIAL_COPIES) - 1;
+    let recorded_ok = job.idempotency() == Some(Idempotency::DuplicateSkipped)
+        && job.duplicate_skips == skips
+        && seq.run.duplicate_skips == skips;
+    if recorded_ok {
+        None
+    } else if job.effects == 1 && job.duplicate_skips == 0 {
+        Some(Ex1Mistake::SkipNotRecorded)
+    } else if job.effects > 1 {
+        Some(Ex1Mistake::NoSkipToRecord)
+    } else {
+        Some(Ex1Mistake::RecordsDisagree)
+    }
+}
+
+fn judge_expires(
+    seq: &Sequential,
+    conc: &Concurrent,
+    sequential: &Option<Ex1Mistake>,
+) -> Option<Ex1Mistake> {
+    let Some((key, ttl)) = claim_seen(seq, conc) else {
+        // No skip named a key: when copies already get through, that is why.
+        return Some(if sequential.is_some() {
+            Ex1Mistake::SameAs(SEQUENTIAL)
+        } else {
+            Ex1Mistake::ClaimNotChecked
+        });
+    };
+    match ttl {
+        -1 => Some(Ex1Mistake::ClaimNeverExpires { key }),
+        -2 => Some(match sequential {
+            Some(
+                Ex1Mistake::ClaimInMemory { .. } | Ex1Mistake::ClaimReleasedAfterEffect { .. },
+            ) => Ex1Mistake::SameAs(SEQUENTIAL),
+            _ => Ex1Mistake::ClaimNotInRedis { key },
+        }),
+        _ => None,
+    }
+}
+
+fn judge_failure(failure: &Failure) -> Option<Ex1Mistake> {
+    let job = &failure.job;
+    if !failure.acknowledged {
+        Some(Ex1Mistake::NoRedelivery {
+            wait_secs: failure.wait_secs,
+        })
+    } else if job.effects == 1 {
+        None
+    } else if job.effects == 0 && job.duplicate_skips > 0 {
+        Some(Ex1Mistake::ClaimNotReleasedOnFailure)
+    } else if job.effects == 0 {
+        Some(Ex1Mistake::EffectMissingAfterFailure)
+    } else {
+        Some(Ex1Mistake::ManyEmails(job.effects))
+    }
+}
+
+/// One jobId, 3 copies, each sent after the previous one was processed.
+async fn sequential_duplicates(api: &Api, limit: Duration) -> anyhow::Result<Sequential> {
+    let run_id = new_run_id("verify-seq");
+    let job_id = format!("{run_id}-job-1");
+    let mut job = None;
+    let mut first_skip = None;
+    for n in 1..=SEQUENTIAL_COPIES {
+        let view = submit_and_wait(api, &job_id, &run_id, u64::from(n), limit).await?;
+        if first_skip.is_none() && view.claim_key.is_some() {
+            first_skip = Some(view.clone());
+        }
+        job = Some(view);
+    }
+    Ok(Sequential {
+        job: job.expect("at least one copy"),
+        first_skip,
+        run: api.run(&run_id).await?,
+        events: api.events(&run_id).await?,
+    })
+}
+
+/// Up to [`CONCURRENT_ROUNDS`] rounds of copies sent at once; the first round
+/// with a duplicate effect is the answer, otherwise the last one.
+async fn concurrent_duplicates(api: &Api, limit: Duration) -> anyhow::Result<Concurrent> {
+    let mut round = 1;
+    loop {
+        let mut evidence = concurrent_round(api, limit).await?;
+        evidence.round = round;
+        if evidence.run.duplicate_effects > 0 || round == CONCURRENT_ROUNDS {
+            return Ok(evidence);
+        }
+        round += 1;
+    }
+}
+
+async fn concurrent_round(api: &Api, limit: Duration) -> anyhow::Result<Concurrent> {
+    let run_id = new_run_id("verify-conc");
+    let expected = u64::from(CONCURRENT_JOBS * CONCURRENT_COPIES);
+    let mut sends = tokio::task::JoinSet::new();
+    for _copy in 0..CONCURRENT_COPIES {
+        for n in 1..=CONCURRENT_JOBS {
+            let (api, job_id, run_id) = (api.clone(), format!("{run_id}-job-{n}"), run_id.clone());
+            sends.spawn(async move { api.submit(&job_id, &run_id).await });
+        }
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent??;
+    }
+    let (run, settled) = wait_run(api, &run_id, expected, limit).await?;
+    if !settled {
+        anyhow::bail!(
+            "the concurrent run was not processed within {}s ({} of {expected}). {}",
+            limit.as_secs(),
+            run.processed_deliveries,
+            crate::STUCK_HINT
+        );
+    }
+    // How many copies of a job had been delivered before its first effect was
+    // written: that many were in flight together (the overlap the check needs).
+    let events = api.events(&run_id).await?;
+    let mut overlap = 0;
+    let mut skipped_claims = Vec::new();
+    let mut first_job = None;
+    for n in 1..=CONCURRENT_JOBS {
+        let job_id = format!("{run_id}-job-{n}");
+        let delivered_before_effect = events
+            .events
+            .iter()
+            .filter(|e| e.job_id == job_id)
+            .take_while(|e| e.event != EventKind::Effect)
+            .filter(|e| e.event == EventKind::Delivery)
+            .count();
+        overlap = overlap.max(delivered_before_effect);
+        let view = api.job(&job_id).await?;
+        if let (Some(key), Some(ttl)) = (view.claim_key.clone(), view.claim_ttl_secs) {
+            skipped_claims.push((key, ttl));
+        }
+        first_job.get_or_insert(view);
+    }
+    Ok(Concurrent {
+        round: 1,
+        run_id,
+        run,
+        events,
+        overlap,
+        first_job: first_job.expect("at least one job"),
+        skipped_claims,
+    })
+}
+
+/// One job, then a second copy `late_secs` after the first was processed.
+async fn late_duplicate(api: &Api, late_secs: u64, limit: Duration) -> anyhow::Result<Late> {
+    let run_id = new_run_id("verify-late");
+    let job_id = format!("{run_id}-job-1");
+    submit_and_wait(api, &job_id, &run_id, 1, limit).await?;
+    tokio::time::sleep(Duration::from_secs(late_secs)).await;
+    let job = submit_and_wait(api, &job_id, &run_id, 2, limit).await?;
+    Ok(Late { job, late_secs })
+}
+
+/// One job whose first effect attempt fails: its redelivery must apply the effect.
+async fn effect_failure(api: &Api, wait_secs: u64, limit: Duration) -> anyhow::Result<Failure> {
+    let run_id = new_run_id("verify-fail");
+    let job_id = format!("{run_id}-job-1");
+    api.submit_with(
+        &job_id,
+        &run_id,
+        json!({ payload::SIMULATE_EFFECT_FAILURE: payload::ONCE }),
+    )
+    .await?;
+    // First the failing attempt (its effect-failed event), then the redelivery.
+    let started = std::time::Instant::now();
+    let (_, picked_up) = poll_until(
+        started + limit,
+        || api.job(&job_id),
+        |j| j.process_attempts >= 1,
+    )
+    .await?;
+    if !picked_up {
+        anyhow::bail!(
+            "job {job_id} was not picked up within {}s. {}",
+            limit.as_secs(),
+            crate::STUCK_HINT
+        );
+    }
+    let (_, acknowledged) = wait_run(api, &run_id, 1, Duration::from_secs(wait_secs)).await?;
+    let job = api.job(&job_id).await?;
+    let events = api.events(&run_id).await?;
+    Ok(Failure {
+        job,
+        failures: events.count(EventKind::EffectFailed),
+        acknowledged,
+        wait_secs,
+    })
+}

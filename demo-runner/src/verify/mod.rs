@@ -1,0 +1,212 @@
+//! `verify --exercise N`: runs one exercise's checks against the running stack
+//! and prints PASS/FAIL per check with the numbers behind it and, on a failure,
+//! the diagnosis: the actual cause of the mistake and what to change.
+//! Students need not edit this folder.
+//!
+//! Each exercise's checks live in a file of their own here; a check gathers
+//! evidence (real submissions through the API, the jobs' records, the run's
+//! event log), then a judge turns the evidence into typed diagnoses. Nothing
+//! is decided by searching text.
+
+mod duplicate_delivery;
+
+use std::time::{Duration, Instant};
+
+use lab_schema::{Exercise, JobView, RunSummary};
+use serde_json::{Value, json};
+
+use crate::client::Api;
+use crate::wait::{is_settled, poll_until};
+
+/// What `verify` can be told.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seconds between the first delivery and the late copy.
+    pub late_secs: u64,
+    /// Seconds to wait for the redelivery of the failed effect.
+    pub redelivery_wait_secs: u64,
+    /// Seconds to wait for any other run to be processed.
+    pub timeout_secs: u64,
+}
+
+/// A diagnosis: what went wrong, as a stable code (for `--json` and the
+/// tests) and a sentence for the student.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// An exercise's mistakes, as a typed enum that renders to a [`Diagnosis`].
+pub trait Mistake {
+    fn code(&self) -> &'static str;
+    fn message(&self) -> String;
+
+    fn diagnosis(&self) -> Diagnosis {
+        Diagnosis {
+            code: self.code(),
+            message: self.message(),
+        }
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub passed: bool,
+    /// The numbers behind the outcome, in one line.
+    pub numbers: String,
+    /// On failure: the cause and what to change.
+    pub diagnosis: Option<Diagnosis>,
+    /// The same numbers, for `--json`.
+    pub data: Value,
+}
+
+impl Check {
+    /// A check that passed when `mistake` is `None`.
+    pub fn judged(
+        name: &'static str,
+        numbers: String,
+        mistake: Option<&dyn Mistake>,
+        data: Value,
+    ) -> Check {
+        Check {
+            name,
+            passed: mistake.is_none(),
+            numbers,
+            diagnosis: mistake.map(|m| m.diagnosis()),
+            data,
+        }
+    }
+}
+
+/// All checks of one exercise, in order.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub exercise: Exercise,
+    pub checks: Vec<Check>,
+    /// What the verdict says when every check passed.
+    pub all_passed: &'static str,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    pub fn verdict(&self) -> String {
+        let failed: Vec<&str> = self
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name)
+            .collect();
+        let total = self.checks.len();
+        if failed.is_empty() {
+            format!(
+                "verdict: PASS, {total} of {total} checks passed: {}",
+                self.all_passed
+            )
+        } else {
+            format!(
+                "verdict: FAIL, {} of {total} checks failed: {}",
+                failed.len(),
+                failed.join(", ")
+            )
+        }
+    }
+
+    /// One line per check (`PASS name — numbers` / `FAIL name — numbers => diagnosis`), then the verdict.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for check in &self.checks {
+            let status = if check.passed { "PASS" } else { "FAIL" };
+            out.push_str(&format!("{status} {} — {}", check.name, check.numbers));
+            if let Some(diagnosis) = &check.diagnosis {
+                out.push_str(&format!(" => {}", diagnosis.message));
+            }
+            out.push('\n');
+        }
+        out.push_str(&self.verdict());
+        out.push('\n');
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        let checks: Vec<Value> = self
+            .checks
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "passed": c.passed,
+                    "numbers": c.numbers,
+                    "diagnosis": c.diagnosis.as_ref().map(|d| d.code),
+                    "meaning": c.diagnosis.as_ref().map(|d| d.message.as_str()),
+                    "data": c.data,
+                })
+            })
+            .collect();
+        json!({
+            "exercise": self.exercise.number(),
+            "passed": self.passed(),
+            "checks_passed": self.checks.iter().filter(|c| c.passed).count(),
+            "checks_failed": self.checks.iter().filter(|c| !c.passed).count(),
+            "verdict": self.verdict(),
+            "checks": checks,
+        })
+        .to_string()
+    }
+}
+
+/// How many checks `verify --exercise N` runs.
+pub fn check_count(exercise: Exercise) -> usize {
+    match exercise {
+        Exercise::DuplicateDelivery => duplicate_delivery::CHECKS.len(),
+    }
+}
+
+/// Runs the exercise's checks. Errors only when the checks could not run.
+pub async fn verify(exercise: Exercise, api: &Api, options: &Options) -> anyhow::Result<Report> {
+    match exercise {
+        Exercise::DuplicateDelivery => duplicate_delivery::verify(api, options).await,
+    }
+}
+
+/// Submits one copy and waits until `n` deliveries of the job are acknowledged
+/// and no attempt of its run is still out.
+pub(crate) async fn submit_and_wait(
+    api: &Api,
+    job_id: &str,
+    run_id: &str,
+    n: u64,
+    limit: Duration,
+) -> anyhow::Result<JobView> {
+    api.submit(job_id, run_id).await?;
+    let (_, done) = wait_run(api, run_id, n, limit).await?;
+    let job = api.job(job_id).await?;
+    if !done || job.deliveries_done < n {
+        anyhow::bail!(
+            "job {job_id} was not processed within {}s. {}",
+            limit.as_secs(),
+            crate::STUCK_HINT
+        );
+    }
+    Ok(job)
+}
+
+/// Waits until the run has settled with `expected` submissions (see [`is_settled`]).
+pub(crate) async fn wait_run(
+    api: &Api,
+    run_id: &str,
+    expected: u64,
+    limit: Duration,
+) -> anyhow::Result<(RunSummary, bool)> {
+    poll_until(
+        Instant::now() + limit,
+        || api.run(run_id),
+        |run| is_settled(run, expected),
+    )
+    .await
+}

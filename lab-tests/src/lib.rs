@@ -1,0 +1,300 @@
+//! The one test kit of the lab's end-to-end and fault tests; students need not
+//! edit this crate. A real redis-server on a free port, the API in-process, and
+//! workers: the starter in-process, or real worker processes (the starter
+//! binary or one built with a patch applied), each logging to a file of its
+//! own (`TEST_LOG=1` prints the logs when the stack is dropped); and the real
+//! demo-runner binary.
+//!
+//! | test file | what it shows |
+//! |---|---|
+//! | `tests/lab.rs` | the starter and the solution through the scenarios, kills, SIGTERM, chaos, the event log |
+//! | `tests/faults.rs` | poisoned jobs, malformed entries, Redis restarts, passwords, load, slow deliveries |
+//! | `tests/settled.rs` | a run's numbers are final only when every attempt has returned (a paused worker) |
+//! | `tests/exercises.rs` | every exercise: starter fails `verify`, solution passes, each fixture fails its check |
+//! | `tests/cli.rs` | the demo-runner as a user runs it: formats, exit codes, one-line errors |
+//! | `tests/handout.rs` | each handout's output blocks are what the code prints |
+//! | `tests/native.rs` | the native stack as `./lab` runs it |
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lab_schema::testing::{RedisOptions, RedisServer};
+use lab_schema::{JobView, RunSummary};
+
+/// The starter worker binary, exactly as students get it (built by cargo with this crate).
+pub fn starter_worker() -> PathBuf {
+    sibling_binary("starter-worker")
+}
+
+/// The demo-runner binary (`src/bin/demo.rs`, the demo-runner's own `main`).
+pub fn demo_binary() -> PathBuf {
+    sibling_binary("demo")
+}
+
+/// A binary of the workspace's target folder: tests run from `target/<profile>/deps/`.
+fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with cargo (it builds the workspace's binaries)",
+        path.display()
+    );
+    path
+}
+
+/// Which workers [`Stack::with_two`] starts.
+pub enum Workers<'a> {
+    /// The starter, in this process (as students get it).
+    Starter,
+    /// A worker binary (the starter, or one from `lab_schema::testing::patched_worker`).
+    Binary(&'a Path),
+}
+
+/// Redis, the API and any number of workers, all torn down on drop.
+pub struct Stack {
+    pub redis: RedisServer,
+    pub api_url: String,
+    _api: api::Background,
+    /// The worker processes, in the order they were started.
+    pub workers: Vec<Child>,
+    logs: Vec<PathBuf>,
+    in_process: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Stack {
+    /// Redis and the API, no worker yet.
+    pub async fn start() -> Stack {
+        Stack::start_with(RedisOptions::default()).await
+    }
+
+    pub async fn start_with(options: RedisOptions) -> Stack {
+        let redis = RedisServer::start_with(options);
+        let api = api::spawn(&redis.url()).await.unwrap();
+        Stack {
+            redis,
+            api_url: api.url.clone(),
+            _api: api,
+            workers: Vec::new(),
+            logs: Vec::new(),
+            in_process: Vec::new(),
+        }
+    }
+
+    /// Two workers (`worker-1`, `worker-2`) with the lab's defaults (concurrency 8,
+    /// 200 ms effect) but a 1 s claim idle time, so a failed delivery is redelivered quickly.
+    pub async fn with_two(workers: Workers<'_>) -> Stack {
+        let mut stack = Stack::start().await;
+        for n in 1..=2 {
+            let name = format!("worker-{n}");
+            match &workers {
+                Workers::Starter => stack.start_in_process(worker::Config {
+                    redis_url: stack.redis.url(),
+                    claim_idle: Duration::from_millis(1000),
+                    consumer: name,
+                    ..worker::Config::default()
+                }),
+                Workers::Binary(binary) => {
+                    stack.spawn_worker(binary, &["--claim-idle-ms", "1000", "--name", &name]);
+                }
+            }
+        }
+        stack
+    }
+
+    /// Runs the starter worker in this process with `config`.
+    pub fn start_in_process(&mut self, config: worker::Config) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(worker::run(worker::Exercises, config, async {
+            let _ = stopped.await;
+        }));
+        self.in_process.push(stop);
+    }
+
+    /// Starts a worker process on this stack's Redis; `args` are extra flags.
+    /// It is named `worker-<n>` (n counts from 1) unless `args` name it.
+    /// Returns its index in `workers`.
+    pub fn spawn_worker(&mut self, binary: &Path, args: &[&str]) -> usize {
+        let url = self.redis.url();
+        self.spawn_worker_on(binary, &url, args)
+    }
+
+    /// Starts a worker process on the Redis at `redis_url`.
+    pub fn spawn_worker_on(&mut self, binary: &Path, redis_url: &str, args: &[&str]) -> usize {
+        let index = self.workers.len();
+        let log = std::env::temp_dir().join(format!(
+            "lab-test-worker-{}-{}-{index}.log",
+            std::process::id(),
+            self.redis.port(),
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(binary);
+        command.args(["--redis-url", redis_url]).args(args);
+        if !args.contains(&"--name") {
+            command.args(["--name", &format!("worker-{}", index + 1)]);
+        }
+        let child = command
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start worker");
+        self.workers.push(child);
+        self.logs.push(log);
+        index
+    }
+
+    pub fn worker_running(&mut self, index: usize) -> bool {
+        matches!(self.workers[index].try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`, `TERM`) to a worker process.
+    pub fn signal_worker(&self, index: usize, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.workers[index].id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} worker {index}");
+    }
+
+    pub fn worker_log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.logs[index]).unwrap_or_default()
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Runs a scenario through the demo-runner's library, as the binary does.
+    pub async fn scenario(&self, scenario: demo_runner::Scenario) -> demo_runner::ScenarioRun {
+        demo_runner::run_scenario(&self.api_url, &scenario, Duration::from_secs(60), false)
+            .await
+            .expect("scenario ran")
+    }
+
+    /// Runs the demo-runner binary against this stack, in `dir`.
+    pub async fn demo(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut all = vec!["--api-url", self.api_url.as_str()];
+        all.extend_from_slice(args);
+        demo_in(dir, &all).await
+    }
+
+    pub async fn job(&self, job_id: &str) -> JobView {
+        get_json(format!("{}/jobs/{job_id}", self.api_url)).await
+    }
+
+    pub async fn run(&self, run_id: &str) -> RunSummary {
+        get_json(format!("{}/runs/{run_id}", self.api_url)).await
+    }
+
+    pub async fn submit(&self, job_id: &str, run_id: &str) {
+        self.submit_with(job_id, run_id, serde_json::json!({}))
+            .await
+    }
+
+    pub async fn submit_with(&self, job_id: &str, run_id: &str, payload: serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/jobs", self.api_url))
+            .json(&serde_json::json!({ "jobId": job_id, "runId": run_id, "payload": payload }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+
+    /// Polls `check` every 50 ms until it holds; panics with `what` after `limit`.
+    pub async fn wait_for<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while !check().await {
+            assert!(start.elapsed() < limit, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls the run until it has drained; panics with the first worker's log after `limit`.
+    pub async fn wait_drained(&self, run_id: &str, limit: Duration) -> RunSummary {
+        let start = Instant::now();
+        loop {
+            let run = self.run(run_id).await;
+            if run.drained {
+                return run;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "run {run_id} did not drain: {run:?}\nworker log:\n{}",
+                self.logs
+                    .first()
+                    .map(|_| self.worker_log(0))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (index, (child, log)) in self.workers.iter_mut().zip(&self.logs).enumerate() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!(
+                    "--- worker {index} ---\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            let _ = std::fs::remove_file(log);
+        }
+    }
+}
+
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> T {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// Runs the real demo-runner binary with `dir` as its working directory.
+pub async fn demo_in(dir: &Path, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        Command::new(demo_binary())
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A fresh empty folder.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lab-demo-{name}-{}-{}",
+        std::process::id(),
+        lab_schema::testing::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

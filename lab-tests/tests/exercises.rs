@@ -1,0 +1,243 @@
+//! Every exercise, tested by being there: for each exercise of the registry,
+//! `verify --exercise N` against real workers fails the starter, passes the
+//! reference solution and every correct variant (`variants/right-*.patch`), and
+//! fails every wrong fix (`fixtures/wrong-*.patch`) on the checks its header
+//! names, with the diagnosis it names. Each patch is applied to a copy of the
+//! workspace and built (`lab_schema::testing::patched_worker`).
+//!
+//! A fixture's header says what `verify` must find:
+//! `Fails: a, b?, c` (the checks that fail; `?`: may fail, depending on which
+//! worker got which copy) and `Diagnosis: code` (the diagnosis of the first
+//! failing check, the one a student reads first). The starter's expectation is
+//! `fixtures/starter.expect`.
+
+use std::path::{Path, PathBuf};
+
+use lab_schema::Exercise;
+use lab_schema::testing::{patched_worker, solution_worker, workspace_root};
+use lab_tests::{Stack, Workers, scratch_dir, text};
+use serde_json::Value;
+
+/// What a fixture's header asks of `verify`.
+#[derive(Debug, Clone)]
+struct Expect {
+    must_fail: Vec<String>,
+    may_fail: Vec<String>,
+    diagnosis: String,
+}
+
+fn expectation(path: &Path) -> Expect {
+    let text = std::fs::read_to_string(path).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{} has no `{name}` line", path.display()))
+            .trim()
+            .to_string()
+    };
+    let mut expect = Expect {
+        must_fail: Vec::new(),
+        may_fail: Vec::new(),
+        diagnosis: field("Diagnosis:"),
+    };
+    for check in field("Fails:").split(',').map(str::trim) {
+        match check.strip_suffix('?') {
+            Some(optional) => expect.may_fail.push(optional.to_string()),
+            None => expect.must_fail.push(check.to_string()),
+        }
+    }
+    expect
+}
+
+/// The patches in `exercises/NN-name/<folder>/` whose names start with `prefix`, sorted.
+fn patches(exercise: Exercise, folder: &str, prefix: &str) -> Vec<PathBuf> {
+    let dir = workspace_root().join(exercise.folder()).join(folder);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy();
+                    name.starts_with(prefix) && name.ends_with(".patch")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// Runs `verify --exercise N --json` against two workers; returns the exit code and the report.
+async fn verify(exercise: Exercise, workers: Workers<'_>) -> (Option<i32>, Value) {
+    let stack = Stack::with_two(workers).await;
+    // 3 s is longer than the 2 s TTL of the short-TTL fixture; the workers
+    // redeliver after 1 s, so 15 s is plenty for the failed effect.
+    let number = exercise.number().to_string();
+    let out = stack
+        .demo(
+            &scratch_dir("verify"),
+            &[
+                "verify",
+                "--exercise",
+                &number,
+                "--json",
+                "--late-secs",
+                "3",
+                "--redelivery-wait",
+                "15",
+            ],
+        )
+        .await;
+    let stdout = text(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {stdout}\n{}", text(&out.stderr)));
+    (out.status.code(), report)
+}
+
+fn failed_checks(report: &Value) -> Vec<(String, String)> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["diagnosis"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Panics unless the report fails as `expect` says.
+fn assert_fails_as(what: &str, code: Option<i32>, report: &Value, expect: &Expect) {
+    assert_eq!(code, Some(1), "{what}: verify must exit 1\n{report:#}");
+    let failed = failed_checks(report);
+    let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+    for check in &expect.must_fail {
+        assert!(
+            names.contains(&check.as_str()),
+            "{what}: {check} must fail\n{report:#}"
+        );
+    }
+    for name in &names {
+        assert!(
+            expect
+                .must_fail
+                .iter()
+                .chain(&expect.may_fail)
+                .any(|c| c == name),
+            "{what}: {name} failed, which the header does not name\n{report:#}"
+        );
+    }
+    assert_eq!(
+        failed[0].1, expect.diagnosis,
+        "{what}: the first failing check names the wrong cause\n{report:#}"
+    );
+}
+
+// The starter of every exercise fails verify, with the diagnosis its expectation names.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_starter_fails_verify() {
+    for exercise in Exercise::ALL.iter().copied() {
+        let expect_path = workspace_root()
+            .join(exercise.folder())
+            .join("fixtures/starter.expect");
+        let expect = expectation(&expect_path);
+        let binary = lab_tests::starter_worker();
+        let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
+        assert_fails_as(&format!("{exercise} starter"), code, &report, &expect);
+    }
+}
+
+// Every exercise's reference solution applies to its starter, builds, and passes every check.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_solution_passes_verify() {
+    for exercise in Exercise::ALL.iter().copied() {
+        let binary = solution_worker(exercise);
+        let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
+        assert_eq!(code, Some(0), "{exercise} solution\n{report:#}");
+        assert_eq!(report["passed"], true);
+        assert_eq!(report["checks_failed"], 0);
+    }
+}
+
+// Correct variants a student might write (another command shape, another value,
+// SETNX then EXPIRE, ...) pass: a grader that fails a correct student is wrong too.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_correct_variant_passes_verify() {
+    for exercise in Exercise::ALL.iter().copied() {
+        for patch in patches(exercise, "variants", "right-") {
+            let rel = patch.strip_prefix(workspace_root()).unwrap();
+            let binary = patched_worker(&rel.to_string_lossy());
+            let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
+            assert_eq!(code, Some(0), "{} must pass\n{report:#}", rel.display());
+        }
+    }
+}
+
+// Every wrong fix fails the checks its header names, and the first failing check
+// names its actual cause.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_wrong_fix_fails_with_its_diagnosis() {
+    let mut cases = Vec::new();
+    for exercise in Exercise::ALL.iter().copied() {
+        let fixtures = patches(exercise, "fixtures", "wrong-");
+        assert!(!fixtures.is_empty(), "{exercise} has no wrong-fix fixtures");
+        for patch in fixtures {
+            let rel = patch.strip_prefix(workspace_root()).unwrap().to_path_buf();
+            let binary = patched_worker(&rel.to_string_lossy());
+            cases.push((exercise, rel, expectation(&patch), binary));
+        }
+    }
+    // Two at a time: the checks measure real concurrency, so the machine must
+    // not be swamped with workers.
+    for pair in cases.chunks(2) {
+        let mut set = tokio::task::JoinSet::new();
+        for (exercise, rel, expect, binary) in pair.iter().cloned() {
+            set.spawn(async move {
+                let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
+                assert_fails_as(&rel.display().to_string(), code, &report, &expect);
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            if let Err(err) = done {
+                std::panic::resume_unwind(err.into_panic());
+            }
+        }
+    }
+}
+
+// The human output is one line per check and a verdict; the JSON names the diagnosis.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_prints_one_line_per_check_then_the_verdict() {
+    let exercise = Exercise::DuplicateDelivery;
+    let binary = solution_worker(exercise);
+    let stack = Stack::with_two(Workers::Binary(&binary)).await;
+    let out = stack
+        .demo(&scratch_dir("verify-text"), &["verify", "--late-secs", "1"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{stdout}");
+    assert!(
+        lines[..6].iter().all(|l| l.starts_with("PASS ")),
+        "{stdout}"
+    );
+    assert!(
+        lines[6].starts_with("verdict: PASS, 6 of 6 checks passed"),
+        "{stdout}"
+    );
+    let claim = lines[4];
+    assert!(
+        claim.starts_with("PASS claim-expires") && claim.contains("expires in 86"),
+        "{claim}"
+    );
+    let out = stack
+        .demo(&scratch_dir("verify-bad"), &["verify", "--exercise", "99"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("there is no exercise 99"));
+}

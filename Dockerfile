@@ -15,6 +15,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY lab-schema lab-schema
 COPY api api
 COPY demo-runner demo-runner
+# The test crate is a workspace member (cargo reads its manifest); it is not built here.
+COPY lab-tests lab-tests
 # The exercise last: editing it invalidates only this layer.
 COPY worker worker
 # The binaries are copied out of the cached target/ into the image layer. Cargo decides

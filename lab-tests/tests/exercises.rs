@@ -112,29 +112,44 @@ fn failed_checks(report: &Value) -> Vec<(String, String)> {
 
 /// Panics unless the report fails as `expect` says.
 fn assert_fails_as(what: &str, code: Option<i32>, report: &Value, expect: &Expect) {
-    assert_eq!(code, Some(1), "{what}: verify must exit 1\n{report:#}");
+    if let Err(problem) = fails_as(what, code, report, expect) {
+        panic!("{problem}");
+    }
+}
+
+/// Whether the report fails as `expect` says; the error says how it does not.
+fn fails_as(what: &str, code: Option<i32>, report: &Value, expect: &Expect) -> Result<(), String> {
+    if code != Some(1) {
+        return Err(format!(
+            "{what}: verify must exit 1, exited {code:?}\n{report:#}"
+        ));
+    }
     let failed = failed_checks(report);
     let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
     for check in &expect.must_fail {
-        assert!(
-            names.contains(&check.as_str()),
-            "{what}: {check} must fail\n{report:#}"
-        );
+        if !names.contains(&check.as_str()) {
+            return Err(format!("{what}: {check} must fail\n{report:#}"));
+        }
     }
     for name in &names {
-        assert!(
-            expect
-                .must_fail
-                .iter()
-                .chain(&expect.may_fail)
-                .any(|c| c == name),
-            "{what}: {name} failed, which the header does not name\n{report:#}"
-        );
+        if !expect
+            .must_fail
+            .iter()
+            .chain(&expect.may_fail)
+            .any(|c| c == name)
+        {
+            return Err(format!(
+                "{what}: {name} failed, which the header does not name\n{report:#}"
+            ));
+        }
     }
-    assert_eq!(
-        failed[0].1, expect.diagnosis,
-        "{what}: the first failing check names the wrong cause\n{report:#}"
-    );
+    if failed[0].1 != expect.diagnosis {
+        return Err(format!(
+            "{what}: the first failing check names {} where {} was expected\n{report:#}",
+            failed[0].1, expect.diagnosis
+        ));
+    }
+    Ok(())
 }
 
 // The starter of every exercise fails verify, with the diagnosis its expectation names.
@@ -192,21 +207,23 @@ async fn every_wrong_fix_fails_with_its_diagnosis() {
         }
     }
     // Two at a time: the checks measure real concurrency, so the machine must
-    // not be swamped with workers.
+    // not be swamped with workers. Every fixture runs; the failures are listed together.
+    let mut problems = Vec::new();
     for pair in cases.chunks(2) {
         let mut set = tokio::task::JoinSet::new();
         for (exercise, rel, expect, binary) in pair.iter().cloned() {
             set.spawn(async move {
                 let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
-                assert_fails_as(&rel.display().to_string(), code, &report, &expect);
+                fails_as(&rel.display().to_string(), code, &report, &expect)
             });
         }
         while let Some(done) = set.join_next().await {
-            if let Err(err) = done {
-                std::panic::resume_unwind(err.into_panic());
+            if let Err(problem) = done.unwrap() {
+                problems.push(problem);
             }
         }
     }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
 // The human output is one line per check and a verdict; the JSON names the diagnosis.

@@ -121,8 +121,9 @@ async fn concurrent_duplicates_overlap_in_the_worker() {
 }
 
 /// Six jobs in flight on a worker whose side effect takes 5 s; that worker is
-/// killed (SIGKILL: it acknowledges nothing), then a second worker of the same
-/// kind starts. Returns the run's totals once drained, and the stream length.
+/// killed (SIGKILL: it acknowledges nothing), then it comes back under its name
+/// (as `./lab` and compose restart a dead worker), so its unfinished attempts are
+/// known dead. Returns the run's totals once settled, and the stream length.
 async fn kill_mid_effect_then_redeliver(binary: &Path) -> (RunSummary, u64) {
     let mut stack = Stack::start().await;
     let slow = stack.spawn_worker(
@@ -146,11 +147,19 @@ async fn kill_mid_effect_then_redeliver(binary: &Path) -> (RunSummary, u64) {
 
     stack.spawn_worker(
         binary,
-        &["--effect-delay-ms", "0", "--claim-idle-ms", "1000"],
+        &[
+            "--effect-delay-ms",
+            "0",
+            "--claim-idle-ms",
+            "1000",
+            "--name",
+            "worker-1",
+        ],
     );
     stack
-        .wait_for("the run to drain", Duration::from_secs(20), || async {
-            stack.run(run_id).await.drained
+        .wait_for("the run to settle", Duration::from_secs(20), || async {
+            let run = stack.run(run_id).await;
+            run.drained && run.settled
         })
         .await;
     let run = stack.run(run_id).await;

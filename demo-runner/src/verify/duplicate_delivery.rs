@@ -255,7 +255,11 @@ fn judge(seq: &Sequential, conc: &Concurrent, late: &Late, failure: &Failure) ->
     let concurrent = judge_concurrent(conc).map(|m| same_if(seq_failed, m));
     let claim_missing = claim_seen(seq, conc).is_some_and(|(_, ttl)| ttl == -2);
     let late_mistake = judge_late(late, claim_missing).map(|m| same_if(seq_failed, m));
-    let recorded = judge_recorded(seq);
+    let recorded = judge_recorded(seq).map(|m| match m {
+        // Copies already get through one after another: that is why.
+        Ex1Mistake::NoSkipToRecord if seq_failed => Ex1Mistake::SameAs(SEQUENTIAL),
+        other => other,
+    });
     let expires = judge_expires(seq, conc, &sequential);
     let failed = judge_failure(failure);
 

@@ -85,9 +85,22 @@ pub(crate) async fn handle_delivery<H: Handler>(
                 error,
                 "process_job failed: not acknowledged, so it will be redelivered"
             );
-            if let Err(err) = record(shared, &job, Outcome::AttemptFailed { error: &error }).await {
-                tracing::debug!(error = %err, "could not record the failed attempt");
-            }
+            // The attempt has ended: it must not stay "in flight", or its run
+            // never settles. Redis may be the very reason it failed, so the record
+            // is retried in the background while Redis comes back.
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut backoff = super::redis_backoff();
+                while let Err(err) =
+                    record(&shared, &job, Outcome::AttemptFailed { error: &error }).await
+                {
+                    if backoff.failures() >= 10 {
+                        tracing::warn!(error = %err, job_id = %job.job_id, "could not record the end of a failed attempt");
+                        break;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            });
         }
     }
 }

@@ -171,15 +171,12 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
     }
     let duplicates = a.duplicate_deliveries();
     if a.duplicate_skips < duplicates {
-        let call = a
-            .exercise()
-            .map(|e| e.info().record_skip)
-            .unwrap_or("the skip recorder");
         return (
             false,
             format!(
-                "effects now equal unique jobs, but only {} of {duplicates} duplicate deliveries were recorded as skipped: call {call}{note}",
-                a.duplicate_skips
+                "effects now equal unique jobs, but only {} of {duplicates} duplicate deliveries were recorded as skipped: call {}{note}",
+                a.duplicate_skips,
+                a.record_skip_call()
             ),
         );
     }

@@ -113,6 +113,13 @@ impl RunSummary {
         self.scenario.as_deref().and_then(Exercise::of_scenario)
     }
 
+    /// What the run's exercise calls to record a skipped duplicate (quoted in hints).
+    pub fn record_skip_call(&self) -> &'static str {
+        self.exercise()
+            .map(|e| e.info().record_skip)
+            .unwrap_or("the guard's skip recorder")
+    }
+
     /// Duplicate deliveries the run had: submissions beyond one per job.
     pub fn duplicate_deliveries(&self) -> u64 {
         self.total_submissions.saturating_sub(self.unique_jobs)
@@ -163,14 +170,11 @@ impl RunSummary {
         }
         let duplicates = self.duplicate_deliveries();
         if self.duplicate_skips < duplicates {
-            let call = self
-                .exercise()
-                .map(|e| e.info().record_skip)
-                .unwrap_or("the guard's skip recorder");
             return format!(
                 "{effects} for {jobs}, but only {} of {duplicates} duplicate deliveries recorded as \
-                 skipped: call {call} when the claim fails",
-                self.duplicate_skips
+                 skipped: call {} when the claim fails",
+                self.duplicate_skips,
+                self.record_skip_call()
             );
         }
         format!(

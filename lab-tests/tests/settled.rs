@@ -19,14 +19,7 @@ use lab_tests::{Stack, scratch_dir, text};
 // the worker resumes every job has exactly one effect and none is called lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_worker_is_waited_for_not_counted_as_lost() {
-    let binary = solution_worker(Exercise::DuplicateDelivery);
-    let mut stack = Stack::start().await;
-    for _ in 0..2 {
-        stack.spawn_worker(
-            &binary,
-            &["--effect-delay-ms", "400", "--claim-idle-ms", "1000"],
-        );
-    }
+    let stack = two_solution_workers().await;
     let api_url = stack.api_url.clone();
     let load = tokio::spawn(async move {
         let scenario = Scenario::DuplicateLoad {
@@ -55,6 +48,19 @@ async fn a_paused_worker_is_waited_for_not_counted_as_lost() {
     assert_eq!(run.duplicate_effects, 0, "{run:?}");
 }
 
+/// Two workers with exercise 1's solution, a 400 ms effect and a 1 s claim idle time.
+async fn two_solution_workers() -> Stack {
+    let binary = solution_worker(Exercise::DuplicateDelivery);
+    let mut stack = Stack::start().await;
+    for _ in 0..2 {
+        stack.spawn_worker(
+            &binary,
+            &["--effect-delay-ms", "400", "--claim-idle-ms", "1000"],
+        );
+    }
+    stack
+}
+
 /// The run id of the only run so far (the scenario makes a fresh one).
 async fn current_run(stack: &Stack) -> String {
     let mut redis = stack.redis().await;
@@ -68,14 +74,7 @@ async fn current_run(stack: &Stack) -> String {
 // and names the attempts still out and their worker.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_that_does_not_settle_says_which_attempts_are_out() {
-    let binary = solution_worker(Exercise::DuplicateDelivery);
-    let mut stack = Stack::start().await;
-    for _ in 0..2 {
-        stack.spawn_worker(
-            &binary,
-            &["--effect-delay-ms", "400", "--claim-idle-ms", "1000"],
-        );
-    }
+    let stack = two_solution_workers().await;
     let dir = scratch_dir("unsettled");
     let api_url = stack.api_url.clone();
     let demo = tokio::spawn(async move {

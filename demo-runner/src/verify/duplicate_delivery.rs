@@ -254,7 +254,14 @@ fn judge(seq: &Sequential, conc: &Concurrent, late: &Late, failure: &Failure) ->
     let seq_failed = sequential.is_some();
     let concurrent = judge_concurrent(conc).map(|m| same_if(seq_failed, m));
     let claim_missing = claim_seen(seq, conc).is_some_and(|(_, ttl)| ttl == -2);
-    let late_mistake = judge_late(late, claim_missing).map(|m| same_if(seq_failed, m));
+    // A late copy that gets through when copies one after another already do says nothing new.
+    let late_mistake = judge_late(late, claim_missing).map(|m| {
+        if seq_failed && m != Ex1Mistake::JobLost {
+            Ex1Mistake::SameAs(SEQUENTIAL)
+        } else {
+            m
+        }
+    });
     let recorded = judge_recorded(seq).map(|m| match m {
         // Copies already get through one after another: that is why.
         Ex1Mistake::NoSkipToRecord if seq_failed => Ex1Mistake::SameAs(SEQUENTIAL),

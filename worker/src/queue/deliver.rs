@@ -50,6 +50,8 @@ pub(crate) async fn handle_delivery<H: Handler>(
     .await
     {
         tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, error = %err, "could not record the attempt; it will be redelivered");
+        // Redis may have written it and lost only the answer: end it for sure.
+        end_failed_attempt(shared, job, format!("could not record the attempt: {err}"));
         return;
     }
     let mut ctx = JobContext::new(
@@ -85,24 +87,26 @@ pub(crate) async fn handle_delivery<H: Handler>(
                 error,
                 "process_job failed: not acknowledged, so it will be redelivered"
             );
-            // The attempt has ended: it must not stay "in flight", or its run
-            // never settles. Redis may be the very reason it failed, so the record
-            // is retried in the background while Redis comes back.
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let mut backoff = super::redis_backoff();
-                while let Err(err) =
-                    record(&shared, &job, Outcome::AttemptFailed { error: &error }).await
-                {
-                    if backoff.failures() >= 10 {
-                        tracing::warn!(error = %err, job_id = %job.job_id, "could not record the end of a failed attempt");
-                        break;
-                    }
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            });
+            end_failed_attempt(shared, job, error);
         }
     }
+}
+
+/// Records that a failed attempt has ended. It must not stay "in flight", or its
+/// run never settles; Redis may be the very reason it failed, so the record is
+/// retried in the background while Redis comes back.
+fn end_failed_attempt<H: Handler>(shared: &Arc<Shared<H>>, job: Job, error: String) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut backoff = super::redis_backoff();
+        while let Err(err) = record(&shared, &job, Outcome::AttemptFailed { error: &error }).await {
+            if backoff.failures() >= 10 {
+                tracing::warn!(error = %err, job_id = %job.job_id, "could not record the end of a failed attempt");
+                break;
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    });
 }
 
 async fn record<H>(shared: &Shared<H>, job: &Job, outcome: Outcome<'_>) -> redis::RedisResult<()> {

@@ -196,9 +196,20 @@ pub async fn get_job(
     let count = |f: &str| fields.get(f).and_then(|v| v.parse().ok()).unwrap_or(0);
     // The claim a recorded skip named: does it still exist, and does it expire?
     let claim_key = fields.get(job_field::CLAIM_KEY).cloned();
-    let claim_ttl_secs = match &claim_key {
-        Some(key) => Some(tokio::time::timeout(REDIS_TIMEOUT, redis.ttl::<_, i64>(key)).await??),
-        None => None,
+    let (claim_ttl_secs, claim_value) = match &claim_key {
+        Some(key) => {
+            let (ttl, value): (i64, redis::Value) = tokio::time::timeout(
+                REDIS_TIMEOUT,
+                redis::pipe().ttl(key).get(key).query_async(&mut redis),
+            )
+            .await??;
+            let value = match value {
+                redis::Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+                _ => None, // absent, or not a string key
+            };
+            (Some(ttl), value)
+        }
+        None => (None, None),
     };
     Ok(Json(JobView {
         job_id,
@@ -213,6 +224,7 @@ pub async fn get_job(
         dead_lettered: count(job_field::DEAD_LETTERED),
         claim_key,
         claim_ttl_secs,
+        claim_value,
     }))
 }
 

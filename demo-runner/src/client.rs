@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lab_schema::backoff::Backoff;
-use lab_schema::{JobView, RunAttempts, RunEvents, RunSummary};
+use lab_schema::{Exercise, JobView, RunAttempts, RunEvents, RunSummary};
 use serde_json::json;
 
 /// Attempts of one request while the API answers 5xx or cannot be reached.
@@ -73,8 +73,23 @@ impl Api {
         run_id: &str,
         payload: serde_json::Value,
     ) -> anyhow::Result<u32> {
+        self.submit_to(Exercise::default(), job_id, run_id, payload)
+            .await
+    }
+
+    /// [`Api::submit_with`] for a job of `exercise` (its handler runs the job).
+    pub async fn submit_to(
+        &self,
+        exercise: Exercise,
+        job_id: &str,
+        run_id: &str,
+        payload: serde_json::Value,
+    ) -> anyhow::Result<u32> {
         let url = format!("{}/jobs", self.base);
-        let body = json!({ "jobId": job_id, "runId": run_id, "payload": payload });
+        let mut body = json!({ "jobId": job_id, "runId": run_id, "payload": payload });
+        if exercise != Exercise::default() {
+            body["exercise"] = json!(exercise.number());
+        }
         let mut backoff = request_backoff();
         for attempt in 1..=SUBMIT_ATTEMPTS {
             let last = attempt == SUBMIT_ATTEMPTS;

@@ -178,6 +178,8 @@ fn event_line(event: &RunEvent) -> String {
         EventKind::EffectFailed => "side effect FAILED",
         EventKind::AttemptFailed => "process_job failed: not acknowledged",
         EventKind::DeadLettered => "moved to the dead-letter stream",
+        EventKind::RetryLater => "not yet: delivered again later",
+        EventKind::Crashed => "worker CRASHED (simulated) after the claim, before the effect",
     };
     let mut line = format!(
         "{} {} {what} job_id={} delivery_id={}",

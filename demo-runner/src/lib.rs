@@ -39,7 +39,13 @@ use lab_schema::Exercise;
 pub use report::ScenarioRun;
 
 /// Every scenario's name, as `--save` files record it.
-pub const SCENARIOS: &[&str] = &["duplicate-observe", "duplicate-load", "load", "chaos"];
+pub const SCENARIOS: &[&str] = &[
+    "duplicate-observe",
+    "duplicate-load",
+    "crash-window",
+    "load",
+    "chaos",
+];
 
 /// What to check when deliveries are not being processed.
 pub(crate) const STUCK_HINT: &str = "Is a worker running, and does process_job succeed? Look for \
@@ -115,6 +121,9 @@ pub enum Command {
         /// Seconds to wait for the redelivery of a failed effect (longer than the workers' CLAIM_IDLE_MS).
         #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         redelivery_wait: u64,
+        /// The workers' lease length in milliseconds (their LEASE_MS); exercise 2's checks time copies around it.
+        #[arg(long, value_name = "MS", env = "LEASE_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(2_000..=600_000))]
+        lease_ms: u64,
     },
 }
 
@@ -137,6 +146,20 @@ pub enum Scenario {
         /// Submissions of each jobId.
         #[arg(value_parser = clap::value_parser!(u32).range(1..=1000))]
         copies: u32,
+    },
+    /// Exercise 2: JOBS jobs, COPIES copies each, and the worker CRASHES (the process aborts)
+    /// after the claim and before the effect of the first CRASHES jobs, once each. Waits
+    /// until every delivery is processed (the worker is restarted), then the summary.
+    CrashWindow {
+        /// Number of unique jobIds.
+        #[arg(default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        jobs: u32,
+        /// Submissions of each jobId.
+        #[arg(default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        copies: u32,
+        /// Jobs whose worker crashes before their effect (the first N jobs).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        crashes: u32,
     },
     /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
     /// every answer, and accepted versus processed (the benchmark).
@@ -188,7 +211,7 @@ pub fn main() -> ExitCode {
         Cli::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
-                "--save applies to the scenarios only (duplicate-observe, duplicate-load, load, chaos)",
+                "--save applies to the scenarios only (duplicate-observe, duplicate-load, crash-window, load, chaos)",
             )
             .exit();
     }
@@ -269,6 +292,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             exercise,
             late_secs,
             redelivery_wait,
+            lease_ms,
         } => {
             let exercise = Exercise::try_from(*exercise).map_err(anyhow::Error::msg)?;
             let api = client::Api::new(&cli.api_url)?;
@@ -277,6 +301,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 late_secs: *late_secs,
                 redelivery_wait_secs: *redelivery_wait,
                 timeout_secs: cli.timeout,
+                lease_ms: *lease_ms,
             };
             eprintln!(
                 "verify: {exercise}, {} checks against {} (up to {}s: one check waits for a redelivery)",
@@ -342,6 +367,16 @@ pub async fn run_scenario(
         }
         Scenario::DuplicateLoad { jobs, copies } => {
             scenarios::duplicate_load(&api, jobs, copies, timeout).await
+        }
+        Scenario::CrashWindow {
+            jobs,
+            copies,
+            crashes,
+        } => {
+            if crashes > jobs {
+                anyhow::bail!("--crashes {crashes} is more than the {jobs} jobs");
+            }
+            scenarios::crash_window(&api, jobs, copies, crashes, timeout).await
         }
         Scenario::Load {
             clients,

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lab_schema::{Exercise, payload};
+use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::client::Api;
@@ -93,23 +95,84 @@ pub async fn duplicate_load(
     copies: u32,
     timeout: Duration,
 ) -> anyhow::Result<ScenarioRun> {
-    let run_id = new_run_id("load");
-    let expected = u64::from(jobs) * u64::from(copies);
+    let plan = Plan {
+        scenario: "duplicate-load",
+        exercise: Exercise::DuplicateDelivery,
+        jobs,
+        copies,
+        payload: |_| json!({ "template": "welcome-email" }),
+    };
+    submit_and_settle(api, &plan, timeout).await
+}
+
+/// `crash-window` (exercise 2): like `duplicate-load` with jobs of exercise 2,
+/// and the first `crashes` jobs ask the worker to crash after the claim, before
+/// the effect (`simulateCrash`): the worker process aborts, once per job, and is
+/// restarted; the deliveries come back. The summary counts the crashes.
+pub async fn crash_window(
+    api: &Api,
+    jobs: u32,
+    copies: u32,
+    crashes: u32,
+    timeout: Duration,
+) -> anyhow::Result<ScenarioRun> {
+    let plan = Plan {
+        scenario: "crash-window",
+        exercise: Exercise::CrashWindow,
+        jobs,
+        copies,
+        payload: move |n| {
+            if n <= crashes {
+                json!({ "template": "welcome-email", payload::SIMULATE_CRASH: payload::BEFORE_EFFECT })
+            } else {
+                json!({ "template": "welcome-email" })
+            }
+        },
+    };
+    let mut result = submit_and_settle(api, &plan, timeout).await?;
+    result.summary.crashes.get_or_insert(0);
+    Ok(result)
+}
+
+/// What a load of duplicates submits.
+struct Plan<P> {
+    scenario: &'static str,
+    exercise: Exercise,
+    jobs: u32,
+    copies: u32,
+    /// The payload of job `n` (1-based).
+    payload: P,
+}
+
+/// Submits `plan.jobs` jobs `plan.copies` times each (interleaved, concurrently),
+/// then waits until the run settles.
+async fn submit_and_settle<P: Fn(u32) -> serde_json::Value>(
+    api: &Api,
+    plan: &Plan<P>,
+    timeout: Duration,
+) -> anyhow::Result<ScenarioRun> {
+    let run_id = new_run_id(match plan.scenario {
+        "duplicate-load" => "load",
+        other => other,
+    });
+    let expected = u64::from(plan.jobs) * u64::from(plan.copies);
     let started = Instant::now();
     let mut progress = Progress::new("submitted", expected);
 
     let mut in_flight = JoinSet::new();
     let mut submitted = 0;
     let mut retries = 0;
-    for _copy in 0..copies {
-        for n in 1..=jobs {
+    for _copy in 0..plan.copies {
+        for n in 1..=plan.jobs {
             if in_flight.len() >= SUBMIT_CONCURRENCY {
                 retries += in_flight.join_next().await.expect("non-empty")??;
                 submitted += 1;
                 progress.update(submitted);
             }
             let (api, job_id, run_id) = (api.clone(), format!("{run_id}-job-{n}"), run_id.clone());
-            in_flight.spawn(async move { api.submit(&job_id, &run_id).await });
+            let (exercise, payload) = (plan.exercise, (plan.payload)(n));
+            in_flight
+                .spawn(async move { api.submit_to(exercise, &job_id, &run_id, payload).await });
         }
     }
     while let Some(result) = in_flight.join_next().await {
@@ -120,7 +183,7 @@ pub async fn duplicate_load(
     progress.finish();
 
     let run = wait_settled(api, &run_id, expected, started + timeout).await?;
-    let mut result = ScenarioRun::new("duplicate-load", run, started);
+    let mut result = ScenarioRun::new(plan.scenario, run, started);
     result.summary.accepted = Some(submitted);
     result.summary.submit_retries = Some(u64::from(retries));
     Ok(result)

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub enum Exercise {
     /// 1. Duplicate delivery: claim the job with `SET ... NX EX` before the effect.
     DuplicateDelivery,
+    /// 2. The crash window: a claim with two states (processing with a lease, then done).
+    CrashWindow,
 }
 
 /// What the registry knows of an exercise.
@@ -38,7 +40,7 @@ pub struct Info {
 
 impl Exercise {
     /// Every exercise, in order.
-    pub const ALL: &'static [Exercise] = &[Exercise::DuplicateDelivery];
+    pub const ALL: &'static [Exercise] = &[Exercise::DuplicateDelivery, Exercise::CrashWindow];
 
     /// The registry entry.
     pub const fn info(self) -> Info {
@@ -50,6 +52,15 @@ impl Exercise {
                 student_file: "worker/src/job.rs",
                 function: "process_job",
                 scenarios: &["duplicate-observe", "duplicate-load"],
+                record_skip: "ctx.record_duplicate_skip",
+            },
+            Exercise::CrashWindow => Info {
+                number: 2,
+                slug: "02-crash-window",
+                title: "the crash window",
+                student_file: "worker/src/crash_window.rs",
+                function: "process_job",
+                scenarios: &["crash-window"],
                 record_skip: "ctx.record_duplicate_skip",
             },
         }
@@ -145,6 +156,10 @@ mod tests {
         assert_eq!(
             Exercise::of_scenario("duplicate-load"),
             Some(Exercise::DuplicateDelivery)
+        );
+        assert_eq!(
+            Exercise::of_scenario("crash-window"),
+            Some(Exercise::CrashWindow)
         );
         assert_eq!(Exercise::of_scenario("load"), None);
     }

@@ -56,6 +56,8 @@ pub const DEAD_LETTER_MAXLEN: u64 = 10_000;
 /// | `attempts:<runId>` | hash | worker (queue) | the delivery attempts of the run that started and have not returned yet |
 /// | `workers` | hash | worker | each consumer name's current process (instance) and its last heartbeat |
 /// | `effect-failure:<jobId>` | string | worker (effects module) | a simulated effect failure already happened for this job |
+/// | `crash:<jobId>` | string | worker (effects module) | the simulated crash of this job already happened |
+/// | `effect-attempts:<jobId>` | counter | worker (effects module) | effect attempts of this job so far (for `stallMs`) |
 /// | `processed:<pipeline>:<jobId>` | string | the student's guard | the idempotency claim |
 ///
 /// `job:*`, `run:*`, `run-jobs:*`, `ledger:*` and `attempts:*` expire
@@ -108,6 +110,17 @@ pub mod keys {
         format!("effect-failure:{job_id}")
     }
 
+    /// Set (NX) when the simulated crash of a job has happened, so it happens
+    /// once across every worker process.
+    pub fn crash(job_id: &str) -> String {
+        format!("crash:{job_id}")
+    }
+
+    /// Effect attempts of a job so far, across workers (which `stallMs` entry applies).
+    pub fn effect_attempts(job_id: &str) -> String {
+        format!("effect-attempts:{job_id}")
+    }
+
     /// The idempotency key of the exercise: `processed:<pipeline>:<jobId>`.
     pub fn processed(pipeline: &str, job_id: &str) -> String {
         format!("processed:{pipeline}:{job_id}")
@@ -147,6 +160,16 @@ pub mod payload {
     /// effect fails (across all workers), as an email provider that times out once.
     pub const SIMULATE_EFFECT_FAILURE: &str = "simulateEffectFailure";
     pub const ONCE: &str = "once";
+    /// `{"simulateCrash": "before-effect"}`: the worker process aborts (a real crash)
+    /// when this job's side effect is about to run, once across all workers: after
+    /// the handler's claim, before the effect. The worker is restarted (by `./lab`
+    /// or compose) and the delivery comes back.
+    pub const SIMULATE_CRASH: &str = "simulateCrash";
+    pub const BEFORE_EFFECT: &str = "before-effect";
+    /// `{"stallMs": [4000, 0, 2500]}`: the n-th effect attempt of this job (across
+    /// workers) stalls that many milliseconds before the effect, as a worker that is
+    /// paused (GC, swapping, a stopped container) while it holds a claim.
+    pub const STALL_MS: &str = "stallMs";
 }
 
 /// Field names of a job hash (`job:<jobId>`); they are also the JSON keys of [`JobView`].
@@ -169,6 +192,10 @@ pub mod job_field {
     pub const EFFECT_FAILURES: &str = "effectFailures";
     /// Deliveries of this job whose handler returned an error.
     pub const ATTEMPT_FAILURES: &str = "attemptFailures";
+    /// Deliveries of this job that asked to be delivered again later.
+    pub const RETRIES_LATER: &str = "retriesLater";
+    /// Worker crashes this job caused (`simulateCrash`).
+    pub const CRASHES: &str = "crashes";
 }
 
 /// Field names of a run hash (`run:<runId>`).
@@ -180,6 +207,8 @@ pub mod run_field {
     pub const PROCESSED: &str = "processed";
     /// Queue entries of the run moved to `jobs:dead` after `--max-deliveries` failed deliveries.
     pub const DEAD_LETTERED: &str = "deadLettered";
+    /// Worker crashes the run's jobs caused (`simulateCrash`).
+    pub const CRASHES: &str = "crashes";
 }
 
 /// Declares a string-valued enum: its serde name, `as_str` and `parse` agree by construction.
@@ -245,6 +274,11 @@ named_enum! {
         AttemptFailed = "attempt-failed",
         /// The entry was moved to `jobs:dead`.
         DeadLettered = "dead-lettered",
+        /// The handler asked to be delivered again later (another delivery holds
+        /// the lease); not counted toward `--max-deliveries`.
+        RetryLater = "retry-later",
+        /// The worker process aborted on purpose (`simulateCrash`): a real crash.
+        Crashed = "crashed",
     }
 }
 
@@ -313,6 +347,9 @@ pub struct JobView {
     /// when it never expires, or -2 when it does not exist (any more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_ttl_secs: Option<i64>,
+    /// That key's value now, when it exists and is text (e.g. `done`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_value: Option<String>,
 }
 
 impl JobView {

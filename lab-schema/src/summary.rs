@@ -55,6 +55,9 @@ pub struct RunSummary {
     pub attempts_in_flight: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
+    /// `crash-window`: worker crashes the run's jobs caused (`simulateCrash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crashes: Option<u64>,
     /// Submissions the API answered 202.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<u64>,
@@ -149,6 +152,14 @@ impl RunSummary {
             );
         }
         if self.lost_effects > 0 {
+            if self.crashes.unwrap_or(0) > 0 {
+                return format!(
+                    "{} finished with NO effect after {}: the worker died between the claim and \
+                     the effect, and the redelivery was skipped as a duplicate (the email is lost)",
+                    plural(self.lost_effects, "job"),
+                    plural(self.crashes.unwrap_or(0), "crash")
+                );
+            }
             return format!(
                 "{} finished with NO effect: a guard that skips too much loses work",
                 plural(self.lost_effects, "job")
@@ -177,8 +188,12 @@ impl RunSummary {
                 self.record_skip_call()
             );
         }
+        let crashes = match self.crashes {
+            Some(n) if n > 0 => format!(", {} survived", plural(n, "crash")),
+            _ => String::new(),
+        };
         format!(
-            "{effects} for {jobs}, {} skipped: exactly one effect per job",
+            "{effects} for {jobs}, {} skipped{crashes}: exactly one effect per job",
             plural(self.duplicate_skips, "duplicate delivery")
         )
     }
@@ -211,6 +226,9 @@ pub fn plural(n: u64, noun: &str) -> String {
     match (n, noun.strip_suffix('y')) {
         (1, _) => format!("1 {noun}"),
         (_, Some(stem)) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{n} {stem}ies"),
+        _ if noun.ends_with("sh") || noun.ends_with("ch") || noun.ends_with(['s', 'x']) => {
+            format!("{n} {noun}es")
+        }
         _ => format!("{n} {noun}s"),
     }
 }
@@ -307,5 +325,6 @@ mod tests {
         );
         assert_eq!(plural(2, "key"), "2 keys");
         assert_eq!(plural(2, "delivery"), "2 deliveries");
+        assert_eq!(plural(2, "crash"), "2 crashes");
     }
 }

@@ -17,6 +17,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lab_schema::testing::{RedisOptions, RedisServer};
@@ -50,7 +52,7 @@ fn sibling_binary(name: &str) -> PathBuf {
 
 /// Which workers [`Stack::with_two`] starts.
 pub enum Workers<'a> {
-    /// The starter, in this process (as students get it).
+    /// The starter binary, as students get it.
     Starter,
     /// A worker binary (the starter, or one from `lab_schema::testing::patched_worker`).
     Binary(&'a Path),
@@ -65,6 +67,92 @@ pub struct Stack {
     pub workers: Vec<Child>,
     logs: Vec<PathBuf>,
     in_process: Vec<tokio::sync::oneshot::Sender<()>>,
+    supervised: Vec<Supervised>,
+}
+
+/// A worker process started again 300 ms after it dies (a crash), under the same
+/// name, as `./lab` and compose's restart policy do; stopped with the stack.
+struct Supervised {
+    stop: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<Child>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    log: PathBuf,
+}
+
+impl Supervised {
+    fn start(command: impl Fn() -> Command + Send + 'static, log: PathBuf) -> Supervised {
+        let stop = Arc::new(AtomicBool::new(false));
+        let child: Arc<Mutex<Option<Child>>> = Arc::new(Mutex::new(None));
+        let spawn = {
+            let log = log.clone();
+            move || {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap();
+                command()
+                    .env("NO_COLOR", "1")
+                    .stdout(Stdio::null())
+                    .stderr(file)
+                    .spawn()
+                    .expect("start worker")
+            }
+        };
+        *child.lock().unwrap() = Some(spawn());
+        let thread = {
+            let (stop, child, log) = (stop.clone(), child.clone(), log.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let mut guard = child.lock().unwrap();
+                    let exited = guard.as_mut().map(|c| c.try_wait());
+                    if let Some(Ok(Some(status))) = exited {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        use std::io::Write;
+                        if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&log) {
+                            let _ = writeln!(
+                                file,
+                                "test kit: the worker died ({status}); restarting it"
+                            );
+                        }
+                        drop(guard);
+                        std::thread::sleep(Duration::from_millis(300));
+                        *child.lock().unwrap() = Some(spawn());
+                    }
+                }
+            })
+        };
+        Supervised {
+            stop,
+            child,
+            thread: Some(thread),
+            log,
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if std::env::var_os("TEST_LOG").is_some() {
+            eprintln!(
+                "--- {} ---\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 impl Stack {
@@ -83,26 +171,42 @@ impl Stack {
             workers: Vec::new(),
             logs: Vec::new(),
             in_process: Vec::new(),
+            supervised: Vec::new(),
         }
     }
 
-    /// Two workers (`worker-1`, `worker-2`) with the lab's defaults (concurrency 8,
-    /// 200 ms effect) but a 1 s claim idle time, so a failed delivery is redelivered quickly.
+    /// Two worker processes (`worker-1`, `worker-2`) with the lab's defaults
+    /// (concurrency 8, 200 ms effect, 3 s lease) but a 1 s claim idle time, so a
+    /// failed delivery is redelivered quickly. They are restarted when they die,
+    /// as `./lab` and compose restart them (exercise 2 crashes them on purpose).
     pub async fn with_two(workers: Workers<'_>) -> Stack {
         let mut stack = Stack::start().await;
+        let binary = match workers {
+            Workers::Starter => starter_worker(),
+            Workers::Binary(binary) => binary.to_path_buf(),
+        };
         for n in 1..=2 {
             let name = format!("worker-{n}");
-            match &workers {
-                Workers::Starter => stack.start_in_process(worker::Config {
-                    redis_url: stack.redis.url(),
-                    claim_idle: Duration::from_millis(1000),
-                    consumer: name,
-                    ..worker::Config::default()
-                }),
-                Workers::Binary(binary) => {
-                    stack.spawn_worker(binary, &["--claim-idle-ms", "1000", "--name", &name]);
-                }
-            }
+            let url = stack.redis.url();
+            let binary = binary.clone();
+            let log = std::env::temp_dir().join(format!(
+                "lab-test-worker-{}-{}-{name}.log",
+                std::process::id(),
+                stack.redis.port(),
+            ));
+            stack.supervised.push(Supervised::start(
+                move || {
+                    let mut command = Command::new(&binary);
+                    command.args(["--redis-url", &url]).args([
+                        "--claim-idle-ms",
+                        "1000",
+                        "--name",
+                        &name,
+                    ]);
+                    command
+                },
+                log,
+            ));
         }
         stack
     }

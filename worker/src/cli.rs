@@ -19,6 +19,9 @@ struct Args {
     /// Lifetime of an idempotency claim (`processed:<pipeline>:<jobId>`), in seconds.
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     idempotency_ttl_secs: u64,
+    /// How long a `processing` lease lasts (exercise 2), in milliseconds: longer than the side effect.
+    #[arg(long, env = "LEASE_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    lease_ms: u64,
     /// Name of the business pipeline; part of the idempotency key (letters, digits, . _ -).
     #[arg(long, env = "PIPELINE", default_value = "email", value_parser = parse_pipeline)]
     pipeline: String,
@@ -57,6 +60,7 @@ pub fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency as usize,
         effect_delay: std::time::Duration::from_millis(args.effect_delay_ms),
         idempotency_ttl_secs: args.idempotency_ttl_secs,
+        lease_ms: args.lease_ms,
         pipeline: args.pipeline,
         claim_idle: std::time::Duration::from_millis(args.claim_idle_ms),
         max_deliveries: args.max_deliveries,

@@ -11,6 +11,41 @@ pub use crate::delivery::Job;
 use crate::effects;
 use crate::outcomes::Outcome;
 
+/// Sets `KEYS[1]` to `ARGV[2]` (expiring after `ARGV[3]` seconds) only if it
+/// holds `ARGV[1]` now: one atomic step, so no other delivery can slip in between.
+const COMPARE_AND_SET: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Deletes `KEYS[1]` only if it holds `ARGV[1]` now.
+const COMPARE_AND_DELETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The error a handler returns to say "not yet: deliver me again later", e.g.
+/// while another delivery holds the lease of the same job. The delivery is not
+/// acknowledged, comes back after a short wait, and does not count as a failure
+/// toward `--max-deliveries`. Make one with [`JobContext::retry_later`].
+#[derive(Debug)]
+pub struct RetryLater {
+    pub reason: String,
+}
+
+impl std::fmt::Display for RetryLater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not yet, deliver again later: {}", self.reason)
+    }
+}
+
+impl std::error::Error for RetryLater {}
+
 /// Everything `process_job` may use, built fresh for each delivery.
 pub struct JobContext {
     /// A Redis connection: `redis::cmd("SET")...query_async(&mut ctx.redis)`.
@@ -19,24 +54,35 @@ pub struct JobContext {
     pub pipeline: String,
     /// How long an idempotency claim lives, in seconds (`--idempotency-ttl-secs`).
     pub idempotency_ttl_secs: u64,
+    /// How long a `processing` lease lasts, in milliseconds (`--lease-ms`):
+    /// longer than the side effect takes, shorter than a class can wait.
+    pub lease_ms: u64,
     effect_delay: Duration,
     consumer: Arc<str>,
+    instance: Arc<str>,
+}
+
+/// What the queue plumbing hands to [`JobContext::new`].
+pub(crate) struct ContextParts {
+    pub(crate) redis: ConnectionManager,
+    pub(crate) pipeline: String,
+    pub(crate) idempotency_ttl_secs: u64,
+    pub(crate) lease_ms: u64,
+    pub(crate) effect_delay: Duration,
+    pub(crate) consumer: Arc<str>,
+    pub(crate) instance: Arc<str>,
 }
 
 impl JobContext {
-    pub(crate) fn new(
-        redis: ConnectionManager,
-        pipeline: String,
-        idempotency_ttl_secs: u64,
-        effect_delay: Duration,
-        consumer: Arc<str>,
-    ) -> JobContext {
+    pub(crate) fn new(parts: ContextParts) -> JobContext {
         JobContext {
-            redis,
-            pipeline,
-            idempotency_ttl_secs,
-            effect_delay,
-            consumer,
+            redis: parts.redis,
+            pipeline: parts.pipeline,
+            idempotency_ttl_secs: parts.idempotency_ttl_secs,
+            lease_ms: parts.lease_ms,
+            effect_delay: parts.effect_delay,
+            consumer: parts.consumer,
+            instance: parts.instance,
         }
     }
 
@@ -49,7 +95,11 @@ impl JobContext {
 
     /// Runs the side effect ("sends the email") and writes it to the ledger.
     pub async fn apply_side_effect(&mut self, job: &Job) -> anyhow::Result<()> {
-        effects::apply(&mut self.redis, job, &self.consumer, self.effect_delay).await
+        let runner = effects::Runner {
+            consumer: &self.consumer,
+            instance: &self.instance,
+        };
+        effects::apply(&mut self.redis, job, &runner, self.effect_delay).await
     }
 
     /// Records in the job's metadata which guard handled this delivery,
@@ -84,6 +134,56 @@ impl JobContext {
             "duplicate delivery skipped: side effect NOT applied"
         );
         Ok(())
+    }
+
+    /// A token that names this attempt and no other, e.g.
+    /// `worker-1/1795426564933-0/1795426565120431`: the holder of a lease writes it
+    /// into the claim, so it can later tell its own lease from someone else's.
+    pub fn lease_token(&self, job: &Job) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{}/{}/{nanos}", self.consumer, job.delivery_id)
+    }
+
+    /// Atomically: if `key` holds `expected`, set it to `value` with a TTL of
+    /// `ttl_secs` and return `true`; otherwise change nothing and return `false`.
+    pub async fn compare_and_set(
+        &mut self,
+        key: &str,
+        expected: &str,
+        value: &str,
+        ttl_secs: u64,
+    ) -> anyhow::Result<bool> {
+        let set: u64 = redis::Script::new(COMPARE_AND_SET)
+            .key(key)
+            .arg(expected)
+            .arg(value)
+            .arg(ttl_secs)
+            .invoke_async(&mut self.redis)
+            .await?;
+        Ok(set == 1)
+    }
+
+    /// Atomically: if `key` holds `expected`, delete it and return `true`;
+    /// otherwise change nothing and return `false`.
+    pub async fn compare_and_delete(&mut self, key: &str, expected: &str) -> anyhow::Result<bool> {
+        let deleted: u64 = redis::Script::new(COMPARE_AND_DELETE)
+            .key(key)
+            .arg(expected)
+            .invoke_async(&mut self.redis)
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// The error that says "not yet, deliver me again later" (see [`RetryLater`]):
+    /// `return Err(ctx.retry_later("another delivery holds the lease"));`
+    pub fn retry_later(&self, reason: &str) -> anyhow::Error {
+        RetryLater {
+            reason: reason.to_string(),
+        }
+        .into()
     }
 
     /// Writes one outcome (see `outcomes.rs`) and returns the job's count of it.

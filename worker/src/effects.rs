@@ -6,30 +6,113 @@
 //! (`ledger:<runId>`). The run totals count the ledger, so the numbers show
 //! every email really "sent".
 //!
-//! Fault injection: a job submitted with `{"simulateEffectFailure": "once"}` in
-//! its payload has its first effect attempt fail (exactly once across all
-//! workers), like an email provider that times out once. That is how the lab
-//! checks that a guard releases its claim when the effect fails.
+//! Fault injection, per job, by payload fields the worker reads (never the
+//! student's code): the lab makes failures happen, for real.
+//! - `{"simulateEffectFailure": "once"}`: the first effect attempt of the job
+//!   fails (exactly once across all workers), like an email provider that times
+//!   out once. That is how the lab checks that a guard releases its claim.
+//! - `{"simulateCrash": "before-effect"}`: the worker process aborts when the
+//!   effect is about to run (after the handler's claim), once across all
+//!   workers. A real crash: the process dies with everything it had in flight,
+//!   and `./lab` or compose starts it again.
+//! - `{"stallMs": [4000, 0, 2500]}`: the n-th effect attempt of the job stalls
+//!   that many milliseconds first, as a worker paused while it holds a claim.
 
 use std::time::Duration;
 
-use lab_schema::{events as event, keys, payload};
+use lab_schema::{events as event, keys, now_ms, payload};
 use redis::aio::ConnectionManager;
 
 use crate::delivery::Job;
 use crate::outcomes::Outcome;
 
+/// Held by the job whose simulated crash is under way in this process.
+static CRASH_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The faults a job's payload asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Faults {
+    fail_once: bool,
+    crash_before_effect: bool,
+    stall_ms: Vec<u64>,
+}
+
+impl Faults {
+    fn of(payload_json: &str) -> Faults {
+        // Cheap test first: almost no payload asks for a fault.
+        let asks = [
+            payload::SIMULATE_EFFECT_FAILURE,
+            payload::SIMULATE_CRASH,
+            payload::STALL_MS,
+        ]
+        .iter()
+        .any(|name| payload_json.contains(name));
+        if !asks {
+            return Faults::default();
+        }
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(payload_json) else {
+            return Faults::default();
+        };
+        let text = |name: &str| value.get(name).and_then(|v| v.as_str());
+        Faults {
+            fail_once: text(payload::SIMULATE_EFFECT_FAILURE) == Some(payload::ONCE),
+            crash_before_effect: text(payload::SIMULATE_CRASH) == Some(payload::BEFORE_EFFECT),
+            stall_ms: value
+                .get(payload::STALL_MS)
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .map(|ms| ms.as_u64().unwrap_or(0).min(60_000))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Who runs the effect: the consumer name and this process's instance id.
+pub(crate) struct Runner<'a> {
+    pub(crate) consumer: &'a str,
+    pub(crate) instance: &'a str,
+}
+
 /// Waits `delay` (the external call), then records one effect in the ledger.
 pub(crate) async fn apply(
     redis: &mut ConnectionManager,
     job: &Job,
-    consumer: &str,
+    runner: &Runner<'_>,
     delay: Duration,
 ) -> anyhow::Result<()> {
+    let consumer = runner.consumer;
+    let faults = Faults::of(&job.payload);
+    if faults.crash_before_effect {
+        // One crash per process at a time: a second job flagged to crash waits
+        // here while the first takes the process down, and crashes in its own
+        // turn when it is delivered again.
+        let _gate = CRASH_GATE.lock().await;
+        if first_time(redis, &keys::crash(&job.job_id)).await? {
+            crash(redis, job, runner).await;
+        }
+    }
+    if !faults.stall_ms.is_empty() {
+        let attempt: u64 = redis::pipe()
+            .incr(keys::effect_attempts(&job.job_id), 1)
+            .expire(keys::effect_attempts(&job.job_id), event::TTL_SECS as i64)
+            .ignore()
+            .query_async::<(u64,)>(redis)
+            .await?
+            .0;
+        if let Some(&ms) = faults.stall_ms.get(attempt as usize - 1)
+            && ms > 0
+        {
+            tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, stall_ms = ms, "stalling before the effect (simulated by the payload's stallMs): a paused worker still holding its claim");
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if wants_one_failure(&job.payload) && fail_this_time(redis, job, consumer).await? {
+    if faults.fail_once && fail_this_time(redis, job, consumer).await? {
         tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, "side effect FAILED (simulated: the email provider timed out); nothing was sent");
         anyhow::bail!(
             "the side effect failed (simulated by the payload's {})",
@@ -56,17 +139,39 @@ pub(crate) async fn apply(
     Ok(())
 }
 
-/// The payload asks for one simulated failure: `{"simulateEffectFailure": "once"}`.
-fn wants_one_failure(payload_json: &str) -> bool {
-    // Cheap test first: almost no payload mentions it.
-    payload_json.contains(payload::SIMULATE_EFFECT_FAILURE)
-        && serde_json::from_str::<serde_json::Value>(payload_json)
-            .ok()
-            .and_then(|v| {
-                v.get(payload::SIMULATE_EFFECT_FAILURE)
-                    .and_then(|f| f.as_str().map(|f| f == payload::ONCE))
-            })
-            .unwrap_or(false)
+/// True for the first caller (across all workers) to SET NX `marker`.
+async fn first_time(redis: &mut ConnectionManager, marker: &str) -> anyhow::Result<bool> {
+    Ok(redis::cmd("SET")
+        .arg(marker)
+        .arg(1)
+        .arg("NX")
+        .arg("EX")
+        .arg(event::TTL_SECS)
+        .query_async(redis)
+        .await?)
+}
+
+/// The simulated crash: writes the obituary (this process's attempts will never
+/// finish: the registry says so, and a `crashed` event marks the moment), then
+/// aborts the process. Nothing after this line runs, as in a real crash.
+async fn crash(redis: &mut ConnectionManager, job: &Job, runner: &Runner<'_>) -> ! {
+    let mut pipe = redis::pipe();
+    pipe.hset(
+        keys::WORKERS,
+        runner.consumer,
+        format!("crashed:{}|{}", runner.instance, now_ms()),
+    )
+    .ignore();
+    Outcome::Crashed.record(&mut pipe, job, runner.consumer);
+    let _: redis::RedisResult<(u64,)> = pipe.query_async(redis).await;
+    tracing::error!(
+        job_id = %job.job_id,
+        delivery_id = %job.delivery_id,
+        "CRASHING on purpose ({}: {}): the worker process aborts after the claim, before the effect",
+        payload::SIMULATE_CRASH,
+        payload::BEFORE_EFFECT
+    );
+    std::process::abort();
 }
 
 /// True for the one attempt (across all workers) that must fail: the first to
@@ -76,14 +181,7 @@ async fn fail_this_time(
     job: &Job,
     consumer: &str,
 ) -> anyhow::Result<bool> {
-    let first: bool = redis::cmd("SET")
-        .arg(keys::effect_failure(&job.job_id))
-        .arg(1)
-        .arg("NX")
-        .arg("EX")
-        .arg(event::TTL_SECS)
-        .query_async(redis)
-        .await?;
+    let first = first_time(redis, &keys::effect_failure(&job.job_id)).await?;
     if first {
         let mut pipe = redis::pipe();
         Outcome::EffectFailed {
@@ -97,19 +195,24 @@ async fn fail_this_time(
 
 #[cfg(test)]
 mod tests {
-    use super::wants_one_failure;
+    use super::Faults;
 
     #[test]
-    fn only_the_documented_payload_asks_for_a_failure() {
-        assert!(wants_one_failure(r#"{"simulateEffectFailure":"once"}"#));
-        assert!(wants_one_failure(
-            r#"{"template":"x","simulateEffectFailure":"once"}"#
-        ));
-        assert!(!wants_one_failure(r#"{"simulateEffectFailure":"always"}"#));
-        assert!(!wants_one_failure(
-            r#"{"template":"simulateEffectFailure"}"#
-        ));
-        assert!(!wants_one_failure("{}"));
-        assert!(!wants_one_failure("not json simulateEffectFailure"));
+    fn only_the_documented_payloads_ask_for_faults() {
+        assert!(Faults::of(r#"{"simulateEffectFailure":"once"}"#).fail_once);
+        assert!(Faults::of(r#"{"template":"x","simulateEffectFailure":"once"}"#).fail_once);
+        assert!(!Faults::of(r#"{"simulateEffectFailure":"always"}"#).fail_once);
+        assert_eq!(
+            Faults::of(r#"{"template":"simulateEffectFailure"}"#),
+            Faults::default()
+        );
+        assert_eq!(Faults::of("{}"), Faults::default());
+        assert_eq!(Faults::of("not json simulateCrash"), Faults::default());
+        assert!(Faults::of(r#"{"simulateCrash":"before-effect"}"#).crash_before_effect);
+        assert!(!Faults::of(r#"{"simulateCrash":"after-effect"}"#).crash_before_effect);
+        assert_eq!(
+            Faults::of(r#"{"stallMs":[4000,0,"x"]}"#).stall_ms,
+            [4000, 0, 0]
+        );
     }
 }

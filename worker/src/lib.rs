@@ -6,7 +6,8 @@
 //! # Layout
 //! | file | what it is |
 //! |---|---|
-//! | `job.rs` | THE EXERCISE (exercise 1): what happens to one delivery of a job |
+//! | `job.rs` | THE EXERCISE of exercise 1: claim a job before its side effect |
+//! | `crash_window.rs` | THE EXERCISE of exercise 2: a claim that survives a crash |
 //! | `context.rs` | what `process_job` can use: Redis, the pipeline name, the TTL, helpers |
 //! | `delivery.rs` | [`Job`]: one delivery, as read from the queue |
 //! | `effects.rs` | the side effect ("send the email") and its ledger |
@@ -26,6 +27,7 @@
 
 pub mod cli;
 mod context;
+pub mod crash_window;
 mod delivery;
 mod effects;
 pub mod job;
@@ -36,7 +38,7 @@ mod registry;
 use std::future::Future;
 use std::time::Duration;
 
-pub use context::JobContext;
+pub use context::{JobContext, RetryLater};
 pub use delivery::Job;
 pub use queue::run;
 pub use registry::Exercises;
@@ -62,6 +64,8 @@ pub struct Config {
     pub effect_delay: Duration,
     /// Lifetime of an idempotency claim, in seconds.
     pub idempotency_ttl_secs: u64,
+    /// How long a `processing` lease lasts (exercise 2), in milliseconds.
+    pub lease_ms: u64,
     /// Business pipeline name; part of the idempotency key.
     pub pipeline: String,
     /// Name of this consumer in the group; unique per process.
@@ -84,6 +88,7 @@ impl Default for Config {
             concurrency: 8,
             effect_delay: Duration::from_millis(200),
             idempotency_ttl_secs: 86_400,
+            lease_ms: 3_000,
             pipeline: "email".to_string(),
             consumer: default_consumer_name(),
             claim_idle: Duration::from_secs(10),
@@ -94,13 +99,21 @@ impl Default for Config {
     }
 }
 
-/// `worker-<host>-<pid>`: unique per process, readable in `XINFO CONSUMERS`.
+/// The consumer name when none is given: `worker-<host>` in a container (each
+/// replica has its own host name, and a restarted container keeps it, so it
+/// takes back its own pending work), else `worker-<host>-<pid>` (unique per process).
 pub fn default_consumer_name() -> String {
+    let in_container = std::path::Path::new("/.dockerenv").exists()
+        || std::path::Path::new("/run/.containerenv").exists();
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
+        .filter(|h| !h.is_empty() && lab_schema::validate_id("host", h).is_ok())
         .unwrap_or_else(|| "local".to_string());
-    format!("worker-{host}-{}", std::process::id())
+    if in_container {
+        format!("worker-{host}")
+    } else {
+        format!("worker-{host}-{}", std::process::id())
+    }
 }

@@ -35,6 +35,11 @@ pub(crate) enum Outcome<'a> {
     AttemptFailed { error: &'a str },
     /// The entry was moved to `jobs:dead` (counted by [`DEAD_LETTER_SCRIPT`]).
     DeadLettered { reason: &'a str },
+    /// The handler asked to be delivered again later: the attempt ends, the
+    /// delivery stays pending, and it is not counted toward `--max-deliveries`.
+    RetryLater { reason: &'a str },
+    /// The worker process is about to abort on purpose (`simulateCrash`).
+    Crashed,
 }
 
 impl Outcome<'_> {
@@ -94,6 +99,24 @@ impl Outcome<'_> {
                     .hdel(keys::attempts(&job.run_id), attempt)
                     .ignore();
                 push_event(pipe, job, EventKind::AttemptFailed, consumer, error);
+            }
+            Outcome::RetryLater { reason } => {
+                pipe.hincr(&job_key, job_field::RETRIES_LATER, 1)
+                    .hdel(keys::attempts(&job.run_id), attempt)
+                    .ignore();
+                push_event(pipe, job, EventKind::RetryLater, consumer, reason);
+            }
+            Outcome::Crashed => {
+                pipe.hincr(&job_key, job_field::CRASHES, 1)
+                    .hincr(&run_key, run_field::CRASHES, 1)
+                    .ignore();
+                push_event(
+                    pipe,
+                    job,
+                    EventKind::Crashed,
+                    consumer,
+                    "the worker process aborted after the claim, before the effect",
+                );
             }
             Outcome::DeadLettered { reason } => {
                 // The script counted it; this reads the count and logs the event.

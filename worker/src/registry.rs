@@ -17,6 +17,7 @@ impl Handler for Exercises {
     async fn handle(&self, ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> {
         match job.exercise {
             Exercise::DuplicateDelivery => crate::job::process_job(ctx, job).await,
+            Exercise::CrashWindow => crate::crash_window::process_job(ctx, job).await,
         }
     }
 }

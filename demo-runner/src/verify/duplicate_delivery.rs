@@ -23,14 +23,16 @@ use lab_schema::summary::plural;
 use lab_schema::{EventKind, Idempotency, JobView, RunEvents, RunSummary, payload};
 use serde_json::json;
 
+use lab_schema::Exercise;
+
 use super::{Check, Mistake, Options, Report, submit_and_wait, wait_run};
 use crate::client::Api;
 use crate::scenarios::new_run_id;
 use crate::wait::poll_until;
 
-const SEQUENTIAL: &str = "sequential-duplicates";
+pub(super) const SEQUENTIAL: &str = "sequential-duplicates";
 const CONCURRENT: &str = "concurrent-duplicates";
-const LATE: &str = "late-duplicate";
+pub(super) const LATE: &str = "late-duplicate";
 const RECORDED: &str = "skip-recorded";
 const EXPIRES: &str = "claim-expires";
 const FAILURE: &str = "effect-failure-redelivered";
@@ -127,7 +129,7 @@ impl Mistake for Ex1Mistake {
             EffectMissingAfterFailure => "effect-missing-after-failure",
             ManyEmails(_) => "duplicate-effect",
             NoOverlap => "inconclusive",
-            SameAs(_) => "same-mistake",
+            SameAs(_) => super::SAME_MISTAKE,
         }
     }
 
@@ -225,31 +227,60 @@ struct Failure {
     wait_secs: u64,
 }
 
-/// Gathers the evidence (the late and the failure checks mostly wait, so they
-/// run alongside the others), then judges it.
-pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
+/// What exercise 1's probes found.
+pub(super) struct Evidence {
+    seq: Sequential,
+    conc: Concurrent,
+    late: Late,
+    failure: Failure,
+}
+
+/// Runs exercise 1's probes with jobs of `exercise` (the later exercises keep
+/// these checks); the late and the failure probes mostly wait, so they run
+/// alongside the others.
+pub(super) async fn gather(
+    api: &Api,
+    options: &Options,
+    exercise: Exercise,
+) -> anyhow::Result<Evidence> {
     let timeout = Duration::from_secs(options.timeout_secs);
     let waiting = async {
         tokio::try_join!(
-            late_duplicate(api, options.late_secs, timeout),
-            effect_failure(api, options.redelivery_wait_secs, timeout),
+            late_duplicate(api, exercise, options.late_secs, timeout),
+            effect_failure(api, exercise, options.redelivery_wait_secs, timeout),
         )
     };
     let quick = async {
-        let sequential = sequential_duplicates(api, timeout).await?;
-        let concurrent = concurrent_duplicates(api, timeout).await?;
+        let sequential = sequential_duplicates(api, exercise, timeout).await?;
+        let concurrent = concurrent_duplicates(api, exercise, timeout).await?;
         anyhow::Ok((sequential, concurrent))
     };
-    let ((late, failure), (sequential, concurrent)) = tokio::try_join!(waiting, quick)?;
+    let ((late, failure), (seq, conc)) = tokio::try_join!(waiting, quick)?;
+    Ok(Evidence {
+        seq,
+        conc,
+        late,
+        failure,
+    })
+}
+
+pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
+    let evidence = gather(api, options, Exercise::DuplicateDelivery).await?;
     Ok(Report {
-        exercise: lab_schema::Exercise::DuplicateDelivery,
-        checks: judge(&sequential, &concurrent, &late, &failure),
+        exercise: Exercise::DuplicateDelivery,
+        checks: judge(&evidence),
         all_passed: "every duplicate was skipped and recorded, every job has exactly one effect",
     })
 }
 
 /// Turns the evidence into the six checks.
-fn judge(seq: &Sequential, conc: &Concurrent, late: &Late, failure: &Failure) -> Vec<Check> {
+pub(super) fn judge(evidence: &Evidence) -> Vec<Check> {
+    let (seq, conc, late, failure) = (
+        &evidence.seq,
+        &evidence.conc,
+        &evidence.late,
+        &evidence.failure,
+    );
     let sequential = judge_sequential(seq, conc);
     let seq_failed = sequential.is_some();
     let concurrent = judge_concurrent(conc).map(|m| same_if(seq_failed, m));
@@ -607,13 +638,17 @@ fn judge_failure(failure: &Failure) -> Option<Ex1Mistake> {
 }
 
 /// One jobId, 3 copies, each sent after the previous one was processed.
-async fn sequential_duplicates(api: &Api, limit: Duration) -> anyhow::Result<Sequential> {
+async fn sequential_duplicates(
+    api: &Api,
+    exercise: Exercise,
+    limit: Duration,
+) -> anyhow::Result<Sequential> {
     let run_id = new_run_id("verify-seq");
     let job_id = format!("{run_id}-job-1");
     let mut job = None;
     let mut first_skip = None;
     for n in 1..=SEQUENTIAL_COPIES {
-        let view = submit_and_wait(api, &job_id, &run_id, u64::from(n), limit).await?;
+        let view = submit_and_wait(api, exercise, &job_id, &run_id, u64::from(n), limit).await?;
         if first_skip.is_none() && view.claim_key.is_some() {
             first_skip = Some(view.clone());
         }
@@ -629,10 +664,14 @@ async fn sequential_duplicates(api: &Api, limit: Duration) -> anyhow::Result<Seq
 
 /// Up to [`CONCURRENT_ROUNDS`] rounds of copies sent at once; the first round
 /// with a duplicate effect is the answer, otherwise the last one.
-async fn concurrent_duplicates(api: &Api, limit: Duration) -> anyhow::Result<Concurrent> {
+async fn concurrent_duplicates(
+    api: &Api,
+    exercise: Exercise,
+    limit: Duration,
+) -> anyhow::Result<Concurrent> {
     let mut round = 1;
     loop {
-        let mut evidence = concurrent_round(api, limit).await?;
+        let mut evidence = concurrent_round(api, exercise, limit).await?;
         evidence.round = round;
         if evidence.run.duplicate_effects > 0 || round == CONCURRENT_ROUNDS {
             return Ok(evidence);
@@ -641,14 +680,18 @@ async fn concurrent_duplicates(api: &Api, limit: Duration) -> anyhow::Result<Con
     }
 }
 
-async fn concurrent_round(api: &Api, limit: Duration) -> anyhow::Result<Concurrent> {
+async fn concurrent_round(
+    api: &Api,
+    exercise: Exercise,
+    limit: Duration,
+) -> anyhow::Result<Concurrent> {
     let run_id = new_run_id("verify-conc");
     let expected = u64::from(CONCURRENT_JOBS * CONCURRENT_COPIES);
     let mut sends = tokio::task::JoinSet::new();
     for _copy in 0..CONCURRENT_COPIES {
         for n in 1..=CONCURRENT_JOBS {
             let (api, job_id, run_id) = (api.clone(), format!("{run_id}-job-{n}"), run_id.clone());
-            sends.spawn(async move { api.submit(&job_id, &run_id).await });
+            sends.spawn(async move { api.submit_to(exercise, &job_id, &run_id, json!({})).await });
         }
     }
     while let Some(sent) = sends.join_next().await {
@@ -697,20 +740,31 @@ async fn concurrent_round(api: &Api, limit: Duration) -> anyhow::Result<Concurre
 }
 
 /// One job, then a second copy `late_secs` after the first was processed.
-async fn late_duplicate(api: &Api, late_secs: u64, limit: Duration) -> anyhow::Result<Late> {
+async fn late_duplicate(
+    api: &Api,
+    exercise: Exercise,
+    late_secs: u64,
+    limit: Duration,
+) -> anyhow::Result<Late> {
     let run_id = new_run_id("verify-late");
     let job_id = format!("{run_id}-job-1");
-    submit_and_wait(api, &job_id, &run_id, 1, limit).await?;
+    submit_and_wait(api, exercise, &job_id, &run_id, 1, limit).await?;
     tokio::time::sleep(Duration::from_secs(late_secs)).await;
-    let job = submit_and_wait(api, &job_id, &run_id, 2, limit).await?;
+    let job = submit_and_wait(api, exercise, &job_id, &run_id, 2, limit).await?;
     Ok(Late { job, late_secs })
 }
 
 /// One job whose first effect attempt fails: its redelivery must apply the effect.
-async fn effect_failure(api: &Api, wait_secs: u64, limit: Duration) -> anyhow::Result<Failure> {
+async fn effect_failure(
+    api: &Api,
+    exercise: Exercise,
+    wait_secs: u64,
+    limit: Duration,
+) -> anyhow::Result<Failure> {
     let run_id = new_run_id("verify-fail");
     let job_id = format!("{run_id}-job-1");
-    api.submit_with(
+    api.submit_to(
+        exercise,
         &job_id,
         &run_id,
         json!({ payload::SIMULATE_EFFECT_FAILURE: payload::ONCE }),

@@ -8,6 +8,7 @@
 //! event log), then a judge turns the evidence into typed diagnoses. Nothing
 //! is decided by searching text.
 
+mod crash_window;
 mod duplicate_delivery;
 
 use std::time::{Duration, Instant};
@@ -27,6 +28,9 @@ pub struct Options {
     pub redelivery_wait_secs: u64,
     /// Seconds to wait for any other run to be processed.
     pub timeout_secs: u64,
+    /// The workers' lease length (exercise 2), in milliseconds: the checks time
+    /// their copies around it.
+    pub lease_ms: u64,
 }
 
 /// A diagnosis: what went wrong, as a stable code (for `--json` and the
@@ -36,6 +40,9 @@ pub struct Diagnosis {
     pub code: &'static str,
     pub message: String,
 }
+
+/// The diagnosis code of a check that fails for a reason another check names.
+pub const SAME_MISTAKE: &str = "same-mistake";
 
 /// An exercise's mistakes, as a typed enum that renders to a [`Diagnosis`].
 pub trait Mistake {
@@ -64,6 +71,17 @@ pub struct Check {
 }
 
 impl Check {
+    /// The check fails for the reason `other` already names: say so.
+    pub fn same_as(mut self, other: &str) -> Check {
+        if !self.passed {
+            self.diagnosis = Some(Diagnosis {
+                code: SAME_MISTAKE,
+                message: format!("the same mistake as {other}"),
+            });
+        }
+        self
+    }
+
     /// A check that passed when `mistake` is `None`.
     pub fn judged(
         name: &'static str,
@@ -164,6 +182,7 @@ impl Report {
 pub fn check_count(exercise: Exercise) -> usize {
     match exercise {
         Exercise::DuplicateDelivery => duplicate_delivery::CHECKS.len(),
+        Exercise::CrashWindow => crash_window::CHECKS.len(),
     }
 }
 
@@ -171,6 +190,7 @@ pub fn check_count(exercise: Exercise) -> usize {
 pub async fn verify(exercise: Exercise, api: &Api, options: &Options) -> anyhow::Result<Report> {
     match exercise {
         Exercise::DuplicateDelivery => duplicate_delivery::verify(api, options).await,
+        Exercise::CrashWindow => crash_window::verify(api, options).await,
     }
 }
 
@@ -178,12 +198,14 @@ pub async fn verify(exercise: Exercise, api: &Api, options: &Options) -> anyhow:
 /// and no attempt of its run is still out.
 pub(crate) async fn submit_and_wait(
     api: &Api,
+    exercise: Exercise,
     job_id: &str,
     run_id: &str,
     n: u64,
     limit: Duration,
 ) -> anyhow::Result<JobView> {
-    api.submit(job_id, run_id).await?;
+    api.submit_to(exercise, job_id, run_id, serde_json::json!({}))
+        .await?;
     let (_, done) = wait_run(api, run_id, n, limit).await?;
     let job = api.job(job_id).await?;
     if !done || job.deliveries_done < n {

@@ -9,7 +9,7 @@ use redis::streams::StreamId;
 
 use super::Shared;
 use crate::Handler;
-use crate::context::JobContext;
+use crate::context::{ContextParts, JobContext, RetryLater};
 use crate::delivery::Job;
 use crate::outcomes::{DeadLetter, Finished, Outcome};
 
@@ -21,7 +21,7 @@ pub(crate) async fn handle_delivery<H: Handler>(
 ) {
     // An entry this process is still working on (claimed again after a Redis
     // hiccup delayed its lease renewal) is not run a second time here.
-    let Some(_in_flight) = shared.in_flight.start(&entry.id) else {
+    let Some(in_flight) = shared.in_flight.start(&entry.id) else {
         return;
     };
     let job = match Job::from_entry(&entry) {
@@ -54,13 +54,15 @@ pub(crate) async fn handle_delivery<H: Handler>(
         end_failed_attempt(shared, job, format!("could not record the attempt: {err}"));
         return;
     }
-    let mut ctx = JobContext::new(
-        shared.redis.clone(),
-        shared.config.pipeline.clone(),
-        shared.config.idempotency_ttl_secs,
-        shared.config.effect_delay,
-        shared.consumer.clone(),
-    );
+    let mut ctx = JobContext::new(ContextParts {
+        redis: shared.redis.clone(),
+        pipeline: shared.config.pipeline.clone(),
+        idempotency_ttl_secs: shared.config.idempotency_ttl_secs,
+        lease_ms: shared.config.lease_ms,
+        effect_delay: shared.config.effect_delay,
+        consumer: shared.consumer.clone(),
+        instance: shared.instance.clone(),
+    });
     // The handler runs in a task of its own, so a panic in it (an `unwrap()` on
     // a surprise) ends this attempt as a failure instead of losing track of it.
     let handled = {
@@ -77,6 +79,12 @@ pub(crate) async fn handle_delivery<H: Handler>(
                 run_id: job.run_id,
             });
         }
+        Err(err) if err.downcast_ref::<RetryLater>().is_some() => {
+            // Not a failure: the lease renewal must stop first, or it would reset
+            // the idle time this sets.
+            drop(in_flight);
+            retry_later(shared, &job, &err.to_string(), deliveries).await;
+        }
         Err(err) => {
             let error = format!("{err:#}");
             tracing::warn!(
@@ -89,6 +97,42 @@ pub(crate) async fn handle_delivery<H: Handler>(
             );
             end_failed_attempt(shared, job, error);
         }
+    }
+}
+
+/// "Deliver me again later": ends the attempt, and makes the entry look idle
+/// for all but `retry_after` of the claim idle time, so a worker's next scan for
+/// abandoned entries (XAUTOCLAIM) takes it about `retry_after` from now. The
+/// delivery count is put back (RETRYCOUNT), so waiting never counts toward
+/// `--max-deliveries`.
+async fn retry_later<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    job: &Job,
+    reason: &str,
+    deliveries: u64,
+) {
+    let config = &shared.config;
+    let retry_after = super::retry_after(config);
+    let idle = config.claim_idle.saturating_sub(retry_after);
+    tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, retry_in_ms = retry_after.as_millis() as u64, reason, "not yet: delivering this again later");
+    let mut pipe = redis::pipe();
+    Outcome::RetryLater { reason }.record(&mut pipe, job, &shared.consumer);
+    pipe.cmd("XCLAIM")
+        .arg(lab_schema::keys::JOB_STREAM)
+        .arg(lab_schema::keys::WORKER_GROUP)
+        .arg(&*shared.consumer)
+        .arg(0)
+        .arg(&job.delivery_id)
+        .arg("IDLE")
+        .arg(idle.as_millis() as u64)
+        .arg("RETRYCOUNT")
+        .arg(deliveries.saturating_sub(1))
+        .arg("JUSTID")
+        .ignore();
+    let mut redis = shared.redis.clone();
+    if let Err(err) = pipe.query_async::<(u64,)>(&mut redis).await {
+        tracing::warn!(error = %err, job_id = %job.job_id, "could not schedule the retry; the entry comes back after the claim idle time");
+        end_failed_attempt(shared, job.clone(), err.to_string());
     }
 }
 

@@ -42,6 +42,15 @@ pub(crate) fn redis_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
+/// How soon a delivery that asked to be retried later comes back: a third of
+/// the lease, so a waiting delivery notices soon after a lease ends (never later
+/// than the claim idle time).
+pub(crate) fn retry_after(config: &Config) -> Duration {
+    Duration::from_millis(config.lease_ms / 3)
+        .max(Duration::from_millis(50))
+        .min(config.claim_idle)
+}
+
 /// What every delivery task shares.
 pub(crate) struct Shared<H> {
     pub(crate) config: Config,
@@ -104,7 +113,15 @@ pub async fn run<H: Handler>(
         in_flight: leases::InFlightSet::default(),
     });
     let slots = Arc::new(Semaphore::new(config.concurrency));
-    let claim_every = (config.claim_idle / 2).max(Duration::from_millis(50));
+    // The scan for abandoned entries also picks up deliveries that asked to be
+    // retried later, so it runs at least every second.
+    let claim_every = (config.claim_idle / 2)
+        .min(Duration::from_secs(1))
+        .min(retry_after(&config))
+        .max(Duration::from_millis(50));
+    // First what this consumer left pending in an earlier life (it crashed and was
+    // restarted under the same name): finish that old work, then read new entries.
+    let mut recovering = true;
     let mut next_claim = Instant::now();
     let mut claim_cursor = "0-0".to_string();
     let mut ready = false;
@@ -139,7 +156,13 @@ pub async fn run<H: Handler>(
             _ = stopping.changed() => break,
         };
         let want = (1 + slots.available_permits()).min(config.read_batch);
-        let read = if Instant::now() >= next_claim {
+        let read = if recovering {
+            // Once: entries taken now stay pending until acknowledged, so a second
+            // read would return them again.
+            let read = read::own_pending(&mut reader, &config, config.read_batch).await;
+            recovering = read.is_err();
+            read
+        } else if Instant::now() >= next_claim {
             next_claim = Instant::now() + claim_every;
             read::claim_abandoned(&mut reader, &config, &mut claim_cursor, want).await
         } else {

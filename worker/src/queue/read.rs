@@ -54,6 +54,38 @@ pub(crate) async fn read_new(
         .unwrap_or_default())
 }
 
+/// This consumer's own pending entries (XREADGROUP ... 0): what it had taken and
+/// not acknowledged before it crashed and was restarted under the same name.
+/// Each comes with its delivery count. Read once at start, until none is left.
+pub(crate) async fn own_pending(
+    redis: &mut ConnectionManager,
+    config: &Config,
+    count: usize,
+) -> redis::RedisResult<Vec<(StreamId, u64)>> {
+    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::WORKER_GROUP)
+        .arg(&config.consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(keys::JOB_STREAM)
+        .arg("0")
+        .query_async(redis)
+        .await?;
+    let entries: Vec<StreamId> = reply
+        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+        .unwrap_or_default();
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::warn!(
+        count = entries.len(),
+        "running again what this worker left unacknowledged before it was restarted"
+    );
+    with_delivery_counts(redis, entries).await
+}
+
 /// Entries another consumer left unacknowledged for `claim_idle` (it died, or
 /// the handler failed): XAUTOCLAIM hands them to this consumer, which
 /// processes them again. Each comes with its delivery count (XPENDING), which
@@ -80,10 +112,18 @@ pub(crate) async fn claim_abandoned(
     }
     tracing::warn!(
         count = reply.claimed.len(),
-        "redelivering entries left unacknowledged (a worker died or the handler failed)"
+        "redelivering entries left unacknowledged (a worker died, the handler failed, or it asked to be retried later)"
     );
+    with_delivery_counts(redis, reply.claimed).await
+}
+
+/// Each entry with its delivery count (XPENDING, one pipeline for all).
+async fn with_delivery_counts(
+    redis: &mut ConnectionManager,
+    entries: Vec<StreamId>,
+) -> redis::RedisResult<Vec<(StreamId, u64)>> {
     let mut pipe = redis::pipe();
-    for entry in &reply.claimed {
+    for entry in &entries {
         pipe.cmd("XPENDING")
             .arg(keys::JOB_STREAM)
             .arg(keys::WORKER_GROUP)
@@ -94,8 +134,7 @@ pub(crate) async fn claim_abandoned(
     // One row per entry: (id, consumer, idle ms, delivery count); none if it was
     // acknowledged in the meantime (then it counts as a first delivery, harmless).
     let pending: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(redis).await?;
-    Ok(reply
-        .claimed
+    Ok(entries
         .into_iter()
         .zip(pending)
         .map(|(entry, rows)| {

@@ -147,8 +147,8 @@ pub enum Scenario {
         #[arg(value_parser = clap::value_parser!(u32).range(1..=1000))]
         copies: u32,
     },
-    /// Exercise 2: JOBS jobs, COPIES copies each, and the worker CRASHES (the process aborts)
-    /// after the claim and before the effect of the first CRASHES jobs, once each. Waits
+    /// Exercise 2: JOBS jobs, COPIES copies each; the worker CRASHES (the process aborts)
+    /// after the claim and before the effect of the last CRASHES jobs, once each. Waits
     /// until every delivery is processed (the worker is restarted), then the summary.
     CrashWindow {
         /// Number of unique jobIds.
@@ -157,7 +157,7 @@ pub enum Scenario {
         /// Submissions of each jobId.
         #[arg(default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
         copies: u32,
-        /// Jobs whose worker crashes before their effect (the first N jobs).
+        /// Jobs whose worker crashes before their effect (the last N jobs, sent after the others).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
         crashes: u32,
     },

@@ -95,20 +95,29 @@ pub async fn duplicate_load(
     copies: u32,
     timeout: Duration,
 ) -> anyhow::Result<ScenarioRun> {
-    let plan = Plan {
-        scenario: "duplicate-load",
+    let run_id = new_run_id("load");
+    let started = Instant::now();
+    let wave = Wave {
         exercise: Exercise::DuplicateDelivery,
-        jobs,
+        run_id: &run_id,
+        jobs: 1..=jobs,
         copies,
         payload: |_| json!({ "template": "welcome-email" }),
     };
-    submit_and_settle(api, &plan, timeout).await
+    let (submitted, retries) = wave.submit(api).await?;
+    let run = wait_settled(api, &run_id, submitted, started + timeout).await?;
+    let mut result = ScenarioRun::new("duplicate-load", run, started);
+    result.summary.accepted = Some(submitted);
+    result.summary.submit_retries = Some(u64::from(retries));
+    Ok(result)
 }
 
-/// `crash-window` (exercise 2): like `duplicate-load` with jobs of exercise 2,
-/// and the first `crashes` jobs ask the worker to crash after the claim, before
-/// the effect (`simulateCrash`): the worker process aborts, once per job, and is
-/// restarted; the deliveries come back. The summary counts the crashes.
+/// `crash-window` (exercise 2): `jobs` jobs of exercise 2, `copies` copies each.
+/// First the jobs that run normally, until they are all processed; then the
+/// last `crashes` jobs, which ask the worker to crash after the claim and before
+/// the effect (`simulateCrash`): the worker process aborts, once per job, with
+/// whatever it has in flight, and is restarted; the deliveries come back. The
+/// crashing jobs come last so that a crash takes down only them.
 pub async fn crash_window(
     api: &Api,
     jobs: u32,
@@ -116,77 +125,86 @@ pub async fn crash_window(
     crashes: u32,
     timeout: Duration,
 ) -> anyhow::Result<ScenarioRun> {
-    let plan = Plan {
-        scenario: "crash-window",
+    let run_id = new_run_id("crash-window");
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let normal = jobs - crashes;
+    let calm = Wave {
         exercise: Exercise::CrashWindow,
-        jobs,
+        run_id: &run_id,
+        jobs: 1..=normal,
         copies,
-        payload: move |n| {
-            if n <= crashes {
-                json!({ "template": "welcome-email", payload::SIMULATE_CRASH: payload::BEFORE_EFFECT })
-            } else {
-                json!({ "template": "welcome-email" })
-            }
-        },
+        payload: |_| json!({ "template": "welcome-email" }),
     };
-    let mut result = submit_and_settle(api, &plan, timeout).await?;
+    let (mut submitted, mut retries) = calm.submit(api).await?;
+    if submitted > 0 {
+        wait_settled(api, &run_id, submitted, deadline).await?;
+    }
+    let crashing = Wave {
+        exercise: Exercise::CrashWindow,
+        run_id: &run_id,
+        jobs: normal + 1..=jobs,
+        copies,
+        payload: |_| json!({ "template": "welcome-email", payload::SIMULATE_CRASH: payload::BEFORE_EFFECT }),
+    };
+    let (more, more_retries) = crashing.submit(api).await?;
+    submitted += more;
+    retries += more_retries;
+    let run = wait_settled(api, &run_id, submitted, deadline).await?;
+    let mut result = ScenarioRun::new("crash-window", run, started);
+    result.summary.accepted = Some(submitted);
+    result.summary.submit_retries = Some(u64::from(retries));
     result.summary.crashes.get_or_insert(0);
     Ok(result)
 }
 
-/// What a load of duplicates submits.
-struct Plan<P> {
-    scenario: &'static str,
+/// Jobs `jobs` of a run, each submitted `copies` times, interleaved (copy 1 of
+/// every job, then copy 2, ...) and concurrently.
+struct Wave<'a, P> {
     exercise: Exercise,
-    jobs: u32,
+    run_id: &'a str,
+    jobs: std::ops::RangeInclusive<u32>,
     copies: u32,
-    /// The payload of job `n` (1-based).
+    /// The payload of job `n`.
     payload: P,
 }
 
-/// Submits `plan.jobs` jobs `plan.copies` times each (interleaved, concurrently),
-/// then waits until the run settles.
-async fn submit_and_settle<P: Fn(u32) -> serde_json::Value>(
-    api: &Api,
-    plan: &Plan<P>,
-    timeout: Duration,
-) -> anyhow::Result<ScenarioRun> {
-    let run_id = new_run_id(match plan.scenario {
-        "duplicate-load" => "load",
-        other => other,
-    });
-    let expected = u64::from(plan.jobs) * u64::from(plan.copies);
-    let started = Instant::now();
-    let mut progress = Progress::new("submitted", expected);
-
-    let mut in_flight = JoinSet::new();
-    let mut submitted = 0;
-    let mut retries = 0;
-    for _copy in 0..plan.copies {
-        for n in 1..=plan.jobs {
-            if in_flight.len() >= SUBMIT_CONCURRENCY {
-                retries += in_flight.join_next().await.expect("non-empty")??;
-                submitted += 1;
-                progress.update(submitted);
-            }
-            let (api, job_id, run_id) = (api.clone(), format!("{run_id}-job-{n}"), run_id.clone());
-            let (exercise, payload) = (plan.exercise, (plan.payload)(n));
-            in_flight
-                .spawn(async move { api.submit_to(exercise, &job_id, &run_id, payload).await });
+impl<P: Fn(u32) -> serde_json::Value> Wave<'_, P> {
+    /// Submits the wave; returns the accepted submissions and the retries it took.
+    async fn submit(&self, api: &Api) -> anyhow::Result<(u64, u32)> {
+        let total = u64::from(self.copies) * self.jobs.clone().count() as u64;
+        if total == 0 {
+            return Ok((0, 0));
         }
+        let mut progress = Progress::new("submitted", total);
+        let mut in_flight = JoinSet::new();
+        let mut submitted = 0;
+        let mut retries = 0;
+        for _copy in 0..self.copies {
+            for n in self.jobs.clone() {
+                if in_flight.len() >= SUBMIT_CONCURRENCY {
+                    retries += in_flight.join_next().await.expect("non-empty")??;
+                    submitted += 1;
+                    progress.update(submitted);
+                }
+                let (api, job_id, run_id) = (
+                    api.clone(),
+                    format!("{}-job-{n}", self.run_id),
+                    self.run_id.to_string(),
+                );
+                let (exercise, payload) = (self.exercise, (self.payload)(n));
+                in_flight
+                    .spawn(async move { api.submit_to(exercise, &job_id, &run_id, payload).await });
+            }
+        }
+        while let Some(result) = in_flight.join_next().await {
+            retries += result??;
+            submitted += 1;
+            progress.update(submitted);
+        }
+        progress.finish();
+        Ok((submitted, retries))
     }
-    while let Some(result) = in_flight.join_next().await {
-        retries += result??;
-        submitted += 1;
-        progress.update(submitted);
-    }
-    progress.finish();
-
-    let run = wait_settled(api, &run_id, expected, started + timeout).await?;
-    let mut result = ScenarioRun::new(plan.scenario, run, started);
-    result.summary.accepted = Some(submitted);
-    result.summary.submit_retries = Some(u64::from(retries));
-    Ok(result)
 }
 
 /// `<scenario>-<unix ms>-<random>`: unique per run (two containers started in

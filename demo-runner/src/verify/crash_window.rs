@@ -4,8 +4,8 @@
 //! | check | what it sends | what it catches |
 //! |---|---|---|
 //! | `crash-before-effect` | 2 jobs whose worker crashes after the claim, before the effect | a claim with one state, `done` before the effect, a live `processing` lease taken for done |
+//! | `slow-effect-duplicate` | a job whose effect stalls half a lease, and a copy meanwhile | a lease shorter than the effect (the copy sends while the first still works), no `done` marker (the copy sends once the lease ran out) |
 //! | `late-duplicate` | a copy sent after the first copy's lease would have run out | no `done` marker (the lease alone) |
-//! | `slow-effect-duplicate` | a job whose effect stalls half a lease, and a copy meanwhile | a lease shorter than the effect |
 //! | `stale-holder` | a holder paused past its lease whose effect then fails, a copy that takes over, and a third | the end of a claim (release, done) written without checking the token |
 //! | exercise 1's checks | (as in exercise 1, with jobs of exercise 2) | what exercise 1 catches |
 //!
@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use lab_schema::summary::plural;
-use lab_schema::{EventKind, Exercise, JobView, payload};
+use lab_schema::{EventKind, Exercise, JobView, RunEvent, RunEvents, payload};
 use serde_json::json;
 
 use super::duplicate_delivery::{self, LATE, SEQUENTIAL};
@@ -32,8 +32,8 @@ const STALE: &str = "stale-holder";
 /// The checks, in the order they are printed.
 pub(super) const CHECKS: [&str; 9] = [
     CRASH,
-    LATE,
     SLOW,
+    LATE,
     STALE,
     SEQUENTIAL,
     "concurrent-duplicates",
@@ -140,9 +140,38 @@ struct Crashes {
     crashes: usize,
 }
 
-/// One job and the copies sent around it: its final record.
+/// One job and the copies sent around it: its final record and its events.
 struct Copies {
     job: JobView,
+    events: RunEvents,
+}
+
+impl Copies {
+    /// The second effect was applied by an attempt that started before the first
+    /// effect was written: two deliveries worked at once.
+    fn effects_overlapped(&self) -> bool {
+        let effects: Vec<&RunEvent> = self
+            .events
+            .events
+            .iter()
+            .filter(|e| e.event == EventKind::Effect)
+            .collect();
+        let [first, second, ..] = effects.as_slice() else {
+            return false;
+        };
+        let second_started = self
+            .events
+            .events
+            .iter()
+            .filter(|e| {
+                e.event == EventKind::Delivery
+                    && e.delivery_id == second.delivery_id
+                    && e.time_ms <= second.time_ms
+            })
+            .map(|e| e.time_ms)
+            .max();
+        second_started.is_some_and(|t| t < first.time_ms)
+    }
 }
 
 pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
@@ -173,12 +202,18 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
     let late = (!late_check.passed).then(|| Ex2Mistake::NoDoneMarker {
         emails: late_job_effects(&late_check),
     });
-    let slow_mistake = judge_copies(&slow, |emails| Ex2Mistake::LeaseShorterThanEffect {
-        emails,
+    // Two emails: at once (the lease ran out mid-effect), or one after the other
+    // (nothing said done once the first was sent).
+    let slow_mistake = judge_copies(&slow, |emails| {
+        if slow.effects_overlapped() {
+            Ex2Mistake::LeaseShorterThanEffect { emails }
+        } else {
+            Ex2Mistake::NoDoneMarker { emails }
+        }
     });
     let stale_mistake = judge_copies(&stale, |emails| Ex2Mistake::EndWithoutToken { emails });
     // A failure that an earlier check already explains says so.
-    let first_failed = [(CRASH, &crash), (LATE, &late), (SLOW, &slow_mistake)]
+    let first_failed = [(CRASH, &crash), (SLOW, &slow_mistake), (LATE, &late)]
         .into_iter()
         .find(|(_, m)| m.is_some())
         .map(|(name, _)| name);
@@ -210,10 +245,6 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
                 })).collect::<Vec<_>>(),
             }),
         ),
-        Check {
-            diagnosis: late.as_ref().map(|m| m.diagnosis()),
-            ..late_check
-        },
         Check::judged(
             SLOW,
             format!(
@@ -226,6 +257,10 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
             slow_mistake.as_ref().map(|m| m as &dyn Mistake),
             json!({ "jobId": slow.job.job_id, "effects": slow.job.effects, "duplicateSkips": slow.job.duplicate_skips }),
         ),
+        Check {
+            diagnosis: late.as_ref().map(|m| m.diagnosis()),
+            ..late_check
+        },
         Check::judged(
             STALE,
             format!(
@@ -397,5 +432,6 @@ async fn send_copies(
     }
     Ok(Copies {
         job: api.job(job_id).await?,
+        events: api.events(run_id).await?,
     })
 }

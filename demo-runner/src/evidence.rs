@@ -179,7 +179,7 @@ fn event_line(event: &RunEvent) -> String {
         EventKind::AttemptFailed => "process_job failed: not acknowledged",
         EventKind::DeadLettered => "moved to the dead-letter stream",
         EventKind::RetryLater => "not yet: delivered again later",
-        EventKind::Crashed => "worker CRASHED (simulated) after the claim, before the effect",
+        EventKind::Crashed => "worker CRASHED (simulated)",
     };
     let mut line = format!(
         "{} {} {what} job_id={} delivery_id={}",
@@ -188,6 +188,9 @@ fn event_line(event: &RunEvent) -> String {
         event.job_id,
         event.delivery_id
     );
+    if event.event == EventKind::Crashed {
+        let _ = write!(line, " at={}", event.detail);
+    }
     if event.event == EventKind::DuplicateSkip {
         let _ = write!(line, " claim_key={}", event.detail);
     }

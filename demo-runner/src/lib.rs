@@ -157,9 +157,13 @@ pub enum Scenario {
         /// Submissions of each jobId.
         #[arg(default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
         copies: u32,
-        /// Jobs whose worker crashes before their effect (the last N jobs, sent after the others).
+        /// Jobs whose worker crashes (the last N jobs, sent after the others).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
         crashes: u32,
+        /// When the worker crashes: before the effect (the window exercise 2 closes) or
+        /// right after it, before the job is marked done (the window that remains).
+        #[arg(long, value_enum, default_value_t = CrashAt::BeforeEffect)]
+        crash_at: CrashAt,
     },
     /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
     /// every answer, and accepted versus processed (the benchmark).
@@ -372,11 +376,16 @@ pub async fn run_scenario(
             jobs,
             copies,
             crashes,
+            crash_at,
         } => {
             if crashes > jobs {
                 anyhow::bail!("--crashes {crashes} is more than the {jobs} jobs");
             }
-            scenarios::crash_window(&api, jobs, copies, crashes, timeout).await
+            let at = match crash_at {
+                CrashAt::BeforeEffect => lab_schema::payload::BEFORE_EFFECT,
+                CrashAt::AfterEffect => lab_schema::payload::AFTER_EFFECT,
+            };
+            scenarios::crash_window(&api, jobs, copies, crashes, at, timeout).await
         }
         Scenario::Load {
             clients,
@@ -414,6 +423,15 @@ pub async fn run_scenario(
             chaos::run(&api, "chaos", &plan, &faults, timeout).await
         }
     }
+}
+
+/// When `crash-window` crashes the worker.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashAt {
+    /// After the claim, before the effect.
+    BeforeEffect,
+    /// Right after the effect, before the job is marked done.
+    AfterEffect,
 }
 
 /// `--exercise N`: the number of an exercise in the registry.

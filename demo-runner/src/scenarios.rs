@@ -114,8 +114,9 @@ pub async fn duplicate_load(
 
 /// `crash-window` (exercise 2): `jobs` jobs of exercise 2, `copies` copies each.
 /// First the jobs that run normally, until they are all processed; then the
-/// last `crashes` jobs, which ask the worker to crash after the claim and before
-/// the effect (`simulateCrash`): the worker process aborts, once per job, with
+/// last `crashes` jobs, which ask the worker to crash at `crash_at` (after the
+/// claim and before the effect, or right after the effect; `simulateCrash`):
+/// the worker process aborts, once per job, with
 /// whatever it has in flight, and is restarted; the deliveries come back. The
 /// crashing jobs come last so that a crash takes down only them.
 pub async fn crash_window(
@@ -123,6 +124,7 @@ pub async fn crash_window(
     jobs: u32,
     copies: u32,
     crashes: u32,
+    crash_at: &'static str,
     timeout: Duration,
 ) -> anyhow::Result<ScenarioRun> {
     let run_id = new_run_id("crash-window");
@@ -145,7 +147,7 @@ pub async fn crash_window(
         run_id: &run_id,
         jobs: normal + 1..=jobs,
         copies,
-        payload: |_| json!({ "template": "welcome-email", payload::SIMULATE_CRASH: payload::BEFORE_EFFECT }),
+        payload: |_| json!({ "template": "welcome-email", payload::SIMULATE_CRASH: crash_at }),
     };
     let (more, more_retries) = crashing.submit(api).await?;
     submitted += more;

@@ -166,6 +166,10 @@ pub mod payload {
     /// or compose) and the delivery comes back.
     pub const SIMULATE_CRASH: &str = "simulateCrash";
     pub const BEFORE_EFFECT: &str = "before-effect";
+    /// `{"simulateCrash": "after-effect"}`: the same crash right after the effect
+    /// was applied, before the handler can mark the job done: the window a claim
+    /// in Redis cannot close (exercise 3 closes it at the provider).
+    pub const AFTER_EFFECT: &str = "after-effect";
     /// `{"stallMs": [4000, 0, 2500]}`: the n-th effect attempt of this job (across
     /// workers) stalls that many milliseconds before the effect, as a worker that is
     /// paused (GC, swapping, a stopped container) while it holds a claim.

@@ -14,7 +14,8 @@
 //! - `{"simulateCrash": "before-effect"}`: the worker process aborts when the
 //!   effect is about to run (after the handler's claim), once across all
 //!   workers. A real crash: the process dies with everything it had in flight,
-//!   and `./lab` or compose starts it again.
+//!   and `./lab` or compose starts it again. `"after-effect"`: the same, right
+//!   after the effect was applied (before the handler can record it).
 //! - `{"stallMs": [4000, 0, 2500]}`: the n-th effect attempt of the job stalls
 //!   that many milliseconds first, as a worker paused while it holds a claim.
 
@@ -34,6 +35,7 @@ static CRASH_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Faults {
     fail_once: bool,
     crash_before_effect: bool,
+    crash_after_effect: bool,
     stall_ms: Vec<u64>,
 }
 
@@ -57,6 +59,7 @@ impl Faults {
         Faults {
             fail_once: text(payload::SIMULATE_EFFECT_FAILURE) == Some(payload::ONCE),
             crash_before_effect: text(payload::SIMULATE_CRASH) == Some(payload::BEFORE_EFFECT),
+            crash_after_effect: text(payload::SIMULATE_CRASH) == Some(payload::AFTER_EFFECT),
             stall_ms: value
                 .get(payload::STALL_MS)
                 .and_then(|v| v.as_array())
@@ -86,13 +89,7 @@ pub(crate) async fn apply(
     let consumer = runner.consumer;
     let faults = Faults::of(&job.payload);
     if faults.crash_before_effect {
-        // One crash per process at a time: a second job flagged to crash waits
-        // here while the first takes the process down, and crashes in its own
-        // turn when it is delivered again.
-        let _gate = CRASH_GATE.lock().await;
-        if first_time(redis, &keys::crash(&job.job_id)).await? {
-            crash(redis, job, runner).await;
-        }
+        crash_once(redis, job, runner, payload::BEFORE_EFFECT).await?;
     }
     if !faults.stall_ms.is_empty() {
         let attempt: u64 = redis::pipe()
@@ -131,6 +128,9 @@ pub(crate) async fn apply(
     );
     Outcome::EffectApplied.record(&mut pipe, job, consumer);
     let (_ledger_id, effects): (String, u64) = pipe.query_async(redis).await?;
+    if faults.crash_after_effect {
+        crash_once(redis, job, runner, payload::AFTER_EFFECT).await?;
+    }
     if effects == 1 {
         tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied (email sent)");
     } else {
@@ -151,10 +151,27 @@ async fn first_time(redis: &mut ConnectionManager, marker: &str) -> anyhow::Resu
         .await?)
 }
 
+/// Crashes the process if this job has not crashed it yet (across all workers).
+/// One crash per process at a time: a second job flagged to crash waits here
+/// while the first takes the process down, and crashes in its own turn when it
+/// is delivered again.
+async fn crash_once(
+    redis: &mut ConnectionManager,
+    job: &Job,
+    runner: &Runner<'_>,
+    when: &str,
+) -> anyhow::Result<()> {
+    let _gate = CRASH_GATE.lock().await;
+    if first_time(redis, &keys::crash(&job.job_id)).await? {
+        crash(redis, job, runner, when).await;
+    }
+    Ok(())
+}
+
 /// The simulated crash: writes the obituary (this process's attempts will never
 /// finish: the registry says so, and a `crashed` event marks the moment), then
 /// aborts the process. Nothing after this line runs, as in a real crash.
-async fn crash(redis: &mut ConnectionManager, job: &Job, runner: &Runner<'_>) -> ! {
+async fn crash(redis: &mut ConnectionManager, job: &Job, runner: &Runner<'_>, when: &str) -> ! {
     let mut pipe = redis::pipe();
     pipe.hset(
         keys::WORKERS,
@@ -162,14 +179,13 @@ async fn crash(redis: &mut ConnectionManager, job: &Job, runner: &Runner<'_>) ->
         format!("crashed:{}|{}", runner.instance, now_ms()),
     )
     .ignore();
-    Outcome::Crashed.record(&mut pipe, job, runner.consumer);
+    Outcome::Crashed { when }.record(&mut pipe, job, runner.consumer);
     let _: redis::RedisResult<(u64,)> = pipe.query_async(redis).await;
     tracing::error!(
         job_id = %job.job_id,
         delivery_id = %job.delivery_id,
-        "CRASHING on purpose ({}: {}): the worker process aborts after the claim, before the effect",
+        "CRASHING on purpose ({}: {when}): the worker process aborts now",
         payload::SIMULATE_CRASH,
-        payload::BEFORE_EFFECT
     );
     std::process::abort();
 }

@@ -38,8 +38,9 @@ pub(crate) enum Outcome<'a> {
     /// The handler asked to be delivered again later: the attempt ends, the
     /// delivery stays pending, and it is not counted toward `--max-deliveries`.
     RetryLater { reason: &'a str },
-    /// The worker process is about to abort on purpose (`simulateCrash`).
-    Crashed,
+    /// The worker process is about to abort on purpose (`simulateCrash`), `when`
+    /// is `before-effect` or `after-effect`.
+    Crashed { when: &'a str },
 }
 
 impl Outcome<'_> {
@@ -106,17 +107,11 @@ impl Outcome<'_> {
                     .ignore();
                 push_event(pipe, job, EventKind::RetryLater, consumer, reason);
             }
-            Outcome::Crashed => {
+            Outcome::Crashed { when } => {
                 pipe.hincr(&job_key, job_field::CRASHES, 1)
                     .hincr(&run_key, run_field::CRASHES, 1)
                     .ignore();
-                push_event(
-                    pipe,
-                    job,
-                    EventKind::Crashed,
-                    consumer,
-                    "the worker process aborted after the claim, before the effect",
-                );
+                push_event(pipe, job, EventKind::Crashed, consumer, when);
             }
             Outcome::DeadLettered { reason } => {
                 // The script counted it; this reads the count and logs the event.

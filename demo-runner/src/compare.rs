@@ -161,7 +161,7 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
             ),
         );
     }
-    if b.duplicate_effects == 0 && b.total_submissions > b.unique_jobs {
+    if b.duplicate_effects == 0 && b.lost_effects == 0 && b.total_submissions > b.unique_jobs {
         return (
             false,
             format!(
@@ -181,8 +181,13 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
         );
     }
     let skipped = plural(a.duplicate_skips, "duplicate delivery");
+    let rescued = if b.lost_effects > 0 {
+        format!(", no job lost (before: {} lost)", b.lost_effects)
+    } else {
+        String::new()
+    };
     (
         true,
-        format!("fixed: effects now equal unique jobs, {skipped} skipped{note}"),
+        format!("fixed: effects now equal unique jobs, {skipped} skipped{rescued}{note}"),
     )
 }

@@ -114,7 +114,7 @@ pub async fn duplicate_load(
 
 /// `crash-window` (exercise 2): `jobs` jobs of exercise 2, `copies` copies each.
 /// First the jobs that run normally, until they are all processed; then the
-/// last `crashes` jobs, which ask the worker to crash at `crash_at` (after the
+/// last `crashes` jobs, one after the other, which ask the worker to crash at `crash_at` (after the
 /// claim and before the effect, or right after the effect; `simulateCrash`):
 /// the worker process aborts, once per job, with
 /// whatever it has in flight, and is restarted; the deliveries come back. The
@@ -142,16 +142,22 @@ pub async fn crash_window(
     if submitted > 0 {
         wait_settled(api, &run_id, submitted, deadline).await?;
     }
-    let crashing = Wave {
-        exercise: Exercise::CrashWindow,
-        run_id: &run_id,
-        jobs: normal + 1..=jobs,
-        copies,
-        payload: |_| json!({ "template": "welcome-email", payload::SIMULATE_CRASH: crash_at }),
-    };
-    let (more, more_retries) = crashing.submit(api).await?;
-    submitted += more;
-    retries += more_retries;
+    // One crashing job at a time: a crash takes down its worker with whatever it
+    // has in flight, so two crashing jobs sent together could lose one to the
+    // other's crash, and the numbers would change from run to run.
+    for n in normal + 1..=jobs {
+        let crashing = Wave {
+            exercise: Exercise::CrashWindow,
+            run_id: &run_id,
+            jobs: n..=n,
+            copies,
+            payload: |_| json!({ "template": "welcome-email", payload::SIMULATE_CRASH: crash_at }),
+        };
+        let (more, more_retries) = crashing.submit(api).await?;
+        submitted += more;
+        retries += more_retries;
+        wait_settled(api, &run_id, submitted, deadline).await?;
+    }
     let run = wait_settled(api, &run_id, submitted, deadline).await?;
     let mut result = ScenarioRun::new("crash-window", run, started);
     result.summary.accepted = Some(submitted);

@@ -249,7 +249,7 @@ async fn verify_prints_one_line_per_check_then_the_verdict() {
     );
     let claim = lines[4];
     assert!(
-        claim.starts_with("PASS claim-expires") && claim.contains("expires in 86"),
+        claim.starts_with("PASS claim-expires") && claim.contains("expires in about 24 h"),
         "{claim}"
     );
     let out = stack

@@ -1,22 +1,21 @@
-//! The student handout (`exercises/01-duplicate-delivery/README.md`) shows real
-//! output: its `<!-- output: NAME -->` blocks come from the commands it names,
-//! run here against the starter and the reference fix. This test fails when
-//! the handout and the code disagree; `REGEN_HANDOUT=1` rewrites the blocks
-//! instead (`exercises/01-duplicate-delivery/regen.sh`).
+//! Every exercise's student handout (`exercises/NN-name/README.md`) shows real
+//! output: each `<!-- output: NAME | WORKERS | ARGS [| exit N] -->` block is
+//! what the demo-runner prints for ARGS against two workers running the
+//! starter or the exercise's solution (WORKERS), run here in the handout's
+//! order (the starter's blocks first). This test fails when a handout and the
+//! code disagree; `REGEN_HANDOUT=1` rewrites the blocks instead (each
+//! `exercises/regen.sh`). A new exercise's handout is tested by being there.
 //!
 //! What legitimately differs from run to run is masked before comparing: run and
 //! job ids, `elapsed_ms`, the observation timestamps, and the observation lines
 //! between the first and the last (how many state changes a poll catches depends
 //! on timing).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lab_schema::Exercise;
+use lab_schema::testing::{solution_worker, workspace_root};
 use lab_tests::{Stack, Workers, scratch_dir, text};
-
-fn handout_path() -> PathBuf {
-    lab_schema::testing::workspace_root().join("exercises/01-duplicate-delivery/README.md")
-}
 
 /// Runs a demo-runner command in `dir`; panics unless it exits as expected.
 async fn output(stack: &Stack, dir: &Path, args: &[&str], code: i32) -> String {
@@ -93,17 +92,58 @@ fn masked(block: &str) -> Vec<String> {
     out
 }
 
-/// The handout's output blocks, by name: `<!-- output: NAME -->` then a fenced block.
-fn blocks(handout: &str) -> Vec<(String, String)> {
+/// One output block of a handout: its name, which workers, the command, the exit
+/// code, and the keys whose numbers vary from run to run (`| varies KEY,KEY`).
+#[derive(Debug, Clone)]
+struct Block {
+    name: String,
+    solution: bool,
+    args: Vec<String>,
+    exit: i32,
+    varies: Vec<String>,
+    body: String,
+}
+
+/// The handout's output blocks, in order: `<!-- output: ... -->` then a fenced block.
+fn blocks(handout: &str) -> Vec<Block> {
     let mut found = Vec::new();
     let mut rest = handout;
     while let Some(at) = rest.find("<!-- output: ") {
         let after = &rest[at + 13..];
-        let name_end = after.find(" -->").expect("closing -->");
-        let name = after[..name_end].to_string();
+        let marker_end = after.find(" -->").expect("closing -->");
+        let parts: Vec<&str> = after[..marker_end].split(" | ").map(str::trim).collect();
+        assert!(
+            parts.len() >= 3,
+            "an output marker needs NAME | starter|solution | ARGS: {}",
+            &after[..marker_end]
+        );
+        let mut exit = 0;
+        let mut varies = Vec::new();
+        for option in &parts[3..] {
+            if let Some(code) = option.strip_prefix("exit ") {
+                exit = code
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad exit in marker: {option}"));
+            } else if let Some(keys) = option.strip_prefix("varies ") {
+                varies.extend(keys.split(',').map(|k| k.trim().to_string()));
+            } else {
+                panic!("unknown marker option {option:?} (exit N, varies KEY,KEY)");
+            }
+        }
         let fence = after.find("```text\n").expect("```text after the marker") + 8;
         let body_end = after[fence..].find("```").expect("closing fence");
-        found.push((name, after[fence..fence + body_end].to_string()));
+        found.push(Block {
+            name: parts[0].to_string(),
+            solution: match parts[1] {
+                "starter" => false,
+                "solution" => true,
+                other => panic!("workers must be starter or solution, not {other}"),
+            },
+            args: parts[2].split_whitespace().map(str::to_string).collect(),
+            exit,
+            varies,
+            body: after[fence..fence + body_end].to_string(),
+        });
         rest = &after[fence + body_end..];
     }
     found
@@ -111,7 +151,7 @@ fn blocks(handout: &str) -> Vec<(String, String)> {
 
 /// The handout with the block `name` replaced by `body`.
 fn replace_block(handout: &str, name: &str, body: &str) -> String {
-    let marker = format!("<!-- output: {name} -->");
+    let marker = format!("<!-- output: {name} |");
     let at = handout
         .find(&marker)
         .unwrap_or_else(|| panic!("no block {name}"));
@@ -120,35 +160,36 @@ fn replace_block(handout: &str, name: &str, body: &str) -> String {
     format!("{}{body}{}", &handout[..fence], &handout[end..])
 }
 
-// The handout's outputs are what the starter and the reference fix print today;
-// evidence builds the turn-in file from the same saved files.
-#[tokio::test(flavor = "multi_thread")]
-async fn handout_outputs_match_the_code() {
-    let dir = scratch_dir("handout");
-    let mut fresh: Vec<(&str, String)> = Vec::new();
-    {
-        let starter = Stack::with_two(Workers::Starter).await;
-        let o = &["duplicate-observe", "--save", "observe-before.json"];
-        fresh.push(("observe-before", output(&starter, &dir, o, 0).await));
-        let o = &["duplicate-load", "8", "2", "--save", "load-before.json"];
-        fresh.push(("load-before", output(&starter, &dir, o, 0).await));
-        fresh.push((
-            "verify-starter",
-            output(&starter, &dir, &["verify"], 1).await,
-        ));
+/// Runs every block of one exercise's handout (the starter's first); returns
+/// (name, fresh output) pairs.
+async fn fresh_outputs(exercise: Exercise, shown: &[Block]) -> Vec<(String, String)> {
+    let dir = scratch_dir(&format!("handout-{}", exercise.number()));
+    let mut fresh = Vec::new();
+    for solution in [false, true] {
+        let mine: Vec<&Block> = shown.iter().filter(|b| b.solution == solution).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let binary = solution.then(|| solution_worker(exercise));
+        let stack = match &binary {
+            Some(binary) => Stack::with_two(Workers::Binary(binary)).await,
+            None => Stack::with_two(Workers::Starter).await,
+        };
+        for block in mine {
+            let args: Vec<&str> = block.args.iter().map(String::as_str).collect();
+            let out = output(&stack, &dir, &args, block.exit).await;
+            fresh.push((block.name.clone(), out));
+        }
+        if solution && exercise == Exercise::DuplicateDelivery {
+            check_evidence(&stack, &dir).await;
+        }
     }
-    let fixed = lab_schema::testing::solution_worker(Exercise::DuplicateDelivery);
-    let stack = Stack::with_two(Workers::Binary(&fixed)).await;
-    let o = &["duplicate-observe", "--save", "observe-after.json"];
-    fresh.push(("observe-after", output(&stack, &dir, o, 0).await));
-    let o = &["duplicate-load", "8", "2", "--save", "load-after.json"];
-    fresh.push(("load-after", output(&stack, &dir, o, 0).await));
-    let o = &["compare", "load-before.json", "load-after.json"];
-    fresh.push(("compare", output(&stack, &dir, o, 0).await));
-    fresh.push(("verify-fix", output(&stack, &dir, &["verify"], 0).await));
+    fresh
+}
 
-    // evidence: one file with everything the handout asks to turn in.
-    let wrote = output(&stack, &dir, &["evidence", "--out", "evidence.md"], 0).await;
+/// Exercise 1's `evidence` builds the turn-in file from the saved files.
+async fn check_evidence(stack: &Stack, dir: &Path) {
+    let wrote = output(stack, dir, &["evidence", "--out", "evidence.md"], 0).await;
     assert!(
         wrote.starts_with("wrote ") && wrote.contains("evidence.md"),
         "{wrote}"
@@ -177,37 +218,61 @@ async fn handout_outputs_match_the_code() {
         2 + 8,
         "2 in the observed job, 8 in the load run\n{evidence}"
     );
-
     // The log line the handout tells students to look for is the one the worker writes.
-    let context = std::fs::read_to_string(
-        lab_schema::testing::workspace_root().join("worker/src/context.rs"),
-    )
-    .unwrap();
+    let context = std::fs::read_to_string(workspace_root().join("worker/src/context.rs")).unwrap();
     assert!(context.contains("duplicate delivery skipped: side effect NOT applied"));
+}
 
-    let path = handout_path();
-    let mut handout = std::fs::read_to_string(&path).unwrap();
-    if std::env::var_os("REGEN_HANDOUT").is_some() {
-        for (name, body) in &fresh {
-            handout = replace_block(&handout, name, body);
+// Every handout's outputs are what the starter and the solution print today.
+#[tokio::test(flavor = "multi_thread")]
+async fn handout_outputs_match_the_code() {
+    for exercise in Exercise::ALL.iter().copied() {
+        let path = workspace_root().join(exercise.folder()).join("README.md");
+        let mut handout = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{exercise} has no handout at {}", path.display()));
+        let shown = blocks(&handout);
+        assert!(!shown.is_empty(), "{exercise}: the handout shows no output");
+        let fresh = fresh_outputs(exercise, &shown).await;
+        if std::env::var_os("REGEN_HANDOUT").is_some() {
+            for (name, body) in &fresh {
+                handout = replace_block(&handout, name, body);
+            }
+            std::fs::write(&path, &handout).unwrap();
+            continue;
         }
-        std::fs::write(&path, &handout).unwrap();
-        return;
+        for (name, new) in &fresh {
+            let block = shown.iter().find(|b| &b.name == name).unwrap();
+            assert_eq!(
+                masked_varying(&block.body, &block.varies),
+                masked_varying(new, &block.varies),
+                "the handout's `{name}` output ({}) differs from what the code prints now; \
+                 run exercises/regen.sh and review the diff",
+                path.display(),
+            );
+        }
     }
-    let mut shown = blocks(&handout);
-    shown.sort();
-    fresh.sort();
-    let names: Vec<&str> = shown.iter().map(|(n, _)| n.as_str()).collect();
-    let expected: Vec<&str> = fresh.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, expected, "the handout's output blocks");
-    for ((name, body), (_, new)) in shown.iter().zip(&fresh) {
-        assert_eq!(
-            masked(body),
-            masked(new),
-            "the handout's `{name}` output differs from what the code prints now; \
-             run exercises/01-duplicate-delivery/regen.sh and review the diff"
-        );
-    }
+}
+
+/// [`masked`], and the numbers of the lines that start with a key in `varies`
+/// (e.g. attempts that depend on how often a delivery retried) become one N.
+fn masked_varying(block: &str, varies: &[String]) -> Vec<String> {
+    masked(block)
+        .into_iter()
+        .map(|line| {
+            if !varies.iter().any(|key| line.starts_with(key.as_str())) {
+                return line;
+            }
+            let mut out = String::new();
+            for c in line.chars() {
+                if !c.is_ascii_digit() {
+                    out.push(c);
+                } else if !out.ends_with('N') {
+                    out.push('N');
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 // The masking keeps what the class compares: the numbers and the verdict lines.

@@ -331,6 +331,7 @@ fn judge_copies(copies: &Copies, two: impl Fn(u64) -> Ex2Mistake) -> Option<Ex2M
 /// the run settles (the worker is restarted and the deliveries come back).
 async fn crash_before_effect(api: &Api, limit: Duration) -> anyhow::Result<Crashes> {
     let run_id = new_run_id("verify-crash");
+    // One at a time: a crash takes down everything its worker has in flight.
     for n in 1..=CRASHED_JOBS {
         api.submit_to(
             Exercise::CrashWindow,
@@ -339,16 +340,16 @@ async fn crash_before_effect(api: &Api, limit: Duration) -> anyhow::Result<Crash
             json!({ payload::SIMULATE_CRASH: payload::BEFORE_EFFECT }),
         )
         .await?;
-    }
-    let (run, settled) = wait_run(api, &run_id, u64::from(CRASHED_JOBS), limit).await?;
-    if !settled {
-        anyhow::bail!(
-            "the crashed jobs were not processed within {}s ({} of {CRASHED_JOBS}): is a worker \
-             running, and is it restarted after a crash (./lab restarts it; compose's restart policy)? {}",
-            limit.as_secs(),
-            run.processed_deliveries,
-            crate::STUCK_HINT
-        );
+        let (run, settled) = wait_run(api, &run_id, u64::from(n), limit).await?;
+        if !settled {
+            anyhow::bail!(
+                "the crashed job was not processed within {}s ({} of {n}): is a worker \
+                 running, and is it restarted after a crash (./lab restarts it; compose's restart policy)? {}",
+                limit.as_secs(),
+                run.processed_deliveries,
+                crate::STUCK_HINT
+            );
+        }
     }
     let mut jobs = Vec::new();
     for n in 1..=CRASHED_JOBS {

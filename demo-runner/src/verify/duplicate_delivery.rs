@@ -421,11 +421,14 @@ fn same_if(sequential_failed: bool, mistake: Ex1Mistake) -> Ex1Mistake {
     }
 }
 
-/// `expires in 86399 s`, `never expires (TTL -1)`, `does not exist in Redis`.
+/// `expires in about 24 h`, `never expires (TTL -1)`, `does not exist in Redis`
+/// (rounded, so the line reads the same a second later).
 fn ttl_words(ttl: i64) -> String {
     match ttl {
         -1 => "exists, never expires (TTL -1)".to_string(),
         -2 => "does not exist in Redis".to_string(),
+        secs if secs >= 3600 => format!("exists, expires in about {} h", (secs + 1800) / 3600),
+        secs if secs >= 60 => format!("exists, expires in about {} min", (secs + 30) / 60),
         secs => format!("exists, expires in {secs} s"),
     }
 }

@@ -197,6 +197,36 @@ grep -q 'after the fix: 8 duplicate skips' lab-output/evidence.md || die "lab-ou
 record "docker compose run --rm demo verify  (reference fix)" dc run --rm -T demo verify
 printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify on the reference fix: no PASS verdict"
 
+# 4b. Exercise 2, the crash window: the worker process really aborts, compose's restart
+# policy starts it again, and the starter (exercise 1's answer) loses the crashed jobs' emails.
+record "docker compose run --rm demo crash-window --save crash-before.json  (exercise 2 starter)" dc run --rm -T demo crash-window --save crash-before.json
+[ "$(value crashes)/$(value lost_effects)/$(value observed_effects_total)" = 2/2/4 ] || die "exercise 2 starter: expected 2 crashes, 2 lost, 4 effects"
+restarts=0
+for id in $(dc ps -q worker); do
+  restarts=$((restarts + $("$DOCKER" inspect --format '{{.RestartCount}}' "$id")))
+done
+[ "$restarts" -ge 2 ] || die "expected the crashed workers to be restarted by compose (restart count $restarts)"
+say "ok: exercise 2 starter loses 2 emails; compose restarted the workers $restarts times"
+record "docker compose logs --tail=300 worker" dc logs --tail=300 worker
+printf '%s\n' "$LAST" | grep -q 'CRASHING on purpose' || die "worker logs: no CRASHING line"
+if record "docker compose run --rm demo verify --exercise 2  (exercise 2 starter)" dc run --rm -T demo verify --exercise 2; then
+  die "verify --exercise 2 passed the starter"
+fi
+printf '%s\n' "$LAST" | grep -q '^FAIL crash-before-effect' || die "verify --exercise 2 on the starter: crash-before-effect did not fail"
+GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/02-crash-window/solution.patch
+grep -q 'compare_and_set' worker/src/crash_window.rs || die "the exercise 2 reference patch did not apply"
+elapsed record "docker compose up --build -d  (after editing worker/src/crash_window.rs)" dc up --build -d
+REBUILD2=$ELAPSED
+only_worker_rebuilt
+record "docker compose run --rm demo crash-window --save crash-after.json  (exercise 2 fix)" dc run --rm -T demo crash-window --save crash-after.json
+[ "$(value crashes)/$(value lost_effects)/$(value observed_effects_total)/$(value duplicate_effects)" = 2/0/6/0 ] || die "exercise 2 fix: expected 2 crashes, 0 lost, 6 effects, 0 duplicates"
+record "docker compose run --rm demo compare crash-before.json crash-after.json" dc run --rm -T demo compare crash-before.json crash-after.json
+printf '%s\n' "$LAST" | grep -q '# fixed' || die "compare (exercise 2) did not say fixed"
+record "docker compose run --rm demo verify --exercise 2  (exercise 2 fix)" dc run --rm -T demo verify --exercise 2
+printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify --exercise 2 on the fix: no PASS verdict"
+record "docker compose run --rm demo crash-window --crash-at after-effect --crashes 1  (the window that remains)" dc run --rm -T demo crash-window --crash-at after-effect --crashes 1
+[ "$(value duplicate_effects)" = 1 ] || die "crash after the effect: expected 1 duplicate effect"
+
 # 5. Three workers: the guard holds across processes.
 record "docker compose up -d --scale worker=3" dc up -d --scale worker=3
 [ "$(dc ps -q worker | wc -l)" = 3 ] || die "expected 3 worker containers"
@@ -216,6 +246,7 @@ record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
   printf -- '- first `docker compose up --build -d` (cold unless COMPOSE_TEST_KEEP_CACHE=1): %ss\n' "$COLD"
   printf -- '- `docker compose up --build -d` after a one-line edit of worker/src/job.rs: %ss\n' "$ONE_LINE"
   printf -- '- `docker compose up --build -d` after applying the reference patch: %ss (compiled: %s)\n' "$REBUILD" "$rebuilt"
+  printf -- '- `docker compose up --build -d` after applying exercise 2'"'"'s reference patch: %ss\n' "$REBUILD2"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
 } >>"$REPORT"
 tail -n 5 "$REPORT" >&2

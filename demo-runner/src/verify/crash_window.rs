@@ -300,9 +300,7 @@ fn judge_crashes(crashes: &Crashes) -> Option<Ex2Mistake> {
         });
     }
     let lost: Vec<&JobView> = crashes.jobs.iter().filter(|j| j.effects == 0).collect();
-    let Some(first) = lost.first() else {
-        return None;
-    };
+    let first = lost.first()?;
     let n = lost.len() as u64;
     // What the claim the skip named says now: done (for a day), a lease that ran
     // out or still runs, or exercise 1's one-state claim.

@@ -246,6 +246,47 @@ async fn save_then_compare_two_runs() {
     assert_eq!(json["after"]["duplicate_effects"], 3);
 }
 
+// Every scenario that offers --save writes a file compare accepts, and compare
+// shows every key of it: a load's own keys and the dead letters too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_load_is_compared_key_by_key() {
+    let stack = start_stack(true).await;
+    let dir = scratch_dir("compare-load");
+    let api = ["--api-url", stack.api_url.as_str()];
+    let load = [
+        "load",
+        "--clients",
+        "2",
+        "--duration-secs",
+        "1",
+        "--jobs",
+        "5",
+        "--interval-ms",
+        "50",
+    ];
+    for file in ["load-a.json", "load-b.json"] {
+        let out = demo_in(&dir, &[&api[..], &load[..], &["--save", file]].concat()).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = demo_in(&dir, &["compare", "load-a.json", "load-b.json"]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{stdout}", text(&out.stderr));
+    for key in [
+        "requests_per_sec",
+        "statuses",
+        "clients",
+        "dead_lettered",
+        "settled",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(key)),
+            "compare does not show {key}:\n{stdout}"
+        );
+    }
+    // A load against the starter applies duplicates: compare says so.
+    assert!(stdout.contains("# still broken"), "{stdout}");
+}
+
 // Bad files for compare: one clear line naming the file, exit 1. A --save path whose
 // folder does not exist fails before anything is submitted (Redis stays empty).
 #[tokio::test(flavor = "multi_thread")]

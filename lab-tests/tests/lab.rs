@@ -419,3 +419,51 @@ async fn simulated_effect_failure_fails_once_then_the_redelivery_applies_it() {
         assert_eq!(event_counts(&events), (2, 1, 0, 1), "{binary:?}");
     }
 }
+
+// Exercise 2's scenario: the worker process really aborts after the claim of the
+// last two jobs (and is restarted). Exercise 1's answer, the starter of exercise 2,
+// loses both emails; the reference solution sends each exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_window_loses_the_crashed_emails_until_the_claim_has_two_states() {
+    use lab_tests::Workers;
+    let scenario = || Scenario::CrashWindow {
+        jobs: 6,
+        copies: 2,
+        crashes: 2,
+        crash_at: demo_runner::CrashAt::BeforeEffect,
+    };
+    let starter = Stack::with_two(Workers::Starter).await;
+    let before = starter.scenario(scenario()).await.summary;
+    drop(starter);
+    assert_eq!(
+        (
+            before.crashes,
+            before.lost_effects,
+            before.observed_effects_total
+        ),
+        (Some(2), 2, 4),
+        "{before:?}"
+    );
+    assert!(before.settled, "{before:?}");
+
+    let solution = solution_worker(Exercise::CrashWindow);
+    let stack = Stack::with_two(Workers::Binary(&solution)).await;
+    let after = stack.scenario(scenario()).await.summary;
+    assert_eq!(
+        (
+            after.crashes,
+            after.lost_effects,
+            after.observed_effects_total,
+            after.duplicate_effects
+        ),
+        (Some(2), 0, 6, 0),
+        "{after:?}"
+    );
+    let events: RunEvents =
+        get_json(format!("{}/runs/{}/events", stack.api_url, after.run_id)).await;
+    assert_eq!(events.count(EventKind::Crashed), 2);
+    assert!(
+        events.count(EventKind::RetryLater) > 0,
+        "the redeliveries waited for the lease"
+    );
+}

@@ -123,6 +123,18 @@ fn lab_chaos_keeps_every_accepted_job() {
 
     let status = text(&lab.run(&["status"]).stdout);
     assert_eq!(status.matches("running (pid").count(), 4, "{status}");
+    // The killed worker was started again by its supervisor, and says so.
+    assert!(
+        status.contains("worker-1  running (pid")
+            && status.contains("restarted once after it died"),
+        "{status}"
+    );
+    let log = std::fs::read_to_string(lab.state.join("logs/worker-1.log")).unwrap();
+    assert!(
+        log.contains("lab: worker-1 (pid")
+            && log.contains("died (killed by signal 9); restarting it in 1 s"),
+        "the supervisor says in worker-1's log why it restarted it"
+    );
 
     #[cfg(target_os = "linux")]
     for port in [lab.api_port, lab.redis_port] {

@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use lab_schema::{EventKind, RunEvent, RunEvents, events, keys};
+use lab_schema::{EventKind, RunEvent, RunEvents, event_log, keys};
 use redis::streams::StreamRangeReply;
 
 use crate::ids::RunId;
@@ -37,7 +37,7 @@ pub async fn get_run_events(
         .filter_map(|entry| {
             let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
             // A kind this build does not know (written by a newer worker) is left out.
-            let event = EventKind::parse(&field(events::KIND))?;
+            let event = EventKind::parse(&field(event_log::KIND))?;
             Some(RunEvent {
                 id: entry.id.clone(),
                 time_ms: entry
@@ -47,10 +47,10 @@ pub async fn get_run_events(
                     .and_then(|ms| ms.parse().ok())
                     .unwrap_or(0),
                 event,
-                job_id: field(events::JOB_ID),
-                delivery_id: field(events::DELIVERY_ID),
-                consumer: field(events::CONSUMER),
-                detail: field(events::DETAIL),
+                job_id: field(event_log::JOB_ID),
+                delivery_id: field(event_log::DELIVERY_ID),
+                consumer: field(event_log::CONSUMER),
+                detail: field(event_log::DETAIL),
             })
         })
         .collect();

@@ -2,7 +2,7 @@
 //! run summary. Students need not edit this crate.
 //!
 //! # Layout
-//! - [`keys`], [`entry`], [`job_field`], [`run_field`], [`events`]: every Redis key and field name.
+//! - [`keys`], [`entry`], [`job_field`], [`run_field`], [`event_log`]: every Redis key and field name.
 //! - [`JobStatus`], [`EventKind`], [`Idempotency`]: the values those fields hold, as enums.
 //! - [`validate_id`]: the rule for `jobId` and `runId` (they end up in Redis keys and log lines).
 //! - [`exercise`]: the registry of exercises (number, folder, student file, scenarios).
@@ -140,7 +140,7 @@ pub mod entry {
 /// The run's event log (`events:<runId>`): a capped stream that expires, so it
 /// never grows without bound. The worker appends to it in the same round trip
 /// as a write it makes anyway; the API serves it as `GET /runs/{runId}/events`.
-pub mod events {
+pub mod event_log {
     /// Roughly how many events a run keeps (XADD MAXLEN ~): the oldest go first.
     pub const MAX_LEN: u64 = 2_000;
     /// Seconds the log lives after its last event.

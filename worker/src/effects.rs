@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use lab_schema::{events as event, keys, now_ms, payload};
+use lab_schema::{event_log, keys, now_ms, payload};
 use redis::aio::ConnectionManager;
 
 use crate::delivery::Job;
@@ -94,7 +94,10 @@ pub(crate) async fn apply(
     if !faults.stall_ms.is_empty() {
         let attempt: u64 = redis::pipe()
             .incr(keys::effect_attempts(&job.job_id), 1)
-            .expire(keys::effect_attempts(&job.job_id), event::TTL_SECS as i64)
+            .expire(
+                keys::effect_attempts(&job.job_id),
+                event_log::TTL_SECS as i64,
+            )
             .ignore()
             .query_async::<(u64,)>(redis)
             .await?
@@ -146,7 +149,7 @@ async fn first_time(redis: &mut ConnectionManager, marker: &str) -> anyhow::Resu
         .arg(1)
         .arg("NX")
         .arg("EX")
-        .arg(event::TTL_SECS)
+        .arg(event_log::TTL_SECS)
         .query_async(redis)
         .await?)
 }

@@ -12,7 +12,7 @@
 //! names reach the scripts as arguments, never by editing the script's text.
 
 use lab_schema::{
-    Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, events,
+    Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, event_log,
     job_field, keys, run_field,
 };
 
@@ -135,20 +135,20 @@ fn push_event(
         .arg(&key)
         .arg("MAXLEN")
         .arg("~")
-        .arg(events::MAX_LEN)
+        .arg(event_log::MAX_LEN)
         .arg("*")
-        .arg(events::KIND)
+        .arg(event_log::KIND)
         .arg(kind.as_str())
-        .arg(events::JOB_ID)
+        .arg(event_log::JOB_ID)
         .arg(&job.job_id)
-        .arg(events::DELIVERY_ID)
+        .arg(event_log::DELIVERY_ID)
         .arg(&job.delivery_id)
-        .arg(events::CONSUMER)
+        .arg(event_log::CONSUMER)
         .arg(consumer)
-        .arg(events::DETAIL)
+        .arg(event_log::DETAIL)
         .arg(detail)
         .ignore()
-        .expire(&key, events::TTL_SECS as i64)
+        .expire(&key, event_log::TTL_SECS as i64)
         .ignore();
 }
 

@@ -1,7 +1,8 @@
 //! The lab's worker: an at-least-once consumer of the job queue.
 //!
-//! **Students: the exercise is `src/job.rs`, function `process_job`.** Every other
-//! file here is plumbing you need not edit (each says so in its first line).
+//! **Students: the exercises are `src/job.rs` (exercise 1) and `src/crash_window.rs`
+//! (exercise 2), function `process_job` in each.** Every other file here is plumbing
+//! you need not edit (each says so in its first line).
 //!
 //! # Layout
 //! | file | what it is |
@@ -24,6 +25,10 @@
 //! that is at-least-once delivery, and why `process_job` must be idempotent.
 //! An entry whose `process_job` fails `max_deliveries` times in a row is moved
 //! to the dead-letter stream `jobs:dead`, so one poisoned job cannot circulate forever.
+//! A handler that answers "not yet" ([`RetryLater`]) is delivered again shortly,
+//! without counting as a failure. A worker restarted under the same name (after
+//! a crash) first runs again what it had left pending. Each job names its
+//! exercise; `registry.rs` routes it to that exercise's `process_job`.
 
 pub mod cli;
 mod context;

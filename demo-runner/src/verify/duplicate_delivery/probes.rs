@@ -1,0 +1,246 @@
+//! Exercise 1's probes: real submissions through the API, and what came of
+//! them (the jobs' records, the runs' event logs). Students need not edit this file.
+
+use std::time::Duration;
+
+use lab_schema::{EventKind, Exercise, JobView, RunEvents, RunSummary, payload};
+use serde_json::json;
+
+use super::{CONCURRENT_COPIES, CONCURRENT_JOBS, CONCURRENT_ROUNDS, SEQUENTIAL_COPIES};
+use crate::client::Api;
+use crate::scenarios::new_run_id;
+use crate::verify::{Options, submit_and_wait, wait_run};
+use crate::wait::poll_until;
+
+/// What the sequential copies showed.
+pub(crate) struct Sequential {
+    pub(crate) job: JobView,
+    /// The job as it was right after its first recorded skip: the claim key's
+    /// TTL then, before a short TTL can run out.
+    pub(crate) first_skip: Option<JobView>,
+    pub(crate) run: RunSummary,
+    pub(crate) events: RunEvents,
+}
+
+/// What the copies sent at once showed.
+pub(crate) struct Concurrent {
+    pub(crate) round: u32,
+    pub(crate) run_id: String,
+    pub(crate) run: RunSummary,
+    pub(crate) events: RunEvents,
+    /// Most copies of one job delivered before its first effect was written.
+    pub(crate) overlap: usize,
+    pub(crate) first_job: JobView,
+    /// The claim keys (and their TTL) that the run's skips named.
+    pub(crate) skipped_claims: Vec<(String, i64)>,
+}
+
+/// What the late copy showed.
+pub(crate) struct Late {
+    pub(crate) job: JobView,
+    pub(crate) late_secs: u64,
+}
+
+/// What the job whose first effect failed showed.
+pub(crate) struct Failure {
+    pub(crate) job: JobView,
+    pub(crate) failures: usize,
+    pub(crate) acknowledged: bool,
+    pub(crate) wait_secs: u64,
+}
+
+/// What exercise 1's probes found.
+pub(crate) struct Evidence {
+    pub(crate) seq: Sequential,
+    pub(crate) conc: Concurrent,
+    pub(crate) late: Late,
+    pub(crate) failure: Failure,
+}
+
+/// Runs exercise 1's probes with jobs of `exercise` (the later exercises keep
+/// these checks); the late and the failure probes mostly wait, so they run
+/// alongside the others.
+pub(crate) async fn gather(
+    api: &Api,
+    options: &Options,
+    exercise: Exercise,
+) -> anyhow::Result<Evidence> {
+    let timeout = Duration::from_secs(options.timeout_secs);
+    let waiting = async {
+        tokio::try_join!(
+            late_duplicate(api, exercise, options.late_secs, timeout),
+            effect_failure(api, exercise, options.redelivery_wait_secs, timeout),
+        )
+    };
+    let quick = async {
+        let sequential = sequential_duplicates(api, exercise, timeout).await?;
+        let concurrent = concurrent_duplicates(api, exercise, timeout).await?;
+        anyhow::Ok((sequential, concurrent))
+    };
+    let ((late, failure), (seq, conc)) = tokio::try_join!(waiting, quick)?;
+    Ok(Evidence {
+        seq,
+        conc,
+        late,
+        failure,
+    })
+}
+
+/// One jobId, 3 copies, each sent after the previous one was processed.
+pub(crate) async fn sequential_duplicates(
+    api: &Api,
+    exercise: Exercise,
+    limit: Duration,
+) -> anyhow::Result<Sequential> {
+    let run_id = new_run_id("verify-seq");
+    let job_id = format!("{run_id}-job-1");
+    let mut job = None;
+    let mut first_skip = None;
+    for n in 1..=SEQUENTIAL_COPIES {
+        let view = submit_and_wait(api, exercise, &job_id, &run_id, u64::from(n), limit).await?;
+        if first_skip.is_none() && view.claim_key.is_some() {
+            first_skip = Some(view.clone());
+        }
+        job = Some(view);
+    }
+    Ok(Sequential {
+        job: job.expect("at least one copy"),
+        first_skip,
+        run: api.run(&run_id).await?,
+        events: api.events(&run_id).await?,
+    })
+}
+
+/// Up to [`CONCURRENT_ROUNDS`] rounds of copies sent at once; the first round
+/// with a duplicate effect is the answer, otherwise the last one.
+pub(crate) async fn concurrent_duplicates(
+    api: &Api,
+    exercise: Exercise,
+    limit: Duration,
+) -> anyhow::Result<Concurrent> {
+    let mut round = 1;
+    loop {
+        let mut evidence = concurrent_round(api, exercise, limit).await?;
+        evidence.round = round;
+        if evidence.run.duplicate_effects > 0 || round == CONCURRENT_ROUNDS {
+            return Ok(evidence);
+        }
+        round += 1;
+    }
+}
+
+pub(crate) async fn concurrent_round(
+    api: &Api,
+    exercise: Exercise,
+    limit: Duration,
+) -> anyhow::Result<Concurrent> {
+    let run_id = new_run_id("verify-conc");
+    let expected = u64::from(CONCURRENT_JOBS * CONCURRENT_COPIES);
+    let mut sends = tokio::task::JoinSet::new();
+    for _copy in 0..CONCURRENT_COPIES {
+        for n in 1..=CONCURRENT_JOBS {
+            let (api, job_id, run_id) = (api.clone(), format!("{run_id}-job-{n}"), run_id.clone());
+            sends.spawn(async move { api.submit_to(exercise, &job_id, &run_id, json!({})).await });
+        }
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent??;
+    }
+    let (run, settled) = wait_run(api, &run_id, expected, limit).await?;
+    if !settled {
+        anyhow::bail!(
+            "the concurrent run was not processed within {}s ({} of {expected}). {}",
+            limit.as_secs(),
+            run.processed_deliveries,
+            crate::STUCK_HINT
+        );
+    }
+    // How many copies of a job had been delivered before its first effect was
+    // written: that many were in flight together (the overlap the check needs).
+    let events = api.events(&run_id).await?;
+    let mut overlap = 0;
+    let mut skipped_claims = Vec::new();
+    let mut first_job = None;
+    for n in 1..=CONCURRENT_JOBS {
+        let job_id = format!("{run_id}-job-{n}");
+        let delivered_before_effect = events
+            .events
+            .iter()
+            .filter(|e| e.job_id == job_id)
+            .take_while(|e| e.event != EventKind::Effect)
+            .filter(|e| e.event == EventKind::Delivery)
+            .count();
+        overlap = overlap.max(delivered_before_effect);
+        let view = api.job(&job_id).await?;
+        if let (Some(key), Some(ttl)) = (view.claim_key.clone(), view.claim_ttl_secs) {
+            skipped_claims.push((key, ttl));
+        }
+        first_job.get_or_insert(view);
+    }
+    Ok(Concurrent {
+        round: 1,
+        run_id,
+        run,
+        events,
+        overlap,
+        first_job: first_job.expect("at least one job"),
+        skipped_claims,
+    })
+}
+
+/// One job, then a second copy `late_secs` after the first was processed.
+pub(crate) async fn late_duplicate(
+    api: &Api,
+    exercise: Exercise,
+    late_secs: u64,
+    limit: Duration,
+) -> anyhow::Result<Late> {
+    let run_id = new_run_id("verify-late");
+    let job_id = format!("{run_id}-job-1");
+    submit_and_wait(api, exercise, &job_id, &run_id, 1, limit).await?;
+    tokio::time::sleep(Duration::from_secs(late_secs)).await;
+    let job = submit_and_wait(api, exercise, &job_id, &run_id, 2, limit).await?;
+    Ok(Late { job, late_secs })
+}
+
+/// One job whose first effect attempt fails: its redelivery must apply the effect.
+pub(crate) async fn effect_failure(
+    api: &Api,
+    exercise: Exercise,
+    wait_secs: u64,
+    limit: Duration,
+) -> anyhow::Result<Failure> {
+    let run_id = new_run_id("verify-fail");
+    let job_id = format!("{run_id}-job-1");
+    api.submit_to(
+        exercise,
+        &job_id,
+        &run_id,
+        json!({ payload::SIMULATE_EFFECT_FAILURE: payload::ONCE }),
+    )
+    .await?;
+    // First the failing attempt (its effect-failed event), then the redelivery.
+    let started = std::time::Instant::now();
+    let (_, picked_up) = poll_until(
+        started + limit,
+        || api.job(&job_id),
+        |j| j.process_attempts >= 1,
+    )
+    .await?;
+    if !picked_up {
+        anyhow::bail!(
+            "job {job_id} was not picked up within {}s. {}",
+            limit.as_secs(),
+            crate::STUCK_HINT
+        );
+    }
+    let (_, acknowledged) = wait_run(api, &run_id, 1, Duration::from_secs(wait_secs)).await?;
+    let job = api.job(&job_id).await?;
+    let events = api.events(&run_id).await?;
+    Ok(Failure {
+        job,
+        failures: events.count(EventKind::EffectFailed),
+        acknowledged,
+        wait_secs,
+    })
+}

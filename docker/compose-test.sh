@@ -197,7 +197,7 @@ grep -q 'after the fix: 8 duplicate skips' lab-output/evidence.md || die "lab-ou
 record "docker compose run --rm demo verify  (reference fix)" dc run --rm -T demo verify
 printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify on the reference fix: no PASS verdict"
 
-# 4b. Exercise 2, the crash window: the worker process really aborts, compose's restart
+# 4b. Exercise 2, the crash window: the worker process really dies, compose's restart
 # policy starts it again, and the starter (exercise 1's answer) loses the crashed jobs' emails.
 record "docker compose run --rm demo crash-window --save crash-before.json  (exercise 2 starter)" dc run --rm -T demo crash-window --save crash-before.json
 [ "$(value crashes)/$(value lost_effects)/$(value observed_effects_total)" = 2/2/4 ] || die "exercise 2 starter: expected 2 crashes, 2 lost, 4 effects"

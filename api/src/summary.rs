@@ -138,15 +138,15 @@ mod tests {
     fn an_attempt_is_out_while_its_process_is_the_registered_one() {
         let attempts = HashMap::from([
             (
-                Attempt::field("1-0", "worker-1"),
+                Attempt::field("1-0", "worker-1", 1),
                 Attempt::value("job-1", "100-5", 1_000),
             ),
             (
-                Attempt::field("2-0", "worker-2"),
+                Attempt::field("2-0", "worker-2", 1),
                 Attempt::value("job-2", "200-5", 2_000),
             ),
             (
-                Attempt::field("3-0", "worker-3"),
+                Attempt::field("3-0", "worker-3", 1),
                 Attempt::value("job-3", "300-5", 3_000),
             ),
         ]);

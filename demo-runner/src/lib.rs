@@ -147,7 +147,7 @@ pub enum Scenario {
         #[arg(value_parser = clap::value_parser!(u32).range(1..=1000))]
         copies: u32,
     },
-    /// Exercise 2: JOBS jobs, COPIES copies each; the worker CRASHES (the process aborts)
+    /// Exercise 2: JOBS jobs, COPIES copies each; the worker CRASHES (the process dies)
     /// after the claim and before the effect of the last CRASHES jobs, once each. Waits
     /// until every delivery is processed (the worker is restarted), then the summary.
     CrashWindow {

@@ -116,7 +116,7 @@ pub async fn duplicate_load(
 /// First the jobs that run normally, until they are all processed; then the
 /// last `crashes` jobs, one after the other, which ask the worker to crash at `crash_at` (after the
 /// claim and before the effect, or right after the effect; `simulateCrash`):
-/// the worker process aborts, once per job, with
+/// the worker process dies, once per job, with
 /// whatever it has in flight, and is restarted; the deliveries come back. The
 /// crashing jobs come last so that a crash takes down only them.
 pub async fn crash_window(

@@ -160,7 +160,7 @@ pub mod payload {
     /// effect fails (across all workers), as an email provider that times out once.
     pub const SIMULATE_EFFECT_FAILURE: &str = "simulateEffectFailure";
     pub const ONCE: &str = "once";
-    /// `{"simulateCrash": "before-effect"}`: the worker process aborts (a real crash)
+    /// `{"simulateCrash": "before-effect"}`: the worker process dies (SIGKILL to itself: a real crash)
     /// when this job's side effect is about to run, once across all workers: after
     /// the handler's claim, before the effect. The worker is restarted (by `./lab`
     /// or compose) and the delivery comes back.
@@ -281,7 +281,7 @@ named_enum! {
         /// The handler asked to be delivered again later (another delivery holds
         /// the lease); not counted toward `--max-deliveries`.
         RetryLater = "retry-later",
-        /// The worker process aborted on purpose (`simulateCrash`): a real crash.
+        /// The worker process died on purpose (`simulateCrash`): a real crash.
         Crashed = "crashed",
     }
 }
@@ -419,9 +419,11 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The hash field of the attempt: one per delivery and consumer.
-    pub fn field(delivery_id: &str, consumer: &str) -> String {
-        format!("{delivery_id}|{consumer}")
+    /// The hash field of the attempt: one per attempt (a delivery, on a consumer,
+    /// started at a millisecond), so a later attempt of the same delivery on the
+    /// same consumer never shares it.
+    pub fn field(delivery_id: &str, consumer: &str, started_ms: u64) -> String {
+        format!("{delivery_id}|{consumer}|{started_ms}")
     }
 
     /// The hash value: `<jobId>|<instance>|<started ms>`.
@@ -431,7 +433,8 @@ impl Attempt {
 
     /// Reads a field and value back; `None` when they are not in that shape.
     pub fn parse(field: &str, value: &str) -> Option<Attempt> {
-        let (delivery_id, consumer) = field.split_once('|')?;
+        let mut key = field.splitn(3, '|');
+        let (delivery_id, consumer) = (key.next()?, key.next()?);
         let mut parts = value.splitn(3, '|');
         let (job_id, instance, started) = (parts.next()?, parts.next()?, parts.next()?);
         Some(Attempt {
@@ -539,7 +542,7 @@ mod tests {
 
     #[test]
     fn an_attempt_reads_back_what_was_written() {
-        let field = Attempt::field("1795-0", "worker-1");
+        let field = Attempt::field("1795-0", "worker-1", 1795);
         let value = Attempt::value("load-1-job-2", "4242-1795", 1795);
         let attempt = Attempt::parse(&field, &value).unwrap();
         assert_eq!(attempt.job_id, "load-1-job-2");

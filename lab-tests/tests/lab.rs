@@ -420,7 +420,7 @@ async fn simulated_effect_failure_fails_once_then_the_redelivery_applies_it() {
     }
 }
 
-// Exercise 2's scenario: the worker process really aborts after the claim of the
+// Exercise 2's scenario: the worker process really dies after the claim of the
 // last two jobs (and is restarted). Exercise 1's answer, the starter of exercise 2,
 // loses both emails; the reference solution sends each exactly once.
 #[tokio::test(flavor = "multi_thread")]

@@ -156,6 +156,10 @@ impl JobContext {
         value: &str,
         ttl_secs: u64,
     ) -> anyhow::Result<bool> {
+        anyhow::ensure!(
+            ttl_secs > 0,
+            "compare_and_set needs a TTL of at least 1 second (got 0)"
+        );
         let set: u64 = redis::Script::new(COMPARE_AND_SET)
             .key(key)
             .arg(expected)

@@ -11,7 +11,7 @@
 //! - `{"simulateEffectFailure": "once"}`: the first effect attempt of the job
 //!   fails (exactly once across all workers), like an email provider that times
 //!   out once. That is how the lab checks that a guard releases its claim.
-//! - `{"simulateCrash": "before-effect"}`: the worker process aborts when the
+//! - `{"simulateCrash": "before-effect"}`: the worker process dies (SIGKILL to itself) when the
 //!   effect is about to run (after the handler's claim), once across all
 //!   workers. A real crash: the process dies with everything it had in flight,
 //!   and `./lab` or compose starts it again. `"after-effect"`: the same, right
@@ -173,8 +173,10 @@ async fn crash_once(
 
 /// The simulated crash: writes the obituary (this process's attempts will never
 /// finish: the registry says so, and a `crashed` event marks the moment), then
-/// aborts the process. Nothing after this line runs, as in a real crash.
+/// kills the process. Nothing after this line runs, as in a real crash.
 async fn crash(redis: &mut ConnectionManager, job: &Job, runner: &Runner<'_>, when: &str) -> ! {
+    // From now on the heartbeat must not write "alive" over the obituary.
+    DYING.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut pipe = redis::pipe();
     pipe.hset(
         keys::WORKERS,
@@ -187,10 +189,31 @@ async fn crash(redis: &mut ConnectionManager, job: &Job, runner: &Runner<'_>, wh
     tracing::error!(
         job_id = %job.job_id,
         delivery_id = %job.delivery_id,
-        "CRASHING on purpose ({}: {when}): the worker process aborts now",
+        "CRASHING on purpose ({}: {when}): the worker process dies now",
         payload::SIMULATE_CRASH,
     );
-    std::process::abort();
+    die_now()
+}
+
+/// Ends the process at once, as the kernel's OOM killer does (SIGKILL: no
+/// cleanup, no core dump on a student's laptop).
+fn die_now() -> ! {
+    #[cfg(unix)]
+    {
+        // SAFETY: kill(2) on our own pid with SIGKILL; nothing to uphold.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    std::process::abort()
+}
+
+/// This process is crashing on purpose: the worker registry must keep saying so.
+static DYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True once a simulated crash of this process has begun.
+pub(crate) fn dying() -> bool {
+    DYING.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// True for the one attempt (across all workers) that must fail: the first to

@@ -31,14 +31,15 @@ pub(crate) enum Outcome<'a> {
     DuplicateSkipped { claim_key: &'a str },
     /// The side effect failed (simulated).
     EffectFailed { detail: &'a str },
-    /// The handler returned an error: the attempt ends without an acknowledgement.
-    AttemptFailed { error: &'a str },
+    /// The handler returned an error: the attempt (started at `started_ms`) ends
+    /// without an acknowledgement.
+    AttemptFailed { error: &'a str, started_ms: u64 },
     /// The entry was moved to `jobs:dead` (counted by [`DEAD_LETTER_SCRIPT`]).
     DeadLettered { reason: &'a str },
     /// The handler asked to be delivered again later: the attempt ends, the
     /// delivery stays pending, and it is not counted toward `--max-deliveries`.
-    RetryLater { reason: &'a str },
-    /// The worker process is about to abort on purpose (`simulateCrash`), `when`
+    RetryLater { reason: &'a str, started_ms: u64 },
+    /// The worker process is about to die on purpose (`simulateCrash`), `when`
     /// is `before-effect` or `after-effect`.
     Crashed { when: &'a str },
 }
@@ -50,7 +51,7 @@ impl Outcome<'_> {
     pub(crate) fn record(&self, pipe: &mut redis::Pipeline, job: &Job, consumer: &str) {
         let job_key = keys::job(&job.job_id);
         let run_key = keys::run(&job.run_id);
-        let attempt = Attempt::field(&job.delivery_id, consumer);
+        let attempt = |started_ms| Attempt::field(&job.delivery_id, consumer, started_ms);
         match *self {
             Outcome::AttemptStarted {
                 instance,
@@ -59,7 +60,7 @@ impl Outcome<'_> {
                 let attempts = keys::attempts(&job.run_id);
                 pipe.hset(
                     &attempts,
-                    attempt,
+                    attempt(started_ms),
                     Attempt::value(&job.job_id, instance, started_ms),
                 )
                 .expire(&attempts, RECORD_TTL_SECS as i64)
@@ -95,15 +96,15 @@ impl Outcome<'_> {
                 pipe.hincr(&job_key, job_field::EFFECT_FAILURES, 1);
                 push_event(pipe, job, EventKind::EffectFailed, consumer, detail);
             }
-            Outcome::AttemptFailed { error } => {
+            Outcome::AttemptFailed { error, started_ms } => {
                 pipe.hincr(&job_key, job_field::ATTEMPT_FAILURES, 1)
-                    .hdel(keys::attempts(&job.run_id), attempt)
+                    .hdel(keys::attempts(&job.run_id), attempt(started_ms))
                     .ignore();
                 push_event(pipe, job, EventKind::AttemptFailed, consumer, error);
             }
-            Outcome::RetryLater { reason } => {
+            Outcome::RetryLater { reason, started_ms } => {
                 pipe.hincr(&job_key, job_field::RETRIES_LATER, 1)
-                    .hdel(keys::attempts(&job.run_id), attempt)
+                    .hdel(keys::attempts(&job.run_id), attempt(started_ms))
                     .ignore();
                 push_event(pipe, job, EventKind::RetryLater, consumer, reason);
             }
@@ -158,24 +159,26 @@ fn push_event(
 /// refreshes the records' expiry.
 ///
 /// KEYS: stream, then (job, run, ledger, attempts) per entry.
-/// ARGV: group, ttl, consumer, then the field names (done, dead, submissions,
-/// status), the completed status, the run's processed field, then the entry ids.
+/// ARGV: group, ttl, then the field names (done, dead, submissions, status), the
+/// completed status, the run's processed field, then (entry id, attempt field)
+/// per entry.
 const ACK_SCRIPT: &str = r"
-local group, ttl, consumer = ARGV[1], ARGV[2], ARGV[3]
-local f_done, f_dead, f_submissions, f_status = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local completed, f_processed = ARGV[8], ARGV[9]
-local first = 10
+local group, ttl = ARGV[1], ARGV[2]
+local f_done, f_dead, f_submissions, f_status = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local completed, f_processed = ARGV[7], ARGV[8]
+local first = 9
 local acked = 0
-for i = first, #ARGV do
-  local k = 4 * (i - first) + 1
+for i = first, #ARGV, 2 do
+  local k = 4 * ((i - first) / 2) + 1
   local job_key, run_key, ledger_key, attempts_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  if redis.call('XACK', KEYS[1], group, ARGV[i]) == 1 then
-    redis.call('XDEL', KEYS[1], ARGV[i])
+  local id, attempt = ARGV[i], ARGV[i + 1]
+  if redis.call('XACK', KEYS[1], group, id) == 1 then
+    redis.call('XDEL', KEYS[1], id)
     acked = acked + 1
     redis.call('HINCRBY', job_key, f_done, 1)
     redis.call('HINCRBY', run_key, f_processed, 1)
   end
-  redis.call('HDEL', attempts_key, ARGV[i] .. '|' .. consumer)
+  redis.call('HDEL', attempts_key, attempt)
   -- Also when XACK answered 0 (another copy was acknowledged first): this
   -- delivery may have set the status back to processing after that ack.
   local done = tonumber(redis.call('HGET', job_key, f_done) or '0')
@@ -195,23 +198,22 @@ return acked
 /// (only the caller whose XACK succeeds writes it; another worker may have
 /// claimed the same entry), and counts it in its job and run.
 ///
-/// KEYS: stream, dead-letter stream, and (job, run, ledger, attempts) when the
-/// entry belongs to a run that counts it.
+/// KEYS: stream, dead-letter stream, and (job, run, ledger) when the entry
+/// belongs to a run that counts it. (No attempt of it started: nothing to end.)
 /// ARGV: group, entry id, maxlen, ttl, the dead field, the status field, the
-/// dead-lettered status, consumer, then field/value pairs for the dead letter.
+/// dead-lettered status, then field/value pairs for the dead letter.
 const DEAD_LETTER_SCRIPT: &str = r"
 local group, id, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local f_dead, f_status, dead_status, consumer = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local f_dead, f_status, dead_status = ARGV[5], ARGV[6], ARGV[7]
 if redis.call('XACK', KEYS[1], group, id) == 0 then
   return 0
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 9))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 8))
 redis.call('XDEL', KEYS[1], id)
-if #KEYS == 6 then
+if #KEYS == 5 then
   redis.call('HINCRBY', KEYS[3], f_dead, 1)
   redis.call('HSET', KEYS[3], f_status, dead_status)
   redis.call('HINCRBY', KEYS[4], f_dead, 1)
-  redis.call('HDEL', KEYS[6], id .. '|' .. consumer)
   for k = 3, 5 do
     redis.call('EXPIRE', KEYS[k], ttl)
   end
@@ -230,6 +232,8 @@ pub(crate) struct Finished {
     pub(crate) delivery_id: String,
     pub(crate) job_id: String,
     pub(crate) run_id: String,
+    /// The attempt's field in `attempts:<runId>` (see `lab_schema::Attempt::field`).
+    pub(crate) attempt: String,
 }
 
 /// An entry to move to `jobs:dead`.
@@ -256,14 +260,12 @@ impl Scripts {
         &self,
         redis: &mut impl redis::aio::ConnectionLike,
         batch: &[Finished],
-        consumer: &str,
     ) -> redis::RedisResult<u64> {
         let mut invocation = self.ack.prepare_invoke();
         invocation
             .key(keys::JOB_STREAM)
             .arg(keys::WORKER_GROUP)
             .arg(RECORD_TTL_SECS)
-            .arg(consumer)
             .arg(job_field::DELIVERIES_DONE)
             .arg(job_field::DEAD_LETTERED)
             .arg(job_field::SUBMISSIONS)
@@ -276,7 +278,8 @@ impl Scripts {
                 .key(keys::run(&done.run_id))
                 .key(keys::ledger(&done.run_id))
                 .key(keys::attempts(&done.run_id))
-                .arg(&done.delivery_id);
+                .arg(&done.delivery_id)
+                .arg(&done.attempt);
         }
         invocation.invoke_async(redis).await
     }
@@ -302,7 +305,6 @@ impl Scripts {
             .arg(job_field::DEAD_LETTERED)
             .arg(job_field::STATUS)
             .arg(JobStatus::DeadLettered.as_str())
-            .arg(consumer)
             .arg("deliveryId")
             .arg(&entry.id)
             .arg("reason")
@@ -315,8 +317,7 @@ impl Scripts {
             invocation
                 .key(keys::job(&job.job_id))
                 .key(keys::run(&job.run_id))
-                .key(keys::ledger(&job.run_id))
-                .key(keys::attempts(&job.run_id));
+                .key(keys::ledger(&job.run_id));
         }
         for (name, value) in &entry.map {
             if let redis::Value::BulkString(bytes) = value {

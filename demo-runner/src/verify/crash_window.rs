@@ -10,7 +10,7 @@
 //! | exercise 1's checks | (as in exercise 1, with jobs of exercise 2) | what exercise 1 catches |
 //!
 //! The faults are real and come from the payload (`simulateCrash`, `stallMs`,
-//! `simulateEffectFailure`): the worker process aborts, the effect stalls. The
+//! `simulateEffectFailure`): the worker process dies, the effect stalls. The
 //! checks time their copies around the workers' lease (`--lease-ms`, the same
 //! `LEASE_MS` the workers read).
 

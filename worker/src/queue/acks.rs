@@ -1,8 +1,6 @@
 //! Batched acknowledgements: finished deliveries are acknowledged together, one
 //! round trip per batch. Plumbing: students need not edit this file.
 
-use std::sync::Arc;
-
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
@@ -17,7 +15,6 @@ const ACK_ATTEMPTS: u32 = 10;
 /// Acknowledges finished deliveries in batches until every sender is gone.
 pub(crate) async fn acknowledge_loop(
     mut redis: ConnectionManager,
-    consumer: Arc<str>,
     mut rx: mpsc::UnboundedReceiver<Finished>,
 ) {
     let scripts = Scripts::new();
@@ -25,7 +22,7 @@ pub(crate) async fn acknowledge_loop(
     while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
         let mut backoff = super::redis_backoff();
         loop {
-            match scripts.acknowledge(&mut redis, &batch, &consumer).await {
+            match scripts.acknowledge(&mut redis, &batch).await {
                 Ok(_) => break,
                 Err(err) if backoff.failures() + 1 < ACK_ATTEMPTS => {
                     tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis() as u64, "acknowledging failed; retrying");

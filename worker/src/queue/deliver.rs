@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lab_schema::now_ms;
+use lab_schema::{Attempt, now_ms};
 use redis::streams::StreamId;
 
 use super::Shared;
@@ -39,19 +39,21 @@ pub(crate) async fn handle_delivery<H: Handler>(
     tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, exercise = job.exercise.number(), "delivery received");
     // The attempt is recorded before the handler runs, so a run is never
     // reported settled while one of its attempts is still under way.
+    let started_ms = now_ms();
     if let Err(err) = record(
         shared,
         &job,
         Outcome::AttemptStarted {
             instance: &shared.instance,
-            started_ms: now_ms(),
+            started_ms,
         },
     )
     .await
     {
         tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, error = %err, "could not record the attempt; it will be redelivered");
         // Redis may have written it and lost only the answer: end it for sure.
-        end_failed_attempt(shared, job, format!("could not record the attempt: {err}"));
+        let error = format!("could not record the attempt: {err}");
+        end_failed_attempt(shared, job, error, started_ms);
         return;
     }
     let mut ctx = JobContext::new(ContextParts {
@@ -73,17 +75,19 @@ pub(crate) async fn handle_delivery<H: Handler>(
     };
     match handled {
         Ok(()) => {
+            let attempt = Attempt::field(&job.delivery_id, &shared.consumer, started_ms);
             let _ = shared.acks.send(Finished {
                 delivery_id: job.delivery_id,
                 job_id: job.job_id,
                 run_id: job.run_id,
+                attempt,
             });
         }
         Err(err) if err.downcast_ref::<RetryLater>().is_some() => {
             // Not a failure: the lease renewal must stop first, or it would reset
             // the idle time this sets.
             drop(in_flight);
-            retry_later(shared, &job, &err.to_string(), deliveries).await;
+            retry_later(shared, &job, &err.to_string(), deliveries, started_ms).await;
         }
         Err(err) => {
             let error = format!("{err:#}");
@@ -95,55 +99,78 @@ pub(crate) async fn handle_delivery<H: Handler>(
                 error,
                 "process_job failed: not acknowledged, so it will be redelivered"
             );
-            end_failed_attempt(shared, job, error);
+            end_failed_attempt(shared, job, error, started_ms);
         }
     }
 }
 
-/// "Deliver me again later": ends the attempt, and makes the entry look idle
-/// for all but `retry_after` of the claim idle time, so a worker's next scan for
-/// abandoned entries (XAUTOCLAIM) takes it about `retry_after` from now. The
-/// delivery count is put back (RETRYCOUNT), so waiting never counts toward
-/// `--max-deliveries`.
+/// Puts a delivery that asked to be retried later back, if this consumer still
+/// owns it with the count it was delivered with (another worker may have taken
+/// it over while this one was paused): marks it idle for all but `ARGV[5]` ms of
+/// the claim idle time and restores its delivery count, so a worker's next scan
+/// for abandoned entries takes it then, and waiting never counts toward
+/// `--max-deliveries`. KEYS: stream. ARGV: group, entry id, consumer, delivery
+/// count, idle ms. Returns 1 when it was put back, 0 when it is not ours any more.
+const RETRY_LATER_SCRIPT: &str = r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+local entry = pending[1]
+if entry == nil or entry[2] ~= ARGV[3] or tonumber(entry[4]) ~= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5],
+  'RETRYCOUNT', tonumber(ARGV[4]) - 1, 'JUSTID')
+return 1
+";
+
+/// "Deliver me again later": ends the attempt, and puts the entry back to be
+/// delivered about `retry_after` from now (see [`RETRY_LATER_SCRIPT`]).
 async fn retry_later<H: Handler>(
     shared: &Arc<Shared<H>>,
     job: &Job,
     reason: &str,
     deliveries: u64,
+    started_ms: u64,
 ) {
     let config = &shared.config;
     let retry_after = super::retry_after(config);
     let idle = config.claim_idle.saturating_sub(retry_after);
     tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, retry_in_ms = retry_after.as_millis() as u64, reason, "not yet: delivering this again later");
     let mut pipe = redis::pipe();
-    Outcome::RetryLater { reason }.record(&mut pipe, job, &shared.consumer);
-    pipe.cmd("XCLAIM")
-        .arg(lab_schema::keys::JOB_STREAM)
-        .arg(lab_schema::keys::WORKER_GROUP)
-        .arg(&*shared.consumer)
-        .arg(0)
-        .arg(&job.delivery_id)
-        .arg("IDLE")
-        .arg(idle.as_millis() as u64)
-        .arg("RETRYCOUNT")
-        .arg(deliveries.saturating_sub(1))
-        .arg("JUSTID")
-        .ignore();
+    Outcome::RetryLater { reason, started_ms }.record(&mut pipe, job, &shared.consumer);
+    pipe.invoke_script(
+        redis::Script::new(RETRY_LATER_SCRIPT)
+            .key(lab_schema::keys::JOB_STREAM)
+            .arg(lab_schema::keys::WORKER_GROUP)
+            .arg(&job.delivery_id)
+            .arg(&*shared.consumer)
+            .arg(deliveries)
+            .arg(idle.as_millis() as u64),
+    )
+    .ignore();
     let mut redis = shared.redis.clone();
     if let Err(err) = pipe.query_async::<(u64,)>(&mut redis).await {
         tracing::warn!(error = %err, job_id = %job.job_id, "could not schedule the retry; the entry comes back after the claim idle time");
-        end_failed_attempt(shared, job.clone(), err.to_string());
+        end_failed_attempt(shared, job.clone(), err.to_string(), started_ms);
     }
 }
 
 /// Records that a failed attempt has ended. It must not stay "in flight", or its
 /// run never settles; Redis may be the very reason it failed, so the record is
 /// retried in the background while Redis comes back.
-fn end_failed_attempt<H: Handler>(shared: &Arc<Shared<H>>, job: Job, error: String) {
+fn end_failed_attempt<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    job: Job,
+    error: String,
+    started_ms: u64,
+) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let mut backoff = super::redis_backoff();
-        while let Err(err) = record(&shared, &job, Outcome::AttemptFailed { error: &error }).await {
+        let ended = Outcome::AttemptFailed {
+            error: &error,
+            started_ms,
+        };
+        while let Err(err) = record(&shared, &job, ended).await {
             if backoff.failures() >= 10 {
                 tracing::warn!(error = %err, job_id = %job.job_id, "could not record the end of a failed attempt");
                 break;

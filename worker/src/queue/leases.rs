@@ -56,6 +56,9 @@ impl Drop for InFlight<'_> {
 /// A new process of the same name replaces the old one's line, and with it the
 /// old process's claim on the attempts it left unfinished.
 pub(crate) async fn register<H>(shared: &Shared<H>) -> redis::RedisResult<()> {
+    if crate::effects::dying() {
+        return Ok(()); // The obituary stands: this process is going down.
+    }
     let mut redis = shared.redis.clone();
     redis::cmd("HSET")
         .arg(keys::WORKERS)

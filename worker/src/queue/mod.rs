@@ -97,11 +97,7 @@ pub async fn run<H: Handler>(
     );
 
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let acker = tokio::spawn(acks::acknowledge_loop(
-        redis.clone(),
-        consumer.clone(),
-        ack_rx,
-    ));
+    let acker = tokio::spawn(acks::acknowledge_loop(redis.clone(), ack_rx));
     let shared = Arc::new(Shared {
         config: config.clone(),
         handler,
@@ -121,7 +117,8 @@ pub async fn run<H: Handler>(
         .max(Duration::from_millis(50));
     // First what this consumer left pending in an earlier life (it crashed and was
     // restarted under the same name): finish that old work, then read new entries.
-    let mut recovering = true;
+    // `recovering` is where the next read of that old work starts.
+    let mut recovering = Some("0".to_string());
     let mut next_claim = Instant::now();
     let mut claim_cursor = "0-0".to_string();
     let mut ready = false;
@@ -156,11 +153,14 @@ pub async fn run<H: Handler>(
             _ = stopping.changed() => break,
         };
         let want = (1 + slots.available_permits()).min(config.read_batch);
-        let read = if recovering {
-            // Once: entries taken now stay pending until acknowledged, so a second
-            // read would return them again.
-            let read = read::own_pending(&mut reader, &config, config.read_batch).await;
-            recovering = read.is_err();
+        let read = if let Some(from) = &recovering {
+            // As many as there are free slots, after the last one taken (entries
+            // taken stay pending until acknowledged: reading from 0 again would
+            // return them again).
+            let read = read::own_pending(&mut reader, &config, from, want).await;
+            if let Ok(entries) = &read {
+                recovering = entries.last().map(|(entry, _)| entry.id.clone());
+            }
             read
         } else if Instant::now() >= next_claim {
             next_claim = Instant::now() + claim_every;

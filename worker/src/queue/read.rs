@@ -54,12 +54,14 @@ pub(crate) async fn read_new(
         .unwrap_or_default())
 }
 
-/// This consumer's own pending entries (XREADGROUP ... 0): what it had taken and
-/// not acknowledged before it crashed and was restarted under the same name.
-/// Each comes with its delivery count. Read once at start, until none is left.
+/// This consumer's own pending entries after the id `from` (XREADGROUP ... <id>):
+/// what it had taken and not acknowledged before it crashed and was restarted
+/// under the same name. Each comes with its delivery count. Read at start, from
+/// `0` and then after the last entry read, until none is left.
 pub(crate) async fn own_pending(
     redis: &mut ConnectionManager,
     config: &Config,
+    from: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<(StreamId, u64)>> {
     let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
@@ -70,7 +72,7 @@ pub(crate) async fn own_pending(
         .arg(count)
         .arg("STREAMS")
         .arg(keys::JOB_STREAM)
-        .arg("0")
+        .arg(from)
         .query_async(redis)
         .await?;
     let entries: Vec<StreamId> = reply

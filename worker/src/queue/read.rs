@@ -30,27 +30,37 @@ pub(crate) async fn read_new(
     config: &Config,
     count: usize,
 ) -> redis::RedisResult<Vec<(StreamId, u64)>> {
-    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-        .arg("GROUP")
+    let block = config.read_block.as_millis() as u64;
+    let entries = read_group(redis, config, ">", count, Some(block)).await?;
+    Ok(entries.into_iter().map(|id| (id, 1)).collect())
+}
+
+/// XREADGROUP for this consumer from `id` (`>`: new entries; an id: its own
+/// pending entries after it), blocking up to `block_ms` when given.
+async fn read_group(
+    redis: &mut ConnectionManager,
+    config: &Config,
+    id: &str,
+    count: usize,
+    block_ms: Option<u64>,
+) -> redis::RedisResult<Vec<StreamId>> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
         .arg(keys::WORKER_GROUP)
         .arg(&config.consumer)
         .arg("COUNT")
-        .arg(count)
-        .arg("BLOCK")
-        .arg(config.read_block.as_millis() as u64)
+        .arg(count);
+    if let Some(ms) = block_ms {
+        cmd.arg("BLOCK").arg(ms);
+    }
+    let reply: Option<StreamReadReply> = cmd
         .arg("STREAMS")
         .arg(keys::JOB_STREAM)
-        .arg(">")
+        .arg(id)
         .query_async(redis)
         .await?;
     Ok(reply
-        .map(|r| {
-            r.keys
-                .into_iter()
-                .flat_map(|k| k.ids)
-                .map(|id| (id, 1))
-                .collect()
-        })
+        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
         .unwrap_or_default())
 }
 
@@ -64,20 +74,7 @@ pub(crate) async fn own_pending(
     from: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<(StreamId, u64)>> {
-    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(keys::WORKER_GROUP)
-        .arg(&config.consumer)
-        .arg("COUNT")
-        .arg(count)
-        .arg("STREAMS")
-        .arg(keys::JOB_STREAM)
-        .arg(from)
-        .query_async(redis)
-        .await?;
-    let entries: Vec<StreamId> = reply
-        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-        .unwrap_or_default();
+    let entries = read_group(redis, config, from, count, None).await?;
     if entries.is_empty() {
         return Ok(Vec::new());
     }

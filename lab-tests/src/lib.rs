@@ -267,6 +267,14 @@ impl Stack {
         assert!(sent.success(), "kill -{signal} worker {index}");
     }
 
+    /// Everything the supervised workers of [`Stack::with_two`] logged so far.
+    pub fn supervised_logs(&self) -> String {
+        self.supervised
+            .iter()
+            .map(|s| std::fs::read_to_string(&s.log).unwrap_or_default())
+            .collect()
+    }
+
     pub fn worker_log(&self, index: usize) -> String {
         std::fs::read_to_string(&self.logs[index]).unwrap_or_default()
     }

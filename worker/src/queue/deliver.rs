@@ -137,20 +137,30 @@ async fn retry_later<H: Handler>(
     tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, retry_in_ms = retry_after.as_millis() as u64, reason, "not yet: delivering this again later");
     let mut pipe = redis::pipe();
     Outcome::RetryLater { reason, started_ms }.record(&mut pipe, job, &shared.consumer);
-    pipe.invoke_script(
+    let mut redis = shared.redis.clone();
+    // The script on its own, not in the pipeline: invoke_async loads it into
+    // Redis when Redis does not know it yet (a pipeline would fail with NOSCRIPT).
+    let put_back = async {
+        let _: (u64,) = pipe.query_async(&mut redis).await?;
         redis::Script::new(RETRY_LATER_SCRIPT)
             .key(lab_schema::keys::JOB_STREAM)
             .arg(lab_schema::keys::WORKER_GROUP)
             .arg(&job.delivery_id)
             .arg(&*shared.consumer)
             .arg(deliveries)
-            .arg(idle.as_millis() as u64),
-    )
-    .ignore();
-    let mut redis = shared.redis.clone();
-    if let Err(err) = pipe.query_async::<(u64,)>(&mut redis).await {
-        tracing::warn!(error = %err, job_id = %job.job_id, "could not schedule the retry; the entry comes back after the claim idle time");
-        end_failed_attempt(shared, job.clone(), err.to_string(), started_ms);
+            .arg(idle.as_millis() as u64)
+            .invoke_async::<u64>(&mut redis)
+            .await
+    };
+    match put_back.await {
+        Ok(1) => {}
+        Ok(_) => {
+            tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, "another worker took this delivery over meanwhile: leaving it to that worker")
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, job_id = %job.job_id, "could not schedule the retry; the entry comes back after the claim idle time");
+            end_failed_attempt(shared, job.clone(), err.to_string(), started_ms);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! What `process_job` works with: the delivered [`Job`] and the [`JobContext`].
 //! Plumbing: students need not edit this file (but may read it).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use lab_schema::{job_field, keys};
@@ -13,21 +13,29 @@ use crate::outcomes::Outcome;
 
 /// Sets `KEYS[1]` to `ARGV[2]` (expiring after `ARGV[3]` seconds) only if it
 /// holds `ARGV[1]` now: one atomic step, so no other delivery can slip in between.
-const COMPARE_AND_SET: &str = r"
+static COMPARE_AND_SET: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
   return 1
 end
 return 0
-";
+",
+    )
+});
 
 /// Deletes `KEYS[1]` only if it holds `ARGV[1]` now.
-const COMPARE_AND_DELETE: &str = r"
+static COMPARE_AND_DELETE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-";
+",
+    )
+});
 
 /// The error a handler returns to say "not yet: deliver me again later", e.g.
 /// while another delivery holds the lease of the same job. The delivery is not
@@ -57,35 +65,12 @@ pub struct JobContext {
     /// How long a `processing` lease lasts, in milliseconds (`--lease-ms`):
     /// longer than the side effect takes, shorter than a class can wait.
     pub lease_ms: u64,
-    effect_delay: Duration,
-    consumer: Arc<str>,
-    instance: Arc<str>,
-}
-
-/// What the queue plumbing hands to [`JobContext::new`].
-pub(crate) struct ContextParts {
-    pub(crate) redis: ConnectionManager,
-    pub(crate) pipeline: String,
-    pub(crate) idempotency_ttl_secs: u64,
-    pub(crate) lease_ms: u64,
     pub(crate) effect_delay: Duration,
     pub(crate) consumer: Arc<str>,
     pub(crate) instance: Arc<str>,
 }
 
 impl JobContext {
-    pub(crate) fn new(parts: ContextParts) -> JobContext {
-        JobContext {
-            redis: parts.redis,
-            pipeline: parts.pipeline,
-            idempotency_ttl_secs: parts.idempotency_ttl_secs,
-            lease_ms: parts.lease_ms,
-            effect_delay: parts.effect_delay,
-            consumer: parts.consumer,
-            instance: parts.instance,
-        }
-    }
-
     /// Counts one delivery: status `processing`, `processAttempts` + 1 on the
     /// job and `attempts` + 1 on the run, and a `delivery` event in the run's
     /// event log. Returns the job's attempt number.
@@ -160,7 +145,7 @@ impl JobContext {
             ttl_secs > 0,
             "compare_and_set needs a TTL of at least 1 second (got 0)"
         );
-        let set: u64 = redis::Script::new(COMPARE_AND_SET)
+        let set: u64 = COMPARE_AND_SET
             .key(key)
             .arg(expected)
             .arg(value)
@@ -173,7 +158,7 @@ impl JobContext {
     /// Atomically: if `key` holds `expected`, delete it and return `true`;
     /// otherwise change nothing and return `false`.
     pub async fn compare_and_delete(&mut self, key: &str, expected: &str) -> anyhow::Result<bool> {
-        let deleted: u64 = redis::Script::new(COMPARE_AND_DELETE)
+        let deleted: u64 = COMPARE_AND_DELETE
             .key(key)
             .arg(expected)
             .invoke_async(&mut self.redis)

@@ -26,28 +26,31 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
     ctx.mark_processing(job).await?;
 
     // TODO(exercise): give the claim two states.
+    //   "processing:<token>"  I am sending it. A LEASE: it expires by itself after
+    //                         ctx.lease_ms, so a crashed holder cannot block the job.
+    //   "done"                It was sent. Kept for ctx.idempotency_ttl_secs.
     //
-    //   processing:<token>  "I am sending it", a LEASE: it expires by itself after
-    //                       ctx.lease_ms, so a crashed holder cannot block the job forever.
-    //   done                "it was sent", kept for ctx.idempotency_ttl_secs.
+    //   1. Your lease value, unique to this attempt (put it after `let key = ...`):
+    //          let lease = format!("processing:{}", ctx.lease_token(job));
+    //   2. In the SET below: `.arg(&lease)` instead of `.arg(1)`, and
+    //      `.arg("PX").arg(ctx.lease_ms)` instead of `.arg("EX").arg(ctx.idempotency_ttl_secs)`.
+    //   3. If the SET failed, read the claim before deciding:
+    //          let state: Option<String> = redis::cmd("GET").arg(&key)
+    //              .query_async(&mut ctx.redis).await?;
+    //      If `state.as_deref() == Some("done")`: a duplicate, skip it as below.
+    //      Otherwise someone holds (or held) a lease: NOT done, so do NOT skip:
+    //          return Err(ctx.retry_later("another delivery holds the lease"));
+    //      The delivery comes back a second later (not counted as a failure); once
+    //      a crashed holder's lease has run out, it takes the lease itself.
+    //   4. If the side effect fails, release YOUR lease only, instead of the DEL:
+    //          ctx.compare_and_delete(&key, &lease).await?;
+    //   5. After the effect, mark it done, only if the lease is still yours:
+    //          ctx.compare_and_set(&key, &lease, "done", ctx.idempotency_ttl_secs).await?;
+    //      (It answers false when your lease ran out mid-effect and another
+    //      delivery took over: then leave the claim to that delivery.)
     //
-    //   1. Make a token that is yours alone:  let token = ctx.lease_token(job);
-    //      and the lease value:               let lease = format!("processing:{token}");
-    //   2. Take the lease:  SET <key> <lease> NX PX <ctx.lease_ms>
-    //   3. If that failed, read the claim:  let state: Option<String> = GET <key>
-    //        - Some("done"): a duplicate. ctx.record_duplicate_skip(job, &key), return Ok(()).
-    //        - anything else (someone holds a live lease, or it just ran out):
-    //          NOT done, so do NOT skip it:  return Err(ctx.retry_later("lease held"));
-    //          The delivery comes back a little later (it does not count as a failure),
-    //          and once a crashed holder's lease has expired, it takes the lease itself.
-    //   4. Run the side effect. If it fails, release YOUR lease only:
-    //          ctx.compare_and_delete(&key, &lease).await?;  then return the error.
-    //   5. Mark it done, only if the lease is still yours (compare-and-set):
-    //          ctx.compare_and_set(&key, &lease, "done", ctx.idempotency_ttl_secs).await?
-    //      (false: your lease ran out mid-effect and someone else took over; log it.)
-    //
-    // Why the token: a holder whose lease ran out (it was paused) must not delete or
-    // overwrite the lease of the delivery that took over. Why PX: milliseconds.
+    // Why the token: a holder that was paused past its lease must not delete or
+    // overwrite the lease of the delivery that took over.
     let key = processed_key(&ctx.pipeline, &job.job_id);
     let claimed: bool = redis::cmd("SET")
         .arg(&key)

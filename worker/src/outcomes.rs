@@ -5,7 +5,9 @@
 //! effect failed, attempt failed, acknowledged, dead-lettered) is written here,
 //! and only here: the job's and the run's counters, and the run's event log
 //! (`events:<runId>`, served as `GET /runs/{runId}/events`). Each outcome rides
-//! in a pipeline or script the worker sends anyway: no extra round trip.
+//! in a pipeline or script the worker sends anyway, except the start of an
+//! attempt: it is written on its own before the handler runs (one round trip
+//! per delivery), so a run never counts as settled while an attempt is under way.
 //!
 //! Acknowledging and dead-lettering are Lua scripts, because they count an
 //! entry only when their XACK succeeds (another worker may hold a copy). Field

@@ -2,14 +2,14 @@
 //! can never succeed, otherwise record the attempt, run the handler and queue
 //! the acknowledgement. Plumbing: students need not edit this file.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use lab_schema::{Attempt, now_ms};
 use redis::streams::StreamId;
 
 use super::Shared;
 use crate::Handler;
-use crate::context::{ContextParts, JobContext, RetryLater};
+use crate::context::{JobContext, RetryLater};
 use crate::delivery::Job;
 use crate::outcomes::{DeadLetter, Finished, Outcome};
 
@@ -56,7 +56,7 @@ pub(crate) async fn handle_delivery<H: Handler>(
         end_failed_attempt(shared, job, error, started_ms);
         return;
     }
-    let mut ctx = JobContext::new(ContextParts {
+    let mut ctx = JobContext {
         redis: shared.redis.clone(),
         pipeline: shared.config.pipeline.clone(),
         idempotency_ttl_secs: shared.config.idempotency_ttl_secs,
@@ -64,7 +64,7 @@ pub(crate) async fn handle_delivery<H: Handler>(
         effect_delay: shared.config.effect_delay,
         consumer: shared.consumer.clone(),
         instance: shared.instance.clone(),
-    });
+    };
     // The handler runs in a task of its own, so a panic in it (an `unwrap()` on
     // a surprise) ends this attempt as a failure instead of losing track of it.
     let handled = {
@@ -111,7 +111,9 @@ pub(crate) async fn handle_delivery<H: Handler>(
 /// for abandoned entries takes it then, and waiting never counts toward
 /// `--max-deliveries`. KEYS: stream. ARGV: group, entry id, consumer, delivery
 /// count, idle ms. Returns 1 when it was put back, 0 when it is not ours any more.
-const RETRY_LATER_SCRIPT: &str = r"
+static RETRY_LATER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 local entry = pending[1]
 if entry == nil or entry[2] ~= ARGV[3] or tonumber(entry[4]) ~= tonumber(ARGV[4]) then
@@ -120,7 +122,9 @@ end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5],
   'RETRYCOUNT', tonumber(ARGV[4]) - 1, 'JUSTID')
 return 1
-";
+",
+    )
+});
 
 /// "Deliver me again later": ends the attempt, and puts the entry back to be
 /// delivered about `retry_after` from now (see [`RETRY_LATER_SCRIPT`]).
@@ -142,7 +146,7 @@ async fn retry_later<H: Handler>(
     // Redis when Redis does not know it yet (a pipeline would fail with NOSCRIPT).
     let put_back = async {
         let _: (u64,) = pipe.query_async(&mut redis).await?;
-        redis::Script::new(RETRY_LATER_SCRIPT)
+        RETRY_LATER_SCRIPT
             .key(lab_schema::keys::JOB_STREAM)
             .arg(lab_schema::keys::WORKER_GROUP)
             .arg(&job.delivery_id)

@@ -11,6 +11,7 @@
 //! - [`JobView`], [`RunEvents`], [`Attempt`]: what the other routes of the API return.
 //! - [`payload`]: payload fields the worker honours (the lab's fault injection).
 //! - [`backoff`]: the one retry delay policy (capped doubling) of every retry loop.
+//! - `record` (feature `service`): the effect ledger and event log writes that the worker and the provider share.
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
 //! - `testing` (feature `testing`): a real `redis-server` on a free port for tests, and
 //!   worker binaries built with a patch applied.
@@ -19,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod backoff;
 pub mod exercise;
+#[cfg(feature = "service")]
+pub mod record;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod summary;

@@ -120,17 +120,9 @@ pub(crate) async fn apply(
         );
     }
     let mut pipe = redis::pipe();
-    pipe.atomic().xadd(
-        keys::ledger(&job.run_id),
-        "*",
-        &[
-            ("jobId", job.job_id.as_str()),
-            ("deliveryId", job.delivery_id.as_str()),
-            ("consumer", consumer),
-        ],
-    );
+    pipe.atomic();
     Outcome::EffectApplied.record(&mut pipe, job, consumer);
-    let (_ledger_id, effects): (String, u64) = pipe.query_async(redis).await?;
+    let (effects,): (u64,) = pipe.query_async(redis).await?;
     if faults.crash_after_effect {
         crash_once(redis, job, runner, payload::AFTER_EFFECT).await?;
     }

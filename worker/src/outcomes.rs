@@ -14,8 +14,8 @@
 //! names reach the scripts as arguments, never by editing the script's text.
 
 use lab_schema::{
-    Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, event_log,
-    job_field, keys, run_field,
+    Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, job_field,
+    keys, record, run_field,
 };
 
 use crate::delivery::Job;
@@ -27,7 +27,7 @@ pub(crate) enum Outcome<'a> {
     AttemptStarted { instance: &'a str, started_ms: u64 },
     /// The delivery is counted: status `processing`, `processAttempts` + 1.
     Delivered,
-    /// The side effect was applied (the ledger entry is written beside it).
+    /// The side effect was applied: a ledger entry, the job's `effects` + 1, an event.
     EffectApplied,
     /// The guard skipped a duplicate; `claim_key` is the key whose claim failed.
     DuplicateSkipped { claim_key: &'a str },
@@ -77,8 +77,7 @@ impl Outcome<'_> {
                 push_event(pipe, job, EventKind::Delivery, consumer, "");
             }
             Outcome::EffectApplied => {
-                pipe.hincr(&job_key, job_field::EFFECTS, 1);
-                push_event(pipe, job, EventKind::Effect, consumer, "");
+                record::record_effect(pipe, event_of(job, consumer), "");
             }
             Outcome::DuplicateSkipped { claim_key } => {
                 pipe.hset(
@@ -125,7 +124,7 @@ impl Outcome<'_> {
     }
 }
 
-/// Adds "append this event, keep the log capped, push its expiry back" to `pipe`.
+/// Adds this delivery's event to `pipe` (see [`lab_schema::record::push_event`]).
 fn push_event(
     pipe: &mut redis::Pipeline,
     job: &Job,
@@ -133,26 +132,17 @@ fn push_event(
     consumer: &str,
     detail: &str,
 ) {
-    let key = keys::events(&job.run_id);
-    pipe.cmd("XADD")
-        .arg(&key)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(event_log::MAX_LEN)
-        .arg("*")
-        .arg(event_log::KIND)
-        .arg(kind.as_str())
-        .arg(event_log::JOB_ID)
-        .arg(&job.job_id)
-        .arg(event_log::DELIVERY_ID)
-        .arg(&job.delivery_id)
-        .arg(event_log::CONSUMER)
-        .arg(consumer)
-        .arg(event_log::DETAIL)
-        .arg(detail)
-        .ignore()
-        .expire(&key, event_log::TTL_SECS as i64)
-        .ignore();
+    record::push_event(pipe, event_of(job, consumer), kind, detail);
+}
+
+/// The event fields of this delivery.
+pub(crate) fn event_of<'a>(job: &'a Job, consumer: &'a str) -> record::EventOf<'a> {
+    record::EventOf {
+        run_id: &job.run_id,
+        job_id: &job.job_id,
+        delivery_id: &job.delivery_id,
+        consumer,
+    }
 }
 
 /// The acknowledged outcome: acknowledges entries, counts each entry of a run

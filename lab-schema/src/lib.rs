@@ -10,6 +10,7 @@
 //!   demo-runner's `key=value` and `--json` output, and the files `--save` writes.
 //! - [`JobView`], [`RunEvents`], [`Attempt`]: what the other routes of the API return.
 //! - [`payload`]: payload fields the worker honours (the lab's fault injection).
+//! - [`provider`]: the contract of the provider, exercise 3's payment gateway.
 //! - [`backoff`]: the one retry delay policy (capped doubling) of every retry loop.
 //! - `record` (feature `service`): the effect ledger and event log writes that the worker and the provider share.
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod backoff;
 pub mod exercise;
+pub mod provider;
 #[cfg(feature = "service")]
 pub mod record;
 #[cfg(feature = "service")]
@@ -219,6 +221,8 @@ pub mod run_field {
 }
 
 /// Declares a string-valued enum: its serde name, `as_str` and `parse` agree by construction.
+#[macro_export]
+#[doc(hidden)]
 macro_rules! named_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$meta])*

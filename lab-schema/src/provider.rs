@@ -1,0 +1,131 @@
+//! The provider's contract: the fake payment gateway of exercise 3 and later
+//! (`provider/`), as the worker calls it and the demo-runner reads it.
+//! Students need not edit this file.
+//!
+//! `POST /v1/charges` charges a card. It honours `Idempotency-Key` the way
+//! Stripe documents it and the IETF httpapi draft "The Idempotency-Key HTTP
+//! Header Field" specifies it: the first request with a key runs and its answer
+//! is stored; a retry with the same key and the same body gets that answer again
+//! (`Idempotent-Replayed: true`) and no new charge; the same key with another
+//! body is refused (422); a key whose first request is still running is refused
+//! (409). Keys are scoped per account (`Authorization: Bearer <account>`).
+
+use serde::{Deserialize, Serialize};
+
+/// Charge route.
+pub const CHARGES_PATH: &str = "/v1/charges";
+
+/// Request headers.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header on a stored answer served again.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// The lab's tracing headers: which run, job, delivery and pipeline a charge
+/// belongs to, so the provider can write it into the run's ledger. Not part of
+/// the request's fingerprint (a gateway's own request ids are not either).
+pub const LAB_RUN_ID: &str = "lab-run-id";
+pub const LAB_JOB_ID: &str = "lab-job-id";
+pub const LAB_DELIVERY_ID: &str = "lab-delivery-id";
+pub const LAB_PIPELINE: &str = "lab-pipeline";
+
+/// The account the lab's workers charge with (`Authorization: Bearer lab`).
+pub const LAB_ACCOUNT: &str = "lab";
+
+/// Longest accepted `Idempotency-Key` (visible ASCII only).
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Fields of the charge body.
+pub mod body {
+    pub const CUSTOMER: &str = "customer";
+    pub const AMOUNT_CENTS: &str = "amountCents";
+    pub const CURRENCY: &str = "currency";
+    pub const DESCRIPTION: &str = "description";
+    /// Per-job faults, an object (see [`super::simulate`]). The worker copies the
+    /// job payload's `provider` object here; the student's code never reads it.
+    pub const SIMULATE: &str = "simulate";
+}
+
+/// The customer whose card is always declined (402 `card_declined`, a
+/// permanent failure that is stored under the key like any executed request).
+pub const DECLINED_CUSTOMER: &str = "cus_declined";
+
+/// Fields of the body's `simulate` object: faults of the provider, per job.
+pub mod simulate {
+    /// Every request for this job takes that many milliseconds (a slow gateway).
+    pub const SLOW_MS: &str = "slowMs";
+    /// The first request the provider executes for this job takes that many
+    /// milliseconds (while it runs, a retry with the same key gets 409).
+    pub const FIRST_REQUEST_MS: &str = "firstRequestMs";
+    /// `true`: the first request executed for this job fails with 503 after its
+    /// delay, and nothing is charged; its key is released, so a retry runs.
+    pub const FAIL_FIRST: &str = "failFirst";
+    /// `true`: the first charge of this job is made and stored, then the
+    /// connection is closed before the answer: the caller cannot know it worked.
+    pub const DROP_ANSWER: &str = "dropAnswer";
+}
+
+/// Admin routes (the instructor's faults for the whole provider).
+pub const ADMIN_FAULTS_PATH: &str = "/admin/faults";
+
+/// `GET`/`PUT /admin/faults`: faults of the whole provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Faults {
+    /// Every charge request is answered 503 for this many more seconds.
+    #[serde(default)]
+    pub outage_secs: u64,
+    /// Every charge request takes this many extra milliseconds.
+    #[serde(default)]
+    pub slow_ms: u64,
+}
+
+/// The request log of a run: `GET /v1/runs/{runId}/requests`.
+pub fn requests_path(run_id: &str) -> String {
+    format!("/v1/runs/{run_id}/requests")
+}
+
+crate::named_enum! {
+    /// What the provider did with one charge request.
+    pub enum RequestOutcome {
+        /// Executed: a new charge (201).
+        Charged = "charged",
+        /// Executed: a new charge, and the connection was dropped before the answer.
+        ChargedAnswerDropped = "charged-answer-dropped",
+        /// The stored answer of an earlier request with this key, served again.
+        Replayed = "replayed",
+        /// 409: the first request with this key is still running.
+        InFlight = "in-flight",
+        /// 422: this key was used with another body.
+        KeyReused = "key-reused",
+        /// Executed: 402 card declined (stored under the key).
+        Declined = "declined",
+        /// 503: the provider is down (instructor's outage) or its upstream failed; nothing charged.
+        Unavailable = "unavailable",
+    }
+}
+
+/// One charge request, as the provider's request log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedRequest {
+    pub outcome: RequestOutcome,
+    /// The HTTP status answered (or that would have been, for a dropped answer).
+    pub status: u16,
+    pub job_id: String,
+    pub pipeline: String,
+    pub delivery_id: String,
+    /// The `Idempotency-Key`, absent when the request had none.
+    pub idempotency_key: Option<String>,
+    /// The first 12 hex digits of the body's SHA-256 fingerprint.
+    pub fingerprint: String,
+    /// The charge made or replayed (`ch_...`), if any.
+    pub charge_id: Option<String>,
+    pub at_ms: u64,
+}
+
+/// `GET /v1/runs/{runId}/requests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRequests {
+    pub run_id: String,
+    pub requests: Vec<LoggedRequest>,
+}

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use lab_schema::{
     DEFAULT_RUN_ID, Exercise, JobStatus, JobView, RECORD_TTL_SECS, RunAttempts, RunSummary, entry,
-    job_field, keys, run_field, validate_id,
+    job_field, keys, run_field, validate_id, validate_pipeline,
 };
 use redis::AsyncCommands;
 use serde::Deserialize;
@@ -28,6 +28,8 @@ struct Submission {
     payload: Option<serde_json::Value>,
     /// The exercise whose handler runs the job (default 1).
     exercise: Option<serde_json::Value>,
+    /// The business pipeline acting on the job (default: the worker's `--pipeline`).
+    pipeline: Option<String>,
 }
 
 /// `POST /jobs`: validate, then enqueue one delivery, always (duplicates included).
@@ -76,6 +78,9 @@ pub async fn submit_job(
             })?,
     };
     let exercise_number = exercise.number().to_string();
+    if let Some(pipeline) = &submission.pipeline {
+        validate_pipeline(pipeline).map_err(|m| ApiError::bad_request("invalid_pipeline", m))?;
+    }
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -83,6 +88,17 @@ pub async fn submit_job(
 
     let job_key = keys::job(&job_id);
     let run_key = keys::run(&run_id);
+    let submitted_at = now_ms.to_string();
+    let mut fields = vec![
+        (entry::JOB_ID, job_id.as_str()),
+        (entry::RUN_ID, run_id.as_str()),
+        (entry::PAYLOAD, payload.as_str()),
+        (entry::SUBMITTED_AT_MS, submitted_at.as_str()),
+        (entry::EXERCISE, exercise_number.as_str()),
+    ];
+    if let Some(pipeline) = &submission.pipeline {
+        fields.push((entry::PIPELINE, pipeline.as_str()));
+    }
     let mut pipe = redis::pipe();
     pipe.atomic()
         .hincr(&job_key, job_field::SUBMISSIONS, 1)
@@ -103,17 +119,7 @@ pub async fn submit_job(
         .ignore()
         .expire(keys::run_jobs(&run_id), RECORD_TTL_SECS as i64)
         .ignore()
-        .xadd(
-            keys::JOB_STREAM,
-            "*",
-            &[
-                (entry::JOB_ID, job_id.as_str()),
-                (entry::RUN_ID, run_id.as_str()),
-                (entry::PAYLOAD, payload.as_str()),
-                (entry::SUBMITTED_AT_MS, now_ms.to_string().as_str()),
-                (entry::EXERCISE, exercise_number.as_str()),
-            ],
-        );
+        .xadd(keys::JOB_STREAM, "*", &fields);
     let mut redis = state.redis.clone();
     // A timeout here (ours or the connection's) comes after the MULTI was sent:
     // Redis may still run it, so the client is told the outcome is unknown.

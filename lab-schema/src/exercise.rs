@@ -19,6 +19,8 @@ pub enum Exercise {
     DuplicateDelivery,
     /// 2. The crash window: a claim with two states (processing with a lease, then done).
     CrashWindow,
+    /// 3. The double charge: an idempotency key the provider dedupes by.
+    DoubleCharge,
 }
 
 /// What the registry knows of an exercise.
@@ -40,7 +42,11 @@ pub struct Info {
 
 impl Exercise {
     /// Every exercise, in order.
-    pub const ALL: &'static [Exercise] = &[Exercise::DuplicateDelivery, Exercise::CrashWindow];
+    pub const ALL: &'static [Exercise] = &[
+        Exercise::DuplicateDelivery,
+        Exercise::CrashWindow,
+        Exercise::DoubleCharge,
+    ];
 
     /// The registry entry.
     pub const fn info(self) -> Info {
@@ -61,6 +67,15 @@ impl Exercise {
                 student_file: "worker/src/crash_window.rs",
                 function: "process_job",
                 scenarios: &["crash-window"],
+                record_skip: "ctx.record_duplicate_skip",
+            },
+            Exercise::DoubleCharge => Info {
+                number: 3,
+                slug: "03-double-charge",
+                title: "the double charge",
+                student_file: "worker/src/double_charge.rs",
+                function: "process_job",
+                scenarios: &["double-charge"],
                 record_skip: "ctx.record_duplicate_skip",
             },
         }

@@ -140,6 +140,8 @@ pub mod entry {
     pub const SUBMITTED_AT_MS: &str = "submittedAtMs";
     /// The exercise whose handler runs the job (a number; absent means exercise 1).
     pub const EXERCISE: &str = "exercise";
+    /// The business pipeline acting on the job (absent: the worker's `--pipeline`).
+    pub const PIPELINE: &str = "pipeline";
 }
 
 /// The run's event log (`events:<runId>`): a capped stream that expires, so it
@@ -328,6 +330,16 @@ pub fn validate_id(what: &str, id: &str) -> Result<(), String> {
         return Err(format!(
             "{what} contains {bad:?}; allowed are letters, digits and . _ : -"
         ));
+    }
+    Ok(())
+}
+
+/// Checks a pipeline name: the id rule, and no `:` (so `processed:<pipeline>:<jobId>`
+/// stays unambiguous).
+pub fn validate_pipeline(name: &str) -> Result<(), String> {
+    validate_id("pipeline", name)?;
+    if name.contains(':') {
+        return Err("pipeline must not contain ':'".to_string());
     }
     Ok(())
 }

@@ -22,6 +22,9 @@ struct Args {
     /// How long a `processing` lease lasts (exercise 2), in milliseconds: longer than the side effect.
     #[arg(long, env = "LEASE_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     lease_ms: u64,
+    /// The provider, exercise 3's payment gateway.
+    #[arg(long, env = "PROVIDER_URL", default_value = "http://127.0.0.1:8090")]
+    provider_url: String,
     /// Name of the business pipeline; part of the idempotency key (letters, digits, . _ -).
     #[arg(long, env = "PIPELINE", default_value = "email", value_parser = parse_pipeline)]
     pipeline: String,
@@ -38,10 +41,7 @@ struct Args {
 
 /// A pipeline name must not contain `:`, so `processed:<pipeline>:<jobId>` stays unambiguous.
 fn parse_pipeline(name: &str) -> Result<String, String> {
-    lab_schema::validate_id("pipeline", name)?;
-    if name.contains(':') {
-        return Err("pipeline must not contain ':'".to_string());
-    }
+    lab_schema::validate_pipeline(name)?;
     Ok(name.to_string())
 }
 
@@ -61,6 +61,7 @@ pub fn main() -> anyhow::Result<()> {
         effect_delay: std::time::Duration::from_millis(args.effect_delay_ms),
         idempotency_ttl_secs: args.idempotency_ttl_secs,
         lease_ms: args.lease_ms,
+        provider_url: args.provider_url,
         pipeline: args.pipeline,
         claim_idle: std::time::Duration::from_millis(args.claim_idle_ms),
         max_deliveries: args.max_deliveries,

@@ -10,6 +10,8 @@ use redis::aio::ConnectionManager;
 pub use crate::delivery::Job;
 use crate::effects;
 use crate::outcomes::Outcome;
+pub use crate::provider::{Charge, Charged, ProviderError};
+use crate::provider::{self, ProviderClient};
 
 /// Sets `KEYS[1]` to `ARGV[2]` (expiring after `ARGV[3]` seconds) only if it
 /// holds `ARGV[1]` now: one atomic step, so no other delivery can slip in between.
@@ -54,6 +56,22 @@ impl std::fmt::Display for RetryLater {
 
 impl std::error::Error for RetryLater {}
 
+/// The error a handler returns to say "this delivery can never succeed": it is
+/// moved to the dead-letter stream `jobs:dead` at once, with the reason, instead
+/// of being delivered again. Make one with [`JobContext::dead_letter`].
+#[derive(Debug)]
+pub struct DeadLetterNow {
+    pub reason: String,
+}
+
+impl std::fmt::Display for DeadLetterNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "dead-lettered by the handler: {}", self.reason)
+    }
+}
+
+impl std::error::Error for DeadLetterNow {}
+
 /// Everything `process_job` may use, built fresh for each delivery.
 pub struct JobContext {
     /// A Redis connection: `redis::cmd("SET")...query_async(&mut ctx.redis)`.
@@ -66,6 +84,7 @@ pub struct JobContext {
     /// longer than the side effect takes, shorter than a class can wait.
     pub lease_ms: u64,
     pub(crate) effect_delay: Duration,
+    pub(crate) provider: ProviderClient,
     pub(crate) consumer: Arc<str>,
     pub(crate) instance: Arc<str>,
 }
@@ -85,6 +104,35 @@ impl JobContext {
             instance: &self.instance,
         };
         effects::apply(&mut self.redis, job, &runner, self.effect_delay).await
+    }
+
+    /// The charge of this job (exercise 3): its body is built from the job, the
+    /// same on every delivery; it has no idempotency key until you set one.
+    pub fn charge_for(&self, job: &Job) -> Charge {
+        provider::charge_for(job)
+    }
+
+    /// Sends `charge` to the provider: the side effect of exercise 3 ("charge
+    /// the card"). `Ok` when the provider charged the card, now or before (a
+    /// replay); otherwise a [`ProviderError`] says what its answer meant.
+    pub async fn send_charge(
+        &mut self,
+        job: &Job,
+        charge: &Charge,
+    ) -> Result<Charged, ProviderError> {
+        let runner = effects::Runner {
+            consumer: &self.consumer,
+            instance: &self.instance,
+        };
+        effects::charge(
+            &mut self.redis,
+            job,
+            &runner,
+            &self.provider,
+            &self.pipeline,
+            charge,
+        )
+        .await
     }
 
     /// Records in the job's metadata which guard handled this delivery,
@@ -170,6 +218,15 @@ impl JobContext {
     /// `return Err(ctx.retry_later("another delivery holds the lease"));`
     pub fn retry_later(&self, reason: &str) -> anyhow::Error {
         RetryLater {
+            reason: reason.to_string(),
+        }
+        .into()
+    }
+
+    /// The error that says "this can never succeed: stop delivering it" (see
+    /// [`DeadLetterNow`]): `return Err(ctx.dead_letter("why"));`
+    pub fn dead_letter(&self, reason: &str) -> anyhow::Error {
+        DeadLetterNow {
             reason: reason.to_string(),
         }
         .into()

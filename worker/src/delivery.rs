@@ -1,6 +1,6 @@
 //! One delivery of a job, as read from the queue. Plumbing: students need not edit this file.
 
-use lab_schema::{Exercise, entry, validate_id};
+use lab_schema::{Exercise, entry, validate_id, validate_pipeline};
 use redis::streams::StreamId;
 
 /// One delivery of a job, as read from the queue.
@@ -16,6 +16,8 @@ pub struct Job {
     pub payload: String,
     /// The exercise whose handler runs this job.
     pub exercise: Exercise,
+    /// The pipeline the job was submitted for, if it named one.
+    pub(crate) pipeline: Option<String>,
 }
 
 impl Job {
@@ -37,12 +39,17 @@ impl Job {
                 .map_err(|_| format!("field {} is not a number: {text:?}", entry::EXERCISE))
                 .and_then(Exercise::try_from)?,
         };
+        let pipeline = entry.get::<String>(entry::PIPELINE);
+        if let Some(pipeline) = &pipeline {
+            validate_pipeline(pipeline)?;
+        }
         Ok(Job {
             job_id,
             run_id,
             delivery_id: entry.id.clone(),
             payload: entry.get::<String>(entry::PAYLOAD).unwrap_or_default(),
             exercise,
+            pipeline,
         })
     }
 }

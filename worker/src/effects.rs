@@ -1,10 +1,12 @@
-//! The side effect and its ledger. Plumbing: students need not edit this file.
+//! The side effects and the faults around them. Plumbing: students need not edit this file.
 //!
-//! The side effect stands for an external action: sending an email, charging a
-//! card. Each one is written, in one MULTI/EXEC with the job's `effects`
-//! counter and an `effect` event (see `outcomes.rs`), as an entry of the run's ledger stream
-//! (`ledger:<runId>`). The run totals count the ledger, so the numbers show
-//! every email really "sent".
+//! The side effect stands for an external action. Exercises 1 and 2 send an
+//! email: [`apply`] writes it, in one MULTI/EXEC with the job's `effects`
+//! counter and an `effect` event, as an entry of the run's ledger stream
+//! (`ledger:<runId>`). From exercise 3 on, [`charge`] charges a card at the
+//! provider, which writes the same three records when it charges. The run
+//! totals count the ledger, so the numbers show every effect really made.
+//! Both go through the same faults ([`before_effect`], [`after_effect`]).
 //!
 //! Fault injection, per job, by payload fields the worker reads (never the
 //! student's code): the lab makes failures happen, for real.
@@ -26,6 +28,7 @@ use redis::aio::ConnectionManager;
 
 use crate::delivery::Job;
 use crate::outcomes::Outcome;
+use crate::provider::{Charge, Charged, ProviderClient, ProviderError};
 
 /// Held by the job whose simulated crash is under way in this process.
 static CRASH_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -79,13 +82,73 @@ pub(crate) struct Runner<'a> {
     pub(crate) instance: &'a str,
 }
 
-/// Waits `delay` (the external call), then records one effect in the ledger.
+/// The side effect of exercises 1 and 2: waits `delay` (the external call),
+/// then records one effect in the run's ledger.
 pub(crate) async fn apply(
     redis: &mut ConnectionManager,
     job: &Job,
     runner: &Runner<'_>,
     delay: Duration,
 ) -> anyhow::Result<()> {
+    let faults = before_effect(redis, job, runner, delay).await?;
+    let consumer = runner.consumer;
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    Outcome::EffectApplied.record(&mut pipe, job, consumer);
+    let (effects,): (u64,) = pipe.query_async(redis).await?;
+    after_effect(redis, job, runner, &faults).await?;
+    if effects == 1 {
+        tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied (email sent)");
+    } else {
+        tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied AGAIN: this job has now sent {effects} emails");
+    }
+    Ok(())
+}
+
+/// The side effect from exercise 3 on: a charge at the provider, which records
+/// the effect itself when it charges. The same faults as [`apply`] surround it:
+/// a crash `after-effect` happens once the provider has answered with a charge.
+pub(crate) async fn charge(
+    redis: &mut ConnectionManager,
+    job: &Job,
+    runner: &Runner<'_>,
+    provider: &ProviderClient,
+    pipeline: &str,
+    charge: &Charge,
+) -> Result<Charged, ProviderError> {
+    let not_sent = |err: anyhow::Error| ProviderError::NotSent(format!("{err:#}"));
+    let faults = before_effect(redis, job, runner, Duration::ZERO)
+        .await
+        .map_err(not_sent)?;
+    let answer = provider.send(job, pipeline, charge).await;
+    let key = charge.idempotency_key.as_deref().unwrap_or("(none)");
+    match &answer {
+        Ok(charged) if charged.replayed => {
+            tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, charge_id = %charged.charge_id, idempotency_key = key, "provider REPLAYED its stored answer: charged before, no new charge");
+        }
+        Ok(charged) => {
+            tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, charge_id = %charged.charge_id, idempotency_key = key, "provider charged the card");
+        }
+        Err(err) => {
+            tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, idempotency_key = key, "charge not confirmed: {err}");
+        }
+    }
+    if answer.is_ok() {
+        after_effect(redis, job, runner, &faults)
+            .await
+            .map_err(not_sent)?;
+    }
+    answer
+}
+
+/// What every side effect goes through first: a crash `before-effect`, a
+/// stall, the effect's own `delay`, a simulated failure.
+async fn before_effect(
+    redis: &mut ConnectionManager,
+    job: &Job,
+    runner: &Runner<'_>,
+    delay: Duration,
+) -> anyhow::Result<Faults> {
     let consumer = runner.consumer;
     let faults = Faults::of(&job.payload);
     if faults.crash_before_effect {
@@ -119,17 +182,18 @@ pub(crate) async fn apply(
             payload::SIMULATE_EFFECT_FAILURE
         );
     }
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    Outcome::EffectApplied.record(&mut pipe, job, consumer);
-    let (effects,): (u64,) = pipe.query_async(redis).await?;
+    Ok(faults)
+}
+
+/// What every side effect goes through once it happened: a crash `after-effect`.
+async fn after_effect(
+    redis: &mut ConnectionManager,
+    job: &Job,
+    runner: &Runner<'_>,
+    faults: &Faults,
+) -> anyhow::Result<()> {
     if faults.crash_after_effect {
         crash_once(redis, job, runner, payload::AFTER_EFFECT).await?;
-    }
-    if effects == 1 {
-        tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied (email sent)");
-    } else {
-        tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied AGAIN: this job has now sent {effects} emails");
     }
     Ok(())
 }

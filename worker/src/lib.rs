@@ -1,7 +1,7 @@
 //! The lab's worker: an at-least-once consumer of the job queue.
 //!
-//! **Students: the exercises are `src/job.rs` (exercise 1) and `src/crash_window.rs`
-//! (exercise 2), function `process_job` in each.** Every other file here is plumbing
+//! **Students: the exercises are `src/job.rs` (exercise 1), `src/crash_window.rs`
+//! (exercise 2) and `src/double_charge.rs` (exercise 3), function `process_job` in each.** Every other file here is plumbing
 //! you need not edit (each says so in its first line).
 //!
 //! # Layout
@@ -9,9 +9,11 @@
 //! |---|---|
 //! | `job.rs` | THE EXERCISE of exercise 1: claim a job before its side effect |
 //! | `crash_window.rs` | THE EXERCISE of exercise 2: a claim that survives a crash |
+//! | `double_charge.rs` | THE EXERCISE of exercise 3: an idempotency key for the provider |
 //! | `context.rs` | what `process_job` can use: Redis, the pipeline name, the TTL, helpers |
 //! | `delivery.rs` | [`Job`]: one delivery, as read from the queue |
-//! | `effects.rs` | the side effect ("send the email") and its ledger |
+//! | `effects.rs` | the side effects ("send the email", "charge the card") and the faults around them |
+//! | `provider.rs` | the provider's client: the charge, and what each answer means |
 //! | `outcomes.rs` | every outcome of a delivery, recorded in one place: counters and the run's event log |
 //! | `registry.rs` | which student function handles a job of each exercise |
 //! | `queue/` | the consumer loop: read, redeliver, run the handler, acknowledge |
@@ -34,16 +36,18 @@ pub mod cli;
 mod context;
 pub mod crash_window;
 mod delivery;
+pub mod double_charge;
 mod effects;
 pub mod job;
 mod outcomes;
+mod provider;
 mod queue;
 mod registry;
 
 use std::future::Future;
 use std::time::Duration;
 
-pub use context::{JobContext, RetryLater};
+pub use context::{Charge, Charged, DeadLetterNow, JobContext, ProviderError, RetryLater};
 pub use delivery::Job;
 pub use queue::run;
 pub use registry::Exercises;
@@ -71,6 +75,8 @@ pub struct Config {
     pub idempotency_ttl_secs: u64,
     /// How long a `processing` lease lasts (exercise 2), in milliseconds.
     pub lease_ms: u64,
+    /// The provider, exercise 3's payment gateway (`http://host:port`).
+    pub provider_url: String,
     /// Business pipeline name; part of the idempotency key.
     pub pipeline: String,
     /// Name of this consumer in the group; unique per process.
@@ -94,6 +100,7 @@ impl Default for Config {
             effect_delay: Duration::from_millis(200),
             idempotency_ttl_secs: 86_400,
             lease_ms: 3_000,
+            provider_url: "http://127.0.0.1:8090".to_string(),
             pipeline: "email".to_string(),
             consumer: default_consumer_name(),
             claim_idle: Duration::from_secs(10),

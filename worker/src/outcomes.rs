@@ -191,7 +191,8 @@ return acked
 /// claimed the same entry), and counts it in its job and run.
 ///
 /// KEYS: stream, dead-letter stream, and (job, run, ledger) when the entry
-/// belongs to a run that counts it. (No attempt of it started: nothing to end.)
+/// belongs to a run that counts it. (An attempt of it that started was ended
+/// before, as a failed attempt.)
 /// ARGV: group, entry id, maxlen, ttl, the dead field, the status field, the
 /// dead-lettered status, then field/value pairs for the dead letter.
 const DEAD_LETTER_SCRIPT: &str = r"

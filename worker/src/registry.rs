@@ -18,6 +18,7 @@ impl Handler for Exercises {
         match job.exercise {
             Exercise::DuplicateDelivery => crate::job::process_job(ctx, job).await,
             Exercise::CrashWindow => crate::crash_window::process_job(ctx, job).await,
+            Exercise::DoubleCharge => crate::double_charge::process_job(ctx, job).await,
         }
     }
 }

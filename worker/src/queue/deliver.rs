@@ -9,7 +9,7 @@ use redis::streams::StreamId;
 
 use super::Shared;
 use crate::Handler;
-use crate::context::{JobContext, RetryLater};
+use crate::context::{DeadLetterNow, JobContext, RetryLater};
 use crate::delivery::Job;
 use crate::outcomes::{DeadLetter, Finished, Outcome};
 
@@ -58,10 +58,14 @@ pub(crate) async fn handle_delivery<H: Handler>(
     }
     let mut ctx = JobContext {
         redis: shared.redis.clone(),
-        pipeline: shared.config.pipeline.clone(),
+        pipeline: job
+            .pipeline
+            .clone()
+            .unwrap_or_else(|| shared.config.pipeline.clone()),
         idempotency_ttl_secs: shared.config.idempotency_ttl_secs,
         lease_ms: shared.config.lease_ms,
         effect_delay: shared.config.effect_delay,
+        provider: shared.provider.clone(),
         consumer: shared.consumer.clone(),
         instance: shared.instance.clone(),
     };
@@ -88,6 +92,23 @@ pub(crate) async fn handle_delivery<H: Handler>(
             // the idle time this sets.
             drop(in_flight);
             retry_later(shared, &job, &err.to_string(), deliveries, started_ms).await;
+        }
+        Err(err) if err.downcast_ref::<DeadLetterNow>().is_some() => {
+            let reason = err
+                .downcast_ref::<DeadLetterNow>()
+                .map(|d| d.reason.clone())
+                .unwrap_or_default();
+            drop(in_flight);
+            let ended = Outcome::AttemptFailed {
+                error: &reason,
+                started_ms,
+            };
+            if let Err(err) = record(shared, &job, ended).await {
+                // Not dead-lettered now: it comes back, and asks again.
+                end_failed_attempt(shared, job, format!("{reason} ({err})"), started_ms);
+                return;
+            }
+            dead_letter(shared, &entry, Some(&job), &reason, deliveries).await;
         }
         Err(err) => {
             let error = format!("{err:#}");

@@ -62,6 +62,7 @@ pub(crate) struct Shared<H> {
     pub(crate) acks: mpsc::UnboundedSender<crate::outcomes::Finished>,
     pub(crate) scripts: Scripts,
     pub(crate) in_flight: leases::InFlightSet,
+    pub(crate) provider: crate::provider::ProviderClient,
 }
 
 /// Runs the worker until `shutdown` completes, then lets in-flight deliveries
@@ -107,6 +108,7 @@ pub async fn run<H: Handler>(
         acks: ack_tx,
         scripts: Scripts::new(),
         in_flight: leases::InFlightSet::default(),
+        provider: crate::provider::ProviderClient::new(&config.provider_url)?,
     });
     let slots = Arc::new(Semaphore::new(config.concurrency));
     // The scan for abandoned entries also picks up deliveries that asked to be

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lab_schema::backoff::Backoff;
+use lab_schema::provider::{self, RunRequests};
 use lab_schema::{Exercise, JobView, RunAttempts, RunEvents, RunSummary};
 use serde_json::json;
 
@@ -16,11 +17,16 @@ pub(crate) fn request_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
 }
 
-/// A client for the lab's API at one base URL (cheap to clone).
+/// Where the provider (exercise 3's payment gateway) answers when nobody says.
+pub const DEFAULT_PROVIDER_URL: &str = "http://127.0.0.1:8090";
+
+/// A client for the lab's API at one base URL, and for the provider's request
+/// log (cheap to clone).
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: String,
+    provider: String,
 }
 
 impl Api {
@@ -33,7 +39,30 @@ impl Api {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Api { http, base })
+        Ok(Api {
+            http,
+            base,
+            provider: DEFAULT_PROVIDER_URL.to_string(),
+        })
+    }
+
+    /// The same client, reading the provider at `url` (`--provider-url`).
+    pub fn with_provider(mut self, url: &str) -> Api {
+        self.provider = url.trim_end_matches('/').to_string();
+        self
+    }
+
+    /// `GET /v1/runs/{runId}/requests` of the provider: every charge request of
+    /// the run and what the provider did with it, oldest first.
+    pub async fn provider_requests(&self, run_id: &str) -> anyhow::Result<RunRequests> {
+        let url = format!("{}{}", self.provider, provider::requests_path(run_id));
+        self.get_json(&url).await.with_context(|| {
+            format!(
+                "reading the provider's request log at {} (is the provider running? \
+                 ./lab status, or docker compose ps)",
+                self.provider
+            )
+        })
     }
 
     /// Fails with one clear line when the API is down or cannot reach Redis.
@@ -85,10 +114,27 @@ impl Api {
         run_id: &str,
         payload: serde_json::Value,
     ) -> anyhow::Result<u32> {
+        self.submit_for(exercise, None, job_id, run_id, payload)
+            .await
+    }
+
+    /// [`Api::submit_to`] for the business pipeline `pipeline` (`None`: the
+    /// workers' own `--pipeline`).
+    pub async fn submit_for(
+        &self,
+        exercise: Exercise,
+        pipeline: Option<&str>,
+        job_id: &str,
+        run_id: &str,
+        payload: serde_json::Value,
+    ) -> anyhow::Result<u32> {
         let url = format!("{}/jobs", self.base);
         let mut body = json!({ "jobId": job_id, "runId": run_id, "payload": payload });
         if exercise != Exercise::default() {
             body["exercise"] = json!(exercise.number());
+        }
+        if let Some(pipeline) = pipeline {
+            body["pipeline"] = json!(pipeline);
         }
         let mut backoff = request_backoff();
         for attempt in 1..=SUBMIT_ATTEMPTS {

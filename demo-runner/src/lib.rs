@@ -36,6 +36,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use lab_schema::Exercise;
 
+pub use client::Api;
 pub use report::ScenarioRun;
 
 /// Every scenario's name, as `--save` files record it.
@@ -43,6 +44,7 @@ pub const SCENARIOS: &[&str] = &[
     "duplicate-observe",
     "duplicate-load",
     "crash-window",
+    "double-charge",
     "load",
     "chaos",
 ];
@@ -63,6 +65,14 @@ pub struct Cli {
         global = true
     )]
     pub api_url: String,
+    /// Base URL of the provider, exercise 3's payment gateway (its request log).
+    #[arg(
+        long,
+        env = "PROVIDER_URL",
+        default_value = client::DEFAULT_PROVIDER_URL,
+        global = true
+    )]
+    pub provider_url: String,
     /// Print the summary as one JSON object on stdout (progress still goes to stderr).
     #[arg(long, global = true)]
     pub json: bool,
@@ -164,6 +174,24 @@ pub enum Scenario {
         /// right after it, before the job is marked done (the window that remains).
         #[arg(long, value_enum, default_value_t = CrashAt::BeforeEffect)]
         crash_at: CrashAt,
+    },
+    /// Exercise 3: JOBS jobs, COPIES copies each, charged at the provider; the worker
+    /// CRASHES right after the provider charged the last CRASHES jobs (before `done`),
+    /// and the provider drops its answer to the first charge of DROPPED more. Waits
+    /// until every delivery is processed, then the summary (charges are the effects).
+    DoubleCharge {
+        /// Number of unique jobIds.
+        #[arg(default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        jobs: u32,
+        /// Submissions of each jobId.
+        #[arg(default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        copies: u32,
+        /// Jobs whose worker crashes after the charge (the last N jobs, sent after the others).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        crashes: u32,
+        /// Jobs whose first charge's answer the provider drops (the caller cannot know it worked).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        dropped: u32,
     },
     /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
     /// every answer, and accepted versus processed (the benchmark).
@@ -285,7 +313,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 load_after: load_after.clone(),
                 load_before,
             };
-            let api = client::Api::new(&cli.api_url)?;
+            let api = cli.api()?;
             let markdown = evidence::build(&api, &sources).await?;
             evidence::write(out, &markdown)?;
             let shown = std::path::absolute(out).unwrap_or_else(|_| out.clone());
@@ -299,7 +327,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             lease_ms,
         } => {
             let exercise = Exercise::try_from(*exercise).map_err(anyhow::Error::msg)?;
-            let api = client::Api::new(&cli.api_url)?;
+            let api = cli.api()?;
             api.check_ready().await?;
             let options = verify::Options {
                 late_secs: *late_secs,
@@ -331,7 +359,7 @@ async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
     }
     let timeout = Duration::from_secs(cli.timeout);
     // With --json, stdout carries only the JSON object; the observation lines go to stderr.
-    let result = run_scenario(&cli.api_url, scenario, timeout, !cli.json).await?;
+    let result = run_scenario(&cli.api()?, scenario, timeout, !cli.json).await?;
     result.print(cli.json);
     if let Some(path) = &cli.save {
         saved::write(path, &result.to_saved_json())?;
@@ -340,7 +368,7 @@ async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
     }
     let run = &result.summary;
     if !(run.drained && run.settled) {
-        let api = client::Api::new(&cli.api_url)?;
+        let api = cli.api()?;
         let what = if run.drained { "settle" } else { "drain" };
         anyhow::bail!(
             "the run did not {what} within {}s: {}. {STUCK_HINT}",
@@ -351,15 +379,15 @@ async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one scenario against the API at `api_url` and returns what it measured.
+/// Runs one scenario against the API `api` talks to and returns what it measured.
 /// `narrate_to_stdout`: where duplicate-observe writes its observation lines.
 pub async fn run_scenario(
-    api_url: &str,
+    api: &Api,
     scenario: &Scenario,
     timeout: Duration,
     narrate_to_stdout: bool,
 ) -> anyhow::Result<ScenarioRun> {
-    let api = client::Api::new(api_url)?;
+    let api = api.clone();
     api.check_ready().await?;
     match *scenario {
         Scenario::DuplicateObserve {
@@ -386,6 +414,19 @@ pub async fn run_scenario(
                 CrashAt::AfterEffect => lab_schema::payload::AFTER_EFFECT,
             };
             scenarios::crash_window(&api, jobs, copies, crashes, at, timeout).await
+        }
+        Scenario::DoubleCharge {
+            jobs,
+            copies,
+            crashes,
+            dropped,
+        } => {
+            if crashes + dropped > jobs {
+                anyhow::bail!(
+                    "--crashes {crashes} and --dropped {dropped} are more than the {jobs} jobs"
+                );
+            }
+            scenarios::double_charge(&api, jobs, copies, crashes, dropped, timeout).await
         }
         Scenario::Load {
             clients,
@@ -422,6 +463,13 @@ pub async fn run_scenario(
             }
             chaos::run(&api, "chaos", &plan, &faults, timeout).await
         }
+    }
+}
+
+impl Cli {
+    /// The client of the API and the provider this command names.
+    fn api(&self) -> anyhow::Result<Api> {
+        Ok(Api::new(&self.api_url)?.with_provider(&self.provider_url))
     }
 }
 

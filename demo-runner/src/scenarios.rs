@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lab_schema::provider::{self, RequestOutcome};
 use lab_schema::{Exercise, payload};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -127,43 +128,112 @@ pub async fn crash_window(
     crash_at: &'static str,
     timeout: Duration,
 ) -> anyhow::Result<ScenarioRun> {
-    let run_id = new_run_id("crash-window");
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let normal = jobs - crashes;
-    let calm = Wave {
+    let plan = CrashPlan {
+        scenario: "crash-window",
         exercise: Exercise::CrashWindow,
-        run_id: &run_id,
-        jobs: 1..=normal,
+        jobs,
         copies,
-        payload: |_| json!({ "template": "welcome-email" }),
+        crashes,
+        crash_at,
+        dropped: 0,
     };
-    let (mut submitted, mut retries) = calm.submit(api).await?;
-    if submitted > 0 {
-        wait_settled(api, &run_id, submitted, deadline).await?;
-    }
-    // One crashing job at a time: a crash takes down its worker with whatever it
-    // has in flight, so two crashing jobs sent together could lose one to the
-    // other's crash, and the numbers would change from run to run.
-    for n in normal + 1..=jobs {
-        let crashing = Wave {
-            exercise: Exercise::CrashWindow,
-            run_id: &run_id,
-            jobs: n..=n,
-            copies,
-            payload: |_| json!({ "template": "welcome-email", payload::SIMULATE_CRASH: crash_at }),
-        };
-        let (more, more_retries) = crashing.submit(api).await?;
-        submitted += more;
-        retries += more_retries;
-        wait_settled(api, &run_id, submitted, deadline).await?;
-    }
-    let run = wait_settled(api, &run_id, submitted, deadline).await?;
-    let mut result = ScenarioRun::new("crash-window", run, started);
-    result.summary.accepted = Some(submitted);
-    result.summary.submit_retries = Some(u64::from(retries));
-    result.summary.crashes.get_or_insert(0);
+    plan.run(api, timeout).await
+}
+
+/// `double-charge` (exercise 3): `jobs` jobs of `copies` copies; the worker
+/// crashes right after the provider charged the last `crashes` jobs, and the
+/// provider drops its answer to the first charge of `dropped` more.
+pub async fn double_charge(
+    api: &Api,
+    jobs: u32,
+    copies: u32,
+    crashes: u32,
+    dropped: u32,
+    timeout: Duration,
+) -> anyhow::Result<ScenarioRun> {
+    let plan = CrashPlan {
+        scenario: "double-charge",
+        exercise: Exercise::DoubleCharge,
+        jobs,
+        copies,
+        crashes,
+        crash_at: payload::AFTER_EFFECT,
+        dropped,
+    };
+    let mut result = plan.run(api, timeout).await?;
+    let requests = api.provider_requests(&result.summary.run_id).await?;
+    let count = |outcome| {
+        requests
+            .requests
+            .iter()
+            .filter(|r| r.outcome == outcome)
+            .count() as u64
+    };
+    result.summary.answers_dropped = Some(count(RequestOutcome::ChargedAnswerDropped));
+    result.summary.provider_replays = Some(count(RequestOutcome::Replayed));
     Ok(result)
+}
+
+/// Jobs, some of which crash their worker (one at a time) or lose the
+/// provider's answer: `crash-window` and `double-charge`.
+struct CrashPlan {
+    scenario: &'static str,
+    exercise: Exercise,
+    jobs: u32,
+    copies: u32,
+    crashes: u32,
+    crash_at: &'static str,
+    /// Jobs (before the crashing ones) whose first charge's answer is dropped.
+    dropped: u32,
+}
+
+impl CrashPlan {
+    async fn run(&self, api: &Api, timeout: Duration) -> anyhow::Result<ScenarioRun> {
+        let run_id = new_run_id(self.scenario);
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let normal = self.jobs - self.crashes;
+        let first_dropped = normal.saturating_sub(self.dropped) + 1;
+        let calm = Wave {
+            exercise: self.exercise,
+            run_id: &run_id,
+            jobs: 1..=normal,
+            copies: self.copies,
+            payload: |n| {
+                if n >= first_dropped {
+                    json!({ "template": "receipt", "provider": { provider::simulate::DROP_ANSWER: true } })
+                } else {
+                    json!({ "template": "welcome-email" })
+                }
+            },
+        };
+        let (mut submitted, mut retries) = calm.submit(api).await?;
+        if submitted > 0 {
+            wait_settled(api, &run_id, submitted, deadline).await?;
+        }
+        // One crashing job at a time: a crash takes down its worker with whatever it
+        // has in flight, so two crashing jobs sent together could lose one to the
+        // other's crash, and the numbers would change from run to run.
+        for n in normal + 1..=self.jobs {
+            let crashing = Wave {
+                exercise: self.exercise,
+                run_id: &run_id,
+                jobs: n..=n,
+                copies: self.copies,
+                payload: |_| json!({ "template": "welcome-email", payload::SIMULATE_CRASH: self.crash_at }),
+            };
+            let (more, more_retries) = crashing.submit(api).await?;
+            submitted += more;
+            retries += more_retries;
+            wait_settled(api, &run_id, submitted, deadline).await?;
+        }
+        let run = wait_settled(api, &run_id, submitted, deadline).await?;
+        let mut result = ScenarioRun::new(self.scenario, run, started);
+        result.summary.accepted = Some(submitted);
+        result.summary.submit_retries = Some(u64::from(retries));
+        result.summary.crashes.get_or_insert(0);
+        Ok(result)
+    }
 }
 
 /// Jobs `jobs` of a run, each submitted `copies` times, interleaved (copy 1 of

@@ -129,3 +129,41 @@ pub struct RunRequests {
     pub run_id: String,
     pub requests: Vec<LoggedRequest>,
 }
+
+/// The `code` of the provider's JSON errors (`{"error": {"code", "message"}}`),
+/// for callers that branch on more than the status.
+pub mod error_code {
+    /// 401: `Authorization: Bearer <account>` missing or malformed.
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// 400: `Idempotency-Key` empty, too long, not visible ASCII, or sent twice.
+    pub const INVALID_IDEMPOTENCY_KEY: &str = "invalid_idempotency_key";
+    /// 400: a `Lab-*` header missing (run, job) or invalid.
+    pub const INVALID_LAB_HEADER: &str = "invalid_lab_header";
+    /// 415: the body is not `application/json`.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    /// 413: the body is over 16 KiB.
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// 400: the body is not a JSON object (or repeats a key).
+    pub const INVALID_JSON: &str = "invalid_json";
+    /// 400: a field of the charge body is invalid (one code per field).
+    pub const INVALID_CUSTOMER: &str = "invalid_customer";
+    pub const INVALID_AMOUNT: &str = "invalid_amount";
+    pub const INVALID_CURRENCY: &str = "invalid_currency";
+    pub const INVALID_DESCRIPTION: &str = "invalid_description";
+    pub const INVALID_SIMULATE: &str = "invalid_simulate";
+    /// 422: the key was used before with another body.
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "idempotency_key_reused";
+    /// 409: the first request with this key is still running: retry later.
+    pub const IDEMPOTENCY_KEY_IN_USE: &str = "idempotency_key_in_use";
+    /// 402: the card was declined (permanent; stored under the key).
+    pub const CARD_DECLINED: &str = "card_declined";
+    /// 503: the instructor's outage; nothing charged (`Retry-After` says when to retry).
+    pub const PROVIDER_UNAVAILABLE: &str = "provider_unavailable";
+    /// 503: the simulated upstream failure (`failFirst`); nothing charged, the key released.
+    pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
+    /// 503: the provider's Redis is not reachable; nothing charged.
+    pub const REDIS_UNAVAILABLE: &str = "redis_unavailable";
+    /// 503: the charge was sent to Redis but not confirmed in time: it may have
+    /// been made. A retry with the same key gets its stored answer if it was.
+    pub const CHARGE_UNCONFIRMED: &str = "charge_unconfirmed";
+}

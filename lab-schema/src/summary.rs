@@ -58,6 +58,14 @@ pub struct RunSummary {
     /// `crash-window`: worker crashes the run's jobs caused (`simulateCrash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crashes: Option<u64>,
+    /// `double-charge`: charges whose answer the provider dropped on purpose
+    /// (the caller could not know they were made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers_dropped: Option<u64>,
+    /// `double-charge`: charge requests the provider answered with the stored
+    /// answer of an earlier request with the same idempotency key (no new charge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_replays: Option<u64>,
     /// Submissions the API answered 202.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<u64>,

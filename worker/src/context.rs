@@ -10,8 +10,8 @@ use redis::aio::ConnectionManager;
 pub use crate::delivery::Job;
 use crate::effects;
 use crate::outcomes::Outcome;
-pub use crate::provider::{Charge, Charged, ProviderError};
 use crate::provider::{self, ProviderClient};
+pub use crate::provider::{Charge, Charged, ProviderError};
 
 /// Sets `KEYS[1]` to `ARGV[2]` (expiring after `ARGV[3]` seconds) only if it
 /// holds `ARGV[1]` now: one atomic step, so no other delivery can slip in between.

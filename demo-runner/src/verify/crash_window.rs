@@ -176,6 +176,23 @@ impl Copies {
 
 pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
     let exercise = Exercise::CrashWindow;
+    let (checks, ()) = checks_with(api, options, exercise, async { Ok(()) }).await?;
+    Ok(Report {
+        exercise,
+        checks,
+        all_passed: "every crashed job sent its email once, late and concurrent copies were skipped",
+    })
+}
+
+/// Runs this exercise's checks with jobs of `exercise` (a later exercise must
+/// still pass them), and `also` (a later exercise's own checks without crashes)
+/// at the same time as the checks that crash nothing.
+pub(super) async fn checks_with<T>(
+    api: &Api,
+    options: &Options,
+    exercise: Exercise,
+    also: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(Vec<Check>, T)> {
     let timeout = Duration::from_secs(options.timeout_secs);
     let lease = Duration::from_millis(options.lease_ms);
     // The late copy must come after the first copy's lease would have run out.
@@ -185,11 +202,12 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
     };
     // The crashes first and alone: a crash kills every delivery its worker has in
     // flight, which would disturb the other checks' jobs.
-    let crashes = crash_before_effect(api, timeout).await?;
-    let (slow, stale, ex1) = tokio::try_join!(
-        slow_effect_duplicate(api, lease, timeout),
-        stale_holder(api, lease, timeout),
+    let crashes = crash_before_effect(api, exercise, timeout).await?;
+    let (slow, stale, ex1, also) = tokio::try_join!(
+        slow_effect_duplicate(api, exercise, lease, timeout),
+        stale_holder(api, exercise, lease, timeout),
         duplicate_delivery::gather(api, &ex1_options, exercise),
+        also,
     )?;
     let ex1_checks = duplicate_delivery::judge(&ex1);
     let late_check = ex1_checks
@@ -278,11 +296,7 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
             None => check,
         });
     }
-    Ok(Report {
-        exercise,
-        checks,
-        all_passed: "every crashed job sent its email once, late and concurrent copies were skipped",
-    })
+    Ok((checks, also))
 }
 
 /// The late check's second effect, from its numbers (2 when the copy got through).
@@ -327,12 +341,16 @@ fn judge_copies(copies: &Copies, two: impl Fn(u64) -> Ex2Mistake) -> Option<Ex2M
 
 /// Jobs whose worker crashes after the claim, before the effect; waits until
 /// the run settles (the worker is restarted and the deliveries come back).
-async fn crash_before_effect(api: &Api, limit: Duration) -> anyhow::Result<Crashes> {
+async fn crash_before_effect(
+    api: &Api,
+    exercise: Exercise,
+    limit: Duration,
+) -> anyhow::Result<Crashes> {
     let run_id = new_run_id("verify-crash");
     // One at a time: a crash takes down everything its worker has in flight.
     for n in 1..=CRASHED_JOBS {
         api.submit_to(
-            Exercise::CrashWindow,
+            exercise,
             &format!("{run_id}-job-{n}"),
             &run_id,
             json!({ payload::SIMULATE_CRASH: payload::BEFORE_EFFECT }),
@@ -364,6 +382,7 @@ async fn crash_before_effect(api: &Api, limit: Duration) -> anyhow::Result<Crash
 /// quarter of a lease in: the copy must wait for the first, not send too.
 async fn slow_effect_duplicate(
     api: &Api,
+    exercise: Exercise,
     lease: Duration,
     limit: Duration,
 ) -> anyhow::Result<Copies> {
@@ -373,6 +392,7 @@ async fn slow_effect_duplicate(
     let faults = json!({ payload::STALL_MS: [stall] });
     send_copies(
         api,
+        exercise,
         &run_id,
         &job_id,
         &[(Duration::ZERO, faults.clone()), (lease / 4, faults)],
@@ -388,7 +408,12 @@ async fn slow_effect_duplicate(
 /// release removes B's lease and C sends too. Timeline for a lease L (ms):
 /// A wakes at L+1200, B holds from L+300 to 2L+300 and is done at 2L-200, C
 /// comes at L+1500: so L must be over 1700 ms (the default is 3000).
-async fn stale_holder(api: &Api, lease: Duration, limit: Duration) -> anyhow::Result<Copies> {
+async fn stale_holder(
+    api: &Api,
+    exercise: Exercise,
+    lease: Duration,
+    limit: Duration,
+) -> anyhow::Result<Copies> {
     let run_id = new_run_id("verify-stale");
     let job_id = format!("{run_id}-job-1");
     let lease_ms = lease.as_millis() as u64;
@@ -401,13 +426,14 @@ async fn stale_holder(api: &Api, lease: Duration, limit: Duration) -> anyhow::Re
         (lease + Duration::from_millis(300), faults.clone()),
         (lease + Duration::from_millis(1500), faults),
     ];
-    send_copies(api, &run_id, &job_id, &copies, limit).await
+    send_copies(api, exercise, &run_id, &job_id, &copies, limit).await
 }
 
 /// Sends copies of one job at the given times after the first, waits until the
 /// run settles, and returns the job.
 async fn send_copies(
     api: &Api,
+    exercise: Exercise,
     run_id: &str,
     job_id: &str,
     copies: &[(Duration, serde_json::Value)],
@@ -416,7 +442,7 @@ async fn send_copies(
     let start = Instant::now();
     for (at, payload) in copies {
         tokio::time::sleep_until((start + *at).into()).await;
-        api.submit_to(Exercise::CrashWindow, job_id, run_id, payload.clone())
+        api.submit_to(exercise, job_id, run_id, payload.clone())
             .await?;
     }
     let (run, settled) = wait_run(api, run_id, copies.len() as u64, limit).await?;

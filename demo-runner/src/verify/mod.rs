@@ -9,6 +9,7 @@
 //! is decided by searching text.
 
 mod crash_window;
+mod double_charge;
 mod duplicate_delivery;
 
 use std::time::{Duration, Instant};
@@ -183,6 +184,7 @@ pub fn check_count(exercise: Exercise) -> usize {
     match exercise {
         Exercise::DuplicateDelivery => duplicate_delivery::CHECKS.len(),
         Exercise::CrashWindow => crash_window::CHECKS.len(),
+        Exercise::DoubleCharge => double_charge::checks().len(),
     }
 }
 
@@ -191,6 +193,7 @@ pub async fn verify(exercise: Exercise, api: &Api, options: &Options) -> anyhow:
     match exercise {
         Exercise::DuplicateDelivery => duplicate_delivery::verify(api, options).await,
         Exercise::CrashWindow => crash_window::verify(api, options).await,
+        Exercise::DoubleCharge => double_charge::verify(api, options).await,
     }
 }
 

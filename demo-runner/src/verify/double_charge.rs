@@ -1,0 +1,441 @@
+//! Exercise 3's checks (the double charge: an idempotency key for the provider).
+//! Students need not edit this file.
+//!
+//! | check | what it sends | what it catches |
+//! |---|---|---|
+//! | `crash-after-charge` | 2 jobs whose worker crashes right after the provider charged, before `done` | no key (the retry charges again), a key that changes per delivery, a body that changes per delivery (422) |
+//! | `dropped-answer` | a job whose first charge is made but its answer never arrives | the same mistakes, without a crash |
+//! | `in-flight-conflict` | a charge the provider takes longer than the lease to answer and then fails, and a copy that asks meanwhile (409) | a 409 taken for success: the job is marked done and never charged |
+//! | `two-pipelines` | the same jobId for two pipelines (`deposit` and `balance`) | a key without the pipeline: the second pipeline's charge is swallowed as a replay |
+//! | exercise 2's checks | (as in exercise 2, with jobs of exercise 3) | what exercise 2 and 1 catch |
+//!
+//! Charges are counted where they happen: in the provider's request log
+//! (`GET /v1/runs/{runId}/requests`), with the key and outcome of every request.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use lab_schema::provider::{RequestOutcome, RunRequests, simulate};
+use lab_schema::summary::plural;
+use lab_schema::{EventKind, Exercise, JobStatus, JobView, payload};
+use serde_json::{Value, json};
+
+use super::{Check, Mistake, Options, Report, crash_window, wait_run};
+use crate::client::Api;
+use crate::scenarios::new_run_id;
+
+const CRASH: &str = "crash-after-charge";
+const DROPPED: &str = "dropped-answer";
+const IN_FLIGHT: &str = "in-flight-conflict";
+const PIPELINES: &str = "two-pipelines";
+
+/// The checks, in the order they are printed: this exercise's, then exercise 2's.
+pub(super) fn checks() -> Vec<&'static str> {
+    let mut all = vec![CRASH, DROPPED, IN_FLIGHT, PIPELINES];
+    all.extend(crash_window::CHECKS);
+    all
+}
+
+/// Jobs whose worker crashes after their charge.
+const CRASHED_JOBS: u32 = 2;
+
+/// The two pipelines of `two-pipelines`.
+const FIRST_PIPELINE: &str = "deposit";
+const SECOND_PIPELINE: &str = "balance";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ex3Mistake {
+    NoKey { charges: u64 },
+    KeyPerAttempt { charges: u64, keys: Vec<String> },
+    BodyChanges { key: String },
+    KeyWithoutPipeline { key: String },
+    InFlightTakenAsDone,
+    ChargedTwice { charges: u64 },
+    Lost,
+    NotCompleted { status: String },
+    NoFault(&'static str),
+}
+
+impl Mistake for Ex3Mistake {
+    fn code(&self) -> &'static str {
+        use Ex3Mistake::*;
+        match self {
+            NoKey { .. } => "no-idempotency-key",
+            KeyPerAttempt { .. } => "key-per-attempt",
+            BodyChanges { .. } => "body-changes",
+            KeyWithoutPipeline { .. } => "key-without-pipeline",
+            InFlightTakenAsDone => "in-flight-taken-as-done",
+            ChargedTwice { .. } => "duplicate-charge",
+            Lost => "charge-lost",
+            NotCompleted { .. } => "job-not-completed",
+            NoFault(_) => "inconclusive",
+        }
+    }
+
+    fn message(&self) -> String {
+        use Ex3Mistake::*;
+        match self {
+            NoKey { charges } => format!(
+                "the card was charged {charges} times: the charge was sent without an idempotency key, so the provider could not tell the retry from a new charge. Set charge.idempotency_key to a key made of the pipeline and the job id"
+            ),
+            KeyPerAttempt { charges, keys } => format!(
+                "the card was charged {charges} times, with {} different keys ({}): the key changes from one delivery to the next (the delivery id, a random value or the time?), so every retry is a new charge. Make it from ctx.pipeline and job.job_id only",
+                keys.len(),
+                keys.join(", ")
+            ),
+            BodyChanges { key } => format!(
+                "the provider refused a retry with 422: key {key} came back with a different body. Something in charge.body changes between deliveries (an attempt number, a timestamp): leave the body as ctx.charge_for builds it, the same every time"
+            ),
+            KeyWithoutPipeline { key } => format!(
+                "pipeline {SECOND_PIPELINE} was never charged: its charge used the same key as pipeline {FIRST_PIPELINE} ({key}), so the provider answered it as a replay of the other's. Put ctx.pipeline in the key as well as the job id"
+            ),
+            InFlightTakenAsDone => "the job was never charged: a delivery got 409 (the first request with the key was still running at the provider), took it for success and marked the job done; the first request then failed. 409 means \"not yet\": release the lease and return Err(ctx.retry_later(...))".to_string(),
+            ChargedTwice { charges } => format!(
+                "the card was charged {charges} times with the same key: did the key's request go to the provider twice without it (is the key set on every path)?"
+            ),
+            Lost => "the job ended with no charge at all".to_string(),
+            NotCompleted { status } => format!(
+                "the job was charged once but ended {status}, not completed: a delivery gave up on it (does the handler return an error after a successful or replayed charge?)"
+            ),
+            NoFault(what) => format!("inconclusive: {what}"),
+        }
+    }
+}
+
+/// What the provider saw of one job (in one pipeline, or all).
+#[derive(Debug, Clone, Default)]
+struct Charges {
+    charged: u64,
+    dropped: u64,
+    replays: u64,
+    in_flight: u64,
+    key_reused: u64,
+    /// The distinct keys sent (`None`: a request without a key).
+    keys: BTreeSet<Option<String>>,
+}
+
+impl Charges {
+    fn of(requests: &RunRequests, job_id: &str, pipeline: Option<&str>) -> Charges {
+        let mut tally = Charges::default();
+        for r in requests
+            .requests
+            .iter()
+            .filter(|r| r.job_id == job_id && pipeline.is_none_or(|p| r.pipeline == p))
+        {
+            tally.keys.insert(r.idempotency_key.clone());
+            match r.outcome {
+                RequestOutcome::Charged => tally.charged += 1,
+                RequestOutcome::ChargedAnswerDropped => {
+                    tally.charged += 1;
+                    tally.dropped += 1;
+                }
+                RequestOutcome::Replayed => tally.replays += 1,
+                RequestOutcome::InFlight => tally.in_flight += 1,
+                RequestOutcome::KeyReused => tally.key_reused += 1,
+                RequestOutcome::Declined | RequestOutcome::Unavailable => {}
+            }
+        }
+        tally
+    }
+
+    fn data(&self) -> Value {
+        json!({
+            "charges": self.charged, "answersDropped": self.dropped, "replays": self.replays,
+            "inFlight409": self.in_flight, "keyReused422": self.key_reused,
+            "keys": self.keys.iter().map(|k| k.as_deref().unwrap_or("(none)")).collect::<Vec<_>>(),
+        })
+    }
+
+    fn first_key(&self) -> String {
+        self.keys
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "(none)".to_string())
+    }
+
+    /// More than one charge, or a 422: what the keys and answers say.
+    fn judge_repeats(&self) -> Option<Ex3Mistake> {
+        if self.key_reused > 0 {
+            return Some(Ex3Mistake::BodyChanges {
+                key: self.first_key(),
+            });
+        }
+        if self.charged < 2 {
+            return None;
+        }
+        let named: Vec<String> = self.keys.iter().flatten().cloned().collect();
+        Some(if named.is_empty() {
+            Ex3Mistake::NoKey {
+                charges: self.charged,
+            }
+        } else if named.len() > 1 {
+            Ex3Mistake::KeyPerAttempt {
+                charges: self.charged,
+                keys: named,
+            }
+        } else {
+            Ex3Mistake::ChargedTwice {
+                charges: self.charged,
+            }
+        })
+    }
+
+    /// One charge, and the job completed.
+    fn judge_once(&self, job: &JobView) -> Option<Ex3Mistake> {
+        if let Some(mistake) = self.judge_repeats() {
+            return Some(mistake);
+        }
+        if self.charged == 0 {
+            return Some(if self.in_flight > 0 {
+                Ex3Mistake::InFlightTakenAsDone
+            } else {
+                Ex3Mistake::Lost
+            });
+        }
+        if job.status != JobStatus::Completed.as_str() {
+            return Some(Ex3Mistake::NotCompleted {
+                status: job.status.clone(),
+            });
+        }
+        None
+    }
+}
+
+pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
+    let exercise = Exercise::DoubleCharge;
+    let timeout = Duration::from_secs(options.timeout_secs);
+    let lease = Duration::from_millis(options.lease_ms);
+    // The crashes first and alone: a crash kills every delivery its worker has
+    // in flight, which would disturb the other checks' jobs.
+    let crashed = crash_after_charge(api, timeout).await?;
+    let ours = async {
+        tokio::try_join!(
+            one_job(
+                api,
+                "verify-dropped",
+                json!({ "provider": { simulate::DROP_ANSWER: true } }),
+                timeout
+            ),
+            in_flight_conflict(api, lease, timeout),
+            two_pipelines(api, timeout),
+        )
+    };
+    let (ex2_checks, (dropped, in_flight, pipelines)) =
+        crash_window::checks_with(api, options, exercise, ours).await?;
+
+    let mut checks = vec![crashed, dropped_check(&dropped), in_flight, pipelines];
+    checks.extend(ex2_checks);
+    Ok(Report {
+        exercise,
+        checks,
+        all_passed: "every job was charged once: after a crash, a lost answer, a 409, and in each of two pipelines",
+    })
+}
+
+/// Jobs whose worker crashes right after the provider charged them, one at a time.
+async fn crash_after_charge(api: &Api, limit: Duration) -> anyhow::Result<Check> {
+    let run_id = new_run_id("verify-charge-crash");
+    for n in 1..=CRASHED_JOBS {
+        api.submit_to(
+            Exercise::DoubleCharge,
+            &format!("{run_id}-job-{n}"),
+            &run_id,
+            json!({ payload::SIMULATE_CRASH: payload::AFTER_EFFECT }),
+        )
+        .await?;
+        let (run, settled) = wait_run(api, &run_id, u64::from(n), limit).await?;
+        if !settled {
+            anyhow::bail!(
+                "the crashed job was not processed within {}s ({} of {n}): is a worker \
+                 running, and is it restarted after a crash? {}",
+                limit.as_secs(),
+                run.processed_deliveries,
+                crate::STUCK_HINT
+            );
+        }
+    }
+    let requests = api.provider_requests(&run_id).await?;
+    let crashes = api.events(&run_id).await?.count(EventKind::Crashed);
+    let mut mistake = (crashes == 0).then_some(Ex3Mistake::NoFault(
+        "no worker crashed (was the charge made?)",
+    ));
+    let mut per_job = Vec::new();
+    let mut once = 0;
+    for n in 1..=CRASHED_JOBS {
+        let job = api.job(&format!("{run_id}-job-{n}")).await?;
+        let charges = Charges::of(&requests, &job.job_id, None);
+        let judged = charges.judge_once(&job);
+        if judged.is_none() {
+            once += 1;
+        }
+        mistake = mistake.or(judged);
+        per_job
+            .push(json!({ "jobId": job.job_id, "status": job.status, "provider": charges.data() }));
+    }
+    let replays: u64 = per_job
+        .iter()
+        .map(|j| j["provider"]["replays"].as_u64().unwrap_or(0))
+        .sum();
+    Ok(Check::judged(
+        CRASH,
+        format!(
+            "{CRASHED_JOBS} jobs whose worker crashed after the provider charged them ({}): {once} charged once, {}",
+            plural(crashes as u64, "crash"),
+            plural(replays, "replay")
+        ),
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        json!({ "crashes": crashes, "jobs": per_job }),
+    ))
+}
+
+/// One job with a payload, its provider tally and record once the run settled.
+struct OneJob {
+    job: JobView,
+    charges: Charges,
+}
+
+async fn one_job(
+    api: &Api,
+    prefix: &str,
+    payload: Value,
+    limit: Duration,
+) -> anyhow::Result<OneJob> {
+    let run_id = new_run_id(prefix);
+    let job_id = format!("{run_id}-job-1");
+    api.submit_to(Exercise::DoubleCharge, &job_id, &run_id, payload)
+        .await?;
+    settle(api, &run_id, &job_id, 1, limit).await?;
+    let requests = api.provider_requests(&run_id).await?;
+    Ok(OneJob {
+        job: api.job(&job_id).await?,
+        charges: Charges::of(&requests, &job_id, None),
+    })
+}
+
+async fn settle(
+    api: &Api,
+    run_id: &str,
+    job_id: &str,
+    copies: u64,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let (run, settled) = wait_run(api, run_id, copies, limit).await?;
+    if !settled {
+        anyhow::bail!(
+            "job {job_id} was not processed within {}s ({} of {copies} copies). {}",
+            limit.as_secs(),
+            run.processed_deliveries,
+            crate::STUCK_HINT
+        );
+    }
+    Ok(())
+}
+
+fn dropped_check(one: &OneJob) -> Check {
+    let c = &one.charges;
+    let mistake = if c.dropped == 0 && c.charged < 2 {
+        Some(Ex3Mistake::NoFault(
+            "the provider dropped no answer (was the job charged?)",
+        ))
+    } else {
+        c.judge_once(&one.job)
+    };
+    Check::judged(
+        DROPPED,
+        format!(
+            "a charge made whose answer never arrived: {}, {}, job {}",
+            plural(c.charged, "charge"),
+            plural(c.replays, "replay"),
+            one.job.status
+        ),
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        json!({ "jobId": one.job.job_id, "status": one.job.status, "provider": c.data() }),
+    )
+}
+
+/// A charge the provider works on for a lease and 3 s and then fails (nothing
+/// charged, its key released), and a copy sent once the first delivery's lease
+/// ran out: the copy takes the lease and asks the provider, which answers 409.
+/// Only a handler that waits ("not yet") charges the card in the end.
+async fn in_flight_conflict(api: &Api, lease: Duration, limit: Duration) -> anyhow::Result<Check> {
+    let run_id = new_run_id("verify-in-flight");
+    let job_id = format!("{run_id}-job-1");
+    let slow_ms = lease.as_millis() as u64 + 3_000;
+    let faults =
+        json!({ "provider": { simulate::FIRST_REQUEST_MS: slow_ms, simulate::FAIL_FIRST: true } });
+    let start = Instant::now();
+    for at in [Duration::ZERO, lease + Duration::from_millis(500)] {
+        tokio::time::sleep_until((start + at).into()).await;
+        api.submit_to(Exercise::DoubleCharge, &job_id, &run_id, faults.clone())
+            .await?;
+    }
+    settle(api, &run_id, &job_id, 2, limit).await?;
+    let requests = api.provider_requests(&run_id).await?;
+    let job = api.job(&job_id).await?;
+    let c = Charges::of(&requests, &job_id, None);
+    let mistake = c.judge_once(&job);
+    Ok(Check::judged(
+        IN_FLIGHT,
+        format!(
+            "a charge that took {slow_ms} ms and failed, a copy meanwhile: {} answered 409, {}, job {}",
+            plural(c.in_flight, "request"),
+            plural(c.charged, "charge"),
+            job.status
+        ),
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        json!({ "jobId": job.job_id, "status": job.status, "provider": c.data() }),
+    ))
+}
+
+/// The same jobId submitted for two pipelines at once: each must be charged once.
+async fn two_pipelines(api: &Api, limit: Duration) -> anyhow::Result<Check> {
+    let run_id = new_run_id("verify-pipelines");
+    let job_id = format!("{run_id}-job-1");
+    let (a, b) = tokio::join!(
+        api.submit_for(
+            Exercise::DoubleCharge,
+            Some(FIRST_PIPELINE),
+            &job_id,
+            &run_id,
+            json!({})
+        ),
+        api.submit_for(
+            Exercise::DoubleCharge,
+            Some(SECOND_PIPELINE),
+            &job_id,
+            &run_id,
+            json!({})
+        ),
+    );
+    a?;
+    b?;
+    settle(api, &run_id, &job_id, 2, limit).await?;
+    let requests = api.provider_requests(&run_id).await?;
+    let first = Charges::of(&requests, &job_id, Some(FIRST_PIPELINE));
+    let second = Charges::of(&requests, &job_id, Some(SECOND_PIPELINE));
+    let mut mistake = first.judge_repeats().or_else(|| second.judge_repeats());
+    if mistake.is_none() {
+        let swallowed = [(&first, &second), (&second, &first)]
+            .into_iter()
+            .find(|(own, _)| own.charged == 0);
+        mistake = swallowed.map(|(own, other)| {
+            let shared = own.keys.intersection(&other.keys).flatten().next().cloned();
+            match shared {
+                Some(key) => Ex3Mistake::KeyWithoutPipeline { key },
+                None => Ex3Mistake::Lost,
+            }
+        });
+    }
+    Ok(Check::judged(
+        PIPELINES,
+        format!(
+            "one jobId for pipelines {FIRST_PIPELINE} and {SECOND_PIPELINE}: {} and {}",
+            plural(first.charged, "charge"),
+            plural(second.charged, "charge")
+        ),
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        json!({ "jobId": job_id, FIRST_PIPELINE: first.data(), SECOND_PIPELINE: second.data() }),
+    ))
+}

@@ -12,7 +12,7 @@
 //! charge and the `done` are in two different systems. The provider must
 //! recognise the retry itself, by a key the caller sends with the charge.
 
-use crate::context::{Job, JobContext, ProviderError};
+use crate::context::{Job, JobContext};
 
 /// The idempotency key of a job: `processed:<pipeline>:<jobId>`.
 fn processed_key(pipeline: &str, job_id: &str) -> String {
@@ -51,30 +51,37 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
         return Err(ctx.retry_later("another delivery holds the lease"));
     }
 
-    // 2. The side effect: charge the card at the provider, with an idempotency
-    //    key that is the same on every delivery of this job in this pipeline:
-    //    a retry after a crash is then answered with the first charge (a replay)
-    //    instead of charging again. The body stays as built: the same every time.
-    let mut charge = ctx.charge_for(job);
-    charge.idempotency_key = Some(format!("charge:{}:{}", ctx.pipeline, job.job_id));
-    match ctx.send_charge(job, &charge).await {
-        // Charged now, or a replay of the first charge: charged once either way.
-        Ok(_charged) => {}
-        // 409: our first request is still running at the provider. Not done yet.
-        Err(ProviderError::InFlight) => {
-            ctx.compare_and_delete(&key, &lease).await?;
-            return Err(ctx.retry_later("the provider is still charging"));
-        }
-        // 422: the key was used with another body. A bug: retrying cannot help.
-        Err(ProviderError::KeyReused(why)) => {
-            ctx.compare_and_delete(&key, &lease).await?;
-            return Err(ctx.dead_letter(&why));
-        }
+    // 2. The side effect: charge the card at the provider. The worker can crash
+    //    right after the provider charged, before step 3 writes `done`.
+    let charge = ctx.charge_for(job);
+
+    // TODO(exercise): let the provider recognise a retry of this charge.
+    //   1. Give the charge an idempotency key, the same on every delivery of this
+    //      job in this pipeline, different for anything else (`let mut charge`
+    //      above, so that you may change it):
+    //          charge.idempotency_key = Some(format!("charge:{}:{}", ctx.pipeline, job.job_id));
+    //      NOT job.delivery_id, a random value or the time: each delivery would
+    //      then be a new charge. NOT job.job_id alone: two pipelines acting on the
+    //      same job would share a key, and the second one's charge would be
+    //      answered as a "replay" of the first and never made.
+    //   2. Leave `charge.body` as it is: the provider compares the body of a
+    //      retry with the first one (an attempt number or a timestamp in it turns
+    //      every retry into a 422).
+    //   3. Handle what the provider answers, with a `match` instead of the
+    //      `if let` below (add `ProviderError` to the `use` line at the top):
+    //          Ok(_)  charged now, or a replay (`charged.replayed`): charged
+    //                 before. Either way the card was charged once: go on.
+    //          Err(ProviderError::InFlight)  409: our first request with this key
+    //                 is still running there. NOT done: release the lease and
+    //                 return Err(ctx.retry_later("the provider is still charging")).
+    //          Err(ProviderError::KeyReused(why))  422: the key was used with
+    //                 another body. A bug, retrying cannot fix it: release the
+    //                 lease and return Err(ctx.dead_letter(&why)).
+    //          Err(other)  as below: release the lease, return Err(other.into()).
+    if let Err(err) = ctx.send_charge(job, &charge).await {
         // No charge confirmed: release OUR lease so the redelivery can charge.
-        Err(err) => {
-            ctx.compare_and_delete(&key, &lease).await?;
-            return Err(err.into());
-        }
+        ctx.compare_and_delete(&key, &lease).await?;
+        return Err(err.into());
     }
 
     // 3. Done, written only if the lease is still ours (compare-and-set).

@@ -359,7 +359,7 @@ async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
     }
     let timeout = Duration::from_secs(cli.timeout);
     // With --json, stdout carries only the JSON object; the observation lines go to stderr.
-    let result = run_scenario(&cli.api()?, scenario, timeout, !cli.json).await?;
+    let result = run_scenario_with(&cli.api()?, scenario, timeout, !cli.json).await?;
     result.print(cli.json);
     if let Some(path) = &cli.save {
         saved::write(path, &result.to_saved_json())?;
@@ -379,9 +379,20 @@ async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one scenario against the API `api` talks to and returns what it measured.
+/// Runs one scenario against the API at `api_url` (and the provider at its
+/// default address) and returns what it measured.
 /// `narrate_to_stdout`: where duplicate-observe writes its observation lines.
 pub async fn run_scenario(
+    api_url: &str,
+    scenario: &Scenario,
+    timeout: Duration,
+    narrate_to_stdout: bool,
+) -> anyhow::Result<ScenarioRun> {
+    run_scenario_with(&Api::new(api_url)?, scenario, timeout, narrate_to_stdout).await
+}
+
+/// [`run_scenario`] with the client `api` (the API's and the provider's URLs).
+pub async fn run_scenario_with(
     api: &Api,
     scenario: &Scenario,
     timeout: Duration,

@@ -63,6 +63,9 @@ pub struct Stack {
     pub redis: RedisServer,
     pub api_url: String,
     _api: api::Background,
+    /// The provider (exercise 3's payment gateway), in this process.
+    pub provider_url: String,
+    _provider: provider::Background,
     /// The worker processes, in the order they were started.
     pub workers: Vec<Child>,
     logs: Vec<PathBuf>,
@@ -164,10 +167,15 @@ impl Stack {
     pub async fn start_with(options: RedisOptions) -> Stack {
         let redis = RedisServer::start_with(options);
         let api = api::spawn(&redis.url()).await.unwrap();
+        let provider = provider::spawn(&redis.url(), provider::Config::default())
+            .await
+            .unwrap();
         Stack {
             redis,
             api_url: api.url.clone(),
             _api: api,
+            provider_url: provider.url.clone(),
+            _provider: provider,
             workers: Vec::new(),
             logs: Vec::new(),
             in_process: Vec::new(),
@@ -188,6 +196,7 @@ impl Stack {
         for n in 1..=2 {
             let name = format!("worker-{n}");
             let url = stack.redis.url();
+            let provider_url = stack.provider_url.clone();
             let binary = binary.clone();
             let log = std::env::temp_dir().join(format!(
                 "lab-test-worker-{}-{}-{name}.log",
@@ -202,6 +211,8 @@ impl Stack {
                         "1000",
                         "--name",
                         &name,
+                        "--provider-url",
+                        &provider_url,
                     ]);
                     command
                 },
@@ -212,7 +223,11 @@ impl Stack {
     }
 
     /// Runs the starter worker in this process with `config`.
-    pub fn start_in_process(&mut self, config: worker::Config) {
+    /// (Its `provider_url` is this stack's provider's when it was left at the default.)
+    pub fn start_in_process(&mut self, mut config: worker::Config) {
+        if config.provider_url == worker::Config::default().provider_url {
+            config.provider_url = self.provider_url.clone();
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(worker::run(worker::Exercises, config, async {
             let _ = stopped.await;
@@ -239,6 +254,9 @@ impl Stack {
         let file = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(binary);
         command.args(["--redis-url", redis_url]).args(args);
+        if !args.contains(&"--provider-url") {
+            command.args(["--provider-url", &self.provider_url]);
+        }
         if !args.contains(&"--name") {
             command.args(["--name", &format!("worker-{}", index + 1)]);
         }
@@ -289,14 +307,26 @@ impl Stack {
 
     /// Runs a scenario through the demo-runner's library, as the binary does.
     pub async fn scenario(&self, scenario: demo_runner::Scenario) -> demo_runner::ScenarioRun {
-        demo_runner::run_scenario(&self.api_url, &scenario, Duration::from_secs(60), false)
+        demo_runner::run_scenario_with(&self.client(), &scenario, Duration::from_secs(60), false)
             .await
             .expect("scenario ran")
     }
 
+    /// The demo-runner's client of this stack's API and provider.
+    pub fn client(&self) -> demo_runner::Api {
+        demo_runner::Api::new(&self.api_url)
+            .expect("API url")
+            .with_provider(&self.provider_url)
+    }
+
     /// Runs the demo-runner binary against this stack, in `dir`.
     pub async fn demo(&self, dir: &Path, args: &[&str]) -> Output {
-        let mut all = vec!["--api-url", self.api_url.as_str()];
+        let mut all = vec![
+            "--api-url",
+            self.api_url.as_str(),
+            "--provider-url",
+            self.provider_url.as_str(),
+        ];
         all.extend_from_slice(args);
         demo_in(dir, &all).await
     }

@@ -1,6 +1,6 @@
-# Container image of the lab (api, worker, demo-runner), used by compose.yml. Students need not edit this file.
+# Container image of the lab (api, provider, worker, demo-runner), used by compose.yml. Students need not edit this file.
 #
-# One build compiles the whole workspace for all three services. BuildKit cache
+# One build compiles the whole workspace for all four services. BuildKit cache
 # mounts keep the crate registry and cargo's target/ between builds, so after an
 # edit of worker/src/job.rs, `docker compose up --build -d` recompiles only the
 # worker crate. The base images are build arguments: an offline machine can
@@ -14,6 +14,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY lab-schema lab-schema
 COPY api api
+COPY provider provider
 COPY demo-runner demo-runner
 # The test crate is a workspace member (cargo reads its manifest); it is not built here.
 COPY lab-tests lab-tests
@@ -25,9 +26,9 @@ COPY worker worker
 RUN --mount=type=cache,id=idempotency-lab-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=idempotency-lab-target,target=/src/target \
     touch worker/src/*.rs \
-    && cargo build --release --locked -p api -p worker -p demo-runner \
+    && cargo build --release --locked -p api -p provider -p worker -p demo-runner \
     && mkdir -p /out \
-    && cp target/release/api target/release/worker target/release/demo-runner /out/
+    && cp target/release/api target/release/provider target/release/worker target/release/demo-runner /out/
 
 FROM ${RUNTIME_IMAGE}
 # Plain HTTP to Redis and between services: the binaries need no TLS or other libraries.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lab_schema::backoff::Backoff;
-use lab_schema::provider::{self, RunRequests};
+use lab_schema::provider::{self, Faults, RunRequests};
 use lab_schema::{Exercise, JobView, RunAttempts, RunEvents, RunSummary};
 use serde_json::json;
 
@@ -50,6 +50,33 @@ impl Api {
     pub fn with_provider(mut self, url: &str) -> Api {
         self.provider = url.trim_end_matches('/').to_string();
         self
+    }
+
+    /// `GET /admin/faults` of the provider, or `PUT` it with `set` first: the
+    /// faults of the whole provider (an outage, slow answers).
+    pub async fn provider_faults(&self, set: Option<&Faults>) -> anyhow::Result<Faults> {
+        let url = format!("{}{}", self.provider, provider::ADMIN_FAULTS_PATH);
+        let unreachable = |err: reqwest::Error| {
+            anyhow::anyhow!(
+                "cannot reach the provider at {} ({}). Is the stack running?",
+                self.provider,
+                short_reason(&err)
+            )
+        };
+        let response = match set {
+            Some(faults) => self.http.put(&url).json(faults).send().await,
+            None => self.http.get(&url).send().await,
+        }
+        .map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            bail!("{url} answered {status}: {text}");
+        }
+        response
+            .json()
+            .await
+            .with_context(|| format!("{url}: unexpected response"))
     }
 
     /// `GET /v1/runs/{runId}/requests` of the provider: every charge request of

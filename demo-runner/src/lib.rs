@@ -120,6 +120,17 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The provider (exercise 3's payment gateway) for everyone: show its faults, or set
+    /// an outage (every charge answered 503) or slow answers. `provider --outage-secs 0
+    /// --slow-ms 0` clears both.
+    Provider {
+        /// Answer every charge request 503 for this many seconds from now (0: end the outage).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+        outage_secs: Option<u64>,
+        /// Make every charge request take this many extra milliseconds (0: fast again).
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        slow_ms: Option<u64>,
+    },
     /// Check the running worker's fix of an exercise: PASS/FAIL per check, exit 0 only when all pass.
     Verify {
         /// The exercise whose checks run.
@@ -318,6 +329,47 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             evidence::write(out, &markdown)?;
             let shown = std::path::absolute(out).unwrap_or_else(|_| out.clone());
             println!("wrote {}", shown.display());
+            Ok(true)
+        }
+        Command::Provider {
+            outage_secs,
+            slow_ms,
+        } => {
+            let api = cli.api()?;
+            let set = if outage_secs.is_some() || slow_ms.is_some() {
+                let now = api.provider_faults(None).await?;
+                Some(lab_schema::provider::Faults {
+                    outage_secs: outage_secs.unwrap_or(now.outage_secs),
+                    slow_ms: slow_ms.unwrap_or(now.slow_ms),
+                })
+            } else {
+                None
+            };
+            let faults = api.provider_faults(set.as_ref()).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&faults)?);
+            } else {
+                println!("outage_secs={}", faults.outage_secs);
+                println!("slow_ms={}", faults.slow_ms);
+                let mut what = Vec::new();
+                if faults.outage_secs > 0 {
+                    what.push(format!(
+                        "every charge is answered 503 for {} more s",
+                        faults.outage_secs
+                    ));
+                }
+                if faults.slow_ms > 0 {
+                    what.push(format!(
+                        "every charge takes {} ms longer",
+                        faults.slow_ms
+                    ));
+                }
+                if what.is_empty() {
+                    println!("# the provider answers normally");
+                } else {
+                    println!("# {}", what.join("; "));
+                }
+            }
             Ok(true)
         }
         Command::Verify {

@@ -227,6 +227,26 @@ printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify --exercise 2 on 
 record "docker compose run --rm demo crash-window --crash-at after-effect --crashes 1  (the window that remains)" dc run --rm -T demo crash-window --crash-at after-effect --crashes 1
 [ "$(value duplicate_effects)" = 1 ] || die "crash after the effect: expected 1 duplicate effect"
 
+# 4c. Exercise 3, the double charge: the provider service charges, the worker crashes after
+# the charge; the starter (exercise 2's answer, no key) charges 3 cards twice, the fix once.
+record "docker compose run --rm demo double-charge --save charge-before.json  (exercise 3 starter)" dc run --rm -T demo double-charge --save charge-before.json
+[ "$(value crashes)/$(value answers_dropped)/$(value observed_effects_total)/$(value duplicate_effects)" = 2/1/9/3 ] || die "exercise 3 starter: expected 2 crashes, 1 dropped answer, 9 charges, 3 duplicates"
+record "docker compose logs --tail=100 provider" dc logs --tail=100 provider
+printf '%s\n' "$LAST" | grep -q 'charged' || die "provider logs: no charge"
+record "docker compose run --rm demo provider --outage-secs 0 --slow-ms 0" dc run --rm -T demo provider --outage-secs 0 --slow-ms 0
+printf '%s\n' "$LAST" | grep -q '^outage_secs=0' || die "demo provider: no outage_secs line"
+GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/03-double-charge/solution.patch
+grep -q 'idempotency_key = Some' worker/src/double_charge.rs || die "the exercise 3 reference patch did not apply"
+elapsed record "docker compose up --build -d  (after editing worker/src/double_charge.rs)" dc up --build -d
+REBUILD3=$ELAPSED
+only_worker_rebuilt
+record "docker compose run --rm demo double-charge --save charge-after.json  (exercise 3 fix)" dc run --rm -T demo double-charge --save charge-after.json
+[ "$(value crashes)/$(value answers_dropped)/$(value observed_effects_total)/$(value duplicate_effects)/$(value provider_replays)" = 2/1/6/0/3 ] || die "exercise 3 fix: expected 2 crashes, 1 dropped answer, 6 charges, 0 duplicates, 3 replays"
+record "docker compose run --rm demo compare charge-before.json charge-after.json" dc run --rm -T demo compare charge-before.json charge-after.json
+printf '%s\n' "$LAST" | grep -q '# fixed' || die "compare (exercise 3) did not say fixed"
+record "docker compose run --rm demo verify --exercise 3  (exercise 3 fix)" dc run --rm -T demo verify --exercise 3
+printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify --exercise 3 on the fix: no PASS verdict"
+
 # 5. Three workers: the guard holds across processes.
 record "docker compose up -d --scale worker=3" dc up -d --scale worker=3
 [ "$(dc ps -q worker | wc -l)" = 3 ] || die "expected 3 worker containers"
@@ -247,6 +267,7 @@ record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
   printf -- '- `docker compose up --build -d` after a one-line edit of worker/src/job.rs: %ss\n' "$ONE_LINE"
   printf -- '- `docker compose up --build -d` after applying the reference patch: %ss (compiled: %s)\n' "$REBUILD" "$rebuilt"
   printf -- '- `docker compose up --build -d` after applying exercise 2'"'"'s reference patch: %ss\n' "$REBUILD2"
+  printf -- '- `docker compose up --build -d` after applying exercise 3'"'"'s reference patch: %ss\n' "$REBUILD3"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
 } >>"$REPORT"
 tail -n 5 "$REPORT" >&2

@@ -13,6 +13,7 @@ struct Lab {
     state: PathBuf,
     redis_port: u16,
     api_port: u16,
+    provider_port: u16,
 }
 
 impl Lab {
@@ -30,6 +31,7 @@ impl Lab {
             state,
             redis_port: lab_schema::testing::free_port(),
             api_port: lab_schema::testing::free_port(),
+            provider_port: lab_schema::testing::free_port(),
         }
     }
 
@@ -39,6 +41,7 @@ impl Lab {
             .env("LAB_STATE_DIR", &self.state)
             .env("LAB_REDIS_PORT", self.redis_port.to_string())
             .env("LAB_API_PORT", self.api_port.to_string())
+            .env("LAB_PROVIDER_PORT", self.provider_port.to_string())
             .env("LAB_WORKERS", "2")
             .env("CLAIM_IDLE_MS", "1000")
             .env("EFFECT_DELAY_MS", "20")
@@ -122,7 +125,8 @@ fn lab_chaos_keeps_every_accepted_job() {
     assert!(n("observed_effects_total") >= 20, "{s}");
 
     let status = text(&lab.run(&["status"]).stdout);
-    assert_eq!(status.matches("running (pid").count(), 4, "{status}");
+    assert_eq!(status.matches("running (pid").count(), 5, "{status}");
+    assert!(status.contains("provider  running (pid"), "{status}");
     // The killed worker was started again by its supervisor, and says so.
     assert!(
         status.contains("worker-1  running (pid")
@@ -137,7 +141,7 @@ fn lab_chaos_keeps_every_accepted_job() {
     );
 
     #[cfg(target_os = "linux")]
-    for port in [lab.api_port, lab.redis_port] {
+    for port in [lab.api_port, lab.redis_port, lab.provider_port] {
         // 0100007F is 127.0.0.1 in /proc/net/tcp's byte order.
         assert_eq!(
             listeners(port),

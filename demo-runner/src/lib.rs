@@ -359,10 +359,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                     ));
                 }
                 if faults.slow_ms > 0 {
-                    what.push(format!(
-                        "every charge takes {} ms longer",
-                        faults.slow_ms
-                    ));
+                    what.push(format!("every charge takes {} ms longer", faults.slow_ms));
                 }
                 if what.is_empty() {
                     println!("# the provider answers normally");

@@ -4,7 +4,7 @@
 //! | check | what it sends | what it catches |
 //! |---|---|---|
 //! | `crash-after-charge` | 2 jobs whose worker crashes right after the provider charged, before `done` | no key (the retry charges again), a key that changes per delivery, a body that changes per delivery (422) |
-//! | `dropped-answer` | a job whose first charge is made but its answer never arrives | the same mistakes, without a crash |
+//! | `dropped-answer` | a job whose first charge is made but its answer never arrives, and a copy the client resubmits | the same mistakes, and a key made from the delivery id (the copy is another delivery) |
 //! | `in-flight-conflict` | a charge the provider takes longer than the lease to answer and then fails, and a copy that asks meanwhile (409) | a 409 taken for success: the job is marked done and never charged |
 //! | `two-pipelines` | the same jobId for two pipelines (`deposit` and `balance`) | a key without the pipeline: the second pipeline's charge is swallowed as a replay |
 //! | exercise 2's checks | (as in exercise 2, with jobs of exercise 3) | what exercise 2 and 1 catch |
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use super::{Check, Mistake, Options, Report, crash_window, wait_run};
 use crate::client::Api;
 use crate::scenarios::new_run_id;
+use crate::wait::poll_until;
 
 const CRASH: &str = "crash-after-charge";
 const DROPPED: &str = "dropped-answer";
@@ -79,7 +80,7 @@ impl Mistake for Ex3Mistake {
                 "the card was charged {charges} times: the charge was sent without an idempotency key, so the provider could not tell the retry from a new charge. Set charge.idempotency_key to a key made of the pipeline and the job id"
             ),
             KeyPerAttempt { charges, keys } => format!(
-                "the card was charged {charges} times, with {} different keys ({}): the key changes from one delivery to the next (the delivery id, a random value or the time?), so every retry is a new charge. Make it from ctx.pipeline and job.job_id only",
+                "the card was charged {charges} times, with {} different keys ({}): the key changes between deliveries of the job (a resubmitted copy has another job.delivery_id; a random value or the time changes on every attempt), so the retry is a new charge. Make it from ctx.pipeline and job.job_id only",
                 keys.len(),
                 keys.join(", ")
             ),
@@ -212,12 +213,7 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
     let crashed = crash_after_charge(api, timeout).await?;
     let ours = async {
         tokio::try_join!(
-            one_job(
-                api,
-                "verify-dropped",
-                json!({ "provider": { simulate::DROP_ANSWER: true } }),
-                timeout
-            ),
+            dropped_answer(api, timeout),
             in_flight_conflict(api, lease, timeout),
             two_pipelines(api, timeout),
         )
@@ -290,23 +286,42 @@ async fn crash_after_charge(api: &Api, limit: Duration) -> anyhow::Result<Check>
     ))
 }
 
-/// One job with a payload, its provider tally and record once the run settled.
+/// One job, its provider tally and its record once the run settled.
 struct OneJob {
     job: JobView,
     charges: Charges,
 }
 
-async fn one_job(
-    api: &Api,
-    prefix: &str,
-    payload: Value,
-    limit: Duration,
-) -> anyhow::Result<OneJob> {
-    let run_id = new_run_id(prefix);
+/// A job whose first charge is made but its answer dropped; once that delivery
+/// has given up (released its lease, to come back after the claim idle time),
+/// the client, which got no answer either, submits the job again. The new copy
+/// takes the lease first: only a key that names the job, not the delivery,
+/// makes its charge a replay.
+async fn dropped_answer(api: &Api, limit: Duration) -> anyhow::Result<OneJob> {
+    let run_id = new_run_id("verify-dropped");
     let job_id = format!("{run_id}-job-1");
-    api.submit_to(Exercise::DoubleCharge, &job_id, &run_id, payload)
+    let faults = json!({ "provider": { simulate::DROP_ANSWER: true } });
+    api.submit_to(Exercise::DoubleCharge, &job_id, &run_id, faults.clone())
         .await?;
-    settle(api, &run_id, &job_id, 1, limit).await?;
+    let deadline = Instant::now() + limit;
+    let (_, gave_up) = poll_until(
+        deadline,
+        || api.events(&run_id),
+        |events| {
+            events.count(EventKind::AttemptFailed) > 0 || events.count(EventKind::RetryLater) > 0
+        },
+    )
+    .await?;
+    if !gave_up {
+        anyhow::bail!(
+            "job {job_id}: its first delivery did not end within {}s. {}",
+            limit.as_secs(),
+            crate::STUCK_HINT
+        );
+    }
+    api.submit_to(Exercise::DoubleCharge, &job_id, &run_id, faults)
+        .await?;
+    settle(api, &run_id, &job_id, 2, limit).await?;
     let requests = api.provider_requests(&run_id).await?;
     Ok(OneJob {
         job: api.job(&job_id).await?,
@@ -345,7 +360,7 @@ fn dropped_check(one: &OneJob) -> Check {
     Check::judged(
         DROPPED,
         format!(
-            "a charge made whose answer never arrived: {}, {}, job {}",
+            "a charge made whose answer never arrived, and the job resubmitted: {}, {}, job {}",
             plural(c.charged, "charge"),
             plural(c.replays, "replay"),
             one.job.status
@@ -379,8 +394,12 @@ async fn in_flight_conflict(api: &Api, lease: Duration, limit: Duration) -> anyh
     Ok(Check::judged(
         IN_FLIGHT,
         format!(
-            "a charge that took {slow_ms} ms and failed, a copy meanwhile: {} answered 409, {}, job {}",
-            plural(c.in_flight, "request"),
+            "a charge that took {slow_ms} ms and failed, a copy meanwhile ({}): {}, job {}",
+            if c.in_flight > 0 {
+                "answered 409"
+            } else {
+                "never answered 409"
+            },
             plural(c.charged, "charge"),
             job.status
         ),

@@ -9,6 +9,7 @@
 //! - `ids.rs`: the path ids (`{jobId}`, `{runId}`) as extractors that validate them.
 //! - `summary.rs`: the run summary (drained, settled, lost effects) computed in one place.
 //! - `events.rs`: `GET /runs/{runId}/events`, the run's event log written by the workers.
+//! - `workers.rs`: `GET /workers`, the running workers and the exercise code each runs.
 //! - `error.rs`: the JSON error body `{"error": {"code", "message"}}` of every failure.
 
 mod error;
@@ -16,6 +17,7 @@ mod events;
 mod ids;
 mod routes;
 mod summary;
+mod workers;
 
 use std::time::Duration;
 
@@ -55,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{run_id}", get(routes::get_run))
         .route("/runs/{run_id}/events", get(events::get_run_events))
         .route("/runs/{run_id}/attempts", get(routes::get_run_attempts))
+        .route("/workers", get(workers::get_workers))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)

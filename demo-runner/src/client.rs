@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lab_schema::backoff::Backoff;
+use lab_schema::code::RunningWorkers;
 use lab_schema::provider::{self, Faults, RunRequests};
 use lab_schema::{Exercise, JobView, RunAttempts, RunEvents, RunSummary};
 use serde_json::json;
@@ -77,6 +78,11 @@ impl Api {
             .json()
             .await
             .with_context(|| format!("{url}: unexpected response"))
+    }
+
+    /// `GET /workers`: the workers running now and the code each was built from.
+    pub async fn workers(&self) -> anyhow::Result<RunningWorkers> {
+        self.get_json(&format!("{}/workers", self.base)).await
     }
 
     /// `GET /v1/runs/{runId}/requests` of the provider: every charge request of

@@ -84,7 +84,23 @@ impl Comparison {
             out.push('\n');
         }
         out.push_str(&format!("# {}\n", self.verdict));
+        if let Some(note) = self.same_code() {
+            out.push_str(&format!("# {note}\n"));
+        }
         out
+    }
+
+    /// Both runs were made by the same exercise code: said when it is so, since a
+    /// "fix" that changed nothing usually means the rebuild failed.
+    fn same_code(&self) -> Option<String> {
+        let before = self.before.summary.worker_code.as_deref()?;
+        let after = self.after.summary.worker_code.as_deref()?;
+        (before == after).then(|| {
+            format!(
+                "nothing changed between these runs: both were made by the same code ({}). Did the rebuild fail? Rebuild: docker compose up --build -d (natively ./lab restart worker), and read its errors",
+                before.replace('#', " #")
+            )
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -93,6 +109,7 @@ impl Comparison {
             "after": self.after.summary,
             "fixed": self.fixed,
             "verdict": self.verdict,
+            "same_code": self.same_code(),
         })
         .to_string()
     }

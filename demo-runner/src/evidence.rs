@@ -71,6 +71,23 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
         .collect::<Vec<_>>()
         .join(", ")
     );
+    // Which code made the runs (saved with them), and which runs now.
+    let code = crate::code::report(api, lab_schema::Exercise::DuplicateDelivery).await;
+    let made_by = |saved: &Saved| {
+        saved
+            .summary
+            .worker_code
+            .as_deref()
+            .unwrap_or("(not recorded)")
+            .replace('#', " #")
+    };
+    let _ = writeln!(
+        md,
+        "Code: the runs before the fix were made by {}, after the fix by {}. Now:\n\n```text\n{}\n```\n",
+        made_by(&observe_before),
+        made_by(&load_after),
+        code.lines.join("\n")
+    );
     md.push_str("## My idempotency strategy\n\n");
     md.push_str(
         "_Replace this line with 3 to 5 sentences: the key you claim, the Redis command, \

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`Cli`]: the command line (clap); [`main`] runs it and maps errors to exit codes.
 //! - `client.rs`: the HTTP calls to the API.
+//! - `code.rs`: which exercise code the running workers were built from (`worker_code=`).
 //! - `wait.rs`: polling until a condition holds, and waiting for a run to settle.
 //! - `scenarios.rs`: `duplicate-observe` and `duplicate-load`.
 //! - `chaos.rs`: `load` (the benchmark) and `chaos` (a load while a worker is killed and Redis restarts).
@@ -20,6 +21,7 @@
 
 mod chaos;
 mod client;
+mod code;
 mod compare;
 mod evidence;
 mod report;
@@ -391,10 +393,17 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 (*late_secs).max(*redelivery_wait) + 2
             );
             let report = verify::verify(exercise, &api, &options).await?;
+            let code = code::report(&api, exercise).await;
             if cli.json {
-                println!("{}", report.to_json());
+                let mut json: serde_json::Value = serde_json::from_str(&report.to_json())?;
+                json["worker_code"] = serde_json::json!(code.label);
+                json["worker_code_notes"] = serde_json::json!(code.lines);
+                println!("{json}");
             } else {
                 print!("{}", report.to_text());
+                for line in &code.lines {
+                    println!("{line}");
+                }
             }
             Ok(report.passed())
         }
@@ -449,6 +458,21 @@ pub async fn run_scenario_with(
 ) -> anyhow::Result<ScenarioRun> {
     let api = api.clone();
     api.check_ready().await?;
+    let mut result = scenario_result(&api, scenario, timeout, narrate_to_stdout).await?;
+    let exercise = result.summary.exercise().unwrap_or_default();
+    let code = code::report(&api, exercise).await;
+    result.summary.worker_code = code.label;
+    result.code_lines = code.lines;
+    Ok(result)
+}
+
+async fn scenario_result(
+    api: &Api,
+    scenario: &Scenario,
+    timeout: Duration,
+    narrate_to_stdout: bool,
+) -> anyhow::Result<ScenarioRun> {
+    let api = api.clone();
     match *scenario {
         Scenario::DuplicateObserve {
             copies,

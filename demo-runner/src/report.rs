@@ -14,6 +14,8 @@ pub struct ScenarioRun {
     pub summary: RunSummary,
     /// The observation lines printed while the scenario ran (duplicate-observe).
     pub narration: Vec<String>,
+    /// `# ...` lines after the summary: which code the workers ran, and warnings.
+    pub code_lines: Vec<String>,
 }
 
 impl ScenarioRun {
@@ -24,6 +26,7 @@ impl ScenarioRun {
         ScenarioRun {
             summary,
             narration: Vec::new(),
+            code_lines: Vec::new(),
         }
     }
 
@@ -37,6 +40,10 @@ impl ScenarioRun {
             output.push('\n');
         }
         output.push_str(&self.summary.to_text());
+        for line in &self.code_lines {
+            output.push_str(line);
+            output.push('\n');
+        }
         let saved = SavedSummary {
             summary: self.summary.clone(),
             verdict: Some(self.summary.verdict()),
@@ -52,6 +59,9 @@ impl ScenarioRun {
             println!("{}", self.summary.to_json());
         } else {
             print!("{}", self.summary.to_text());
+            for line in &self.code_lines {
+                println!("{line}");
+            }
         }
     }
 }

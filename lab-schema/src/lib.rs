@@ -11,6 +11,7 @@
 //! - [`JobView`], [`RunEvents`], [`Attempt`]: what the other routes of the API return.
 //! - [`payload`]: payload fields the worker honours (the lab's fault injection).
 //! - [`provider`]: the contract of the provider, exercise 3's payment gateway.
+//! - [`code`]: the fingerprint of the exercise code a worker runs.
 //! - [`backoff`]: the one retry delay policy (capped doubling) of every retry loop.
 //! - `record` (feature `service`): the effect ledger and event log writes that the worker and the provider share.
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
@@ -20,7 +21,9 @@
 use serde::{Deserialize, Serialize};
 
 pub mod backoff;
+pub mod code;
 pub mod exercise;
+pub mod metrics;
 pub mod provider;
 #[cfg(feature = "service")]
 pub mod record;
@@ -78,6 +81,9 @@ pub mod keys {
     pub const DEAD_LETTER_STREAM: &str = "jobs:dead";
     /// Hash: consumer name -> `<instance>|<heartbeat unix ms>` (see [`crate::WorkerInstance`]).
     pub const WORKERS: &str = "workers";
+    /// Hash: consumer name -> `<instance>|<code>`: the exercise code the worker
+    /// runs (see [`crate::code::Code::to_field`]); removed when it stops.
+    pub const WORKER_CODE: &str = "worker-code";
 
     pub fn job(job_id: &str) -> String {
         format!("job:{job_id}")

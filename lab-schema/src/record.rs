@@ -7,7 +7,7 @@
 //! accepted, as a card statement shows it). Both write the same three things here,
 //! so every summary reads the same.
 
-use crate::{EventKind, RECORD_TTL_SECS, event_log, job_field, keys};
+use crate::{EventKind, RECORD_TTL_SECS, event_log, job_field, keys, metrics};
 
 /// Who did what to which delivery: the fields of one event.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +62,13 @@ pub fn record_effect(pipe: &mut redis::Pipeline, of: EventOf<'_>, detail: &str) 
     .ignore()
     .expire(&ledger, RECORD_TTL_SECS as i64)
     .ignore()
-    .hincr(keys::job(of.job_id), job_field::EFFECTS, 1);
+    .hincr(keys::job(of.job_id), job_field::EFFECTS, 1)
+    .hincr(
+        metrics::COUNTERS,
+        metrics::series(metrics::SIDE_EFFECTS, &[("worker", of.consumer)]),
+        1,
+    )
+    .ignore();
+    // The job's effects (the one answer kept) come before the counter's.
     push_event(pipe, of, EventKind::Effect, detail);
 }

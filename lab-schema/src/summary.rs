@@ -93,6 +93,10 @@ pub struct RunSummary {
     /// `chaos`: the Redis restart ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_restarted: Option<bool>,
+    /// Scenarios: the exercise's student file and the fingerprint of the code
+    /// the workers ran (`job.rs#3fa9c1`), when they all ran the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_code: Option<String>,
 }
 
 impl RunSummary {

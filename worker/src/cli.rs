@@ -37,6 +37,9 @@ struct Args {
     /// Name of this consumer in the group (default: worker-<host>-<pid>).
     #[arg(long, env = "WORKER_NAME", value_parser = parse_name)]
     name: Option<String>,
+    /// Print the fingerprint of each exercise file this binary was built from, and exit.
+    #[arg(long)]
+    print_code: bool,
 }
 
 /// A pipeline name must not contain `:`, so `processed:<pipeline>:<jobId>` stays unambiguous.
@@ -55,6 +58,12 @@ fn parse_name(name: &str) -> Result<String, String> {
 pub fn main() -> anyhow::Result<()> {
     lab_schema::service::init_tracing();
     let args = Args::parse();
+    if args.print_code {
+        for (file, fingerprint) in crate::Handler::code(&crate::Exercises).files {
+            println!("{file} #{fingerprint}");
+        }
+        return Ok(());
+    }
     let config = crate::Config {
         redis_url: args.redis_url,
         concurrency: args.concurrency as usize,

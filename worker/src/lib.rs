@@ -61,6 +61,12 @@ pub trait Handler: Send + Sync + 'static {
         ctx: &'a mut JobContext,
         job: &'a Job,
     ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a;
+
+    /// The exercise code this handler runs, as the worker publishes it (empty:
+    /// none to tell).
+    fn code(&self) -> lab_schema::code::Code {
+        lab_schema::code::Code::default()
+    }
 }
 
 /// Everything the worker can be told on the command line.

@@ -1,10 +1,12 @@
 //! The worker's side of the exercise registry: which function handles a job of
 //! each exercise. Plumbing: students need not edit this file.
 //!
-//! Adding an exercise adds its student file and one arm here; the compiler
-//! refuses to build until every [`Exercise`] has its handler.
+//! Adding an exercise adds its student file and two arms here (its handler and
+//! its source, whose fingerprint the worker publishes); the compiler refuses to
+//! build until every [`Exercise`] has both.
 
 use lab_schema::Exercise;
+use lab_schema::code::{Code, fingerprint};
 
 use crate::Handler;
 use crate::context::{Job, JobContext};
@@ -20,5 +22,23 @@ impl Handler for Exercises {
             Exercise::CrashWindow => crate::crash_window::process_job(ctx, job).await,
             Exercise::DoubleCharge => crate::double_charge::process_job(ctx, job).await,
         }
+    }
+
+    /// The fingerprint of each student file as this binary was built from it.
+    fn code(&self) -> Code {
+        let files = Exercise::ALL
+            .iter()
+            .map(|&e| (e.info().student_file.to_string(), fingerprint(source(e))))
+            .collect();
+        Code { files }
+    }
+}
+
+/// The student file of an exercise, as it was when this binary was built.
+fn source(exercise: Exercise) -> &'static [u8] {
+    match exercise {
+        Exercise::DuplicateDelivery => include_bytes!("job.rs"),
+        Exercise::CrashWindow => include_bytes!("crash_window.rs"),
+        Exercise::DoubleCharge => include_bytes!("double_charge.rs"),
     }
 }

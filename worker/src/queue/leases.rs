@@ -52,20 +52,50 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Writes this process into the worker registry: `<consumer> -> <instance>|<now>`.
-/// A new process of the same name replaces the old one's line, and with it the
-/// old process's claim on the attempts it left unfinished.
+/// Writes this process into the worker registry: `<consumer> -> <instance>|<now>`,
+/// and the code it runs (`worker-code`). A new process of the same name replaces
+/// the old one's line, and with it the old process's claim on the attempts it
+/// left unfinished.
 pub(crate) async fn register<H>(shared: &Shared<H>) -> redis::RedisResult<()> {
     if crate::effects::dying() {
         return Ok(()); // The obituary stands: this process is going down.
     }
     let mut redis = shared.redis.clone();
-    redis::cmd("HSET")
-        .arg(keys::WORKERS)
-        .arg(&*shared.consumer)
-        .arg(format!("{}|{}", shared.instance, lab_schema::now_ms()))
+    redis::pipe()
+        .hset(
+            keys::WORKERS,
+            &*shared.consumer,
+            format!("{}|{}", shared.instance, lab_schema::now_ms()),
+        )
+        .ignore()
+        .hset(
+            keys::WORKER_CODE,
+            &*shared.consumer,
+            format!("{}|{}", shared.instance, shared.code),
+        )
+        .ignore()
         .query_async(&mut redis)
         .await
+}
+
+/// A worker that stops cleanly no longer runs any code: its `worker-code` line
+/// goes (if it is still its own: a restarted process of the same name may have
+/// replaced it).
+pub(crate) async fn deregister<H>(shared: &Shared<H>) {
+    let mut redis = shared.redis.clone();
+    let ours = format!("{}|{}", shared.instance, shared.code);
+    let still_ours: redis::RedisResult<Option<String>> = redis::cmd("HGET")
+        .arg(keys::WORKER_CODE)
+        .arg(&*shared.consumer)
+        .query_async(&mut redis)
+        .await;
+    if still_ours.ok().flatten().as_deref() == Some(ours.as_str()) {
+        let _: redis::RedisResult<()> = redis::cmd("HDEL")
+            .arg(keys::WORKER_CODE)
+            .arg(&*shared.consumer)
+            .query_async(&mut redis)
+            .await;
+    }
 }
 
 /// Renews the leases of the deliveries in flight and the heartbeat, every

@@ -63,6 +63,8 @@ pub(crate) struct Shared<H> {
     pub(crate) scripts: Scripts,
     pub(crate) in_flight: leases::InFlightSet,
     pub(crate) provider: crate::provider::ProviderClient,
+    /// The exercise code this worker runs (`worker-code` field).
+    pub(crate) code: String,
 }
 
 /// Runs the worker until `shutdown` completes, then lets in-flight deliveries
@@ -87,9 +89,11 @@ pub async fn run<H: Handler>(
     )?;
     let consumer: Arc<str> = config.consumer.clone().into();
     let instance: Arc<str> = format!("{}-{}", std::process::id(), lab_schema::now_ms()).into();
+    let code = handler.code();
     tracing::info!(
         consumer = %consumer,
         instance = %instance,
+        code = %code.files.iter().map(|(f, h)| format!("{f} #{h}")).collect::<Vec<_>>().join(", "),
         concurrency = config.concurrency,
         effect_delay_ms = config.effect_delay.as_millis() as u64,
         claim_idle_ms = config.claim_idle.as_millis() as u64,
@@ -109,6 +113,7 @@ pub async fn run<H: Handler>(
         scripts: Scripts::new(),
         in_flight: leases::InFlightSet::default(),
         provider: crate::provider::ProviderClient::new(&config.provider_url)?,
+        code: code.to_field(),
     });
     let slots = Arc::new(Semaphore::new(config.concurrency));
     // The scan for abandoned entries also picks up deliveries that asked to be
@@ -209,6 +214,7 @@ pub async fn run<H: Handler>(
         leases.abort();
         let _ = leases.await; // drops its handle on the acknowledgement channel
     }
+    leases::deregister(&shared).await;
     drop(shared);
     acker.await?;
     tracing::info!(consumer = %consumer, "worker stopped");

@@ -1,0 +1,188 @@
+//! Which exercise code the running workers were built from, said with every
+//! result: a fingerprint of the student file (`worker_code=job.rs#3fa9c1`), a
+//! line for a human, and a warning when the workers disagree, when none runs, or
+//! when the file on disk is newer than what runs (a rebuild that failed, workers
+//! not restarted). Students need not edit this file.
+//!
+//! The file on disk is read from `LAB_SOURCE_DIR` (the repository: `./lab` sets
+//! it, and compose mounts the repository there, read-only, in the demo container).
+
+use std::path::PathBuf;
+
+use lab_schema::Exercise;
+use lab_schema::code::{Code, RunningWorker, label};
+use lab_schema::summary::plural;
+
+use crate::client::Api;
+
+/// Where `./lab` and compose say the repository is.
+const SOURCE_DIR_ENV: &str = "LAB_SOURCE_DIR";
+
+/// What the running workers say of the code of one exercise.
+#[derive(Debug, Clone, Default)]
+pub struct CodeReport {
+    /// `job.rs#3fa9c1` when every running worker runs the same code.
+    pub label: Option<String>,
+    /// `# ...` lines for a human: who runs what, and any warning.
+    pub lines: Vec<String>,
+}
+
+/// How to rebuild and restart the workers, on both paths.
+const REBUILD: &str = "docker compose up --build -d (natively ./lab restart worker), and read the compiler's errors if it fails";
+
+/// Reads the running workers and compares their code with the file on disk.
+pub async fn report(api: &Api, exercise: Exercise) -> CodeReport {
+    let source_dir = std::env::var_os(SOURCE_DIR_ENV).map(PathBuf::from);
+    match api.workers().await {
+        Ok(running) => judge(
+            exercise,
+            &running.workers,
+            source_dir.map(|dir| Code::of_sources(&dir)).as_ref(),
+            lab_schema::now_ms(),
+        ),
+        Err(err) => CodeReport {
+            label: None,
+            lines: vec![format!(
+                "# could not read which code the workers run: {err:#}"
+            )],
+        },
+    }
+}
+
+fn judge(
+    exercise: Exercise,
+    workers: &[RunningWorker],
+    on_disk: Option<&Code>,
+    now_ms: u64,
+) -> CodeReport {
+    let file = exercise.info().student_file;
+    if workers.is_empty() {
+        return CodeReport {
+            label: None,
+            lines: vec![
+                "# WARNING: no worker is running: nothing processes the jobs (docker compose up -d, natively ./lab up)".to_string(),
+            ],
+        };
+    }
+    let fingerprint = |w: &RunningWorker| w.fingerprint_of(file).unwrap_or("?").to_string();
+    let mut kinds: Vec<String> = workers.iter().map(fingerprint).collect();
+    kinds.sort();
+    kinds.dedup();
+    let mut lines = Vec::new();
+    let label_of = |hash: &str| label(exercise, hash).replace('#', " #");
+    let agreed = (kinds.len() == 1).then(|| kinds[0].clone());
+    match &agreed {
+        Some(hash) => {
+            let newest = workers.iter().map(|w| w.started_ms).max().unwrap_or(now_ms);
+            lines.push(format!(
+                "# {} running {}, started {}",
+                plural(workers.len() as u64, "worker"),
+                label_of(hash),
+                ago(now_ms.saturating_sub(newest))
+            ));
+        }
+        None => {
+            let each: Vec<String> = workers
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{} runs {} (started {})",
+                        w.name,
+                        label_of(&fingerprint(w)),
+                        ago(now_ms.saturating_sub(w.started_ms))
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "# WARNING: the workers run different code: {}. Restart them all: {REBUILD}",
+                each.join(", ")
+            ));
+        }
+    }
+    if let Some(disk) = on_disk.and_then(|code| code.of(file)) {
+        let stale: Vec<&str> = workers
+            .iter()
+            .filter(|w| w.fingerprint_of(file) != Some(disk))
+            .map(|w| w.name.as_str())
+            .collect();
+        if !stale.is_empty() {
+            let who = if stale.len() == workers.len() {
+                "the running workers were".to_string()
+            } else {
+                format!(
+                    "{} {}",
+                    stale.join(", "),
+                    if stale.len() == 1 { "was" } else { "were" }
+                )
+            };
+            lines.push(format!(
+                "# WARNING: {file} on disk is #{disk}, but {who} built from another version: these numbers are NOT from your file. Did the last build fail? Rebuild: {REBUILD}"
+            ));
+        }
+    }
+    CodeReport {
+        label: agreed.map(|hash| label(exercise, &hash)),
+        lines,
+    }
+}
+
+/// `35 s ago`, `4 min ago`, `2 h ago`.
+fn ago(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn worker(name: &str, hash: &str, started_ms: u64) -> RunningWorker {
+        RunningWorker {
+            name: name.to_string(),
+            started_ms,
+            heartbeat_age_ms: 0,
+            code: BTreeMap::from([("worker/src/job.rs".to_string(), hash.to_string())]),
+        }
+    }
+
+    #[test]
+    fn agreeing_workers_give_one_line_and_a_label() {
+        let workers = [
+            worker("worker-1", "3fa9c1", 0),
+            worker("worker-2", "3fa9c1", 5_000),
+        ];
+        let report = judge(Exercise::DuplicateDelivery, &workers, None, 40_000);
+        assert_eq!(report.label.as_deref(), Some("job.rs#3fa9c1"));
+        assert_eq!(
+            report.lines,
+            ["# 2 workers running job.rs #3fa9c1, started 35 s ago"]
+        );
+    }
+
+    #[test]
+    fn disagreeing_stale_and_missing_workers_are_warned_about() {
+        let workers = [
+            worker("worker-1", "3fa9c1", 0),
+            worker("worker-2", "77aa01", 0),
+        ];
+        let report = judge(Exercise::DuplicateDelivery, &workers, None, 300_000);
+        assert_eq!(report.label, None);
+        assert!(report.lines[0].starts_with("# WARNING: the workers run different code: worker-1 runs job.rs #3fa9c1 (started 5 min ago), worker-2 runs job.rs #77aa01"), "{:?}", report.lines);
+
+        let disk = Code {
+            files: vec![("worker/src/job.rs".to_string(), "a1b2c3".to_string())],
+        };
+        let same = [worker("worker-1", "3fa9c1", 0)];
+        let report = judge(Exercise::DuplicateDelivery, &same, Some(&disk), 1_000);
+        assert!(report.lines[1].starts_with("# WARNING: worker/src/job.rs on disk is #a1b2c3, but the running workers were built from another version"), "{:?}", report.lines);
+
+        let none = judge(Exercise::DuplicateDelivery, &[], Some(&disk), 0);
+        assert!(none.lines[0].contains("no worker is running"));
+    }
+}

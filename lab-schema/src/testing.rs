@@ -234,6 +234,82 @@ pub fn solution_worker(exercise: crate::Exercise) -> PathBuf {
     path
 }
 
+/// The compiler's errors when the worker is built with `patch` applied (a
+/// `fixtures/compile-*.patch`), as a student sees them; `None` when it builds.
+pub fn build_errors(patch: &str) -> Option<String> {
+    let (built, stderr) = Patched::apply(patch).build();
+    (!built).then_some(stderr)
+}
+
+/// The scratch copy of the workspace with one patch applied, locked for this
+/// process until it is dropped.
+struct Patched {
+    _lock: std::fs::File,
+    build_dir: PathBuf,
+    copy: PathBuf,
+    changed: Vec<PathBuf>,
+}
+
+impl Patched {
+    fn apply(patch: &str) -> Patched {
+        let root = workspace_root();
+        let build_dir = root.join("target").join("patched-worker");
+        std::fs::create_dir_all(&build_dir).unwrap();
+        let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
+        lock.lock().unwrap();
+
+        // Start from the starter every time: the copy mirrors the workspace (what a
+        // previous patch changed, added or removed is undone), minus build output.
+        let copy = build_dir.join("workspace");
+        mirror_tree(&root, &copy, true);
+        let applied = Command::new("git")
+            .arg("apply")
+            .arg(root.join(patch))
+            .current_dir(&copy)
+            // The copy sits inside this repository's target/: stop git from finding the
+            // outer repository, where `git apply` would silently skip the paths.
+            .env("GIT_CEILING_DIRECTORIES", &build_dir)
+            .status()
+            .expect("git is needed to apply the patch");
+        assert!(
+            applied.success(),
+            "{patch} no longer applies to the starter"
+        );
+        let changed = changed_files(&root, &copy);
+        assert!(!changed.is_empty(), "git apply {patch} changed nothing");
+        Patched {
+            _lock: lock,
+            build_dir,
+            copy,
+            changed,
+        }
+    }
+
+    /// Builds the worker in the copy: whether it built, and what cargo printed.
+    fn build(&self) -> (bool, String) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--offline",
+                "--color",
+                "never",
+                "-p",
+                "worker",
+            ])
+            .arg("--target-dir")
+            .arg(self.build_dir.join("target"))
+            .current_dir(&self.copy)
+            .output()
+            .expect("cargo");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
 /// The worker binary built from a copy of the workspace with `patch` (a path
 /// relative to the repository root, e.g. `exercises/01-duplicate-delivery/solution.patch`)
 /// applied with `git apply`. Returns a private copy of the binary.
@@ -244,43 +320,15 @@ pub fn solution_worker(exercise: crate::Exercise) -> PathBuf {
 /// from parallel test processes take turns (a file lock). Panics with a clear
 /// message when the patch no longer applies or the patched worker does not build.
 pub fn patched_worker(patch: &str) -> PathBuf {
-    let root = workspace_root();
-    let build_dir = root.join("target").join("patched-worker");
-    std::fs::create_dir_all(&build_dir).unwrap();
-    let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
-    lock.lock().unwrap();
-
-    // Start from the starter every time: the copy mirrors the workspace (what a
-    // previous patch changed, added or removed is undone), minus build output.
-    let copy = build_dir.join("workspace");
-    mirror_tree(&root, &copy, true);
-    let applied = Command::new("git")
-        .arg("apply")
-        .arg(root.join(patch))
-        .current_dir(&copy)
-        // The copy sits inside this repository's target/: stop git from finding the
-        // outer repository, where `git apply` would silently skip the paths.
-        .env("GIT_CEILING_DIRECTORIES", &build_dir)
-        .status()
-        .expect("git is needed to apply the patch");
-    assert!(
-        applied.success(),
-        "{patch} no longer applies to the starter"
-    );
-    let changed = changed_files(&root, &copy);
-    assert!(!changed.is_empty(), "git apply {patch} changed nothing");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(cargo)
-        .args(["build", "--quiet", "--offline", "-p", "worker"])
-        .arg("--target-dir")
-        .arg(build_dir.join("target"))
-        .current_dir(&copy)
-        .status()
-        .expect("cargo");
-    assert!(
-        built.success(),
-        "the worker patched with {patch} does not build"
-    );
+    let patched = Patched::apply(patch);
+    let (built, _) = patched.build();
+    assert!(built, "the worker patched with {patch} does not build");
+    let Patched {
+        _lock,
+        build_dir,
+        copy,
+        changed,
+    } = patched;
     // A copy of the binary named after the patched sources, so a later build
     // never replaces it mid-test and each variant takes one file in the temp
     // folder, however many test runs there are. Copied, then renamed into place:

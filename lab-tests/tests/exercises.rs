@@ -10,11 +10,15 @@
 //! worker got which copy) and `Diagnosis: code` (the diagnosis of the first
 //! failing check, the one a student reads first). The starter's expectation is
 //! `fixtures/starter.expect`.
+//!
+//! A compile-error fixture (`fixtures/compile-*.patch`: a mistake students make
+//! that does not build) names the first line of the compiler's first error
+//! (`Error:`) and the fix (`Fix:`); the exercise's instructor guide lists each.
 
 use std::path::{Path, PathBuf};
 
 use lab_schema::Exercise;
-use lab_schema::testing::{patched_worker, solution_worker, workspace_root};
+use lab_schema::testing::{build_errors, patched_worker, solution_worker, workspace_root};
 use lab_tests::{Stack, Workers, scratch_dir, text};
 use serde_json::Value;
 
@@ -257,4 +261,60 @@ async fn verify_prints_one_line_per_check_then_the_verdict() {
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("there is no exercise 99"));
+}
+
+// Every compile error an instructor guide lists is real: the fixture does not
+// build, the compiler's first error is the one its header names, and the guide's
+// table has its row.
+#[test]
+fn every_compile_error_fixture_gives_its_message() {
+    for exercise in Exercise::ALL.iter().copied() {
+        let guide_path = workspace_root()
+            .join(exercise.folder())
+            .join("INSTRUCTOR.md");
+        let guide = std::fs::read_to_string(&guide_path).unwrap();
+        let fixtures = patches(exercise, "fixtures", "compile-");
+        assert!(
+            !fixtures.is_empty(),
+            "{exercise} has no compile-error fixtures"
+        );
+        for patch in fixtures {
+            let rel = patch.strip_prefix(workspace_root()).unwrap().to_path_buf();
+            let header = std::fs::read_to_string(&patch).unwrap();
+            let field = |name: &str| {
+                header
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("{} has no `{name}` line", rel.display()))
+                    .trim()
+                    .to_string()
+            };
+            let (expected, fix) = (field("Error:"), field("Fix:"));
+            let errors = build_errors(&rel.to_string_lossy())
+                .unwrap_or_else(|| panic!("{} builds; it must not", rel.display()));
+            let first = errors
+                .lines()
+                .find(|l| l.starts_with("error"))
+                .unwrap_or_else(|| panic!("{}: no error line in\n{errors}", rel.display()));
+            assert_eq!(
+                first,
+                expected,
+                "{}: the compiler said\n{errors}",
+                rel.display()
+            );
+            let name = patch.file_name().unwrap().to_string_lossy();
+            let row = guide
+                .lines()
+                .find(|l| l.starts_with('|') && l.contains(name.as_ref()))
+                .unwrap_or_else(|| panic!("{} has no row for {name}", guide_path.display()));
+            let message = expected
+                .split_once(": ")
+                .map_or(expected.as_str(), |(_, m)| m);
+            assert!(
+                row.contains(message) && !fix.is_empty(),
+                "{}: the row of {name} must quote `{message}`:\n{row}",
+                guide_path.display()
+            );
+        }
+    }
 }

@@ -53,6 +53,34 @@ fn mask_ids(line: &str) -> String {
     out
 }
 
+/// Masks what changes whenever a student file changes or time passes: the
+/// fingerprints (`#3fa9c1`) and the workers' age (`started 35 s ago`).
+fn mask_code(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find('#') {
+        out.push_str(&rest[..=at]);
+        let after = &rest[at + 1..];
+        let hex = after
+            .bytes()
+            .take_while(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            .count();
+        if hex == 6 && !after[6..].starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            out.push_str("<code>");
+            rest = &after[6..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    if let Some(at) = out.find("started ")
+        && let Some(end) = out[at..].find(" ago")
+    {
+        out.replace_range(at + 8..at + end, "<t>");
+    }
+    out
+}
+
 /// The block with what varies between runs masked (see the file's header).
 fn masked(block: &str) -> Vec<String> {
     let lines: Vec<&str> = block.lines().collect();
@@ -83,6 +111,7 @@ fn masked(block: &str) -> Vec<String> {
             }
             line = digits_masked;
         }
+        line = mask_code(&line);
         if let Some(at) = line.find("up to ") {
             let end = line[at + 6..].find(' ').map_or(line.len(), |e| at + 6 + e);
             line.replace_range(at + 6..end, "N");
@@ -97,7 +126,10 @@ fn masked(block: &str) -> Vec<String> {
 #[derive(Debug, Clone)]
 struct Block {
     name: String,
+    /// Which code prints it: the starter's workers, the solution's, or the
+    /// compiler (`compile`: ARGS is a `fixtures/compile-*.patch` of the exercise).
     solution: bool,
+    compile: bool,
     args: Vec<String>,
     exit: i32,
     varies: Vec<String>,
@@ -135,10 +167,11 @@ fn blocks(handout: &str) -> Vec<Block> {
         found.push(Block {
             name: parts[0].to_string(),
             solution: match parts[1] {
-                "starter" => false,
+                "starter" | "compile" => false,
                 "solution" => true,
-                other => panic!("workers must be starter or solution, not {other}"),
+                other => panic!("workers must be starter, solution or compile, not {other}"),
             },
+            compile: parts[1] == "compile",
             args: parts[2].split_whitespace().map(str::to_string).collect(),
             exit,
             varies,
@@ -165,8 +198,15 @@ fn replace_block(handout: &str, name: &str, body: &str) -> String {
 async fn fresh_outputs(exercise: Exercise, shown: &[Block]) -> Vec<(String, String)> {
     let dir = scratch_dir(&format!("handout-{}", exercise.number()));
     let mut fresh = Vec::new();
+    for block in shown.iter().filter(|b| b.compile) {
+        let patch = format!("{}/{}", exercise.folder(), block.args.join(" "));
+        fresh.push((block.name.clone(), first_compile_error(&patch)));
+    }
     for solution in [false, true] {
-        let mine: Vec<&Block> = shown.iter().filter(|b| b.solution == solution).collect();
+        let mine: Vec<&Block> = shown
+            .iter()
+            .filter(|b| b.solution == solution && !b.compile)
+            .collect();
         if mine.is_empty() {
             continue;
         }
@@ -185,6 +225,23 @@ async fn fresh_outputs(exercise: Exercise, shown: &[Block]) -> Vec<(String, Stri
         }
     }
     fresh
+}
+
+/// The compiler's first error (up to its blank line) when the worker is built
+/// with `patch`, as `./lab check` or a failed `docker compose up --build` shows it.
+fn first_compile_error(patch: &str) -> String {
+    let errors = lab_schema::testing::build_errors(patch)
+        .unwrap_or_else(|| panic!("{patch} builds; a compile-error block needs one that does not"));
+    let mut out = String::new();
+    for line in errors
+        .lines()
+        .skip_while(|l| !l.starts_with("error"))
+        .take_while(|l| !l.trim().is_empty())
+    {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Exercise 1's `evidence` builds the turn-in file from the saved files.
@@ -283,4 +340,12 @@ fn masking_keeps_the_numbers() {
     assert_eq!(masked(a), masked(b));
     let c = "run_id=load-1795386799999-aaaaaa\nobserved_effects_total=8\nelapsed_ms=219\n";
     assert_ne!(masked(a), masked(c));
+    // The code's fingerprint and the workers' age change with every edit and run.
+    let d = "worker_code=job.rs#3fa9c1\n# 2 workers running job.rs #3fa9c1, started 35 s ago\n";
+    let e = "worker_code=job.rs#77aa01\n# 2 workers running job.rs #77aa01, started 4 min ago\n";
+    assert_eq!(masked(d), masked(e));
+    assert_ne!(
+        masked(d),
+        masked("worker_code=job.rs#3fa9c1\n# 1 worker running job.rs #3fa9c1, started 35 s ago\n")
+    );
 }

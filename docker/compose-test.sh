@@ -166,6 +166,23 @@ elapsed record "docker compose up --build -d  (after a one-line edit of worker/s
 ONE_LINE=$ELAPSED
 say "rebuild + restart after a one-line edit of job.rs: ${ONE_LINE}s"
 only_worker_rebuilt
+record "docker compose run --rm demo duplicate-load 8 2  (after the edit)" dc run --rm -T demo duplicate-load 8 2
+RUNNING_CODE="$(value worker_code)"
+[ "$RUNNING_CODE" = "job.rs#$(sha256sum worker/src/job.rs | cut -c1-6)" ] || die "worker_code=$RUNNING_CODE does not name the edited job.rs"
+
+# 3b. A compile error: `up --build -d` fails before it replaces any container, so the old
+# workers keep running; the next run says which code ran and that the file on disk is newer.
+cp worker/src/job.rs "$DIR/job.rs.ok"
+GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/01-duplicate-delivery/fixtures/compile-missing-semicolon.patch
+if record "docker compose up --build -d  (with a missing ; in worker/src/job.rs)" dc up --build -d; then
+  die "up --build succeeded with a compile error in job.rs"
+fi
+printf '%s\n' "$LAST" | grep -q 'error: expected `;`' || die "the failed build does not show the compiler's error"
+record "docker compose run --rm demo duplicate-load 8 2  (after the failed build)" dc run --rm -T demo duplicate-load 8 2
+[ "$(value worker_code)" = "$RUNNING_CODE" ] || die "after the failed build the workers should still run $RUNNING_CODE"
+printf '%s\n' "$LAST" | grep -q '^# WARNING: worker/src/job.rs on disk is #' || die "no warning that the running workers are older than job.rs"
+say "ok: after a failed build the old workers ran ($RUNNING_CODE) and the summary said so"
+cp "$DIR/job.rs.ok" worker/src/job.rs
 
 # 4. The fix: apply the reference patch to the copy, rebuild, rerun.
 # (GIT_CEILING_DIRECTORIES: the copy is inside this repository, but must be patched as a plain tree)

@@ -4,9 +4,6 @@
 //! Bad input says exactly what is wrong; Redis trouble is logged in full here
 //! and reported to the client only as `redis_unavailable` (no internals leak).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -65,7 +62,7 @@ impl IntoResponse for ApiError {
                 message,
             } => (status, code, message),
             ApiError::RedisUnavailable(detail) => {
-                log_redis_unavailable(&detail);
+                lab_schema::service::log_redis_unavailable(&detail);
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "redis_unavailable",
@@ -73,7 +70,9 @@ impl IntoResponse for ApiError {
                 )
             }
             ApiError::SubmissionUnconfirmed => {
-                log_redis_unavailable("a submission was not confirmed in time");
+                lab_schema::service::log_redis_unavailable(
+                    "a submission was not confirmed in time",
+                );
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "redis_timeout",
@@ -87,29 +86,5 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::json!({ "error": { "code": code, "message": message } });
         (status, Json(body)).into_response()
-    }
-}
-
-/// The second in which "redis unavailable" was last logged, and the 503s not logged since.
-static LAST_LOGGED_SEC: AtomicU64 = AtomicU64::new(0);
-static NOT_LOGGED: AtomicU64 = AtomicU64::new(0);
-
-/// Logs a 503 at most once per second, with the number of 503s in between, so
-/// a Redis restart under load is a few log lines, not one per request.
-fn log_redis_unavailable(detail: &str) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let last = LAST_LOGGED_SEC.load(Ordering::Relaxed);
-    if now != last
-        && LAST_LOGGED_SEC
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let not_logged = NOT_LOGGED.swap(0, Ordering::Relaxed);
-        tracing::warn!(%detail, not_logged, "redis unavailable: answering 503");
-    } else {
-        NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
     }
 }

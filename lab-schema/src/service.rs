@@ -70,3 +70,25 @@ pub fn redis_connection(redis_url: &str, timeout: Duration) -> anyhow::Result<Co
         .set_max_delay(Duration::from_millis(200));
     Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
+
+/// The second in which "redis unavailable" was last logged, and the 503s not logged since.
+static LAST_LOGGED_SEC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static NOT_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Logs a 503 of a service at most once per second, with the number of 503s in
+/// between, so a Redis restart under load is a few log lines, not one per request.
+pub fn log_redis_unavailable(detail: &str) {
+    use std::sync::atomic::Ordering;
+    let now = crate::now_ms() / 1000;
+    let last = LAST_LOGGED_SEC.load(Ordering::Relaxed);
+    if now != last
+        && LAST_LOGGED_SEC
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let not_logged = NOT_LOGGED.swap(0, Ordering::Relaxed);
+        tracing::warn!(%detail, not_logged, "redis unavailable: answering 503");
+    } else {
+        NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
+    }
+}

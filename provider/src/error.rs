@@ -4,8 +4,6 @@
 //! Bad input says exactly what is wrong; Redis trouble is logged in full here
 //! and reported to the client only as `redis_unavailable` (no internals leak).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -98,7 +96,7 @@ impl IntoResponse for ProviderError {
                 return response;
             }
             ProviderError::RedisUnavailable(detail) => {
-                log_redis_unavailable(&detail);
+                lab_schema::service::log_redis_unavailable(&detail);
                 (
                     error_code::REDIS_UNAVAILABLE,
                     "the provider's store (Redis) is not reachable right now; nothing was \
@@ -107,7 +105,7 @@ impl IntoResponse for ProviderError {
                 )
             }
             ProviderError::ChargeUnconfirmed => {
-                log_redis_unavailable("a charge was not confirmed in time");
+                lab_schema::service::log_redis_unavailable("a charge was not confirmed in time");
                 (
                     error_code::CHARGE_UNCONFIRMED,
                     format!(
@@ -127,26 +125,5 @@ impl IntoResponse for ProviderError {
             }
         };
         (status, Json(error_body(code, &message))).into_response()
-    }
-}
-
-/// The second in which "redis unavailable" was last logged, and the 503s not logged since.
-static LAST_LOGGED_SEC: AtomicU64 = AtomicU64::new(0);
-static NOT_LOGGED: AtomicU64 = AtomicU64::new(0);
-
-/// Logs a 503 at most once per second, with the number of 503s in between, so
-/// a Redis restart under load is a few log lines, not one per request.
-fn log_redis_unavailable(detail: &str) {
-    let now = lab_schema::now_ms() / 1000;
-    let last = LAST_LOGGED_SEC.load(Ordering::Relaxed);
-    if now != last
-        && LAST_LOGGED_SEC
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let not_logged = NOT_LOGGED.swap(0, Ordering::Relaxed);
-        tracing::warn!(%detail, not_logged, "redis unavailable: answering 503");
-    } else {
-        NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -10,11 +10,15 @@
 //! - `summary.rs`: the run summary (drained, settled, lost effects) computed in one place.
 //! - `events.rs`: `GET /runs/{runId}/events`, the run's event log written by the workers.
 //! - `workers.rs`: `GET /workers`, the running workers and the exercise code each runs.
+//! - `dashboard.rs`: the live dashboard page (`/`, `/runs/{runId}` in a browser) and its SSE feed.
+//! - `metrics.rs`: `GET /metrics`, the Prometheus text format read from Redis.
 //! - `error.rs`: the JSON error body `{"error": {"code", "message"}}` of every failure.
 
+mod dashboard;
 mod error;
 mod events;
 mod ids;
+mod metrics;
 mod routes;
 mod summary;
 mod workers;
@@ -51,19 +55,22 @@ impl AppState {
 
 /// All routes. Unknown routes and methods get the same JSON errors as the rest.
 pub fn app(state: AppState) -> Router {
+    let dashboard = dashboard::routes(&state);
     Router::new()
         .route("/jobs", post(routes::submit_job))
         .route("/jobs/{job_id}", get(routes::get_job))
-        .route("/runs/{run_id}", get(routes::get_run))
+        .route("/runs/{run_id}", get(dashboard::run_page_or_json))
         .route("/runs/{run_id}/events", get(events::get_run_events))
         .route("/runs/{run_id}/attempts", get(routes::get_run_attempts))
         .route("/workers", get(workers::get_workers))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(metrics::get_metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .merge(dashboard)
 }
 
 /// The API running in the background of this process, on a free loopback port

@@ -10,14 +10,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use lab_schema::{
     DEFAULT_RUN_ID, Exercise, JobStatus, JobView, RECORD_TTL_SECS, RunAttempts, RunSummary, entry,
-    job_field, keys, run_field, validate_id, validate_pipeline,
+    job_field, keys, metrics, run_field, validate_id, validate_pipeline,
 };
 use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::ids::{JobId, RunId};
-use crate::{AppState, REDIS_TIMEOUT, error::ApiError, summary};
+use crate::{AppState, REDIS_TIMEOUT, dashboard::recent_runs, error::ApiError, summary};
 
 /// Body of `POST /jobs`.
 #[derive(Deserialize)]
@@ -118,6 +118,18 @@ pub async fn submit_job(
         .expire(&run_key, RECORD_TTL_SECS as i64)
         .ignore()
         .expire(keys::run_jobs(&run_id), RECORD_TTL_SECS as i64)
+        .ignore()
+        // The dashboard's list of recent runs (an index: no keyspace walk), and
+        // the submissions counter of `GET /metrics`.
+        .zadd(recent_runs::KEY, &run_id, now_ms as u64)
+        .ignore()
+        .zremrangebyrank(recent_runs::KEY, 0, -(recent_runs::KEEP as isize) - 1)
+        .ignore()
+        .hincr(
+            metrics::COUNTERS,
+            metrics::series(metrics::JOBS_SUBMITTED, &[("exercise", &exercise_number)]),
+            1,
+        )
         .ignore()
         .xadd(keys::JOB_STREAM, "*", &fields);
     let mut redis = state.redis.clone();

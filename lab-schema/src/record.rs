@@ -63,12 +63,12 @@ pub fn record_effect(pipe: &mut redis::Pipeline, of: EventOf<'_>, detail: &str) 
     .expire(&ledger, RECORD_TTL_SECS as i64)
     .ignore()
     .hincr(keys::job(of.job_id), job_field::EFFECTS, 1)
+    // The global counter of `GET /metrics` (its answer is not kept).
     .hincr(
         metrics::COUNTERS,
         metrics::series(metrics::SIDE_EFFECTS, &[("worker", of.consumer)]),
         1,
     )
     .ignore();
-    // The job's effects (the one answer kept) come before the counter's.
     push_event(pipe, of, EventKind::Effect, detail);
 }

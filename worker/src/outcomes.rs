@@ -15,7 +15,7 @@
 
 use lab_schema::{
     Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, job_field,
-    keys, record, run_field,
+    keys, metrics, record, run_field,
 };
 
 use crate::delivery::Job;
@@ -46,6 +46,14 @@ pub(crate) enum Outcome<'a> {
     Crashed { when: &'a str },
 }
 
+/// Adds "+1 on the global counter `name`" (`GET /metrics`) to `pipe`, labelled
+/// with the job's exercise and `extra` (no answer kept).
+fn count(pipe: &mut redis::Pipeline, name: &str, job: &Job, extra: (&str, &str)) {
+    let exercise = job.exercise.number().to_string();
+    let series = metrics::series(name, &[("exercise", &exercise), extra]);
+    pipe.hincr(metrics::COUNTERS, series, 1).ignore();
+}
+
 impl Outcome<'_> {
     /// Adds the writes of this outcome to `pipe`. Exactly one command's answer is
     /// kept: the job's count of this outcome after it (attempts, effects, skips,
@@ -67,6 +75,7 @@ impl Outcome<'_> {
                 )
                 .expire(&attempts, RECORD_TTL_SECS as i64)
                 .ignore();
+                count(pipe, metrics::DELIVERIES, job, ("worker", consumer));
             }
             Outcome::Delivered => {
                 pipe.hset(&job_key, job_field::STATUS, JobStatus::Processing.as_str())
@@ -91,16 +100,19 @@ impl Outcome<'_> {
                 .hincr(&job_key, job_field::DUPLICATE_SKIPS, 1)
                 .hincr(&run_key, run_field::DUPLICATE_SKIPS, 1)
                 .ignore();
+                count(pipe, metrics::DUPLICATE_SKIPS, job, ("worker", consumer));
                 push_event(pipe, job, EventKind::DuplicateSkip, consumer, claim_key);
             }
             Outcome::EffectFailed { detail } => {
                 pipe.hincr(&job_key, job_field::EFFECT_FAILURES, 1);
+                count(pipe, metrics::FAILURES, job, ("outcome", "effect-failed"));
                 push_event(pipe, job, EventKind::EffectFailed, consumer, detail);
             }
             Outcome::AttemptFailed { error, started_ms } => {
                 pipe.hincr(&job_key, job_field::ATTEMPT_FAILURES, 1)
                     .hdel(keys::attempts(&job.run_id), attempt(started_ms))
                     .ignore();
+                count(pipe, metrics::FAILURES, job, ("outcome", "attempt-failed"));
                 push_event(pipe, job, EventKind::AttemptFailed, consumer, error);
             }
             Outcome::RetryLater { reason, started_ms } => {
@@ -113,11 +125,13 @@ impl Outcome<'_> {
                 pipe.hincr(&job_key, job_field::CRASHES, 1)
                     .hincr(&run_key, run_field::CRASHES, 1)
                     .ignore();
+                count(pipe, metrics::FAILURES, job, ("outcome", "crashed"));
                 push_event(pipe, job, EventKind::Crashed, consumer, when);
             }
             Outcome::DeadLettered { reason } => {
                 // The script counted it; this reads the count and logs the event.
                 pipe.hincr(&job_key, job_field::DEAD_LETTERED, 0);
+                count(pipe, metrics::DEAD_LETTERS, job, ("outcome", "dead-lettered"));
                 push_event(pipe, job, EventKind::DeadLettered, consumer, reason);
             }
         }
@@ -150,15 +164,16 @@ pub(crate) fn event_of<'a>(job: &'a Job, consumer: &'a str) -> record::EventOf<'
 /// the attempts, marks the job completed once every submission is done, and
 /// refreshes the records' expiry.
 ///
-/// KEYS: stream, then (job, run, ledger, attempts) per entry.
+/// KEYS: stream, then (job, run, ledger, attempts) per entry, then the metrics
+/// counters (last).
 /// ARGV: group, ttl, then the field names (done, dead, submissions, status), the
-/// completed status, the run's processed field, then (entry id, attempt field)
-/// per entry.
+/// completed status, the run's processed field, the acknowledged counter's
+/// series, then (entry id, attempt field) per entry.
 const ACK_SCRIPT: &str = r"
 local group, ttl = ARGV[1], ARGV[2]
 local f_done, f_dead, f_submissions, f_status = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local completed, f_processed = ARGV[7], ARGV[8]
-local first = 9
+local completed, f_processed, f_acked = ARGV[7], ARGV[8], ARGV[9]
+local first = 10
 local acked = 0
 for i = first, #ARGV, 2 do
   local k = 4 * ((i - first) / 2) + 1
@@ -182,6 +197,9 @@ for i = first, #ARGV, 2 do
   redis.call('EXPIRE', job_key, ttl)
   redis.call('EXPIRE', run_key, ttl)
   redis.call('EXPIRE', ledger_key, ttl)
+end
+if acked > 0 then
+  redis.call('HINCRBY', KEYS[#KEYS], f_acked, acked)
 end
 return acked
 ";
@@ -264,7 +282,8 @@ impl Scripts {
             .arg(job_field::SUBMISSIONS)
             .arg(job_field::STATUS)
             .arg(JobStatus::Completed.as_str())
-            .arg(run_field::PROCESSED);
+            .arg(run_field::PROCESSED)
+            .arg(metrics::ACKNOWLEDGED);
         for done in batch {
             invocation
                 .key(keys::job(&done.job_id))
@@ -274,6 +293,7 @@ impl Scripts {
                 .arg(&done.delivery_id)
                 .arg(&done.attempt);
         }
+        invocation.key(metrics::COUNTERS);
         invocation.invoke_async(redis).await
     }
 

@@ -1,0 +1,414 @@
+//! The live dashboard: one page for the projector, served at `/` and at
+//! `/runs/{runId}` in a browser. Students need not edit this file.
+//!
+//! - The page (`api/assets/dashboard.html`: HTML, CSS and a small script, no
+//!   framework, no CDN) is compiled into the binary, so it works offline.
+//! - `GET /dashboard/live[/{runId}]` is a Server-Sent Events stream of
+//!   snapshots (scoreboard, job grid, events, queue) as JSON. SSE rather than
+//!   polling: the browser's `EventSource` reconnects by itself, and a snapshot
+//!   is sent only when something changed.
+//! - ONE reader of Redis per API process ([`Hub`]): a task reads each watched
+//!   run every [`TICK`] and hands the result to every browser watching it
+//!   through a `tokio::sync::watch` channel; ten browsers cost what one does. It
+//!   runs only while a browser is connected.
+//! - The recent runs come from an index written at submit time
+//!   ([`recent_runs::KEY`], a sorted set capped at [`recent_runs::KEEP`]): no
+//!   keyspace walk.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures_util::Stream;
+use lab_schema::{event_log, job_field, keys};
+use redis::aio::ConnectionManager;
+use redis::streams::StreamRangeReply;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+use crate::ids::RunId;
+use crate::metrics::queue_stats;
+use crate::{AppState, REDIS_TIMEOUT, error::ApiError, routes, summary};
+
+/// The page, compiled in.
+const PAGE: &str = include_str!("../assets/dashboard.html");
+
+/// How often the reader refreshes what browsers watch.
+pub const TICK: Duration = Duration::from_millis(400);
+
+/// Most job cells a snapshot carries: the jobs that went wrong first, then the
+/// others in id order. A run of thousands of jobs keeps a usable grid (and the
+/// totals, which count every job).
+pub const GRID_MAX: usize = 1_000;
+
+/// Most events a snapshot carries (the newest).
+pub const EVENTS_MAX: usize = 600;
+
+/// How long one SSE response lasts before the browser reconnects (at once, by
+/// itself): a graceful shutdown never waits longer than this for an open page.
+const STREAM_LIFETIME: Duration = Duration::from_secs(20);
+
+/// The index of recent runs, written by `POST /jobs` in its MULTI.
+pub mod recent_runs {
+    /// Sorted set: runId -> unix ms of its latest submission.
+    pub const KEY: &str = "runs:recent";
+    /// Runs kept in the index (the oldest are dropped).
+    pub const KEEP: usize = 100;
+}
+
+/// The dashboard's routes, with their own state (the [`Hub`]).
+pub fn routes(state: &AppState) -> Router {
+    let hub = Arc::new(Hub::new(state.redis.clone()));
+    Router::new()
+        .route("/", get(page))
+        .route("/dashboard/runs", get(get_recent_runs))
+        .route("/dashboard/runs/{run_id}", get(get_snapshot))
+        .route("/dashboard/live", get(live_latest))
+        .route("/dashboard/live/{run_id}", get(live_run))
+        .with_state(hub)
+}
+
+async fn page() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
+}
+
+/// `GET /runs/{runId}`: the page for a browser (it asks for `text/html`), the
+/// run's JSON summary for everyone else (the documented route, unchanged).
+pub async fn run_page_or_json(
+    state: State<AppState>,
+    headers: HeaderMap,
+    run_id: RunId,
+) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        page().await
+    } else {
+        routes::get_run(state, run_id).await.into_response()
+    }
+}
+
+/// `GET /dashboard/runs`: the recent runs, newest first.
+async fn get_recent_runs(State(hub): State<Arc<Hub>>) -> Result<axum::Json<Value>, ApiError> {
+    let mut redis = hub.redis.clone();
+    let runs = tokio::time::timeout(REDIS_TIMEOUT, recent(&mut redis)).await??;
+    Ok(axum::Json(json!({ "runs": runs })))
+}
+
+/// `GET /dashboard/runs/{runId}`: one snapshot of a run (the compare view).
+async fn get_snapshot(
+    State(hub): State<Arc<Hub>>,
+    RunId(run_id): RunId,
+) -> Result<axum::Json<Value>, ApiError> {
+    let mut redis = hub.redis.clone();
+    let snapshot =
+        tokio::time::timeout(REDIS_TIMEOUT * 5, run_snapshot(&mut redis, &run_id)).await??;
+    if snapshot["summary"].is_null() {
+        return Err(routes::run_not_found(&run_id));
+    }
+    Ok(axum::Json(snapshot))
+}
+
+/// `GET /dashboard/live`: the queue and the latest run's id, live.
+async fn live_latest(
+    State(hub): State<Arc<Hub>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    sse(hub.subscribe(String::new()))
+}
+
+/// `GET /dashboard/live/{runId}`: a run's snapshots, live.
+async fn live_run(
+    State(hub): State<Arc<Hub>>,
+    RunId(run_id): RunId,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    sse(hub.subscribe(run_id))
+}
+
+/// Every new snapshot of `rx` as one SSE event, for [`STREAM_LIFETIME`].
+fn sse(rx: watch::Receiver<Arc<str>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let until = tokio::time::Instant::now() + STREAM_LIFETIME;
+    let stream = futures_util::stream::unfold((rx, true), move |(mut rx, mut first)| async move {
+        loop {
+            if !first {
+                tokio::time::timeout_at(until, rx.changed())
+                    .await
+                    .ok()?
+                    .ok()?;
+            }
+            first = false;
+            let data = rx.borrow_and_update().clone();
+            if !data.is_empty() {
+                let event = Event::default()
+                    .retry(Duration::from_millis(500))
+                    .data(&*data);
+                return Some((Ok(event), (rx, false)));
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The one reader of Redis of this process, and the browsers it serves.
+pub struct Hub {
+    redis: ConnectionManager,
+    watched: Mutex<Watched>,
+    /// Wakes the reader when a browser starts watching something new.
+    wake: Notify,
+}
+
+/// What the browsers watch, and whether the reader task runs.
+#[derive(Default)]
+struct Watched {
+    /// A runId (or "" for the queue only) -> its latest snapshot, as JSON text.
+    snapshots: HashMap<String, watch::Sender<Arc<str>>>,
+    reader_running: bool,
+}
+
+impl Hub {
+    fn new(redis: ConnectionManager) -> Hub {
+        Hub {
+            redis,
+            watched: Mutex::new(Watched::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Watches `key`, starting the reader if it is not running.
+    fn subscribe(self: &Arc<Self>, key: String) -> watch::Receiver<Arc<str>> {
+        let mut watched = self.watched.lock().expect("hub lock");
+        let rx = watched
+            .snapshots
+            .entry(key)
+            .or_insert_with(|| watch::channel(Arc::from("")).0)
+            .subscribe();
+        if !watched.reader_running {
+            watched.reader_running = true;
+            tokio::spawn(self.clone().read_loop());
+        }
+        self.wake.notify_one();
+        rx
+    }
+
+    /// Reads every watched run each tick; stops when no browser is left.
+    async fn read_loop(self: Arc<Self>) {
+        let mut redis = self.redis.clone();
+        loop {
+            let watched: Vec<String> = {
+                let mut watched = self.watched.lock().expect("hub lock");
+                watched.snapshots.retain(|_, tx| tx.receiver_count() > 0);
+                if watched.snapshots.is_empty() {
+                    watched.reader_running = false;
+                    return;
+                }
+                watched.snapshots.keys().cloned().collect()
+            };
+            let common = tokio::time::timeout(REDIS_TIMEOUT, common_part(&mut redis)).await;
+            let common = match common {
+                Ok(Ok(common)) => Ok(common),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("Redis did not answer in time".to_string()),
+            };
+            for key in watched {
+                let snapshot = match &common {
+                    Err(error) => json!({ "ok": false, "error": error, "runId": key }),
+                    Ok(common) if key.is_empty() => json!({ "ok": true, "common": common }),
+                    Ok(common) => {
+                        let run =
+                            tokio::time::timeout(REDIS_TIMEOUT * 5, run_snapshot(&mut redis, &key))
+                                .await;
+                        match run {
+                            Ok(Ok(mut run)) => {
+                                run["ok"] = json!(true);
+                                run["common"] = common.clone();
+                                run
+                            }
+                            Ok(Err(err)) => {
+                                json!({ "ok": false, "error": err.to_string(), "runId": key })
+                            }
+                            Err(_) => {
+                                json!({ "ok": false, "error": "Redis did not answer in time", "runId": key })
+                            }
+                        }
+                    }
+                };
+                let text: Arc<str> = Arc::from(snapshot.to_string());
+                let watched = self.watched.lock().expect("hub lock");
+                if let Some(tx) = watched.snapshots.get(&key) {
+                    tx.send_if_modified(|old| {
+                        let changed = **old != *text;
+                        if changed {
+                            *old = text.clone();
+                        }
+                        changed
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// The recent runs, newest first: `[{runId, lastSubmitMs}]`.
+async fn recent(redis: &mut ConnectionManager) -> redis::RedisResult<Vec<Value>> {
+    let runs: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(recent_runs::KEY)
+        .arg(0)
+        .arg(recent_runs::KEEP - 1)
+        .arg("REV")
+        .arg("WITHSCORES")
+        .query_async(redis)
+        .await?;
+    Ok(runs
+        .into_iter()
+        .map(|(run_id, ms)| json!({ "runId": run_id, "lastSubmitMs": ms as u64 }))
+        .collect())
+}
+
+/// What every snapshot carries: the queue and the recent runs.
+async fn common_part(redis: &mut ConnectionManager) -> redis::RedisResult<Value> {
+    let queue = queue_stats(redis).await?;
+    let mut runs = recent(redis).await?;
+    runs.truncate(30);
+    Ok(json!({ "queue": queue, "runs": runs }))
+}
+
+/// One run: its summary (the numbers `GET /runs/{runId}` gives), its jobs for
+/// the grid and its newest events. `summary` is null for a run never submitted.
+pub async fn run_snapshot(
+    redis: &mut ConnectionManager,
+    run_id: &str,
+) -> redis::RedisResult<Value> {
+    let Some(summary) = summary::run_summary(redis, run_id).await? else {
+        return Ok(json!({ "runId": run_id, "summary": null }));
+    };
+    let mut job_ids: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::run_jobs(run_id))
+        .query_async(redis)
+        .await?;
+    job_ids.sort_by_cached_key(|id| natural(id));
+    let per_job: Vec<[Option<u64>; 6]> = if job_ids.is_empty() {
+        Vec::new()
+    } else {
+        let mut pipe = redis::pipe();
+        for job_id in &job_ids {
+            pipe.cmd("HMGET")
+                .arg(keys::job(job_id))
+                .arg(job_field::SUBMISSIONS)
+                .arg(job_field::PROCESS_ATTEMPTS)
+                .arg(job_field::EFFECTS)
+                .arg(job_field::DUPLICATE_SKIPS)
+                .arg(job_field::DEAD_LETTERED)
+                .arg(job_field::EFFECT_FAILURES);
+        }
+        // One HMGET answer per job: the six fields, absent ones as nil.
+        let rows: Vec<Vec<Option<u64>>> = pipe.query_async(redis).await?;
+        rows.into_iter()
+            .map(|row| std::array::from_fn(|i| row.get(i).copied().flatten()))
+            .collect()
+    };
+    let (mut none, mut one, mut many) = (0u64, 0u64, 0u64);
+    let mut wrong = Vec::new();
+    let mut right = Vec::new();
+    for (job_id, row) in job_ids.iter().zip(per_job) {
+        let [s, a, e, k, d, f] = row.map(|v| v.unwrap_or(0));
+        match e {
+            0 => none += 1,
+            1 => one += 1,
+            _ => many += 1,
+        }
+        let cell = json!({ "id": job_id, "s": s, "a": a, "e": e, "k": k, "d": d, "f": f });
+        if e == 1 {
+            right.push(cell)
+        } else {
+            wrong.push(cell)
+        }
+    }
+    let wrong_total = wrong.len();
+    let mut jobs: Vec<Value> = wrong.into_iter().chain(right).take(GRID_MAX).collect();
+    jobs.sort_by_cached_key(|job| natural(job["id"].as_str().unwrap_or("")));
+    let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(keys::events(run_id))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(EVENTS_MAX)
+        .query_async(redis)
+        .await?;
+    let events: Vec<Value> = reply
+        .ids
+        .iter()
+        .rev()
+        .map(|entry| {
+            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+            let time_ms: u64 = entry
+                .id
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(0);
+            json!({
+                "t": time_ms,
+                "kind": field(event_log::KIND),
+                "job": field(event_log::JOB_ID),
+                "worker": field(event_log::CONSUMER),
+                "detail": field(event_log::DETAIL),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "runId": run_id,
+        "summary": summary,
+        "jobsTotal": job_ids.len(),
+        "wrongTotal": wrong_total,
+        "counts": { "none": none, "one": one, "many": many },
+        "jobs": jobs,
+        "events": events,
+    }))
+}
+
+/// Sorts `job-2` before `job-10`: the digit runs compare as numbers.
+fn natural(id: &str) -> Vec<(u8, u64, String)> {
+    let mut parts = Vec::new();
+    let mut rest = id;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits > 0 {
+            let n = rest[..digits].parse().unwrap_or(u64::MAX);
+            parts.push((1, n, String::new()));
+            rest = &rest[digits..];
+        } else {
+            let text = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            parts.push((0, 0, rest[..text].to_string()));
+            rest = &rest[text..];
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_sort_as_a_person_counts() {
+        let mut ids = vec!["job-10", "job-2", "job-1", "a"];
+        ids.sort_by_cached_key(|id| natural(id));
+        assert_eq!(ids, ["a", "job-1", "job-2", "job-10"]);
+    }
+}

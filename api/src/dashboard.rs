@@ -51,9 +51,11 @@ pub const GRID_MAX: usize = 1_000;
 /// Most events a snapshot carries (the newest).
 pub const EVENTS_MAX: usize = 600;
 
-/// How long one SSE response lasts before the browser reconnects (at once, by
-/// itself): a graceful shutdown never waits longer than this for an open page.
-const STREAM_LIFETIME: Duration = Duration::from_secs(20);
+/// How long one SSE response lasts. It then ends with a `reconnect` event and
+/// the page opens a new one at once (no gap the viewer sees). A graceful
+/// shutdown waits for open responses, so this bounds how long an open page can
+/// delay it: below compose's 5 s grace period and `./lab down`'s 10 s.
+const STREAM_LIFETIME: Duration = Duration::from_secs(3);
 
 /// The index of recent runs, written by `POST /jobs` in its MULTI.
 pub mod recent_runs {
@@ -133,27 +135,33 @@ async fn live_run(
     sse(hub.subscribe(run_id))
 }
 
-/// Every new snapshot of `rx` as one SSE event, for [`STREAM_LIFETIME`].
+/// Every new snapshot of `rx` as one SSE event for [`STREAM_LIFETIME`], then
+/// a `reconnect` event, and the end of the response.
 fn sse(rx: watch::Receiver<Arc<str>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let until = tokio::time::Instant::now() + STREAM_LIFETIME;
-    let stream = futures_util::stream::unfold((rx, true), move |(mut rx, mut first)| async move {
-        loop {
-            if !first {
-                tokio::time::timeout_at(until, rx.changed())
-                    .await
-                    .ok()?
-                    .ok()?;
+    // State: the receiver (None once the `reconnect` event was sent), and
+    // whether its current value was sent yet.
+    let stream =
+        futures_util::stream::unfold((Some(rx), true), move |(rx, mut first)| async move {
+            let mut rx = rx?;
+            loop {
+                if !first {
+                    let changed = tokio::time::timeout_at(until, rx.changed()).await;
+                    if !matches!(changed, Ok(Ok(()))) {
+                        let bye = Event::default().event("reconnect").data("");
+                        return Some((Ok(bye), (None, false)));
+                    }
+                }
+                first = false;
+                let data = rx.borrow_and_update().clone();
+                if !data.is_empty() {
+                    let event = Event::default()
+                        .retry(Duration::from_millis(500))
+                        .data(&*data);
+                    return Some((Ok(event), (Some(rx), false)));
+                }
             }
-            first = false;
-            let data = rx.borrow_and_update().clone();
-            if !data.is_empty() {
-                let event = Event::default()
-                    .retry(Duration::from_millis(500))
-                    .data(&*data);
-                return Some((Ok(event), (rx, false)));
-            }
-        }
-    });
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
@@ -185,6 +193,12 @@ impl Hub {
     /// Watches `key`, starting the reader if it is not running.
     fn subscribe(self: &Arc<Self>, key: String) -> watch::Receiver<Arc<str>> {
         let mut watched = self.watched.lock().expect("hub lock");
+        // Something new to read: the reader reads it now rather than at its
+        // next tick. (A page reconnecting to what is watched gets the latest
+        // snapshot at once, and costs no read.)
+        if !watched.snapshots.contains_key(&key) {
+            self.wake.notify_one();
+        }
         let rx = watched
             .snapshots
             .entry(key)
@@ -194,7 +208,6 @@ impl Hub {
             watched.reader_running = true;
             tokio::spawn(self.clone().read_loop());
         }
-        self.wake.notify_one();
         rx
     }
 

@@ -324,3 +324,44 @@ fn promtool(text: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// An open page never holds up a graceful shutdown for long: each SSE response
+/// ends after a few seconds with a `reconnect` event (the page opens the next
+/// one at once), so a stopping API waits at most that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_page_does_not_hold_up_shutdown() {
+    let redis = RedisServer::start();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let redis_url = redis.url();
+    let server = tokio::spawn(async move {
+        api::serve(listener, &redis_url, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut page = reqwest::get(format!("{url}/dashboard/live")).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = page.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the API stopped with a page open")
+        .unwrap()
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(4_000),
+        "{:?}",
+        start.elapsed()
+    );
+    let text = reader.await.unwrap();
+    assert!(text.contains("event: reconnect"), "{text}");
+}

@@ -131,7 +131,12 @@ impl Outcome<'_> {
             Outcome::DeadLettered { reason } => {
                 // The script counted it; this reads the count and logs the event.
                 pipe.hincr(&job_key, job_field::DEAD_LETTERED, 0);
-                count(pipe, metrics::DEAD_LETTERS, job, ("outcome", "dead-lettered"));
+                count(
+                    pipe,
+                    metrics::DEAD_LETTERS,
+                    job,
+                    ("outcome", "dead-lettered"),
+                );
                 push_event(pipe, job, EventKind::DeadLettered, consumer, reason);
             }
         }

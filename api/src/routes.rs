@@ -303,7 +303,7 @@ pub async fn not_found() -> ApiError {
     ApiError::client(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /runs/{runId}, GET /runs/{runId}/events, GET /runs/{runId}/attempts",
+        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /runs/{runId}, GET /runs/{runId}/events, GET /runs/{runId}/attempts, GET /workers, GET /metrics, GET / (the dashboard)",
     )
 }
 

@@ -59,10 +59,14 @@ pub const DEAD_LETTER_MAXLEN: u64 = 10_000;
 /// | `job:<jobId>` | hash | api, worker | submissions, processAttempts, effects, status, ... |
 /// | `run:<runId>` | hash | api, worker | submissions, attempts, processed, duplicateSkips, deadLettered |
 /// | `run-jobs:<runId>` | set | api | the jobIds of the run |
-/// | `ledger:<runId>` | stream | worker (effects module) | one entry per applied side effect |
+/// | `ledger:<runId>` | stream | worker (effects module), provider | one entry per applied side effect (from exercise 3: per charge the provider made) |
 /// | `events:<runId>` | stream (capped, expires) | worker (outcomes module) | notable events: delivery, effect, duplicate skip, effect failure |
 /// | `attempts:<runId>` | hash | worker (queue) | the delivery attempts of the run that started and have not returned yet |
 /// | `workers` | hash | worker | each consumer name's current process (instance) and its last heartbeat |
+/// | `worker-code` | hash | worker | each consumer name's process and the fingerprints of the exercise code it runs ([`code`]) |
+/// | `metrics:counters` | hash | api, worker, provider | the counters of `GET /metrics` ([`metrics`]) |
+/// | `runs:recent` | sorted set | api | the recent runs the dashboard lists (`api/src/dashboard.rs`) |
+/// | `provider:*` | | provider | its idempotency keys, ledger and request logs (see `provider/src/lib.rs`) |
 /// | `effect-failure:<jobId>` | string | worker (effects module) | a simulated effect failure already happened for this job |
 /// | `crash:<jobId>` | string | worker (effects module) | the simulated crash of this job already happened |
 /// | `effect-attempts:<jobId>` | counter | worker (effects module) | effect attempts of this job so far (for `stallMs`) |

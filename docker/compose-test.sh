@@ -148,6 +148,16 @@ record "docker compose run --rm demo duplicate-observe" dc run --rm -T demo dupl
 [ "$(value observed_effects_total)" = 3 ] || die "starter duplicate-observe: expected 3 effects"
 record "docker compose run --rm demo duplicate-load 8 2" dc run --rm -T demo duplicate-load 8 2
 expect_load 16 16 0
+# The dashboard and /metrics, served by the API on its published loopback port.
+python3 - "$port" <<'PY' || die "the dashboard or /metrics did not answer as expected"
+import sys, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}"
+page = urllib.request.urlopen(urllib.request.Request(base + "/", headers={"Accept": "text/html"})).read().decode()
+assert "<title>" in page and "Idempotency lab" in page, page[:300]
+metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+assert 'lab_jobs_submitted_total{exercise="1"}' in metrics, metrics[:800]
+print(f"dashboard: {len(page)} bytes; /metrics: {len(metrics.splitlines())} lines")
+PY
 record "docker compose exec redis redis-cli KEYS 'processed:*'" dc exec -T redis redis-cli KEYS 'processed:*'
 [ -z "$(printf '%s' "$LAST" | tr -d '[:space:]')" ] || die "starter: expected no processed:* keys"
 

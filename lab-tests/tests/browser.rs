@@ -144,10 +144,14 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
-    /// Polls `expression` every 50 ms until it is `true`.
+    /// Polls `expression` every 50 ms until it is `true`. While the page is still
+    /// loading (no body yet), an expression that throws counts as "not yet".
     async fn wait(&mut self, what: &str, expression: &str) {
         let start = Instant::now();
-        while self.eval(expression) != json!(true) {
+        let guarded = format!(
+            "(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()"
+        );
+        while self.eval(&guarded) != json!(true) {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "the page never showed {what}; its text:\n{}",

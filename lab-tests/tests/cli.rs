@@ -237,7 +237,13 @@ async fn save_then_compare_two_runs() {
         ["observed_effects_total", "6", "6"]
     );
     assert!(
-        stdout.ends_with("# still broken: 6 effects for 3 unique jobs, 3 duplicate side effects, no better than before\n"),
+        stdout.contains("\n# still broken: 6 effects for 3 unique jobs, 3 duplicate side effects, no better than before\n"),
+        "{stdout}"
+    );
+    // Both runs were made by the same starter: compare says the code did not change.
+    assert!(
+        stdout.ends_with("Did the rebuild fail? Rebuild: docker compose up --build -d (natively ./lab restart worker), and read its errors\n")
+            && stdout.contains("# nothing changed between these runs: both were made by the same code (job.rs #"),
         "{stdout}"
     );
     let out = demo_in(&dir, &["compare", "before.json", "after.json", "--json"]).await;

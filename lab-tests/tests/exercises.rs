@@ -242,13 +242,18 @@ async fn verify_prints_one_line_per_check_then_the_verdict() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 7, "{stdout}");
+    assert_eq!(lines.len(), 8, "{stdout}");
     assert!(
         lines[..6].iter().all(|l| l.starts_with("PASS ")),
         "{stdout}"
     );
     assert!(
         lines[6].starts_with("verdict: PASS, 6 of 6 checks passed"),
+        "{stdout}"
+    );
+    // Then which code was checked: the solution's job.rs.
+    assert!(
+        lines[7].starts_with("# 2 workers running job.rs #"),
         "{stdout}"
     );
     let claim = lines[4];

@@ -259,7 +259,7 @@ record "docker compose run --rm demo crash-window --crash-at after-effect --cras
 record "docker compose run --rm demo double-charge --save charge-before.json  (exercise 3 starter)" dc run --rm -T demo double-charge --save charge-before.json
 [ "$(value crashes)/$(value answers_dropped)/$(value observed_effects_total)/$(value duplicate_effects)" = 2/1/9/3 ] || die "exercise 3 starter: expected 2 crashes, 1 dropped answer, 9 charges, 3 duplicates"
 record "docker compose logs --tail=100 provider" dc logs --tail=100 provider
-printf '%s\n' "$LAST" | grep -q 'charged' || die "provider logs: no charge"
+printf '%s\n' "$LAST" | grep -q 'new charge' || die "provider logs: no charge"
 record "docker compose run --rm demo provider --outage-secs 0 --slow-ms 0" dc run --rm -T demo provider --outage-secs 0 --slow-ms 0
 printf '%s\n' "$LAST" | grep -q '^outage_secs=0' || die "demo provider: no outage_secs line"
 GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/03-double-charge/solution.patch

@@ -57,8 +57,8 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
 
     // TODO(exercise): let the provider recognise a retry of this charge.
     //   1. Give the charge an idempotency key, the same on every delivery of this
-    //      job in this pipeline, different for anything else (`let mut charge`
-    //      above, so that you may change it):
+    //      job in this pipeline, different for anything else (first change
+    //      `let charge` above to `let mut charge`, so that you may change it):
     //          charge.idempotency_key = Some(format!("charge:{}:{}", ctx.pipeline, job.job_id));
     //      NOT job.delivery_id, a random value or the time: each delivery would
     //      then be a new charge. NOT job.job_id alone: two pipelines acting on the
@@ -69,8 +69,9 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
     //      every retry into a 422).
     //   3. Handle what the provider answers, with a `match` instead of the
     //      `if let` below (add `ProviderError` to the `use` line at the top):
-    //          Ok(_)  charged now, or a replay (`charged.replayed`): charged
-    //                 before. Either way the card was charged once: go on.
+    //          Ok(charged)  charged now, or a replay of the first charge
+    //                 (`charged.replayed` says which). Either way the card was
+    //                 charged once: go on.
     //          Err(ProviderError::InFlight)  409: our first request with this key
     //                 is still running there. NOT done: release the lease and
     //                 return Err(ctx.retry_later("the provider is still charging")).

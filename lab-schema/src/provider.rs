@@ -30,6 +30,9 @@ pub const LAB_PIPELINE: &str = "lab-pipeline";
 /// The account the lab's workers charge with (`Authorization: Bearer lab`).
 pub const LAB_ACCOUNT: &str = "lab";
 
+/// Longest delay a `simulate` field or the instructor's slow mode may ask for.
+pub const MAX_SIMULATED_MS: u64 = 60_000;
+
 /// Longest accepted `Idempotency-Key` (visible ASCII only).
 pub const MAX_KEY_LEN: usize = 255;
 

@@ -73,7 +73,7 @@ pub const LEDGER_MAX_LEN: u64 = 100_000;
 pub const REQUEST_LOG_MAX_LEN: u64 = 10_000;
 
 /// Longest simulated delay of one kind (`slowMs`, `firstRequestMs`, the instructor's `slowMs`).
-pub const MAX_SIMULATED_MS: u64 = 60_000;
+pub const MAX_SIMULATED_MS: u64 = lab_schema::provider::MAX_SIMULATED_MS;
 
 /// Longest instructor's outage that `PUT /admin/faults` accepts: one day.
 pub const MAX_OUTAGE_SECS: u64 = 86_400;

@@ -133,10 +133,11 @@ pub(crate) async fn charge(
             tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, idempotency_key = key, "charge not confirmed: {err}");
         }
     }
-    if answer.is_ok() {
-        after_effect(redis, job, runner, &faults)
-            .await
-            .map_err(not_sent)?;
+    if answer.is_ok()
+        && let Err(err) = after_effect(redis, job, runner, &faults).await
+    {
+        // The card WAS charged: the answer stands, whatever the fault hook says.
+        tracing::warn!(job_id = %job.job_id, error = %err, "the simulated crash after the charge could not be arranged");
     }
     answer
 }

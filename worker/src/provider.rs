@@ -48,7 +48,9 @@ pub enum ProviderError {
     KeyReused(String),
     /// 402 or another 4xx: refused for good (e.g. the card was declined).
     Declined(String),
-    /// 5xx: the provider is down or failed before charging; nothing was charged.
+    /// 5xx: the provider is down, or failed. Usually nothing was charged (an
+    /// outage, a failure before the charge), but a 5xx may come after the charge:
+    /// retry with the same key, and the provider answers what really happened.
     Unavailable(String),
     /// No answer at all (the connection dropped, or it timed out): the charge
     /// may or may not have happened. Only a retry with the same key can tell.

@@ -3,7 +3,7 @@
 //!
 //! | check | what it sends | what it catches |
 //! |---|---|---|
-//! | `crash-after-charge` | 2 jobs whose worker crashes right after the provider charged, before `done` | no key (the retry charges again), a key that changes per delivery, a body that changes per delivery (422) |
+//! | `crash-after-charge` | 2 jobs whose worker crashes right after the provider charged, before `done` | no key (the retry charges again), a key that changes per attempt (random, the time), a body that changes per attempt (422) |
 //! | `dropped-answer` | a job whose first charge is made but its answer never arrives, and a copy the client resubmits | the same mistakes, and a key made from the delivery id (the copy is another delivery) |
 //! | `in-flight-conflict` | a charge the provider takes longer than the lease to answer and then fails, and a copy that asks meanwhile (409) | a 409 taken for success: the job is marked done and never charged |
 //! | `two-pipelines` | the same jobId for two pipelines (`deposit` and `balance`) | a key without the pipeline: the second pipeline's charge is swallowed as a replay |
@@ -46,14 +46,29 @@ const SECOND_PIPELINE: &str = "balance";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ex3Mistake {
-    NoKey { charges: u64 },
-    KeyPerAttempt { charges: u64, keys: Vec<String> },
-    BodyChanges { key: String },
-    KeyWithoutPipeline { key: String },
+    NoKey {
+        charges: u64,
+    },
+    KeyPerAttempt {
+        charges: u64,
+        keys: Vec<String>,
+    },
+    BodyChanges {
+        key: String,
+    },
+    KeyWithoutPipeline {
+        key: String,
+        swallowed: String,
+        charged: String,
+    },
     InFlightTakenAsDone,
-    ChargedTwice { charges: u64 },
+    ChargedTwice {
+        charges: u64,
+    },
     Lost,
-    NotCompleted { status: String },
+    NotCompleted {
+        status: String,
+    },
     NoFault(&'static str),
 }
 
@@ -87,8 +102,12 @@ impl Mistake for Ex3Mistake {
             BodyChanges { key } => format!(
                 "the provider refused a retry with 422: key {key} came back with a different body. Something in charge.body changes between deliveries (an attempt number, a timestamp): leave the body as ctx.charge_for builds it, the same every time"
             ),
-            KeyWithoutPipeline { key } => format!(
-                "pipeline {SECOND_PIPELINE} was never charged: its charge used the same key as pipeline {FIRST_PIPELINE} ({key}), so the provider answered it as a replay of the other's. Put ctx.pipeline in the key as well as the job id"
+            KeyWithoutPipeline {
+                key,
+                swallowed,
+                charged,
+            } => format!(
+                "pipeline {swallowed} was never charged: its charge used the same key as pipeline {charged} ({key}), so the provider answered it as a replay of the other's. Put ctx.pipeline in the key as well as the job id"
             ),
             InFlightTakenAsDone => "the job was never charged: a delivery got 409 (the first request with the key was still running at the provider), took it for success and marked the job done; the first request then failed. 409 means \"not yet\": release the lease and return Err(ctx.retry_later(...))".to_string(),
             ChargedTwice { charges } => format!(
@@ -293,10 +312,11 @@ struct OneJob {
 }
 
 /// A job whose first charge is made but its answer dropped; once that delivery
-/// has given up (released its lease, to come back after the claim idle time),
-/// the client, which got no answer either, submits the job again. The new copy
-/// takes the lease first: only a key that names the job, not the delivery,
-/// makes its charge a replay.
+/// has ended (given up and released its lease, to come back after the claim idle
+/// time; or, in a handler that retries by itself with the same key, been
+/// acknowledged), the client, which got no answer either, submits the job again.
+/// The new copy takes the lease first: only a key that names the job, not the
+/// delivery, makes its charge a replay.
 async fn dropped_answer(api: &Api, limit: Duration) -> anyhow::Result<OneJob> {
     let run_id = new_run_id("verify-dropped");
     let job_id = format!("{run_id}-job-1");
@@ -304,15 +324,21 @@ async fn dropped_answer(api: &Api, limit: Duration) -> anyhow::Result<OneJob> {
     api.submit_to(Exercise::DoubleCharge, &job_id, &run_id, faults.clone())
         .await?;
     let deadline = Instant::now() + limit;
-    let (_, gave_up) = poll_until(
+    let (_, ended) = poll_until(
         deadline,
-        || api.events(&run_id),
-        |events| {
-            events.count(EventKind::AttemptFailed) > 0 || events.count(EventKind::RetryLater) > 0
+        || async {
+            let events = api.events(&run_id).await?;
+            let run = api.run(&run_id).await?;
+            anyhow::Ok((events, run))
+        },
+        |(events, run)| {
+            events.count(EventKind::AttemptFailed) > 0
+                || events.count(EventKind::RetryLater) > 0
+                || run.processed_deliveries + run.dead_lettered > 0
         },
     )
     .await?;
-    if !gave_up {
+    if !ended {
         anyhow::bail!(
             "job {job_id}: its first delivery did not end within {}s. {}",
             limit.as_secs(),
@@ -378,6 +404,13 @@ async fn in_flight_conflict(api: &Api, lease: Duration, limit: Duration) -> anyh
     let run_id = new_run_id("verify-in-flight");
     let job_id = format!("{run_id}-job-1");
     let slow_ms = lease.as_millis() as u64 + 3_000;
+    if slow_ms > lab_schema::provider::MAX_SIMULATED_MS {
+        anyhow::bail!(
+            "--lease-ms {} is too long for the in-flight check: the provider simulates at most {} ms, and the check needs the lease plus 3 s",
+            lease.as_millis(),
+            lab_schema::provider::MAX_SIMULATED_MS
+        );
+    }
     let faults =
         json!({ "provider": { simulate::FIRST_REQUEST_MS: slow_ms, simulate::FAIL_FIRST: true } });
     let start = Instant::now();
@@ -436,13 +469,20 @@ async fn two_pipelines(api: &Api, limit: Duration) -> anyhow::Result<Check> {
     let second = Charges::of(&requests, &job_id, Some(SECOND_PIPELINE));
     let mut mistake = first.judge_repeats().or_else(|| second.judge_repeats());
     if mistake.is_none() {
-        let swallowed = [(&first, &second), (&second, &first)]
-            .into_iter()
-            .find(|(own, _)| own.charged == 0);
-        mistake = swallowed.map(|(own, other)| {
+        let swallowed = [
+            (&first, FIRST_PIPELINE, &second, SECOND_PIPELINE),
+            (&second, SECOND_PIPELINE, &first, FIRST_PIPELINE),
+        ]
+        .into_iter()
+        .find(|(own, ..)| own.charged == 0);
+        mistake = swallowed.map(|(own, own_name, other, other_name)| {
             let shared = own.keys.intersection(&other.keys).flatten().next().cloned();
             match shared {
-                Some(key) => Ex3Mistake::KeyWithoutPipeline { key },
+                Some(key) => Ex3Mistake::KeyWithoutPipeline {
+                    key,
+                    swallowed: own_name.to_string(),
+                    charged: other_name.to_string(),
+                },
                 None => Ex3Mistake::Lost,
             }
         });

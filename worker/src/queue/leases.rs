@@ -82,26 +82,33 @@ pub(crate) async fn register<H>(shared: &Shared<H>) -> redis::RedisResult<()> {
 /// goes (if it is still its own: a restarted process of the same name may have
 /// replaced it).
 pub(crate) async fn deregister<H>(shared: &Shared<H>) {
+    static DELETE_IF_OURS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+",
+        )
+    });
     let mut redis = shared.redis.clone();
-    let ours = format!("{}|{}", shared.instance, shared.code);
-    let still_ours: redis::RedisResult<Option<String>> = redis::cmd("HGET")
-        .arg(keys::WORKER_CODE)
+    let _: redis::RedisResult<u64> = DELETE_IF_OURS
+        .key(keys::WORKER_CODE)
         .arg(&*shared.consumer)
-        .query_async(&mut redis)
+        .arg(format!("{}|{}", shared.instance, shared.code))
+        .invoke_async(&mut redis)
         .await;
-    if still_ours.ok().flatten().as_deref() == Some(ours.as_str()) {
-        let _: redis::RedisResult<()> = redis::cmd("HDEL")
-            .arg(keys::WORKER_CODE)
-            .arg(&*shared.consumer)
-            .query_async(&mut redis)
-            .await;
-    }
 }
 
 /// Renews the leases of the deliveries in flight and the heartbeat, every
 /// `claim_idle / 3`, until the worker has finished its last delivery.
 pub(crate) async fn keep_leases<H>(shared: std::sync::Arc<Shared<H>>) {
-    let every = (shared.config.claim_idle / 3).max(Duration::from_millis(30));
+    // At least every 5 s: `GET /workers` counts a worker as running while its
+    // heartbeat is younger than 15 s, whatever the claim idle time.
+    let every = (shared.config.claim_idle / 3)
+        .min(Duration::from_secs(5))
+        .max(Duration::from_millis(30));
     let mut redis = shared.redis.clone();
     loop {
         tokio::time::sleep(every).await;

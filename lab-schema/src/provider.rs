@@ -64,6 +64,10 @@ pub mod simulate {
     /// `true`: the first charge of this job is made and stored, then the
     /// connection is closed before the answer: the caller cannot know it worked.
     pub const DROP_ANSWER: &str = "dropAnswer";
+    /// `true`: the first request executed for this job is lost: the connection
+    /// closes with no answer BEFORE anything is charged, and its key is released.
+    /// The caller sees the same closed connection as with `dropAnswer`.
+    pub const DROP_BEFORE_CHARGE: &str = "dropBeforeCharge";
 }
 
 /// Admin routes (the instructor's faults for the whole provider).
@@ -103,6 +107,8 @@ crate::named_enum! {
         Declined = "declined",
         /// 503: the provider is down (instructor's outage) or its upstream failed; nothing charged.
         Unavailable = "unavailable",
+        /// The connection was closed with no answer before anything was charged (`dropBeforeCharge`).
+        DroppedUncharged = "dropped-uncharged",
     }
 }
 

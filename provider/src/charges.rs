@@ -285,6 +285,21 @@ async fn execute(
         None => "without a key".to_string(),
     };
 
+    if sim.drop_before_charge && first_execution {
+        let released = match key {
+            Some(key) => store::release(redis, &state.scripts, key, token).await?,
+            None => false,
+        };
+        let line = format!(
+            "request of job {} {for_key} LOST on purpose (dropBeforeCharge): the connection \
+             closes with no answer, nothing charged{}",
+            lab.job_id,
+            if released { ", key released" } else { "" }
+        );
+        log_request(redis, req, RequestOutcome::DroppedUncharged, 0, None, &line).await?;
+        return Ok(Reply::Dropped);
+    }
+
     if sim.fail_first && first_execution {
         let released = match key {
             Some(key) => store::release(redis, &state.scripts, key, token).await?,

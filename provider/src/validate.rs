@@ -45,6 +45,7 @@ pub struct Simulate {
     pub first_request_ms: u64,
     pub fail_first: bool,
     pub drop_answer: bool,
+    pub drop_before_charge: bool,
 }
 
 /// A charge request that passed every check.
@@ -371,13 +372,15 @@ fn simulate(fields: &Map<String, Value>) -> Result<Simulate, ProviderError> {
             simulate::FIRST_REQUEST_MS => out.first_request_ms = millis()?,
             simulate::FAIL_FIRST => out.fail_first = flag()?,
             simulate::DROP_ANSWER => out.drop_answer = flag()?,
+            simulate::DROP_BEFORE_CHARGE => out.drop_before_charge = flag()?,
             unknown => {
                 return Err(invalid(format!(
-                    "{name}.{unknown} is not a known fault; known are {}, {}, {} and {}",
+                    "{name}.{unknown} is not a known fault; known are {}, {}, {}, {} and {}",
                     simulate::SLOW_MS,
                     simulate::FIRST_REQUEST_MS,
                     simulate::FAIL_FIRST,
-                    simulate::DROP_ANSWER
+                    simulate::DROP_ANSWER,
+                    simulate::DROP_BEFORE_CHARGE
                 )));
             }
         }

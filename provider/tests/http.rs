@@ -481,6 +481,41 @@ async fn fail_first_releases_the_key_so_the_retry_charges() {
     assert!(third.replayed);
 }
 
+// dropBeforeCharge: the connection closes with no answer and NOTHING is charged;
+// the key is released, so the retry with the same key charges (once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_lost_before_the_charge_charges_nothing_and_the_retry_charges() {
+    let provider = start().await;
+    let mut con = con(&provider).await;
+    let lost = json!({ "customer": "cus_1", "amountCents": 2500, "currency": "EUR",
+                       "simulate": { "dropBeforeCharge": true } });
+    let charge = Charge::new(Some("k-lost"), "job-lost", &lost);
+    let err = charge.request(&provider).send().await.unwrap_err();
+    assert!(
+        err.status().is_none(),
+        "no status may reach the client: {err}"
+    );
+    assert_eq!(
+        effects(&mut con, "job-lost").await,
+        0,
+        "nothing was charged"
+    );
+    assert!(
+        !exists(&mut con, "provider:idem:lab/k-lost").await,
+        "the key was released"
+    );
+    let retry = answer(charge.send(&provider).await).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.text);
+    assert!(!retry.replayed);
+    assert_eq!(effects(&mut con, "job-lost").await, 1);
+    let log = requests(&provider, "run-1").await;
+    let outcomes: Vec<_> = log.requests.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [RequestOutcome::DroppedUncharged, RequestOutcome::Charged]
+    );
+}
+
 // dropAnswer: the charge is made and stored, then the connection closes with
 // no HTTP answer at all (an error, not a status); the retry is a replay.
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `crash-after-charge` | 2 jobs whose worker crashes right after the provider charged, before `done` | no key (the retry charges again), a key that changes per attempt (random, the time), a body that changes per attempt (422) |
 //! | `dropped-answer` | a job whose first charge is made but its answer never arrives, and a copy the client resubmits | the same mistakes, and a key made from the delivery id (the copy is another delivery) |
+//! | `lost-request` | a job whose first request is lost before the provider charged (the connection closes, no answer) | no answer taken for success: the job is marked done and never charged |
 //! | `in-flight-conflict` | a charge the provider takes longer than the lease to answer and then fails, and a copy that asks meanwhile (409) | a 409 taken for success: the job is marked done and never charged |
 //! | `two-pipelines` | the same jobId for two pipelines (`deposit` and `balance`) | a key without the pipeline: the second pipeline's charge is swallowed as a replay |
 //! | exercise 2's checks | (as in exercise 2, with jobs of exercise 3) | what exercise 2 and 1 catch |
@@ -27,12 +28,13 @@ use crate::wait::poll_until;
 
 const CRASH: &str = "crash-after-charge";
 const DROPPED: &str = "dropped-answer";
+const LOST: &str = "lost-request";
 const IN_FLIGHT: &str = "in-flight-conflict";
 const PIPELINES: &str = "two-pipelines";
 
 /// The checks, in the order they are printed: this exercise's, then exercise 2's.
 pub(super) fn checks() -> Vec<&'static str> {
-    let mut all = vec![CRASH, DROPPED, IN_FLIGHT, PIPELINES];
+    let mut all = vec![CRASH, DROPPED, LOST, IN_FLIGHT, PIPELINES];
     all.extend(crash_window::CHECKS);
     all
 }
@@ -62,6 +64,7 @@ enum Ex3Mistake {
         charged: String,
     },
     InFlightTakenAsDone,
+    NoAnswerTakenAsDone,
     ChargedTwice {
         charges: u64,
     },
@@ -81,6 +84,7 @@ impl Mistake for Ex3Mistake {
             BodyChanges { .. } => "body-changes",
             KeyWithoutPipeline { .. } => "key-without-pipeline",
             InFlightTakenAsDone => "in-flight-taken-as-done",
+            NoAnswerTakenAsDone => "no-answer-taken-as-done",
             ChargedTwice { .. } => "duplicate-charge",
             Lost => "charge-lost",
             NotCompleted { .. } => "job-not-completed",
@@ -110,6 +114,7 @@ impl Mistake for Ex3Mistake {
                 "pipeline {swallowed} was never charged: its charge used the same key as pipeline {charged} ({key}), so the provider answered it as a replay of the other's. Put ctx.pipeline in the key as well as the job id"
             ),
             InFlightTakenAsDone => "the job was never charged: a delivery got 409 (the first request with the key was still running at the provider), took it for success and marked the job done; the first request then failed. 409 means \"not yet\": release the lease and return Err(ctx.retry_later(...))".to_string(),
+            NoAnswerTakenAsDone => "the job was never charged: its request got no answer at all (the connection closed before the provider charged), and the delivery took that for success and marked the job done. No answer means \"unknown\": release the lease and return the error, so the delivery comes back and asks again with the same key".to_string(),
             ChargedTwice { charges } => format!(
                 "the card was charged {charges} times with the same key: did the key's request go to the provider twice without it (is the key set on every path)?"
             ),
@@ -127,6 +132,8 @@ impl Mistake for Ex3Mistake {
 struct Charges {
     charged: u64,
     dropped: u64,
+    /// Requests lost before the charge (no answer, nothing charged).
+    lost: u64,
     replays: u64,
     in_flight: u64,
     key_reused: u64,
@@ -152,6 +159,7 @@ impl Charges {
                 RequestOutcome::Replayed => tally.replays += 1,
                 RequestOutcome::InFlight => tally.in_flight += 1,
                 RequestOutcome::KeyReused => tally.key_reused += 1,
+                RequestOutcome::DroppedUncharged => tally.lost += 1,
                 RequestOutcome::Declined | RequestOutcome::Unavailable => {}
             }
         }
@@ -160,7 +168,7 @@ impl Charges {
 
     fn data(&self) -> Value {
         json!({
-            "charges": self.charged, "answersDropped": self.dropped, "replays": self.replays,
+            "charges": self.charged, "answersDropped": self.dropped, "lostRequests": self.lost, "replays": self.replays,
             "inFlight409": self.in_flight, "keyReused422": self.key_reused,
             "keys": self.keys.iter().map(|k| k.as_deref().unwrap_or("(none)")).collect::<Vec<_>>(),
         })
@@ -210,6 +218,8 @@ impl Charges {
         if self.charged == 0 {
             return Some(if self.in_flight > 0 {
                 Ex3Mistake::InFlightTakenAsDone
+            } else if self.lost > 0 {
+                Ex3Mistake::NoAnswerTakenAsDone
             } else {
                 Ex3Mistake::Lost
             });
@@ -233,19 +243,31 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
     let ours = async {
         tokio::try_join!(
             dropped_answer(api, timeout),
+            one_job(
+                api,
+                "verify-lost",
+                json!({ "provider": { simulate::DROP_BEFORE_CHARGE: true } }),
+                timeout
+            ),
             in_flight_conflict(api, lease, timeout),
             two_pipelines(api, timeout),
         )
     };
-    let (ex2_checks, (dropped, in_flight, pipelines)) =
+    let (ex2_checks, (dropped, lost, in_flight, pipelines)) =
         crash_window::checks_with(api, options, exercise, ours).await?;
 
-    let mut checks = vec![crashed, dropped_check(&dropped), in_flight, pipelines];
+    let mut checks = vec![
+        crashed,
+        dropped_check(&dropped),
+        lost_check(&lost),
+        in_flight,
+        pipelines,
+    ];
     checks.extend(ex2_checks);
     Ok(Report {
         exercise,
         checks,
-        all_passed: "every job was charged once: after a crash, a lost answer, a 409, and in each of two pipelines",
+        all_passed: "every job was charged once: after a crash, a lost answer, a lost request, a 409, and in each of two pipelines",
     })
 }
 
@@ -389,6 +411,46 @@ fn dropped_check(one: &OneJob) -> Check {
             "a charge made whose answer never arrived, and the job resubmitted: {}, {}, job {}",
             plural(c.charged, "charge"),
             plural(c.replays, "replay"),
+            one.job.status
+        ),
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        json!({ "jobId": one.job.job_id, "status": one.job.status, "provider": c.data() }),
+    )
+}
+
+/// One job with a payload: its provider tally and record once the run settled.
+async fn one_job(
+    api: &Api,
+    prefix: &str,
+    payload: Value,
+    limit: Duration,
+) -> anyhow::Result<OneJob> {
+    let run_id = new_run_id(prefix);
+    let job_id = format!("{run_id}-job-1");
+    api.submit_to(Exercise::DoubleCharge, &job_id, &run_id, payload)
+        .await?;
+    settle(api, &run_id, &job_id, 1, limit).await?;
+    let requests = api.provider_requests(&run_id).await?;
+    Ok(OneJob {
+        job: api.job(&job_id).await?,
+        charges: Charges::of(&requests, &job_id, None),
+    })
+}
+
+fn lost_check(one: &OneJob) -> Check {
+    let c = &one.charges;
+    let mistake = if c.lost == 0 && c.charged < 2 {
+        Some(Ex3Mistake::NoFault(
+            "no request was lost (did the job reach the provider?)",
+        ))
+    } else {
+        c.judge_once(&one.job)
+    };
+    Check::judged(
+        LOST,
+        format!(
+            "a request lost before the charge (no answer): {}, job {}",
+            plural(c.charged, "charge"),
             one.job.status
         ),
         mistake.as_ref().map(|m| m as &dyn Mistake),

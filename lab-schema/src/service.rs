@@ -92,3 +92,16 @@ pub fn log_redis_unavailable(detail: &str) {
         NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// A request body must be JSON: `Ok` for `application/json` (any parameters, any
+/// case), else the message of the 415 answer naming what was sent.
+pub fn require_json(content_type: &str) -> Result<(), String> {
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(format!(
+            "Content-Type must be application/json (got {content_type:?})"
+        ))
+    }
+}

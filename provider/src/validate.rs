@@ -206,14 +206,13 @@ pub fn json_object_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(ProviderError::client(
+    lab_schema::service::require_json(content_type).map_err(|message| {
+        ProviderError::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             error_code::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type must be application/json (got {content_type:?})"),
-        ));
-    }
+            message,
+        )
+    })?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ProviderError::client(

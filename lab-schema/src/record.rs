@@ -7,7 +7,7 @@
 //! accepted, as a card statement shows it). Both write the same three things here,
 //! so every summary reads the same.
 
-use crate::{EventKind, RECORD_TTL_SECS, event_log, job_field, keys, metrics};
+use crate::{EventKind, event_log, job_field, keys, metrics};
 
 /// Who did what to which delivery: the fields of one event.
 #[derive(Debug, Clone, Copy)]
@@ -22,9 +22,17 @@ pub struct EventOf<'a> {
 /// Adds "append this event, keep the log capped, push its expiry back" to `pipe`
 /// (no answer kept).
 pub fn push_event(pipe: &mut redis::Pipeline, of: EventOf<'_>, kind: EventKind, detail: &str) {
-    let key = keys::events(of.run_id);
+    append_event(pipe, of, kind, detail);
+    pipe.expire(keys::events(of.run_id), event_log::TTL_SECS as i64)
+        .ignore();
+}
+
+/// [`push_event`] without pushing the log's expiry back: for the events of a
+/// delivery that is acknowledged next, whose acknowledgement pushes back the
+/// expiry of its run's records once per batch (`worker/src/outcomes.rs`).
+pub fn append_event(pipe: &mut redis::Pipeline, of: EventOf<'_>, kind: EventKind, detail: &str) {
     pipe.cmd("XADD")
-        .arg(&key)
+        .arg(keys::events(of.run_id))
         .arg("MAXLEN")
         .arg("~")
         .arg(event_log::MAX_LEN)
@@ -39,19 +47,18 @@ pub fn push_event(pipe: &mut redis::Pipeline, of: EventOf<'_>, kind: EventKind, 
         .arg(of.consumer)
         .arg(event_log::DETAIL)
         .arg(detail)
-        .ignore()
-        .expire(&key, event_log::TTL_SECS as i64)
         .ignore();
 }
 
 /// Adds one side effect to `pipe`: an entry in the run's ledger
 /// (`ledger:<runId>`), the job's `effects` + 1 and an `effect` event. Exactly
 /// one answer is kept: the job's effects after it. Send `pipe` atomically
-/// (`pipe.atomic()`), so an effect is never half recorded.
+/// (`pipe.atomic()`), so an effect is never half recorded. The ledger and the
+/// event log get their expiry with the delivery's acknowledgement (or its
+/// dead letter), once per batch, not here.
 pub fn record_effect(pipe: &mut redis::Pipeline, of: EventOf<'_>, detail: &str) {
-    let ledger = keys::ledger(of.run_id);
     pipe.xadd(
-        &ledger,
+        keys::ledger(of.run_id),
         "*",
         &[
             ("jobId", of.job_id),
@@ -59,8 +66,6 @@ pub fn record_effect(pipe: &mut redis::Pipeline, of: EventOf<'_>, detail: &str) 
             ("consumer", of.consumer),
         ],
     )
-    .ignore()
-    .expire(&ledger, RECORD_TTL_SECS as i64)
     .ignore()
     .hincr(keys::job(of.job_id), job_field::EFFECTS, 1)
     // The global counter of `GET /metrics` (its answer is not kept).
@@ -70,5 +75,5 @@ pub fn record_effect(pipe: &mut redis::Pipeline, of: EventOf<'_>, detail: &str) 
         1,
     )
     .ignore();
-    push_event(pipe, of, EventKind::Effect, detail);
+    append_event(pipe, of, EventKind::Effect, detail);
 }

@@ -11,9 +11,27 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub fn block_on<T>(
     main: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    block_on_threads(None, main)
+}
+
+/// [`block_on`] on `threads` threads (`Some(1)`: everything on the calling
+/// thread, no hand-offs between threads; `None`: one per core).
+pub fn block_on_threads<T>(
+    threads: Option<usize>,
+    main: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     let result = runtime.block_on(main);
     runtime.shutdown_timeout(Duration::from_millis(100));
     result

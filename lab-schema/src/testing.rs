@@ -237,21 +237,28 @@ pub fn solution_worker(exercise: crate::Exercise) -> PathBuf {
 /// The compiler's errors when the worker is built with `patch` applied (a
 /// `fixtures/compile-*.patch`), as a student sees them; `None` when it builds.
 pub fn build_errors(patch: &str) -> Option<String> {
-    let (built, stderr) = Patched::apply(patch).build();
+    let (built, stderr) = Patched::apply(Some(patch)).build(Profile::Debug);
     (!built).then_some(stderr)
 }
 
-/// The scratch copy of the workspace with one patch applied, locked for this
-/// process until it is dropped.
+/// How a scratch copy is built: `Debug` for tests (quick to build), `Release`
+/// for the benchmarks (as `./lab` and the images run the worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
+/// The scratch copy of the workspace with one patch (or none) applied, locked
+/// for this process until it is dropped.
 struct Patched {
     _lock: std::fs::File,
     build_dir: PathBuf,
     copy: PathBuf,
-    changed: Vec<PathBuf>,
 }
 
 impl Patched {
-    fn apply(patch: &str) -> Patched {
+    fn apply(patch: Option<&str>) -> Patched {
         let root = workspace_root();
         let build_dir = root.join("target").join("patched-worker");
         std::fs::create_dir_all(&build_dir).unwrap();
@@ -262,42 +269,50 @@ impl Patched {
         // previous patch changed, added or removed is undone), minus build output.
         let copy = build_dir.join("workspace");
         mirror_tree(&root, &copy, true);
-        let applied = Command::new("git")
-            .arg("apply")
-            .arg(root.join(patch))
-            .current_dir(&copy)
-            // The copy sits inside this repository's target/: stop git from finding the
-            // outer repository, where `git apply` would silently skip the paths.
-            .env("GIT_CEILING_DIRECTORIES", &build_dir)
-            .status()
-            .expect("git is needed to apply the patch");
-        assert!(
-            applied.success(),
-            "{patch} no longer applies to the starter"
-        );
+        if let Some(patch) = patch {
+            let applied = Command::new("git")
+                .arg("apply")
+                .arg(root.join(patch))
+                .current_dir(&copy)
+                // The copy sits inside this repository's target/: stop git from finding the
+                // outer repository, where `git apply` would silently skip the paths.
+                .env("GIT_CEILING_DIRECTORIES", &build_dir)
+                .status()
+                .expect("git is needed to apply the patch");
+            assert!(
+                applied.success(),
+                "{patch} no longer applies to the starter"
+            );
+        }
         let changed = changed_files(&root, &copy);
-        assert!(!changed.is_empty(), "git apply {patch} changed nothing");
+        assert!(
+            patch.is_none() || !changed.is_empty(),
+            "git apply {patch:?} changed nothing"
+        );
         Patched {
             _lock: lock,
             build_dir,
             copy,
-            changed,
         }
     }
 
     /// Builds the worker in the copy: whether it built, and what cargo printed.
-    fn build(&self) -> (bool, String) {
+    fn build(&self, profile: Profile) -> (bool, String) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--offline",
-                "--color",
-                "never",
-                "-p",
-                "worker",
-            ])
+        let mut command = Command::new(cargo);
+        command.args([
+            "build",
+            "--quiet",
+            "--offline",
+            "--color",
+            "never",
+            "-p",
+            "worker",
+        ]);
+        if profile == Profile::Release {
+            command.arg("--release");
+        }
+        let out = command
             .arg("--target-dir")
             .arg(self.build_dir.join("target"))
             .current_dir(&self.copy)
@@ -320,34 +335,74 @@ impl Patched {
 /// from parallel test processes take turns (a file lock). Panics with a clear
 /// message when the patch no longer applies or the patched worker does not build.
 pub fn patched_worker(patch: &str) -> PathBuf {
+    built_worker(Some(patch), Profile::Debug)
+}
+
+/// The worker built in the scratch copy with `patch` applied (`None`: the
+/// starter as it is in this folder), with `profile`; a private copy of the binary.
+pub fn built_worker(patch: Option<&str>, profile: Profile) -> PathBuf {
     let patched = Patched::apply(patch);
-    let (built, _) = patched.build();
-    assert!(built, "the worker patched with {patch} does not build");
-    let Patched {
-        _lock,
-        build_dir,
-        copy,
-        changed,
-    } = patched;
-    // A copy of the binary named after the patched sources, so a later build
-    // never replaces it mid-test and each variant takes one file in the temp
-    // folder, however many test runs there are. Copied, then renamed into place:
-    // a worker still running the previous copy keeps it.
+    // The binary is named after every source file of the patched copy: the same
+    // sources give the same name, so a binary built before (by an earlier test
+    // run or benchmark) is used again instead of being rebuilt, and a later build
+    // never replaces a binary a running worker uses.
+    let name = patch
+        .and_then(|patch| Path::new(patch).file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "starter".to_string());
+    let (folder, suffix) = match profile {
+        Profile::Debug => ("debug", ""),
+        Profile::Release => ("release", "-release"),
+    };
+    let binary = std::env::temp_dir().join(format!(
+        "lab-worker-{name}{suffix}-{:016x}",
+        tree_hash(&patched.copy)
+    ));
+    if binary.exists() {
+        return binary;
+    }
+    let (built, stderr) = patched.build(profile);
+    assert!(
+        built,
+        "the worker patched with {patch:?} does not build:\n{stderr}"
+    );
+    // Copied, then renamed into place: never a half-written binary under the name.
+    let partial = binary.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::copy(
+        patched.build_dir.join("target").join(folder).join("worker"),
+        &partial,
+    )
+    .unwrap();
+    std::fs::rename(&partial, &binary).unwrap();
+    binary
+}
+
+/// A hash of every file of the scratch copy (paths and contents).
+fn tree_hash(copy: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
+    let mut files = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(copy.join(&rel)).unwrap().flatten() {
+            let name = entry.file_name();
+            if rel.as_os_str().is_empty() && NOT_COPIED.iter().any(|n| name == *n) {
+                continue;
+            }
+            let path = rel.join(&name);
+            if entry.path().is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for file in &changed {
+    for file in &files {
         file.hash(&mut hasher);
         std::fs::read(copy.join(file)).ok().hash(&mut hasher);
     }
-    let name = Path::new(patch)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let binary = std::env::temp_dir().join(format!("lab-worker-{name}-{:016x}", hasher.finish()));
-    let partial = binary.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::copy(build_dir.join("target/debug/worker"), &partial).unwrap();
-    std::fs::rename(&partial, &binary).unwrap();
-    binary
+    hasher.finish()
 }
 
 /// What is not copied into the scratch workspace: build output, the VCS, and

@@ -15,6 +15,8 @@
 //! | `tests/handout.rs` | each handout's output blocks are what the code prints |
 //! | `tests/native.rs` | the native stack as `./lab` runs it |
 
+pub mod bench;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -401,9 +401,16 @@ async fn execute(
         },
         key_text.unwrap_or("no key"),
     );
-    // The job's record expires like the rest of the run's records, even when
-    // only the provider wrote it.
+    // The job's record, the ledger and the event log expire like the rest of
+    // the run's records, even when only the provider wrote them.
     pipe.expire(keys::job(&lab.job_id), RECORD_TTL_SECS as i64)
+        .ignore()
+        .expire(keys::ledger(&lab.run_id), RECORD_TTL_SECS as i64)
+        .ignore()
+        .expire(
+            keys::events(&lab.run_id),
+            lab_schema::event_log::TTL_SECS as i64,
+        )
         .ignore();
     store::push_ledger(
         &mut pipe,

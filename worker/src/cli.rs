@@ -37,6 +37,11 @@ struct Args {
     /// Name of this consumer in the group (default: worker-<host>-<pid>).
     #[arg(long, env = "WORKER_NAME", value_parser = parse_name)]
     name: Option<String>,
+    /// Threads of this process. One is the fastest: deliveries spend their time
+    /// waiting for Redis, and one thread never hands work to another (run more
+    /// worker processes to use more cores).
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    threads: u32,
     /// Print the fingerprint of each exercise file this binary was built from, and exit.
     #[arg(long)]
     print_code: bool,
@@ -64,6 +69,7 @@ pub fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let threads = args.threads;
     let config = crate::Config {
         redis_url: args.redis_url,
         concurrency: args.concurrency as usize,
@@ -77,9 +83,12 @@ pub fn main() -> anyhow::Result<()> {
         consumer: args.name.unwrap_or_else(crate::default_consumer_name),
         ..crate::Config::default()
     };
-    lab_schema::service::block_on(crate::run(
-        crate::Exercises,
-        config,
-        lab_schema::service::shutdown_signal(),
-    ))
+    lab_schema::service::block_on_threads(
+        Some(threads as usize),
+        crate::run(
+            crate::Exercises,
+            config,
+            lab_schema::service::shutdown_signal(),
+        ),
+    )
 }

@@ -4,7 +4,6 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use lab_schema::{job_field, keys};
 use redis::aio::ConnectionManager;
 
 pub use crate::delivery::Job;
@@ -87,6 +86,9 @@ pub struct JobContext {
     pub(crate) provider: ProviderClient,
     pub(crate) consumer: Arc<str>,
     pub(crate) instance: Arc<str>,
+    /// What [`JobContext::record_idempotency`] recorded: written with the
+    /// delivery's outcome (its acknowledgement, or the end of a failed attempt).
+    pub(crate) idempotency: Option<String>,
 }
 
 impl JobContext {
@@ -136,14 +138,10 @@ impl JobContext {
     }
 
     /// Records in the job's metadata which guard handled this delivery,
-    /// e.g. `"not-implemented"` or `"claimed"`.
-    pub async fn record_idempotency(&mut self, job: &Job, outcome: &str) -> anyhow::Result<()> {
-        let _: () = redis::cmd("HSET")
-            .arg(keys::job(&job.job_id))
-            .arg(job_field::IDEMPOTENCY)
-            .arg(outcome)
-            .query_async(&mut self.redis)
-            .await?;
+    /// e.g. `"not-implemented"` or `"claimed"`. (It is written together with
+    /// the delivery's outcome, when `process_job` returns.)
+    pub async fn record_idempotency(&mut self, _job: &Job, outcome: &str) -> anyhow::Result<()> {
+        self.idempotency = Some(outcome.to_string());
         Ok(())
     }
 

@@ -5,17 +5,19 @@
 //! effect failed, attempt failed, acknowledged, dead-lettered) is written here,
 //! and only here: the job's and the run's counters, and the run's event log
 //! (`events:<runId>`, served as `GET /runs/{runId}/events`). Each outcome rides
-//! in a pipeline or script the worker sends anyway, except the start of an
-//! attempt: it is written on its own before the handler runs (one round trip
-//! per delivery), so a run never counts as settled while an attempt is under way.
+//! in a pipeline or script the worker sends anyway. The starts of the attempts
+//! of one read are written together ([`record_starts`]), before their handlers
+//! run, so a run never counts as settled while an attempt is under way; the
+//! acknowledgements of many deliveries go in one script ([`Scripts::acknowledge`]),
+//! which also pushes back the expiry of each run's records once per batch.
 //!
 //! Acknowledging and dead-lettering are Lua scripts, because they count an
 //! entry only when their XACK succeeds (another worker may hold a copy). Field
 //! names reach the scripts as arguments, never by editing the script's text.
 
 use lab_schema::{
-    Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, job_field,
-    keys, metrics, record, run_field,
+    Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, event_log,
+    job_field, keys, metrics, record, run_field,
 };
 
 use crate::delivery::Job;
@@ -23,8 +25,6 @@ use crate::delivery::Job;
 /// One thing that happened to a delivery.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome<'a> {
-    /// The attempt started: it is in flight until it returns (`attempts:<runId>`).
-    AttemptStarted { instance: &'a str, started_ms: u64 },
     /// The delivery is counted: status `processing`, `processAttempts` + 1.
     Delivered,
     /// The side effect was applied: a ledger entry, the job's `effects` + 1, an event.
@@ -63,45 +63,40 @@ impl Outcome<'_> {
         let run_key = keys::run(&job.run_id);
         let attempt = |started_ms| Attempt::field(&job.delivery_id, consumer, started_ms);
         match *self {
-            Outcome::AttemptStarted {
-                instance,
-                started_ms,
-            } => {
-                let attempts = keys::attempts(&job.run_id);
-                pipe.hset(
-                    &attempts,
-                    attempt(started_ms),
-                    Attempt::value(&job.job_id, instance, started_ms),
-                )
-                .expire(&attempts, RECORD_TTL_SECS as i64)
-                .ignore();
-                count(pipe, metrics::DELIVERIES, job, ("worker", consumer));
-            }
             Outcome::Delivered => {
                 pipe.hset(&job_key, job_field::STATUS, JobStatus::Processing.as_str())
                     .ignore()
                     .hincr(&job_key, job_field::PROCESS_ATTEMPTS, 1)
                     .hincr(&run_key, run_field::ATTEMPTS, 1)
                     .ignore();
-                push_event(pipe, job, EventKind::Delivery, consumer, "");
+                // Acknowledged next (or ended as a failure, which pushes the expiry back).
+                record::append_event(pipe, event_of(job, consumer), EventKind::Delivery, "");
             }
             Outcome::EffectApplied => {
                 record::record_effect(pipe, event_of(job, consumer), "");
             }
             Outcome::DuplicateSkipped { claim_key } => {
-                pipe.hset(
+                pipe.hset_multiple(
                     &job_key,
-                    job_field::IDEMPOTENCY,
-                    Idempotency::DuplicateSkipped.as_str(),
+                    &[
+                        (
+                            job_field::IDEMPOTENCY,
+                            Idempotency::DuplicateSkipped.as_str(),
+                        ),
+                        (job_field::CLAIM_KEY, claim_key),
+                    ],
                 )
-                .ignore()
-                .hset(&job_key, job_field::CLAIM_KEY, claim_key)
                 .ignore()
                 .hincr(&job_key, job_field::DUPLICATE_SKIPS, 1)
                 .hincr(&run_key, run_field::DUPLICATE_SKIPS, 1)
                 .ignore();
                 count(pipe, metrics::DUPLICATE_SKIPS, job, ("worker", consumer));
-                push_event(pipe, job, EventKind::DuplicateSkip, consumer, claim_key);
+                record::append_event(
+                    pipe,
+                    event_of(job, consumer),
+                    EventKind::DuplicateSkip,
+                    claim_key,
+                );
             }
             Outcome::EffectFailed { detail } => {
                 pipe.hincr(&job_key, job_field::EFFECT_FAILURES, 1);
@@ -143,6 +138,57 @@ impl Outcome<'_> {
     }
 }
 
+/// The starts of the attempts of one read, in one write per run before their
+/// handlers run: each attempt is in flight until it returns (`attempts:<runId>`),
+/// and counted in `GET /metrics`.
+pub(crate) fn record_starts(
+    pipe: &mut redis::Pipeline,
+    jobs: &[&Job],
+    consumer: &str,
+    instance: &str,
+    started_ms: u64,
+) {
+    let mut by_run: Vec<(&str, Vec<(String, String)>)> = Vec::new();
+    let mut by_exercise: Vec<(u8, u64)> = Vec::new();
+    for job in jobs {
+        let field = Attempt::field(&job.delivery_id, consumer, started_ms);
+        let value = Attempt::value(&job.job_id, instance, started_ms);
+        match by_run.iter_mut().find(|(run, _)| *run == job.run_id) {
+            Some((_, fields)) => fields.push((field, value)),
+            None => by_run.push((&job.run_id, vec![(field, value)])),
+        }
+        match by_exercise
+            .iter_mut()
+            .find(|(n, _)| *n == job.exercise.number())
+        {
+            Some((_, count)) => *count += 1,
+            None => by_exercise.push((job.exercise.number(), 1)),
+        }
+    }
+    for (run_id, fields) in &by_run {
+        let attempts = keys::attempts(run_id);
+        pipe.hset_multiple(&attempts, fields)
+            .ignore()
+            .expire(&attempts, RECORD_TTL_SECS as i64)
+            .ignore();
+    }
+    for (exercise, count) in by_exercise {
+        let exercise = exercise.to_string();
+        let series = metrics::series(
+            metrics::DELIVERIES,
+            &[("exercise", &exercise), ("worker", consumer)],
+        );
+        pipe.hincr(metrics::COUNTERS, series, count).ignore();
+    }
+}
+
+/// Adds "set the job's `idempotency` to `value`" to `pipe` (no answer kept): what
+/// `process_job` recorded with `ctx.record_idempotency`, written with the outcome.
+pub(crate) fn record_idempotency(pipe: &mut redis::Pipeline, job: &Job, value: &str) {
+    pipe.hset(keys::job(&job.job_id), job_field::IDEMPOTENCY, value)
+        .ignore();
+}
+
 /// Adds this delivery's event to `pipe` (see [`lab_schema::record::push_event`]).
 fn push_event(
     pipe: &mut redis::Pipeline,
@@ -166,47 +212,67 @@ pub(crate) fn event_of<'a>(job: &'a Job, consumer: &'a str) -> record::EventOf<'
 
 /// The acknowledged outcome: acknowledges entries, counts each entry of a run
 /// once (a redelivered copy acknowledged later finds XACK answering 0), ends
-/// the attempts, marks the job completed once every submission is done, and
-/// refreshes the records' expiry.
+/// the attempts, writes the guard the handler recorded, marks the job completed
+/// once every submission is done, and pushes back the records' expiry. What
+/// belongs to a run (its counters, attempts, ledger and event log) is written
+/// once per run per batch, not once per entry.
 ///
-/// KEYS: stream, then (job, run, ledger, attempts) per entry, then the metrics
-/// counters (last).
-/// ARGV: group, ttl, then the field names (done, dead, submissions, status), the
-/// completed status, the run's processed field, the acknowledged counter's
-/// series, then (entry id, attempt field) per entry.
+/// KEYS: stream, metrics counters, then (run, ledger, attempts, events) per run,
+/// then the job of each entry.
+/// ARGV: group, records' ttl, events' ttl, the field names (done, dead,
+/// submissions, status, idempotency), the completed status, the run's processed
+/// field, the acknowledged counter's series, the number of runs, then (entry id,
+/// attempt field, run number from 1, idempotency or '') per entry.
 const ACK_SCRIPT: &str = r"
-local group, ttl = ARGV[1], ARGV[2]
-local f_done, f_dead, f_submissions, f_status = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local completed, f_processed, f_acked = ARGV[7], ARGV[8], ARGV[9]
-local first = 10
-local acked = 0
-for i = first, #ARGV, 2 do
-  local k = 4 * ((i - first) / 2) + 1
-  local job_key, run_key, ledger_key, attempts_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local id, attempt = ARGV[i], ARGV[i + 1]
-  if redis.call('XACK', KEYS[1], group, id) == 1 then
-    redis.call('XDEL', KEYS[1], id)
-    acked = acked + 1
+local stream, counters = KEYS[1], KEYS[2]
+local group, ttl, events_ttl = ARGV[1], ARGV[2], ARGV[3]
+local f_done, f_dead, f_submissions, f_status, f_idem = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local completed, f_processed, f_acked = ARGV[9], ARGV[10], ARGV[11]
+local runs = tonumber(ARGV[12])
+local first_job = 3 + 4 * runs
+local processed, attempts, acked_ids = {}, {}, {}
+local n = 0
+for i = 13, #ARGV, 4 do
+  local job_key = KEYS[first_job + n]
+  n = n + 1
+  local id, attempt, run, idem = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  if redis.call('XACK', stream, group, id) == 1 then
+    acked_ids[#acked_ids + 1] = id
     redis.call('HINCRBY', job_key, f_done, 1)
-    redis.call('HINCRBY', run_key, f_processed, 1)
+    processed[run] = (processed[run] or 0) + 1
   end
-  redis.call('HDEL', attempts_key, attempt)
+  local ended = attempts[run] or {}
+  ended[#ended + 1] = attempt
+  attempts[run] = ended
+  if idem ~= '' then
+    redis.call('HSET', job_key, f_idem, idem)
+  end
   -- Also when XACK answered 0 (another copy was acknowledged first): this
   -- delivery may have set the status back to processing after that ack.
-  local done = tonumber(redis.call('HGET', job_key, f_done) or '0')
-  local dead = tonumber(redis.call('HGET', job_key, f_dead) or '0')
-  local submitted = tonumber(redis.call('HGET', job_key, f_submissions) or '0')
-  if done + dead >= submitted then
+  local counts = redis.call('HMGET', job_key, f_done, f_dead, f_submissions)
+  if (tonumber(counts[1]) or 0) + (tonumber(counts[2]) or 0) >= (tonumber(counts[3]) or 0) then
     redis.call('HSET', job_key, f_status, completed)
   end
   redis.call('EXPIRE', job_key, ttl)
+end
+if #acked_ids > 0 then
+  redis.call('XDEL', stream, unpack(acked_ids))
+  redis.call('HINCRBY', counters, f_acked, #acked_ids)
+end
+for r = 1, runs do
+  local run_key, ledger_key, attempts_key, events_key = KEYS[4 * r - 1], KEYS[4 * r], KEYS[4 * r + 1], KEYS[4 * r + 2]
+  if processed[r] then
+    redis.call('HINCRBY', run_key, f_processed, processed[r])
+  end
+  if attempts[r] then
+    redis.call('HDEL', attempts_key, unpack(attempts[r]))
+  end
   redis.call('EXPIRE', run_key, ttl)
   redis.call('EXPIRE', ledger_key, ttl)
+  redis.call('EXPIRE', attempts_key, ttl)
+  redis.call('EXPIRE', events_key, events_ttl)
 end
-if acked > 0 then
-  redis.call('HINCRBY', KEYS[#KEYS], f_acked, acked)
-end
-return acked
+return #acked_ids
 ";
 
 /// The dead-lettered outcome: moves one entry to the dead-letter stream, once
@@ -250,6 +316,8 @@ pub(crate) struct Finished {
     pub(crate) run_id: String,
     /// The attempt's field in `attempts:<runId>` (see `lab_schema::Attempt::field`).
     pub(crate) attempt: String,
+    /// What `process_job` recorded with `ctx.record_idempotency`, if anything.
+    pub(crate) idempotency: Option<String>,
 }
 
 /// An entry to move to `jobs:dead`.
@@ -272,33 +340,56 @@ impl Scripts {
 
     /// Acknowledges a batch of finished deliveries in one round trip; returns
     /// how many entries this call acknowledged first.
-    pub(crate) async fn acknowledge(
+    pub(crate) async fn acknowledge<'a>(
         &self,
         redis: &mut impl redis::aio::ConnectionLike,
-        batch: &[Finished],
+        batch: &'a [Finished],
     ) -> redis::RedisResult<u64> {
+        let mut runs: Vec<&str> = Vec::new();
+        let run_number =
+            |runs: &mut Vec<&'a str>, run_id: &'a str| match runs.iter().position(|r| *r == run_id)
+            {
+                Some(index) => index + 1,
+                None => {
+                    runs.push(run_id);
+                    runs.len()
+                }
+            };
+        let numbers: Vec<usize> = batch
+            .iter()
+            .map(|done| run_number(&mut runs, &done.run_id))
+            .collect();
         let mut invocation = self.ack.prepare_invoke();
         invocation
             .key(keys::JOB_STREAM)
+            .key(metrics::COUNTERS)
             .arg(keys::WORKER_GROUP)
             .arg(RECORD_TTL_SECS)
+            .arg(event_log::TTL_SECS)
             .arg(job_field::DELIVERIES_DONE)
             .arg(job_field::DEAD_LETTERED)
             .arg(job_field::SUBMISSIONS)
             .arg(job_field::STATUS)
+            .arg(job_field::IDEMPOTENCY)
             .arg(JobStatus::Completed.as_str())
             .arg(run_field::PROCESSED)
-            .arg(metrics::ACKNOWLEDGED);
-        for done in batch {
+            .arg(metrics::ACKNOWLEDGED)
+            .arg(runs.len());
+        for run_id in &runs {
+            invocation
+                .key(keys::run(run_id))
+                .key(keys::ledger(run_id))
+                .key(keys::attempts(run_id))
+                .key(keys::events(run_id));
+        }
+        for (done, number) in batch.iter().zip(numbers) {
             invocation
                 .key(keys::job(&done.job_id))
-                .key(keys::run(&done.run_id))
-                .key(keys::ledger(&done.run_id))
-                .key(keys::attempts(&done.run_id))
                 .arg(&done.delivery_id)
-                .arg(&done.attempt);
+                .arg(&done.attempt)
+                .arg(number)
+                .arg(done.idempotency.as_deref().unwrap_or(""));
         }
-        invocation.key(metrics::COUNTERS);
         invocation.invoke_async(redis).await
     }
 

@@ -1,6 +1,7 @@
 //! One delivery, from start to end: parse the entry, dead-letter it when it
-//! can never succeed, otherwise record the attempt, run the handler and queue
-//! the acknowledgement. Plumbing: students need not edit this file.
+//! can never succeed, otherwise record the attempt (with the others of the same
+//! read), run the handler and queue the acknowledgement. Plumbing: students
+//! need not edit this file.
 
 use std::sync::{Arc, LazyLock};
 
@@ -8,25 +9,52 @@ use lab_schema::{Attempt, now_ms};
 use redis::streams::StreamId;
 
 use super::Shared;
+use super::leases::InFlight;
 use crate::Handler;
 use crate::context::{DeadLetterNow, JobContext, RetryLater};
 use crate::delivery::Job;
-use crate::outcomes::{DeadLetter, Finished, Outcome};
+use crate::outcomes::{self, DeadLetter, Finished, Outcome};
 
-/// Handles one delivery of `entry`, its `deliveries`-th (1: the first).
-pub(crate) async fn handle_delivery<H: Handler>(
-    shared: &Arc<Shared<H>>,
+/// A delivery that is about to run: parsed, within its delivery limit, and
+/// marked in flight in this process.
+pub(crate) struct Ready {
     entry: StreamId,
+    job: Job,
     deliveries: u64,
-) {
-    // An entry this process is still working on (claimed again after a Redis
-    // hiccup delayed its lease renewal) is not run a second time here.
+    in_flight: InFlight,
+}
+
+/// What an entry just read becomes.
+pub(crate) enum Prepared {
+    /// It runs (once its start is recorded, see [`start`]).
+    Ready(Ready),
+    /// It never can: it goes to the dead-letter stream.
+    DeadLetter {
+        entry: StreamId,
+        job: Option<Job>,
+        reason: String,
+        deliveries: u64,
+    },
+    /// This process is still working on it (claimed again after a Redis hiccup
+    /// delayed its lease renewal): it is not run a second time here.
+    AlreadyInFlight,
+}
+
+/// Reads the `deliveries`-th delivery (1: the first) of `entry`.
+pub(crate) fn prepare<H>(shared: &Shared<H>, entry: StreamId, deliveries: u64) -> Prepared {
     let Some(in_flight) = shared.in_flight.start(&entry.id) else {
-        return;
+        return Prepared::AlreadyInFlight;
     };
     let job = match Job::from_entry(&entry) {
         Ok(job) => job,
-        Err(reason) => return dead_letter(shared, &entry, None, &reason, deliveries).await,
+        Err(reason) => {
+            return Prepared::DeadLetter {
+                entry,
+                job: None,
+                reason,
+                deliveries,
+            };
+        }
     };
     let max = shared.config.max_deliveries;
     if deliveries > max {
@@ -34,28 +62,87 @@ pub(crate) async fn handle_delivery<H: Handler>(
             "the handler failed on each of its {max} deliveries (--max-deliveries {max}); \
              see the worker log for the errors"
         );
-        return dead_letter(shared, &entry, Some(&job), &reason, deliveries).await;
+        return Prepared::DeadLetter {
+            entry,
+            job: Some(job),
+            reason,
+            deliveries,
+        };
     }
-    tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, exercise = job.exercise.number(), "delivery received");
-    // The attempt is recorded before the handler runs, so a run is never
-    // reported settled while one of its attempts is still under way.
-    let started_ms = now_ms();
-    if let Err(err) = record(
-        shared,
-        &job,
-        Outcome::AttemptStarted {
-            instance: &shared.instance,
-            started_ms,
-        },
-    )
-    .await
-    {
-        tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, error = %err, "could not record the attempt; it will be redelivered");
-        // Redis may have written it and lost only the answer: end it for sure.
-        let error = format!("could not record the attempt: {err}");
-        end_failed_attempt(shared, job, error, started_ms);
+    Prepared::Ready(Ready {
+        entry,
+        job,
+        deliveries,
+        in_flight,
+    })
+}
+
+/// Moves an entry that can never succeed to the dead-letter stream.
+pub(crate) async fn reject<H>(
+    shared: &Shared<H>,
+    entry: StreamId,
+    job: Option<Job>,
+    reason: String,
+    deliveries: u64,
+) {
+    dead_letter(shared, &entry, job.as_ref(), &reason, deliveries).await;
+}
+
+/// Records the start of every attempt of `ready` in one round trip, then runs
+/// each in a task of its own (which gives its permit back when it ends). The
+/// starts are recorded before any handler runs, so a run is never reported
+/// settled while one of its attempts is still under way.
+pub(crate) async fn start<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    ready: Vec<(Ready, tokio::sync::OwnedSemaphorePermit)>,
+) {
+    if ready.is_empty() {
         return;
     }
+    let started_ms = now_ms();
+    let mut pipe = redis::pipe();
+    let jobs: Vec<&Job> = ready.iter().map(|(r, _)| &r.job).collect();
+    outcomes::record_starts(
+        &mut pipe,
+        &jobs,
+        &shared.consumer,
+        &shared.instance,
+        started_ms,
+    );
+    let mut redis = shared.redis.clone();
+    let recorded: redis::RedisResult<()> = pipe.query_async(&mut redis).await;
+    for (ready, permit) in ready {
+        if let Err(err) = &recorded {
+            let job = ready.job;
+            tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, error = %err, "could not record the attempt; it will be redelivered");
+            // Redis may have written it and lost only the answer: end it for sure.
+            let error = format!("could not record the attempt: {err}");
+            let ended = Ended {
+                started_ms,
+                idempotency: None,
+            };
+            end_failed_attempt(shared, job, error, ended);
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            run(&shared, ready, started_ms).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Runs the handler on one delivery whose start is recorded, then queues its
+/// acknowledgement or records how it ended.
+async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64) {
+    let Ready {
+        entry,
+        job,
+        deliveries,
+        in_flight,
+    } = ready;
+    let max = shared.config.max_deliveries;
+    tracing::debug!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, exercise = job.exercise.number(), "delivery received");
     let mut ctx = JobContext {
         redis: shared.redis.clone(),
         pipeline: job
@@ -68,14 +155,21 @@ pub(crate) async fn handle_delivery<H: Handler>(
         provider: shared.provider.clone(),
         consumer: shared.consumer.clone(),
         instance: shared.instance.clone(),
+        idempotency: None,
     };
     // The handler runs in a task of its own, so a panic in it (an `unwrap()` on
     // a surprise) ends this attempt as a failure instead of losing track of it.
-    let handled = {
+    let (handled, idempotency) = {
         let (shared, job) = (shared.clone(), job.clone());
-        tokio::spawn(async move { shared.handler.handle(&mut ctx, &job).await })
-            .await
-            .unwrap_or_else(|err| Err(anyhow::anyhow!("the handler panicked: {}", panic_text(err))))
+        tokio::spawn(async move {
+            let handled = shared.handler.handle(&mut ctx, &job).await;
+            (handled, ctx.idempotency.take())
+        })
+        .await
+        .unwrap_or_else(|err| {
+            let panic = anyhow::anyhow!("the handler panicked: {}", panic_text(err));
+            (Err(panic), None)
+        })
     };
     match handled {
         Ok(()) => {
@@ -85,13 +179,18 @@ pub(crate) async fn handle_delivery<H: Handler>(
                 job_id: job.job_id,
                 run_id: job.run_id,
                 attempt,
+                idempotency,
             });
         }
         Err(err) if err.downcast_ref::<RetryLater>().is_some() => {
             // Not a failure: the lease renewal must stop first, or it would reset
             // the idle time this sets.
             drop(in_flight);
-            retry_later(shared, &job, &err.to_string(), deliveries, started_ms).await;
+            let ended = Ended {
+                started_ms,
+                idempotency,
+            };
+            retry_later(shared, &job, &err.to_string(), deliveries, ended).await;
         }
         Err(err) if err.downcast_ref::<DeadLetterNow>().is_some() => {
             let reason = err
@@ -99,13 +198,17 @@ pub(crate) async fn handle_delivery<H: Handler>(
                 .map(|d| d.reason.clone())
                 .unwrap_or_default();
             drop(in_flight);
-            let ended = Outcome::AttemptFailed {
+            let failed = Outcome::AttemptFailed {
                 error: &reason,
                 started_ms,
             };
-            if let Err(err) = record(shared, &job, ended).await {
+            if let Err(err) = record(shared, &job, failed, idempotency.as_deref()).await {
                 // Not dead-lettered now: it comes back, and asks again.
-                end_failed_attempt(shared, job, format!("{reason} ({err})"), started_ms);
+                let ended = Ended {
+                    started_ms,
+                    idempotency,
+                };
+                end_failed_attempt(shared, job, format!("{reason} ({err})"), ended);
                 return;
             }
             dead_letter(shared, &entry, Some(&job), &reason, deliveries).await;
@@ -120,7 +223,11 @@ pub(crate) async fn handle_delivery<H: Handler>(
                 error,
                 "process_job failed: not acknowledged, so it will be redelivered"
             );
-            end_failed_attempt(shared, job, error, started_ms);
+            let ended = Ended {
+                started_ms,
+                idempotency,
+            };
+            end_failed_attempt(shared, job, error, ended);
         }
     }
 }
@@ -154,14 +261,18 @@ async fn retry_later<H: Handler>(
     job: &Job,
     reason: &str,
     deliveries: u64,
-    started_ms: u64,
+    ended: Ended,
 ) {
+    let started_ms = ended.started_ms;
     let config = &shared.config;
     let retry_after = super::retry_after(config);
     let idle = config.claim_idle.saturating_sub(retry_after);
     tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, retry_in_ms = retry_after.as_millis() as u64, reason, "not yet: delivering this again later");
     let mut pipe = redis::pipe();
     Outcome::RetryLater { reason, started_ms }.record(&mut pipe, job, &shared.consumer);
+    if let Some(value) = &ended.idempotency {
+        outcomes::record_idempotency(&mut pipe, job, value);
+    }
     let mut redis = shared.redis.clone();
     // The script on its own, not in the pipeline: invoke_async loads it into
     // Redis when Redis does not know it yet (a pipeline would fail with NOSCRIPT).
@@ -184,28 +295,31 @@ async fn retry_later<H: Handler>(
         }
         Err(err) => {
             tracing::warn!(error = %err, job_id = %job.job_id, "could not schedule the retry; the entry comes back after the claim idle time");
-            end_failed_attempt(shared, job.clone(), err.to_string(), started_ms);
+            end_failed_attempt(shared, job.clone(), err.to_string(), ended);
         }
     }
+}
+
+/// An attempt that ended without an acknowledgement: when it started, and the
+/// guard its handler recorded (`ctx.record_idempotency`), written with its end.
+struct Ended {
+    started_ms: u64,
+    idempotency: Option<String>,
 }
 
 /// Records that a failed attempt has ended. It must not stay "in flight", or its
 /// run never settles; Redis may be the very reason it failed, so the record is
 /// retried in the background while Redis comes back.
-fn end_failed_attempt<H: Handler>(
-    shared: &Arc<Shared<H>>,
-    job: Job,
-    error: String,
-    started_ms: u64,
-) {
+fn end_failed_attempt<H: Handler>(shared: &Arc<Shared<H>>, job: Job, error: String, ended: Ended) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let mut backoff = super::redis_backoff();
-        let ended = Outcome::AttemptFailed {
+        let failed = Outcome::AttemptFailed {
             error: &error,
-            started_ms,
+            started_ms: ended.started_ms,
         };
-        while let Err(err) = record(&shared, &job, ended).await {
+        let idempotency = ended.idempotency.as_deref();
+        while let Err(err) = record(&shared, &job, failed, idempotency).await {
             if backoff.failures() >= 10 {
                 tracing::warn!(error = %err, job_id = %job.job_id, "could not record the end of a failed attempt");
                 break;
@@ -215,9 +329,18 @@ fn end_failed_attempt<H: Handler>(
     });
 }
 
-async fn record<H>(shared: &Shared<H>, job: &Job, outcome: Outcome<'_>) -> redis::RedisResult<()> {
+/// Writes `outcome`, and the guard the handler recorded, if any.
+async fn record<H>(
+    shared: &Shared<H>,
+    job: &Job,
+    outcome: Outcome<'_>,
+    idempotency: Option<&str>,
+) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     outcome.record(&mut pipe, job, &shared.consumer);
+    if let Some(value) = idempotency {
+        outcomes::record_idempotency(&mut pipe, job, value);
+    }
     let mut redis = shared.redis.clone();
     let _: (u64,) = pipe.query_async(&mut redis).await?;
     Ok(())

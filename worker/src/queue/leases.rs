@@ -14,7 +14,7 @@
 //! replaced by a new one of the same name will never finish it.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lab_schema::keys;
@@ -26,17 +26,17 @@ use super::Shared;
 pub(crate) struct InFlightSet(Mutex<HashSet<String>>);
 
 /// Marks one entry as in flight for as long as it lives.
-pub(crate) struct InFlight<'a> {
-    set: &'a InFlightSet,
+pub(crate) struct InFlight {
+    set: Arc<InFlightSet>,
     id: String,
 }
 
 impl InFlightSet {
     /// `None` when this process is already working on the entry.
-    pub(crate) fn start(&self, id: &str) -> Option<InFlight<'_>> {
+    pub(crate) fn start(self: &Arc<Self>, id: &str) -> Option<InFlight> {
         let fresh = self.0.lock().unwrap().insert(id.to_string());
         fresh.then(|| InFlight {
-            set: self,
+            set: self.clone(),
             id: id.to_string(),
         })
     }
@@ -46,7 +46,7 @@ impl InFlightSet {
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.set.0.lock().unwrap().remove(&self.id);
     }

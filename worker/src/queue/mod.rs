@@ -61,7 +61,7 @@ pub(crate) struct Shared<H> {
     pub(crate) redis: redis::aio::ConnectionManager,
     pub(crate) acks: mpsc::UnboundedSender<crate::outcomes::Finished>,
     pub(crate) scripts: Scripts,
-    pub(crate) in_flight: leases::InFlightSet,
+    pub(crate) in_flight: Arc<leases::InFlightSet>,
     pub(crate) provider: crate::provider::ProviderClient,
     /// The exercise code this worker runs (`worker-code` field).
     pub(crate) code: String,
@@ -111,7 +111,7 @@ pub async fn run<H: Handler>(
         redis,
         acks: ack_tx,
         scripts: Scripts::new(),
-        in_flight: leases::InFlightSet::default(),
+        in_flight: Arc::default(),
         provider: crate::provider::ProviderClient::new(&config.provider_url)?,
         code: code.to_field(),
     });
@@ -194,17 +194,30 @@ pub async fn run<H: Handler>(
             }
         };
         let mut first = Some(first);
+        let mut ready = Vec::with_capacity(entries.len());
         for (entry, deliveries) in entries {
             let permit = match first.take() {
                 Some(permit) => permit,
                 None => slots.clone().acquire_owned().await?,
             };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                deliver::handle_delivery(&shared, entry, deliveries).await;
-                drop(permit);
-            });
+            match deliver::prepare(&shared, entry, deliveries) {
+                deliver::Prepared::Ready(delivery) => ready.push((delivery, permit)),
+                deliver::Prepared::DeadLetter {
+                    entry,
+                    job,
+                    reason,
+                    deliveries,
+                } => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        deliver::reject(&shared, entry, job, reason, deliveries).await;
+                        drop(permit);
+                    });
+                }
+                deliver::Prepared::AlreadyInFlight => drop(permit),
+            }
         }
+        deliver::start(&shared, ready).await;
     }
 
     // Shutdown: wait until every in-flight delivery has finished, then flush the acks.

@@ -60,6 +60,17 @@ pub struct Drain {
     pub share_of_ceiling: f64,
     /// The commands of the mix, per delivery (name -> calls per delivery).
     pub command_mix: BTreeMap<String, f64>,
+    /// Redis's time executing each command, per delivery (name -> microseconds;
+    /// parsing and network not included).
+    pub command_usec: BTreeMap<String, f64>,
+    /// Redis's memory after the drain minus before the submissions, per job:
+    /// everything a job leaves behind (its record, claim, events, ledger entries).
+    pub redis_bytes_per_job: f64,
+    /// `MEMORY USAGE` of one job's record (`job:<jobId>`).
+    pub job_record_bytes: u64,
+    /// `MEMORY USAGE` of one job's idempotency claim (`processed:<pipeline>:<jobId>`),
+    /// when the code wrote one.
+    pub claim_bytes: Option<u64>,
 }
 
 /// How the drains run.
@@ -82,14 +93,17 @@ pub async fn drain(code: &Code, options: &Options, ceiling: &mut Ceiling) -> any
     })
     .await;
     let api = stack.client();
+    // Ids as long as the demo's (`load-1795384698808-fbb3bd-job-7`), so the
+    // memory figures are the class's.
     let run_id = format!(
-        "drain-{}-{}",
-        code.exercise.number(),
-        code.label.replace(' ', "-")
+        "drain-{}-{:06x}",
+        lab_schema::now_ms(),
+        std::process::id() & 0xff_ffff
     );
+    let mut redis = stack.redis().await;
+    let memory_before = used_memory(&mut redis).await?;
     submit(&api, code.exercise, &run_id, options).await?;
 
-    let mut redis = stack.redis().await;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut redis)
@@ -167,9 +181,29 @@ pub async fn drain(code: &Code, options: &Options, ceiling: &mut Ceiling) -> any
         .arg(run_field::DUPLICATE_SKIPS)
         .query_async(&mut redis)
         .await?;
+    let first_job = format!("{run_id}-job-1");
+    let memory = |key: String| {
+        let mut cmd = redis::cmd("MEMORY");
+        cmd.arg("USAGE").arg(key).arg("SAMPLES").arg(0);
+        cmd
+    };
+    let job_record_bytes: Option<u64> = memory(keys::job(&first_job))
+        .query_async(&mut redis)
+        .await?;
+    let claim_bytes: Option<u64> = memory(keys::processed("email", &first_job))
+        .query_async(&mut redis)
+        .await?;
+    let redis_bytes_per_job =
+        (used_memory(&mut redis).await? as f64 - memory_before as f64) / f64::from(options.jobs);
     // The stats so far are the drain's (the poll above adds a few HGETs: not counted).
+    let command_usec: BTreeMap<String, f64> = stats
+        .iter()
+        .filter(|(_, calls, _)| *calls > 0)
+        .map(|(name, _, usec)| (name.clone(), *usec as f64 / total as f64))
+        .collect();
     let command_mix: BTreeMap<String, f64> = stats
         .into_iter()
+        .map(|(name, calls, _)| (name, calls))
         // The bench's own calls and the workers' start-up are not the mix.
         .filter(|(name, _)| {
             let base = name.split('|').next().unwrap_or(name);
@@ -212,6 +246,10 @@ pub async fn drain(code: &Code, options: &Options, ceiling: &mut Ceiling) -> any
         redis_ceiling_per_sec,
         share_of_ceiling: deliveries_per_sec / redis_ceiling_per_sec,
         command_mix,
+        command_usec,
+        redis_bytes_per_job,
+        job_record_bytes: job_record_bytes.unwrap_or(0),
+        claim_bytes,
     })
 }
 
@@ -248,6 +286,15 @@ async fn submit(
     Ok(())
 }
 
+/// Redis's memory in use (`INFO memory`), in bytes.
+async fn used_memory(redis: &mut impl redis::aio::ConnectionLike) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(redis).await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("INFO memory has no used_memory"))
+}
+
 /// Redis's CPU time so far (user + system), in seconds.
 async fn redis_cpu_secs(redis: &mut impl redis::aio::ConnectionLike) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(redis).await?;
@@ -260,10 +307,11 @@ async fn redis_cpu_secs(redis: &mut impl redis::aio::ConnectionLike) -> anyhow::
     Ok(field("used_cpu_user") + field("used_cpu_sys"))
 }
 
-/// Calls per command since the last `CONFIG RESETSTAT` (`INFO commandstats`).
+/// Calls and microseconds per command since the last `CONFIG RESETSTAT` (`INFO
+/// commandstats`; a script's time includes the commands it runs).
 async fn command_stats(
     redis: &mut impl redis::aio::ConnectionLike,
-) -> anyhow::Result<Vec<(String, u64)>> {
+) -> anyhow::Result<Vec<(String, u64, u64)>> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(redis)
@@ -272,8 +320,12 @@ async fn command_stats(
         .lines()
         .filter_map(|line| {
             let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-            Some((name.to_string(), calls.parse().ok()?))
+            let field = |key: &str| rest.split(',').find_map(|kv| kv.strip_prefix(key));
+            Some((
+                name.to_string(),
+                field("calls=")?.parse().ok()?,
+                field("usec=")?.parse().ok()?,
+            ))
         })
         .collect())
 }

@@ -184,6 +184,18 @@ fn print_table(args: &Args, drains: &[Drain], guarded: Option<f64>, ceiling: &Ce
             d.share_of_ceiling * 100.0
         );
     }
+    for d in drains {
+        println!(
+            "memory, {} of exercise {}: {:.0} bytes per job in Redis after the drain (job record {} bytes{})",
+            d.code,
+            d.exercise,
+            d.redis_bytes_per_job,
+            d.job_record_bytes,
+            d.claim_bytes
+                .map(|b| format!(", claim processed:<pipeline>:<jobId> {b} bytes"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(ratio) = guarded {
         println!("guarded_to_starter={ratio:.2} (exercise 1's reference solution / the starter)");
     }

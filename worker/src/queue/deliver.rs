@@ -157,20 +157,12 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
         instance: shared.instance.clone(),
         idempotency: None,
     };
-    // The handler runs in a task of its own, so a panic in it (an `unwrap()` on
-    // a surprise) ends this attempt as a failure instead of losing track of it.
-    let (handled, idempotency) = {
-        let (shared, job) = (shared.clone(), job.clone());
-        tokio::spawn(async move {
-            let handled = shared.handler.handle(&mut ctx, &job).await;
-            (handled, ctx.idempotency.take())
-        })
+    // A panic in the handler (an `unwrap()` on a surprise) ends this attempt as
+    // a failure instead of losing track of it.
+    let handled = CatchPanic(std::pin::pin!(shared.handler.handle(&mut ctx, &job)))
         .await
-        .unwrap_or_else(|err| {
-            let panic = anyhow::anyhow!("the handler panicked: {}", panic_text(err));
-            (Err(panic), None)
-        })
-    };
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("the handler panicked: {panic}")));
+    let idempotency = ctx.idempotency.take();
     match handled {
         Ok(()) => {
             let attempt = Attempt::field(&job.delivery_id, &shared.consumer, started_ms);
@@ -379,14 +371,25 @@ async fn dead_letter<H>(
     }
 }
 
-/// The message of a panic, as far as it is text.
-fn panic_text(err: tokio::task::JoinError) -> String {
-    match err.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".to_string()),
-        Err(err) => err.to_string(),
+/// A future that turns a panic while it runs into an error with the panic's
+/// message (as far as it is text).
+struct CatchPanic<'a, F>(std::pin::Pin<&'a mut F>);
+
+impl<F: std::future::Future> std::future::Future for CatchPanic<'_, F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => std::task::Poll::Ready(Err(panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_string()))),
+        }
     }
 }

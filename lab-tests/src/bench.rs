@@ -3,8 +3,9 @@
 //! run, next to what Redis itself can do with the same commands. Students need
 //! not edit this file.
 //!
-//! Each code runs on a fresh private `redis-server` (append-only, as `./lab`
-//! runs it) with the API and the provider in this process: `JOBS x COPIES`
+//! Each code runs on a fresh private `redis-server` (as it starts by default;
+//! `--aof`: with the append-only file, as `./lab` and compose run it) with the
+//! API and the provider in this process: `JOBS x COPIES`
 //! submissions go through the API first, then `WORKERS` worker processes
 //! (release build, effect delay 0) start and drain them. The clock runs from
 //! the start of the first worker to the acknowledgement of the last delivery.
@@ -341,8 +342,9 @@ fn process_cpu_secs(pid: u32) -> Option<f64> {
 
 /// Redis's own rate for each command of a mix, measured once per command with
 /// `redis-benchmark` (pipelined, so the network is not the limit).
-#[derive(Default)]
 pub struct Ceiling {
+    /// Requests per `redis-benchmark` run.
+    requests: u32,
     rates: BTreeMap<&'static str, f64>,
     /// Commands measured by a stand-in (the cost of a PING), named for the report.
     pub stand_ins: std::collections::BTreeSet<String>,
@@ -375,6 +377,15 @@ fn benchmark_command(name: &str) -> Option<&'static str> {
 }
 
 impl Ceiling {
+    /// Measures each command with `requests` requests (200 000 give a steady figure).
+    pub fn new(requests: u32) -> Ceiling {
+        Ceiling {
+            requests,
+            rates: BTreeMap::new(),
+            stand_ins: Default::default(),
+        }
+    }
+
     /// Deliveries/s Redis on `port` could serve with `mix` (calls per delivery).
     pub fn deliveries_per_sec(
         &mut self,
@@ -395,7 +406,7 @@ impl Ceiling {
             let rate = match self.rates.get(command) {
                 Some(rate) => *rate,
                 None => {
-                    let rate = redis_benchmark(port, command)?;
+                    let rate = redis_benchmark(port, command, self.requests)?;
                     self.rates.insert(command, rate);
                     rate
                 }
@@ -407,10 +418,11 @@ impl Ceiling {
 }
 
 /// Requests per second `redis-benchmark` measures for one command.
-fn redis_benchmark(port: u16, command: &str) -> anyhow::Result<f64> {
+fn redis_benchmark(port: u16, command: &str, requests: u32) -> anyhow::Result<f64> {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-n", "200000", "-c", "16", "-P", "32", "-r", "100000", "--csv"])
+        .args(["-n", &requests.to_string()])
+        .args(["-c", "16", "-P", "32", "-r", "100000", "--csv"])
         .args(command.split(' '))
         .output()
         .map_err(|err| {

@@ -14,6 +14,9 @@
 //! | `tests/cli.rs` | the demo-runner as a user runs it: formats, exit codes, one-line errors |
 //! | `tests/handout.rs` | each handout's output blocks are what the code prints |
 //! | `tests/native.rs` | the native stack as `./lab` runs it |
+//! | `tests/bench.rs` | the drain benchmark counts what each code did |
+//!
+//! `src/bench.rs` and `src/bin/bench-drain.rs` are `./lab bench drain`, built on this kit.
 
 pub mod bench;
 

@@ -3,11 +3,6 @@
 //!
 //! Run with: `cargo run -p worker -- --redis-url redis://127.0.0.1:6379 --concurrency 8`
 
-/// mimalloc instead of the C library's allocator: a delivery makes many small
-/// allocations (keys, commands, answers), and this allocator makes them cheaper.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     worker::cli::main()
 }

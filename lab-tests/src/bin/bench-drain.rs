@@ -7,6 +7,9 @@ use lab_schema::Exercise;
 use lab_schema::testing::{Profile, built_worker};
 use lab_tests::bench::{Ceiling, Code, Drain, Options, drain};
 
+/// Deliveries in flight per worker unless `--concurrency` says otherwise.
+const DEFAULT_CONCURRENCY: u32 = 256;
+
 const USAGE: &str = "usage: bench-drain [JOBS COPIES] [--workers N] [--exercise N]... [--concurrency N] [--aof] [--json]";
 
 struct Args {
@@ -22,7 +25,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             jobs: 10_000,
             copies: 2,
             workers: 2,
-            worker_args: Vec::new(),
+            // The in-flight limit of a throughput setup; the class keeps the
+            // workers' default (8), see the README.
+            worker_args: vec!["--concurrency".into(), DEFAULT_CONCURRENCY.to_string()],
             persistent: false,
         },
         exercises: Vec::new(),
@@ -107,7 +112,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             binary: built_worker(Some(&exercise.solution_patch()), Profile::Release),
         });
     }
-    let mut ceiling = Ceiling::default();
+    let mut ceiling = Ceiling::new(200_000);
     let mut drains = Vec::new();
     for code in &codes {
         eprintln!(
@@ -145,12 +150,18 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 fn print_table(args: &Args, drains: &[Drain], guarded: Option<f64>, ceiling: &Ceiling) {
     let o = &args.options;
     println!(
-        "drain: {} jobs x {} copies = {} deliveries, {} workers (release, effect delay 0), {}",
+        "drain: {} jobs x {} copies = {} deliveries, {} workers ({}, release, effect delay 0), {}{}",
         o.jobs,
         o.copies,
         u64::from(o.jobs) * u64::from(o.copies),
         o.workers,
-        redis_version()
+        o.worker_args.join(" "),
+        redis_version(),
+        if o.persistent {
+            " with its append-only file"
+        } else {
+            ""
+        }
     );
     println!(
         "{:<10} {:>8} {:>8} {:>13} {:>8} {:>7} {:>13} {:>11} {:>12} {:>13} {:>9}",

@@ -10,7 +10,8 @@
 # Everything it started is stopped and removed on exit, pass or fail.
 #
 # Settings: COMPOSE_TEST_DIR (target/compose-test), COMPOSE_TEST_API_PORT (a free port),
-# COMPOSE_TEST_KEEP_CACHE=1 to keep the lab's build cache (a warm build instead of a cold one).
+# COMPOSE_TEST_KEEP_CACHE=1 to keep the lab's build cache (a warm build instead of a cold one),
+# COMPOSE_TEST_SCALE="1 2 4 8" to measure duplicate-load 10000 2 with that many workers.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${COMPOSE_TEST_DIR:-$ROOT/target/compose-test}"
@@ -280,6 +281,18 @@ record "docker compose up -d --scale worker=3" dc up -d --scale worker=3
 record "docker compose run --rm demo duplicate-load 8 2  (3 workers)" dc run --rm -T demo duplicate-load 8 2
 expect_load 16 8 8
 
+# 5b. Only with COMPOSE_TEST_SCALE (e.g. "1 2 4 8"; CI leaves it unset): duplicate-load
+# 10000 2 end to end (submissions through the API, then the drain) with each number of
+# workers, effect delay 0 and 256 deliveries in flight each: the README's scaling table.
+SCALE_LINES=""
+for n in ${COMPOSE_TEST_SCALE:-}; do
+  EFFECT_DELAY_MS=0 WORKER_CONCURRENCY=256 dc up -d --scale worker="$n" >/dev/null 2>&1 || die "up --scale worker=$n"
+  record "docker compose run --rm demo duplicate-load 10000 2  ($n workers, EFFECT_DELAY_MS=0 WORKER_CONCURRENCY=256)" dc run --rm -T demo duplicate-load 10000 2
+  [ "$(value observed_effects_total)" = 10000 ] || die "duplicate-load 10000 2 with $n workers: expected 10000 effects"
+  SCALE_LINES="$SCALE_LINES- $n workers: duplicate-load 10000 2 in $(value elapsed_ms) ms ($(value total_submissions) submissions, $(value duplicate_skips) skips)
+"
+done
+
 # 6. Stop and clean up, as the handout ends.
 containers="$(dc ps -q | wc -l)"
 elapsed record "docker compose down" dc down
@@ -296,6 +309,7 @@ record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
   printf -- '- `docker compose up --build -d` after applying exercise 2'"'"'s reference patch: %ss\n' "$REBUILD2"
   printf -- '- `docker compose up --build -d` after applying exercise 3'"'"'s reference patch: %ss\n' "$REBUILD3"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
+  [ -z "$SCALE_LINES" ] || printf '\n## Scaling (COMPOSE_TEST_SCALE)\n\n%s' "$SCALE_LINES"
 } >>"$REPORT"
 tail -n 5 "$REPORT" >&2
 say "all green (report: $REPORT)"

@@ -90,6 +90,14 @@ struct Tally {
     retries: u64,
     /// Submissions answered 202.
     accepted: u64,
+    /// How long each request took, in microseconds.
+    latencies_us: Vec<u32>,
+}
+
+/// The `q`-quantile (0 to 1) of sorted `values`.
+fn quantile(sorted: &[u32], q: f64) -> Option<u64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(u64::from(sorted[((last as f64) * q).round() as usize]))
 }
 
 /// Runs the load (and the faults, if any), waits until the run drains, and
@@ -145,12 +153,16 @@ pub async fn run(
     let run = wait_settled(api, &run_id, tally.accepted, Instant::now() + timeout).await?;
 
     let requests: u64 = tally.statuses.values().sum::<u64>() + tally.connection_errors;
+    let mut latencies = tally.latencies_us;
+    latencies.sort_unstable();
     let mut result = ScenarioRun::new(scenario, run, started);
     let summary = &mut result.summary;
     summary.clients = Some(u64::from(plan.clients));
     summary.duration_secs = Some(plan.duration.as_secs());
     summary.requests = Some(requests);
     summary.requests_per_sec = Some((requests as f64 / load_secs).round() as u64);
+    summary.latency_p50_us = quantile(&latencies, 0.5);
+    summary.latency_p99_us = quantile(&latencies, 0.99);
     summary.accepted = Some(tally.accepted);
     summary.submit_retries = Some(tally.retries);
     summary.connection_errors = Some(tally.connection_errors);
@@ -180,9 +192,12 @@ async fn submit_until_accepted(
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
+        let sent = Instant::now();
         let posted = api.post_job(job_id, run_id).await;
+        let took = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
         let problem = {
             let mut tally = tally.lock().await;
+            tally.latencies_us.push(took);
             match &posted {
                 Posted::Status(status) => *tally.statuses.entry(*status).or_default() += 1,
                 Posted::NoAnswer(_) => tally.connection_errors += 1,

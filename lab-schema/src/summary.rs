@@ -82,6 +82,12 @@ pub struct RunSummary {
     pub requests: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_sec: Option<u64>,
+    /// `load` and `chaos`: the median and the 99th percentile of the time one
+    /// POST /jobs took, as its client saw it, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_errors: Option<u64>,
     /// `load` and `chaos`: how many answers of each status, e.g. `202:9120,503:14`.

@@ -360,11 +360,17 @@ fn benchmark_command(name: &str) -> Option<&'static str> {
         "get" => "GET bench:claim:__rand_int__",
         "del" => "DEL bench:claim:__rand_int__",
         "incr" => "INCR bench:n:__rand_int__",
+        "incrby" => "INCRBY bench:n:__rand_int__ 1",
         "hset" => "HSET bench:job:__rand_int__ status processing",
         "hget" => "HGET bench:job:__rand_int__ status",
+        "hmget" => "HMGET bench:job:__rand_int__ deliveriesDone deadLettered submissions",
+        "hmset" => {
+            "HMSET bench:job:__rand_int__ idempotency duplicate-skipped claimKey processed:email:job-__rand_int__"
+        }
         "hdel" => "HDEL bench:attempts f:__rand_int__",
         "hincrby" => "HINCRBY bench:job:__rand_int__ processAttempts 1",
         "expire" => "EXPIRE bench:job:__rand_int__ 86400",
+        "pexpire" => "PEXPIRE bench:claim:__rand_int__ 3000",
         "xadd" => {
             "XADD bench:events MAXLEN ~ 10000 * kind delivery jobId job-__rand_int__ deliveryId 1-0 consumer worker-1 detail x"
         }

@@ -211,53 +211,77 @@ pub(crate) fn event_of<'a>(job: &'a Job, consumer: &'a str) -> record::EventOf<'
 }
 
 /// The acknowledged outcome: acknowledges entries, counts each entry of a run
-/// once (a redelivered copy acknowledged later finds XACK answering 0), ends
-/// the attempts, writes the guard the handler recorded, marks the job completed
-/// once every submission is done, and pushes back the records' expiry. What
-/// belongs to a run (its counters, attempts, ledger and event log) is written
-/// once per run per batch, not once per entry.
+/// once (a redelivered copy acknowledged later finds its entry no longer
+/// pending), ends the attempts, writes the guard the handler recorded, marks the
+/// job completed once every submission is done, and pushes back the records'
+/// expiry. What belongs to a run (its counters, attempts, ledger and event log)
+/// is written once per run per batch, and a job's fields in one HSET.
+///
+/// Which entries are still pending is asked once for the whole batch: XCLAIM
+/// with JUSTID names them (moving them to this consumer, without counting a
+/// delivery), and one XACK then acknowledges exactly those.
 ///
 /// KEYS: stream, metrics counters, then (run, ledger, attempts, events) per run,
 /// then the job of each entry.
-/// ARGV: group, records' ttl, events' ttl, the field names (done, dead,
+/// ARGV: group, consumer, records' ttl, events' ttl, the field names (done, dead,
 /// submissions, status, idempotency), the completed status, the run's processed
 /// field, the acknowledged counter's series, the number of runs, then (entry id,
 /// attempt field, run number from 1, idempotency or '') per entry.
 const ACK_SCRIPT: &str = r"
 local stream, counters = KEYS[1], KEYS[2]
-local group, ttl, events_ttl = ARGV[1], ARGV[2], ARGV[3]
-local f_done, f_dead, f_submissions, f_status, f_idem = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local completed, f_processed, f_acked = ARGV[9], ARGV[10], ARGV[11]
-local runs = tonumber(ARGV[12])
-local first_job = 3 + 4 * runs
-local processed, attempts, acked_ids = {}, {}, {}
+local group, consumer, ttl, events_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local f_done, f_dead, f_submissions, f_status, f_idem = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local completed, f_processed, f_acked = ARGV[10], ARGV[11], ARGV[12]
+local runs = tonumber(ARGV[13])
+local first_entry, first_job = 14, 3 + 4 * runs
+local claim = {stream, group, consumer, 0}
+for i = first_entry, #ARGV, 4 do
+  claim[#claim + 1] = ARGV[i]
+end
+claim[#claim + 1] = 'JUSTID'
+local acked = redis.call('XCLAIM', unpack(claim))
+local is_acked = {}
+for _, id in ipairs(acked) do
+  is_acked[id] = true
+end
+if #acked > 0 then
+  redis.call('XACK', stream, group, unpack(acked))
+  redis.call('XDEL', stream, unpack(acked))
+  redis.call('HINCRBY', counters, f_acked, #acked)
+end
+local processed, attempts = {}, {}
 local n = 0
-for i = 13, #ARGV, 4 do
+for i = first_entry, #ARGV, 4 do
   local job_key = KEYS[first_job + n]
   n = n + 1
   local id, attempt, run, idem = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  if redis.call('XACK', stream, group, id) == 1 then
-    acked_ids[#acked_ids + 1] = id
-    redis.call('HINCRBY', job_key, f_done, 1)
-    processed[run] = (processed[run] or 0) + 1
-  end
   local ended = attempts[run] or {}
   ended[#ended + 1] = attempt
   attempts[run] = ended
-  if idem ~= '' then
-    redis.call('HSET', job_key, f_idem, idem)
-  end
-  -- Also when XACK answered 0 (another copy was acknowledged first): this
-  -- delivery may have set the status back to processing after that ack.
   local counts = redis.call('HMGET', job_key, f_done, f_dead, f_submissions)
-  if (tonumber(counts[1]) or 0) + (tonumber(counts[2]) or 0) >= (tonumber(counts[3]) or 0) then
-    redis.call('HSET', job_key, f_status, completed)
+  local done = tonumber(counts[1]) or 0
+  local fields = {}
+  if is_acked[id] then
+    is_acked[id] = nil
+    done = done + 1
+    fields[#fields + 1] = f_done
+    fields[#fields + 1] = done
+    processed[run] = (processed[run] or 0) + 1
+  end
+  if idem ~= '' then
+    fields[#fields + 1] = f_idem
+    fields[#fields + 1] = idem
+  end
+  -- Also when this copy was acknowledged before (by another worker): this
+  -- delivery may have set the status back to processing after that.
+  if done + (tonumber(counts[2]) or 0) >= (tonumber(counts[3]) or 0) then
+    fields[#fields + 1] = f_status
+    fields[#fields + 1] = completed
+  end
+  if #fields > 0 then
+    redis.call('HSET', job_key, unpack(fields))
   end
   redis.call('EXPIRE', job_key, ttl)
-end
-if #acked_ids > 0 then
-  redis.call('XDEL', stream, unpack(acked_ids))
-  redis.call('HINCRBY', counters, f_acked, #acked_ids)
 end
 for r = 1, runs do
   local run_key, ledger_key, attempts_key, events_key = KEYS[4 * r - 1], KEYS[4 * r], KEYS[4 * r + 1], KEYS[4 * r + 2]
@@ -272,7 +296,7 @@ for r = 1, runs do
   redis.call('EXPIRE', attempts_key, ttl)
   redis.call('EXPIRE', events_key, events_ttl)
 end
-return #acked_ids
+return #acked
 ";
 
 /// The dead-lettered outcome: moves one entry to the dead-letter stream, once
@@ -343,6 +367,7 @@ impl Scripts {
     pub(crate) async fn acknowledge<'a>(
         &self,
         redis: &mut impl redis::aio::ConnectionLike,
+        consumer: &str,
         batch: &'a [Finished],
     ) -> redis::RedisResult<u64> {
         let mut runs: Vec<&str> = Vec::new();
@@ -364,6 +389,7 @@ impl Scripts {
             .key(keys::JOB_STREAM)
             .key(metrics::COUNTERS)
             .arg(keys::WORKER_GROUP)
+            .arg(consumer)
             .arg(RECORD_TTL_SECS)
             .arg(event_log::TTL_SECS)
             .arg(job_field::DELIVERIES_DONE)

@@ -15,6 +15,7 @@ const ACK_ATTEMPTS: u32 = 10;
 /// Acknowledges finished deliveries in batches until every sender is gone.
 pub(crate) async fn acknowledge_loop(
     mut redis: ConnectionManager,
+    consumer: std::sync::Arc<str>,
     mut rx: mpsc::UnboundedReceiver<Finished>,
 ) {
     let scripts = Scripts::new();
@@ -22,7 +23,7 @@ pub(crate) async fn acknowledge_loop(
     while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
         let mut backoff = super::redis_backoff();
         loop {
-            match scripts.acknowledge(&mut redis, &batch).await {
+            match scripts.acknowledge(&mut redis, &consumer, &batch).await {
                 Ok(_) => break,
                 Err(err) if backoff.failures() + 1 < ACK_ATTEMPTS => {
                     tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis() as u64, "acknowledging failed; retrying");

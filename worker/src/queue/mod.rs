@@ -102,7 +102,11 @@ pub async fn run<H: Handler>(
     );
 
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let acker = tokio::spawn(acks::acknowledge_loop(redis.clone(), ack_rx));
+    let acker = tokio::spawn(acks::acknowledge_loop(
+        redis.clone(),
+        consumer.clone(),
+        ack_rx,
+    ));
     let shared = Arc::new(Shared {
         config: config.clone(),
         handler,

@@ -380,27 +380,10 @@ pub fn built_worker(patch: Option<&str>, profile: Profile) -> PathBuf {
 /// A hash of every file of the scratch copy (paths and contents).
 fn tree_hash(copy: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut files = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for entry in std::fs::read_dir(copy.join(&rel)).unwrap().flatten() {
-            let name = entry.file_name();
-            if rel.as_os_str().is_empty() && NOT_COPIED.iter().any(|n| name == *n) {
-                continue;
-            }
-            let path = rel.join(&name);
-            if entry.path().is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for file in &files {
+    for file in files_of(copy) {
+        std::fs::read(copy.join(&file)).ok().hash(&mut hasher);
         file.hash(&mut hasher);
-        std::fs::read(copy.join(file)).ok().hash(&mut hasher);
     }
     hasher.finish()
 }
@@ -452,10 +435,18 @@ fn mirror_tree(from: &Path, to: &Path, top: bool) {
 
 /// The files (relative paths) whose content differs between the workspace and the copy.
 fn changed_files(root: &Path, copy: &Path) -> Vec<PathBuf> {
-    let mut changed = Vec::new();
+    files_of(copy)
+        .into_iter()
+        .filter(|path| std::fs::read(root.join(path)).ok() != std::fs::read(copy.join(path)).ok())
+        .collect()
+}
+
+/// Every file under `dir` (relative paths, sorted), minus what is not copied.
+fn files_of(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(copy.join(&rel)) else {
+        let Ok(entries) = std::fs::read_dir(dir.join(&rel)) else {
             continue;
         };
         for entry in entries.flatten() {
@@ -466,11 +457,11 @@ fn changed_files(root: &Path, copy: &Path) -> Vec<PathBuf> {
             let path = rel.join(&name);
             if entry.path().is_dir() {
                 stack.push(path);
-            } else if std::fs::read(root.join(&path)).ok() != std::fs::read(entry.path()).ok() {
-                changed.push(path);
+            } else {
+                files.push(path);
             }
         }
     }
-    changed.sort();
-    changed
+    files.sort();
+    files
 }

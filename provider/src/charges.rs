@@ -285,31 +285,27 @@ async fn execute(
         None => "without a key".to_string(),
     };
 
-    if sim.drop_before_charge && first_execution {
+    // The faults that fail the first execution before any charge: the key is
+    // released, so the client's retry with it runs.
+    if first_execution && (sim.drop_before_charge || sim.fail_first) {
         let released = match key {
             Some(key) => store::release(redis, &state.scripts, key, token).await?,
             None => false,
         };
-        let line = format!(
-            "request of job {} {for_key} LOST on purpose (dropBeforeCharge): the connection \
-             closes with no answer, nothing charged{}",
-            lab.job_id,
-            if released { ", key released" } else { "" }
-        );
-        log_request(redis, req, RequestOutcome::DroppedUncharged, 0, None, &line).await?;
-        return Ok(Reply::Dropped);
-    }
-
-    if sim.fail_first && first_execution {
-        let released = match key {
-            Some(key) => store::release(redis, &state.scripts, key, token).await?,
-            None => false,
-        };
+        let released = if released { ", key released" } else { "" };
+        if sim.drop_before_charge {
+            let line = format!(
+                "request of job {} {for_key} LOST on purpose (dropBeforeCharge): the connection \
+                 closes with no answer, nothing charged{released}",
+                lab.job_id,
+            );
+            log_request(redis, req, RequestOutcome::DroppedUncharged, 0, None, &line).await?;
+            return Ok(Reply::Dropped);
+        }
         let line = format!(
             "503: simulated upstream timeout on the first request of job {} {for_key} \
-             (nothing charged{})",
+             (nothing charged{released})",
             lab.job_id,
-            if released { ", key released" } else { "" }
         );
         log_request(redis, req, RequestOutcome::Unavailable, 503, None, &line).await?;
         return Ok(Reply::Json(JsonReply::error(

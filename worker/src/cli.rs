@@ -69,7 +69,6 @@ pub fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let threads = args.threads;
     let config = crate::Config {
         redis_url: args.redis_url,
         concurrency: args.concurrency as usize,
@@ -84,7 +83,7 @@ pub fn main() -> anyhow::Result<()> {
         ..crate::Config::default()
     };
     lab_schema::service::block_on_threads(
-        Some(threads as usize),
+        Some(args.threads as usize),
         crate::run(
             crate::Exercises,
             config,

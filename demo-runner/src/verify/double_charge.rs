@@ -210,6 +210,17 @@ impl Charges {
         })
     }
 
+    /// [`Charges::judge_once`] for a check whose fault had to happen (`happened`
+    /// times): when it never did and the job was charged at most once, the
+    /// check cannot tell (`none` says what did not happen).
+    fn judge_fault(&self, job: &JobView, happened: u64, none: &'static str) -> Option<Ex3Mistake> {
+        if happened == 0 && self.charged < 2 {
+            Some(Ex3Mistake::NoFault(none))
+        } else {
+            self.judge_once(job)
+        }
+    }
+
     /// One charge, and the job completed.
     fn judge_once(&self, job: &JobView) -> Option<Ex3Mistake> {
         if let Some(mistake) = self.judge_repeats() {
@@ -398,13 +409,11 @@ async fn settle(
 
 fn dropped_check(one: &OneJob) -> Check {
     let c = &one.charges;
-    let mistake = if c.dropped == 0 && c.charged < 2 {
-        Some(Ex3Mistake::NoFault(
-            "the provider dropped no answer (was the job charged?)",
-        ))
-    } else {
-        c.judge_once(&one.job)
-    };
+    let mistake = c.judge_fault(
+        &one.job,
+        c.dropped,
+        "the provider dropped no answer (was the job charged?)",
+    );
     Check::judged(
         DROPPED,
         format!(
@@ -439,13 +448,11 @@ async fn one_job(
 
 fn lost_check(one: &OneJob) -> Check {
     let c = &one.charges;
-    let mistake = if c.lost == 0 && c.charged < 2 {
-        Some(Ex3Mistake::NoFault(
-            "no request was lost (did the job reach the provider?)",
-        ))
-    } else {
-        c.judge_once(&one.job)
-    };
+    let mistake = c.judge_fault(
+        &one.job,
+        c.lost,
+        "no request was lost (did the job reach the provider?)",
+    );
     Check::judged(
         LOST,
         format!(

@@ -77,17 +77,6 @@ pub(crate) fn prepare<H>(shared: &Shared<H>, entry: StreamId, deliveries: u64) -
     })
 }
 
-/// Moves an entry that can never succeed to the dead-letter stream.
-pub(crate) async fn reject<H>(
-    shared: &Shared<H>,
-    entry: StreamId,
-    job: Option<Job>,
-    reason: String,
-    deliveries: u64,
-) {
-    dead_letter(shared, &entry, job.as_ref(), &reason, deliveries).await;
-}
-
 /// Records the start of every attempt of `ready` in one round trip, then runs
 /// each in a task of its own (which gives its permit back when it ends). The
 /// starts are recorded before any handler runs, so a run is never reported
@@ -338,7 +327,8 @@ async fn record<H>(
     Ok(())
 }
 
-async fn dead_letter<H>(
+/// Moves an entry that can never succeed to the dead-letter stream.
+pub(crate) async fn dead_letter<H>(
     shared: &Shared<H>,
     entry: &StreamId,
     job: Option<&Job>,

@@ -214,7 +214,8 @@ pub async fn run<H: Handler>(
                 } => {
                     let shared = shared.clone();
                     tokio::spawn(async move {
-                        deliver::reject(&shared, entry, job, reason, deliveries).await;
+                        deliver::dead_letter(&shared, &entry, job.as_ref(), &reason, deliveries)
+                            .await;
                         drop(permit);
                     });
                 }

@@ -1,11 +1,15 @@
 //! The lab's HTTP API (axum). Students need not edit this crate.
 //!
-//! The API is correct on purpose: it validates, then enqueues EVERY submission,
-//! duplicates included. Deduplication is the worker's job (that is the exercise).
+//! `POST /jobs` is correct on purpose: it validates, then enqueues EVERY
+//! submission, duplicates included. Deduplication is the worker's job (exercises
+//! 1 to 3). `POST /orders` assigns each order its id; its `Idempotency-Key` is
+//! exercise 4, in `idempotency.rs`.
 //!
 //! # Layout
 //! - [`app`]: the routes; [`serve`]: binds them to a listener until shutdown.
-//! - `routes.rs`: one handler per route.
+//! - `routes.rs`: one handler per route (and the enqueueing every job goes through).
+//! - `orders.rs`: `POST /orders` (exercise 4), `GET /orders/{orderId}`, `GET /runs/{runId}/orders`, `GET /idempotency`.
+//! - `idempotency.rs`: EXERCISE 4's student file, the `Idempotency-Key` of `POST /orders`.
 //! - `ids.rs`: the path ids (`{jobId}`, `{runId}`) as extractors that validate them.
 //! - `summary.rs`: the run summary (drained, settled, lost effects) computed in one place.
 //! - `events.rs`: `GET /runs/{runId}/events`, the run's event log written by the workers.
@@ -18,7 +22,9 @@ mod dashboard;
 mod error;
 mod events;
 mod ids;
+pub mod idempotency;
 mod metrics;
+pub mod orders;
 mod routes;
 mod summary;
 mod workers;
@@ -38,10 +44,12 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// How long any request waits for Redis before answering 503.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What every handler shares: a Redis connection that reconnects by itself.
+/// What every handler shares: a Redis connection that reconnects by itself,
+/// and how long `POST /orders` keeps an answer for its `Idempotency-Key`.
 #[derive(Clone)]
 pub struct AppState {
     pub redis: ConnectionManager,
+    pub key_ttl: Duration,
 }
 
 impl AppState {
@@ -49,7 +57,10 @@ impl AppState {
     /// starts (and answers 503) even while Redis is still coming up.
     pub fn new(redis_url: &str) -> anyhow::Result<AppState> {
         let redis = lab_schema::service::redis_connection(redis_url, REDIS_TIMEOUT)?;
-        Ok(AppState { redis })
+        Ok(AppState {
+            redis,
+            key_ttl: orders::DEFAULT_TTL,
+        })
     }
 }
 
@@ -59,6 +70,10 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/jobs", post(routes::submit_job))
         .route("/jobs/{job_id}", get(routes::get_job))
+        .route(lab_schema::orders::ORDERS_PATH, post(orders::create_order))
+        .route("/orders/{order_id}", get(orders::get_order))
+        .route("/runs/{run_id}/orders", get(orders::get_run_orders))
+        .route(lab_schema::orders::POLICY_PATH, get(orders::get_policy))
         .route("/runs/{run_id}", get(dashboard::run_page_or_json))
         .route("/runs/{run_id}/events", get(events::get_run_events))
         .route("/runs/{run_id}/attempts", get(routes::get_run_attempts))
@@ -93,13 +108,19 @@ pub async fn spawn(redis_url: &str) -> anyhow::Result<Background> {
     Ok(Background { url, _stop: stop })
 }
 
-/// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
+/// Serves the API on `listener` until `shutdown` completes; in-flight requests
+/// finish first. `key_ttl`: how long an order's answer is kept for its key.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     redis_url: &str,
+    key_ttl: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_state(listener, AppState::new(redis_url)?, shutdown).await
+    let state = AppState {
+        key_ttl,
+        ..AppState::new(redis_url)?
+    };
+    serve_state(listener, state, shutdown).await
 }
 
 async fn serve_state(

@@ -33,10 +33,6 @@ struct Submission {
 }
 
 /// `POST /jobs`: validate, then enqueue one delivery, always (duplicates included).
-///
-/// The job record, the run totals and the queue entry are written in one
-/// MULTI/EXEC, so the counts and the stream never disagree. The records expire
-/// `RECORD_TTL_SECS` after their last write, so old runs do not fill Redis.
 pub async fn submit_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -77,27 +73,81 @@ pub async fn submit_job(
                 )
             })?,
     };
-    let exercise_number = exercise.number().to_string();
     if let Some(pipeline) = &submission.pipeline {
         validate_pipeline(pipeline).map_err(|m| ApiError::bad_request("invalid_pipeline", m))?;
     }
+    let (submission_no, delivery_id) = enqueue(
+        &state.redis,
+        Enqueue {
+            job_id: &job_id,
+            run_id: &run_id,
+            payload: &payload,
+            exercise,
+            pipeline: submission.pipeline.as_deref(),
+            job_fields: &[],
+        },
+    )
+    .await?;
+    // Debug, not info: at thousands of submissions a second nobody reads it, and
+    // formatting and writing it cost more than the rest of the request.
+    tracing::debug!(job_id = %job_id, run_id = %run_id, delivery_id = %delivery_id, submission = submission_no, "enqueued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "jobId": job_id,
+            "runId": run_id,
+            "deliveryId": delivery_id,
+            "submission": submission_no,
+        })),
+    ))
+}
+
+/// One job to enqueue.
+pub(crate) struct Enqueue<'a> {
+    pub job_id: &'a str,
+    pub run_id: &'a str,
+    /// The payload, a JSON object's text.
+    pub payload: &'a str,
+    pub exercise: Exercise,
+    pub pipeline: Option<&'a str>,
+    /// More fields of the job's record (an order's caller and key).
+    pub job_fields: &'a [(&'a str, &'a str)],
+}
+
+/// Enqueues one delivery of a job: the job record, the run totals and the queue
+/// entry in one MULTI/EXEC, so the counts and the stream never disagree. The
+/// records expire `RECORD_TTL_SECS` after their last write, so old runs do not
+/// fill Redis. Answers the job's submission number and the delivery id.
+pub(crate) async fn enqueue(
+    redis: &redis::aio::ConnectionManager,
+    job: Enqueue<'_>,
+) -> Result<(u64, String), ApiError> {
+    let Enqueue {
+        job_id,
+        run_id,
+        payload,
+        exercise,
+        pipeline,
+        job_fields,
+    } = job;
+    let exercise_number = exercise.number().to_string();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
 
-    let job_key = keys::job(&job_id);
-    let run_key = keys::run(&run_id);
+    let job_key = keys::job(job_id);
+    let run_key = keys::run(run_id);
     let submitted_at = now_ms.to_string();
     let mut fields = vec![
-        (entry::JOB_ID, job_id.as_str()),
-        (entry::RUN_ID, run_id.as_str()),
-        (entry::PAYLOAD, payload.as_str()),
+        (entry::JOB_ID, job_id),
+        (entry::RUN_ID, run_id),
+        (entry::PAYLOAD, payload),
         (entry::SUBMITTED_AT_MS, submitted_at.as_str()),
         (entry::EXERCISE, exercise_number.as_str()),
     ];
-    if let Some(pipeline) = &submission.pipeline {
-        fields.push((entry::PIPELINE, pipeline.as_str()));
+    if let Some(pipeline) = pipeline {
+        fields.push((entry::PIPELINE, pipeline));
     }
     let mut pipe = redis::pipe();
     pipe.atomic()
@@ -108,7 +158,11 @@ pub async fn submit_job(
         .ignore()
         // Queued again, even if completed before: a new delivery is on its way.
         .hset(&job_key, job_field::STATUS, JobStatus::Queued.as_str())
-        .ignore()
+        .ignore();
+    if !job_fields.is_empty() {
+        pipe.hset_multiple(&job_key, job_fields).ignore();
+    }
+    pipe
         .sadd(keys::run_jobs(&run_id), &job_id)
         .ignore()
         .hincr(&run_key, run_field::SUBMISSIONS, 1)
@@ -132,7 +186,7 @@ pub async fn submit_job(
         )
         .ignore()
         .xadd(keys::JOB_STREAM, "*", &fields);
-    let mut redis = state.redis.clone();
+    let mut redis = redis.clone();
     // A timeout here (ours or the connection's) comes after the MULTI was sent:
     // Redis may still run it, so the client is told the outcome is unknown.
     let (submission_no, delivery_id): (u64, String) =
@@ -146,18 +200,7 @@ pub async fn submit_job(
                     err.into()
                 }
             })?;
-    // Debug, not info: at thousands of submissions a second nobody reads it, and
-    // formatting and writing it cost more than the rest of the request.
-    tracing::debug!(job_id = %job_id, run_id = %run_id, delivery_id = %delivery_id, submission = submission_no, "enqueued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "jobId": job_id,
-            "runId": run_id,
-            "deliveryId": delivery_id,
-            "submission": submission_no,
-        })),
-    ))
+    Ok((submission_no, delivery_id))
 }
 
 /// Checks content type and size, then parses the JSON; every refusal is a clear 4xx.
@@ -165,6 +208,22 @@ fn parse_submission(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Submission, ApiError> {
+    let body = json_body(headers, body)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let code = match e.classify() {
+            serde_json::error::Category::Data => "invalid_field",
+            _ => "invalid_json",
+        };
+        ApiError::bad_request(code, format!("request body: {e}"))
+    })
+}
+
+/// The body of a JSON request: content type JSON (415), at most
+/// [`MAX_BODY_BYTES`](crate::MAX_BODY_BYTES) (413).
+pub(crate) fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -176,7 +235,7 @@ fn parse_submission(
             message,
         )
     })?;
-    let body = body.map_err(|rejection| {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::client(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -186,13 +245,6 @@ fn parse_submission(
         } else {
             ApiError::bad_request("unreadable_body", rejection.body_text())
         }
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        let code = match e.classify() {
-            serde_json::error::Category::Data => "invalid_field",
-            _ => "invalid_json",
-        };
-        ApiError::bad_request(code, format!("request body: {e}"))
     })
 }
 

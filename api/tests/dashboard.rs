@@ -336,7 +336,7 @@ async fn an_open_page_does_not_hold_up_shutdown() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let redis_url = redis.url();
     let server = tokio::spawn(async move {
-        api::serve(listener, &redis_url, async {
+        api::serve(listener, &redis_url, api::orders::DEFAULT_TTL, async {
             let _ = stopped.await;
         })
         .await

@@ -4,10 +4,11 @@
 //!
 //! An exercise is its folder `exercises/NN-name/` (handout `README.md`,
 //! `INSTRUCTOR.md`, `solution.patch`, `fixtures/wrong-*.patch`), its student
-//! file in the worker, and its entry here. The worker routes each job to the
-//! exercise's handler (a match on [`Exercise`] that the compiler keeps
-//! complete), `verify --exercise N` runs its checks, and the test suite loops
-//! over [`Exercise::ALL`]: every solution and fixture is tested by being there.
+//! file (in the worker, or in the API: [`Component`]), and its entry here. The
+//! worker routes each job to the exercise's handler (a match on [`Exercise`]
+//! that the compiler keeps complete), `verify --exercise N` runs its checks,
+//! and the test suite loops over [`Exercise::ALL`]: every solution and fixture
+//! is tested by being there.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,27 @@ pub enum Exercise {
     CrashWindow,
     /// 3. The double charge: an idempotency key the provider dedupes by.
     DoubleCharge,
+    /// 4. The retried POST: an `Idempotency-Key` at the API's front door.
+    RetriedPost,
+}
+
+/// The program the student file is built into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// The worker (`worker/src/`): restarted with `./lab restart worker`.
+    Worker,
+    /// The API (`api/src/`): restarted with `./lab restart api`.
+    Api,
+}
+
+impl Component {
+    /// The cargo package and the binary.
+    pub const fn package(self) -> &'static str {
+        match self {
+            Component::Worker => "worker",
+            Component::Api => "api",
+        }
+    }
 }
 
 /// What the registry knows of an exercise.
@@ -32,6 +54,8 @@ pub struct Info {
     pub title: &'static str,
     /// The one file the student edits, from the repository root.
     pub student_file: &'static str,
+    /// The program that file is built into.
+    pub component: Component,
     /// The function in it.
     pub function: &'static str,
     /// The demo-runner scenarios that reproduce the incident.
@@ -46,6 +70,7 @@ impl Exercise {
         Exercise::DuplicateDelivery,
         Exercise::CrashWindow,
         Exercise::DoubleCharge,
+        Exercise::RetriedPost,
     ];
 
     /// The registry entry.
@@ -56,6 +81,7 @@ impl Exercise {
                 slug: "01-duplicate-delivery",
                 title: "duplicate delivery",
                 student_file: "worker/src/job.rs",
+                component: Component::Worker,
                 function: "process_job",
                 scenarios: &["duplicate-observe", "duplicate-load"],
                 record_skip: "ctx.record_duplicate_skip",
@@ -65,6 +91,7 @@ impl Exercise {
                 slug: "02-crash-window",
                 title: "the crash window",
                 student_file: "worker/src/crash_window.rs",
+                component: Component::Worker,
                 function: "process_job",
                 scenarios: &["crash-window"],
                 record_skip: "ctx.record_duplicate_skip",
@@ -74,8 +101,20 @@ impl Exercise {
                 slug: "03-double-charge",
                 title: "the double charge",
                 student_file: "worker/src/double_charge.rs",
+                component: Component::Worker,
                 function: "process_job",
                 scenarios: &["double-charge"],
+                record_skip: "ctx.record_duplicate_skip",
+            },
+            Exercise::RetriedPost => Info {
+                number: 4,
+                slug: "04-retried-post",
+                title: "the retried POST",
+                student_file: "api/src/idempotency.rs",
+                component: Component::Api,
+                function: "begin",
+                scenarios: &["retried-post"],
+                // Its orders are processed by exercise 1's handler.
                 record_skip: "ctx.record_duplicate_skip",
             },
         }

@@ -11,7 +11,10 @@
 //! - [`JobView`], [`RunEvents`], [`Attempt`]: what the other routes of the API return.
 //! - [`payload`]: payload fields the worker honours (the lab's fault injection).
 //! - [`provider`]: the contract of the provider, exercise 3's payment gateway.
+//! - [`orders`]: the contract of `POST /orders`, exercise 4's route.
 //! - [`code`]: the fingerprint of the exercise code a worker runs.
+//! - [`fingerprint`]: a JSON body's canonical form and SHA-256 (the provider's and the orders' `Idempotency-Key` checks).
+//! - `dropped` (feature `http`): the HTTP answer that never comes (a lost answer, on purpose).
 //! - [`backoff`]: the one retry delay policy (capped doubling) of every retry loop.
 //! - `record` (feature `service`): the effect ledger and event log writes that the worker and the provider share.
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
@@ -22,8 +25,12 @@ use serde::{Deserialize, Serialize};
 
 pub mod backoff;
 pub mod code;
+#[cfg(feature = "http")]
+pub mod dropped;
 pub mod exercise;
+pub mod fingerprint;
 pub mod metrics;
+pub mod orders;
 pub mod provider;
 #[cfg(feature = "service")]
 pub mod record;
@@ -217,6 +224,12 @@ pub mod job_field {
     pub const RETRIES_LATER: &str = "retriesLater";
     /// Worker crashes this job caused (`simulateCrash`).
     pub const CRASHES: &str = "crashes";
+    /// An order's caller (`POST /orders`, `Authorization: Bearer <account>`).
+    pub const ACCOUNT: &str = "account";
+    /// An order's `Idempotency-Key` header as received.
+    pub const ORDER_KEY: &str = "orderKey";
+    /// The Redis key of an order's idempotency record, as the API's exercise code named it.
+    pub const ORDER_RECORD: &str = "orderRecord";
 }
 
 /// Field names of a run hash (`run:<runId>`).

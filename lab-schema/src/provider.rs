@@ -36,6 +36,23 @@ pub const MAX_SIMULATED_MS: u64 = 60_000;
 /// Longest accepted `Idempotency-Key` (visible ASCII only).
 pub const MAX_KEY_LEN: usize = 255;
 
+/// The account of an `Authorization: Bearer <account>` header value (the
+/// provider's charges and the API's orders name their caller this way), valid
+/// by [`validate_id`](crate::validate_id); else what is wrong with it.
+pub fn bearer_account(value: &str) -> Result<&str, String> {
+    let Some((scheme, account)) = value.trim().split_once(' ') else {
+        return Err("Authorization must be \"Bearer <account>\"".into());
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(format!(
+            "Authorization scheme {scheme:?} is not accepted; use \"Bearer <account>\""
+        ));
+    }
+    let account = account.trim();
+    crate::validate_id("the account (Authorization: Bearer <account>)", account)?;
+    Ok(account)
+}
+
 /// Fields of the charge body.
 pub mod body {
     pub const CUSTOMER: &str = "customer";

@@ -36,7 +36,8 @@ use serde_json::json;
 use crate::error::{ProviderError, error_body};
 use crate::store::{self, Reservation, timed};
 use crate::validate::{self, ChargeRequest};
-use crate::{AppState, REDIS_TIMEOUT, dropped};
+use crate::{AppState, REDIS_TIMEOUT};
+use lab_schema::dropped;
 
 /// The consumer name the provider's effects and events carry.
 pub const CONSUMER: &str = "provider";

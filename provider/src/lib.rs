@@ -36,16 +36,13 @@
 //! - [`app`]: the routes; [`serve`] binds them to a listener until shutdown; [`spawn`] runs them in the background.
 //! - `charges.rs`: `POST /v1/charges`, step by step (validate, outage, reserve, execute, record).
 //! - `validate.rs`: the headers and body of a charge, checked into a [`validate::ChargeRequest`].
-//! - `fingerprint.rs`: the body's canonical JSON and its SHA-256.
 //! - `store.rs`: every Redis key and script of the provider.
-//! - `dropped.rs`: the answer that never comes (`dropAnswer`).
 //! - `routes.rs`: the request log, the instructor's faults, health, and the JSON 404/405.
 //! - `error.rs`: the JSON error body `{"error": {"code", "message"}}` of every failure.
 
 mod charges;
-mod dropped;
 mod error;
-pub mod fingerprint;
+pub use lab_schema::fingerprint;
 mod routes;
 mod store;
 pub mod validate;

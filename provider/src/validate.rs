@@ -123,19 +123,7 @@ pub fn account(headers: &HeaderMap) -> Result<String, ProviderError> {
         .ok_or_else(|| {
             unauthenticated("the Authorization header is required: Bearer <account>".into())
         })?;
-    let Some((scheme, account)) = value.trim().split_once(' ') else {
-        return Err(unauthenticated(
-            "Authorization must be \"Bearer <account>\"".into(),
-        ));
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthenticated(format!(
-            "Authorization scheme {scheme:?} is not accepted; use \"Bearer <account>\""
-        )));
-    }
-    let account = account.trim();
-    validate_id("the account (Authorization: Bearer <account>)", account)
-        .map_err(unauthenticated)?;
+    let account = lab_schema::provider::bearer_account(value).map_err(unauthenticated)?;
     Ok(account.to_string())
 }
 

@@ -1,5 +1,5 @@
-//! The request's fingerprint: SHA-256 of the body's canonical JSON. Students
-//! need not edit this file.
+//! A request's fingerprint: SHA-256 of the body's canonical JSON (the
+//! provider's keys, and the parsing of the API's orders). Students need not edit this file.
 //!
 //! Canonical JSON: object keys sorted (by their UTF-8 bytes, i.e. by code
 //! point) at every depth, no whitespace, strings and numbers as serde_json

@@ -1,4 +1,5 @@
-//! The answer that never comes (`simulate.dropAnswer`): the charge is made and
+//! The answer that never comes (`simulate.dropAnswer` of the provider's charges
+//! and of the API's orders): the work is done and
 //! stored, then the connection is closed without a single byte of the HTTP
 //! response. Students need not edit this file.
 //!
@@ -33,7 +34,7 @@ impl http_body::Body for FailingBody {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         Poll::Ready(Some(Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
-            "the provider drops this answer on purpose (simulate.dropAnswer)",
+            "this answer is dropped on purpose (simulate.dropAnswer)",
         ))))
     }
 

@@ -1,0 +1,85 @@
+//! EXERCISE 4: THE FILE TO EDIT. The retried POST: `Idempotency-Key` at the API's front door.
+//!
+//! `POST /orders` creates an order whose id the SERVER picks, and enqueues it.
+//! A phone whose answer was lost sends the same POST again, and today every
+//! request is a brand-new order: the customer gets two. The worker's guard
+//! cannot help, since the two orders have two different ids.
+//!
+//! The plumbing (`orders.rs`, which you need not edit) calls these three
+//! functions for every `POST /orders`:
+//!
+//! 1. [`begin`], before anything is created: go ahead, send a stored answer
+//!    again, or refuse the request.
+//! 2. If `begin` said go ahead, the plumbing creates and enqueues the order,
+//!    then calls [`finish`] with the answer the client gets (201 and its body)
+//!    or, when the request failed BEFORE anything was enqueued, [`release`].
+//!
+//! TODO (the handout, `exercises/04-retried-post/README.md`, walks you through it):
+//! - the route requires the key: answer `Refusal::MissingKey` or
+//!   `Refusal::MalformedKey` when `request.key` is not `KeyHeader::Valid`;
+//! - fingerprint the order: SHA-256 of its canonical JSON (the same order with
+//!   its keys in another order, or other spaces, has the same fingerprint);
+//! - reserve the key in Redis in ONE atomic step (`SET ... NX`, or one Lua
+//!   script), under a Redis key that names the caller (`request.caller`) too;
+//! - in `finish`, store the answer with the key for `ttl` (24 h by default);
+//! - a request whose key is taken: `Begin::Replay` of the stored answer (same
+//!   fingerprint), `Refusal::Mismatch` (another fingerprint: 422), or
+//!   `Refusal::InFlight` (the first request has not finished yet: 409);
+//! - in `release`, free the reservation so the client's retry can succeed.
+
+use std::time::Duration;
+
+use redis::RedisResult;
+use redis::aio::ConnectionManager;
+
+// What the plumbing hands you and understands back (see orders.rs).
+use crate::orders::{OrderRequest, Refusal, Stored};
+
+/// What [`begin`] decided.
+pub enum Begin {
+    /// Go ahead: the plumbing creates the order, then calls `finish` or `release` with this.
+    Proceed(Held),
+    /// Send this stored answer again (the plumbing adds `Idempotent-Replayed: true`).
+    Replay(Stored),
+    /// Refuse the request (400, 409 or 422: see [`Refusal`]).
+    Refuse(Refusal),
+}
+
+/// What a request that goes ahead holds until `finish` or `release`. Add
+/// fields if you need them.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The Redis key of this request's reservation. `GET /orders/{orderId}`
+    /// shows it and its TTL, and `verify --exercise 4` checks that TTL.
+    pub redis_key: Option<String>,
+}
+
+/// Called first, for every `POST /orders`. `ttl` is how long a stored answer is kept.
+pub async fn begin(
+    redis: &mut ConnectionManager,
+    request: &OrderRequest<'_>,
+    ttl: Duration,
+) -> RedisResult<Begin> {
+    // TODO: today every request goes ahead, so every retry is a new order.
+    let _ = (redis, request, ttl);
+    Ok(Begin::Proceed(Held::default()))
+}
+
+/// Called once the order is enqueued, with the answer the client is sent.
+pub async fn finish(
+    redis: &mut ConnectionManager,
+    held: Held,
+    answer: &Stored,
+    ttl: Duration,
+) -> RedisResult<()> {
+    // TODO: store `answer` with the key, so that a retry can be answered with it.
+    let _ = (redis, held, answer, ttl);
+    Ok(())
+}
+
+/// Called instead of `finish` when the request failed before anything was enqueued.
+pub async fn release(redis: &mut ConnectionManager, held: Held) -> RedisResult<()> {
+    // TODO: free the key, so that the client's retry is not refused.
+    let _ = (redis, held);
+    Ok(())
+}

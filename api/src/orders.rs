@@ -1,0 +1,530 @@
+//! `POST /orders`, exercise 4's route, and the views of the orders it created.
+//! Plumbing: students need not edit this file (theirs is `idempotency.rs`).
+//!
+//! A request goes: caller and body checked (401/415/413/400, nothing written),
+//! then `idempotency::begin` (go ahead, replay, or refuse), then the order:
+//! its stock check (`simulate.slowMs`, `simulate.failFirst`), its id
+//! (`ord_<n>`), and one job of exercise 4 enqueued with it. Then
+//! `idempotency::finish` with the answer, or `idempotency::release` when the
+//! request failed before anything was enqueued. The answer's exact bytes are
+//! what `finish` is given, and what a replay sends again.
+//!
+//! | Redis key | holds | lifetime |
+//! |---|---|---|
+//! | `api:order-seq` | the number of the last order (`ord_<n>`) | forever |
+//! | `api:fault:<kind>:<account>/<key>` | a fault of `simulate` already happened for this caller and key (SET NX) | [`RECORD_TTL_SECS`] |
+//! | `job:<orderId>` | the order's job record, plus its caller, key and idempotency record ([`job_field`]) | [`RECORD_TTL_SECS`] |
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lab_schema::orders::{
+    Created, DEFAULT_KEY_TTL_SECS, IDEMPOTENCY_KEY, IdempotencyPolicy, LAB_RUN_ID, MAX_KEY_LEN,
+    MAX_SLOW_MS, Order, OrderView, REPLAYED, RunOrders, error_code,
+};
+use lab_schema::{
+    DEFAULT_RUN_ID, Exercise, RECORD_TTL_SECS, job_field, keys, now_ms, validate_id,
+};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::idempotency::{self, Begin};
+use crate::ids::{JobId, RunId};
+use crate::routes::{Enqueue, enqueue, run_not_found};
+use crate::{AppState, REDIS_TIMEOUT, error::ApiError};
+
+/// What `idempotency::begin` is given about the request.
+pub struct OrderRequest<'a> {
+    /// Who is calling: the account of `Authorization: Bearer <account>`.
+    pub caller: &'a str,
+    /// The `Idempotency-Key` header.
+    pub key: KeyHeader,
+    /// The order, parsed: a JSON object (its keys in the order they came).
+    pub body: &'a Value,
+    /// The body's bytes exactly as they came.
+    pub raw_body: &'a [u8],
+}
+
+/// The `Idempotency-Key` header of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyHeader {
+    /// No such header.
+    Missing,
+    /// Present but unusable: why (empty, too long, not visible ASCII, sent twice).
+    Malformed(String),
+    /// The key: 1 to 255 visible ASCII characters (a quoted key, as the IETF
+    /// draft writes it, `"8e03978e"`, comes without its quotes).
+    Valid(String),
+}
+
+/// Why `begin` refuses a request; the plumbing answers the status and error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400 `idempotency_key_missing`.
+    MissingKey,
+    /// 400 `idempotency_key_malformed`, with the reason.
+    MalformedKey(String),
+    /// 409 `idempotency_key_in_flight` (with `Retry-After: 1`): the first
+    /// request with this key has not finished.
+    InFlight,
+    /// 422 `idempotency_key_reused`: the key was used for another order.
+    Mismatch,
+}
+
+/// An answer as it is sent, so that it can be stored and sent again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The HTTP status, e.g. 201.
+    pub status: u16,
+    /// The exact JSON text of the body.
+    pub body: String,
+}
+
+impl KeyHeader {
+    /// Reads `Idempotency-Key` from the request's headers.
+    pub fn of(headers: &HeaderMap) -> KeyHeader {
+        let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+        let Some(value) = values.next() else {
+            return KeyHeader::Missing;
+        };
+        if values.next().is_some() {
+            return KeyHeader::Malformed("Idempotency-Key is sent more than once".into());
+        }
+        let mut bytes = value.as_bytes();
+        // The draft's form is a quoted string: "abc" is the key abc.
+        if bytes.len() >= 2 && bytes[0] == b'"' && bytes[bytes.len() - 1] == b'"' {
+            bytes = &bytes[1..bytes.len() - 1];
+        }
+        if bytes.is_empty() {
+            return KeyHeader::Malformed("Idempotency-Key is empty".into());
+        }
+        if bytes.len() > MAX_KEY_LEN {
+            return KeyHeader::Malformed(format!(
+                "Idempotency-Key is {} bytes long; the limit is {MAX_KEY_LEN}",
+                bytes.len()
+            ));
+        }
+        if let Some(bad) = bytes.iter().find(|b| !b.is_ascii_graphic()) {
+            return KeyHeader::Malformed(format!(
+                "Idempotency-Key contains the byte 0x{bad:02x}; only visible ASCII (0x21-0x7e) is allowed"
+            ));
+        }
+        KeyHeader::Valid(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    fn valid(&self) -> Option<&str> {
+        match self {
+            KeyHeader::Valid(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl Refusal {
+    fn into_response(self, ttl: Duration) -> Response {
+        let (status, code, message) = match self {
+            Refusal::MissingKey => (
+                StatusCode::BAD_REQUEST,
+                error_code::KEY_MISSING,
+                format!(
+                    "POST /orders requires an Idempotency-Key header: a unique value per order \
+                     (a UUID), sent again unchanged with every retry; answers are kept {} s",
+                    ttl.as_secs()
+                ),
+            ),
+            Refusal::MalformedKey(why) => (StatusCode::BAD_REQUEST, error_code::KEY_MALFORMED, why),
+            Refusal::InFlight => (
+                StatusCode::CONFLICT,
+                error_code::KEY_IN_FLIGHT,
+                "the first request with this Idempotency-Key is still being processed; retry \
+                 in a moment to get its answer"
+                    .to_string(),
+            ),
+            Refusal::Mismatch => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                error_code::KEY_REUSED,
+                "this Idempotency-Key was used for another order (another body); use a new \
+                 key for a new order"
+                    .to_string(),
+            ),
+        };
+        let conflict = status == StatusCode::CONFLICT;
+        let mut response = ApiError::client(status, code, message).into_response();
+        if conflict {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// `POST /orders`: see the module's documentation.
+pub async fn create_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&headers)?;
+    let run_id = match single_header(&headers, LAB_RUN_ID)? {
+        Some(run_id) => {
+            validate_id("the Lab-Run-Id header", run_id)
+                .map_err(|m| ApiError::bad_request(error_code::INVALID_RUN_ID, m))?;
+            run_id.to_string()
+        }
+        None => DEFAULT_RUN_ID.to_string(),
+    };
+    let raw_body = crate::routes::json_body(&headers, body)?;
+    let (value, order) = parse_order(&raw_body)?;
+    let key = KeyHeader::of(&headers);
+    let request = OrderRequest {
+        caller: &caller,
+        key: key.clone(),
+        body: &value,
+        raw_body: &raw_body,
+    };
+    let ttl = state.key_ttl;
+    let mut redis = state.redis.clone();
+    let begun = tokio::time::timeout(
+        REDIS_TIMEOUT,
+        idempotency::begin(&mut redis, &request, ttl),
+    )
+    .await??;
+    let held = match begun {
+        Begin::Proceed(held) => held,
+        Begin::Replay(stored) => {
+            tracing::info!(%caller, key = ?key.valid(), status = stored.status, "order answer replayed");
+            return Ok(answer(&stored, true));
+        }
+        Begin::Refuse(refusal) => {
+            tracing::info!(%caller, key = ?key.valid(), ?refusal, "order refused");
+            return Ok(refusal.into_response(ttl));
+        }
+    };
+
+    // The stock check: slow on request, failing once on request.
+    let simulate = order.simulate.clone().unwrap_or_default();
+    if simulate.slow_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(simulate.slow_ms)).await;
+    }
+    let fault_key = |kind: &str| {
+        format!(
+            "api:fault:{kind}:{caller}/{}",
+            key.valid().unwrap_or_default()
+        )
+    };
+    if simulate.fail_first && first_time(&mut redis, &fault_key("fail")).await? {
+        tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut redis, held)).await??;
+        tracing::info!(%caller, key = ?key.valid(), "order failed before enqueue (simulate.failFirst)");
+        return Err(ApiError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_code::STOCK_UNAVAILABLE,
+            "the stock check failed (simulate.failFirst); nothing was ordered, retry",
+        ));
+    }
+
+    let created = match place(&mut redis, &caller, &run_id, &order, &key, &held).await {
+        Ok(created) => created,
+        Err(err) => {
+            // Nothing was enqueued when the order's number could not be taken;
+            // an unconfirmed enqueue keeps its reservation (it may have happened).
+            if matches!(err, ApiError::RedisUnavailable(_)) {
+                let _ =
+                    tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut redis, held))
+                        .await;
+            }
+            return Err(err);
+        }
+    };
+    let stored = Stored {
+        status: StatusCode::CREATED.as_u16(),
+        body: serde_json::to_string(&created).expect("an order serializes"),
+    };
+    match tokio::time::timeout(
+        REDIS_TIMEOUT,
+        idempotency::finish(&mut redis, held, &stored, ttl),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(order_id = %created.order_id, %err, "the answer could not be stored"),
+        Err(_) => tracing::warn!(order_id = %created.order_id, "the answer was not stored in time"),
+    }
+    tracing::info!(order_id = %created.order_id, %caller, key = ?key.valid(), %run_id, "order created");
+    if simulate.drop_answer && first_time(&mut redis, &fault_key("drop")).await? {
+        tracing::info!(order_id = %created.order_id, "the answer is dropped (simulate.dropAnswer)");
+        return Ok(lab_schema::dropped::dropped_answer());
+    }
+    Ok(answer(&stored, false))
+}
+
+/// Takes the order's number and enqueues it as a job of exercise 4.
+async fn place(
+    redis: &mut redis::aio::ConnectionManager,
+    caller: &str,
+    run_id: &str,
+    order: &Order,
+    key: &KeyHeader,
+    held: &idempotency::Held,
+) -> Result<Created, ApiError> {
+    let n: u64 = tokio::time::timeout(REDIS_TIMEOUT, redis.incr(ORDER_SEQ, 1)).await??;
+    let created = Created {
+        order_id: format!("ord_{n}"),
+        run_id: run_id.to_string(),
+        status: "accepted".to_string(),
+        item: order.item.clone(),
+        quantity: order.quantity,
+        created_at_ms: now_ms(),
+    };
+    let payload = serde_json::to_string(&Order {
+        simulate: None,
+        ..order.clone()
+    })
+    .expect("an order serializes");
+    let mut fields = vec![(job_field::ACCOUNT, caller)];
+    if let Some(key) = key.valid() {
+        fields.push((job_field::ORDER_KEY, key));
+    }
+    if let Some(record) = &held.redis_key {
+        fields.push((job_field::ORDER_RECORD, record.as_str()));
+    }
+    enqueue(
+        redis,
+        Enqueue {
+            job_id: &created.order_id,
+            run_id,
+            payload: &payload,
+            exercise: Exercise::RetriedPost,
+            pipeline: None,
+            job_fields: &fields,
+        },
+    )
+    .await?;
+    Ok(created)
+}
+
+/// The number of the last order.
+const ORDER_SEQ: &str = "api:order-seq";
+
+/// Whether this is the first time `marker` is set (a fault applies once).
+async fn first_time(
+    redis: &mut redis::aio::ConnectionManager,
+    marker: &str,
+) -> Result<bool, ApiError> {
+    let set: Option<String> = tokio::time::timeout(
+        REDIS_TIMEOUT,
+        redis::cmd("SET")
+            .arg(marker)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(RECORD_TTL_SECS)
+            .query_async(redis),
+    )
+    .await??;
+    Ok(set.is_some())
+}
+
+/// A stored answer as an HTTP response.
+fn answer(stored: &Stored, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, stored.body.clone()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if replayed {
+        headers.insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// `Authorization: Bearer <account>`; else 401.
+fn caller(headers: &HeaderMap) -> Result<String, ApiError> {
+    let unauthenticated =
+        |m: String| ApiError::client(StatusCode::UNAUTHORIZED, error_code::UNAUTHENTICATED, m);
+    let value = single_header(headers, header::AUTHORIZATION.as_str())
+        .map_err(|_| unauthenticated("the Authorization header is sent more than once".into()))?
+        .ok_or_else(|| {
+            unauthenticated(
+                "POST /orders needs the caller: Authorization: Bearer <account> (any account name)"
+                    .into(),
+            )
+        })?;
+    lab_schema::provider::bearer_account(value)
+        .map(str::to_string)
+        .map_err(unauthenticated)
+}
+
+/// The one value of header `name`, if any; 400 when it is sent twice or is not visible ASCII.
+fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |m: String| ApiError::bad_request("invalid_header", m);
+    if values.next().is_some() {
+        return Err(invalid(format!("the {name} header is sent more than once")));
+    }
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| invalid(format!("the {name} header is not visible ASCII")))
+}
+
+/// The body as an order: a JSON object without repeated keys, valid by [`Order`].
+fn parse_order(raw: &[u8]) -> Result<(Value, Order), ApiError> {
+    let invalid = |m: String| ApiError::bad_request(error_code::INVALID_ORDER, m);
+    let value = lab_schema::fingerprint::parse_strict(raw)
+        .map_err(|e| invalid(format!("request body: {e}")))?;
+    if !value.is_object() {
+        return Err(invalid("an order is a JSON object".into()));
+    }
+    let order: Order = serde_json::from_value(value.clone())
+        .map_err(|e| invalid(format!("request body: {e}")))?;
+    let item_len = order.item.chars().count();
+    if !(1..=64).contains(&item_len) {
+        return Err(invalid(format!(
+            "item must be 1 to 64 characters; got {item_len}"
+        )));
+    }
+    if !(1..=100).contains(&order.quantity) {
+        return Err(invalid(format!(
+            "quantity must be 1 to 100; got {}",
+            order.quantity
+        )));
+    }
+    if let Some(simulate) = &order.simulate
+        && simulate.slow_ms > MAX_SLOW_MS
+    {
+        return Err(invalid(format!(
+            "simulate.slowMs must be at most {MAX_SLOW_MS}; got {}",
+            simulate.slow_ms
+        )));
+    }
+    Ok((value, order))
+}
+
+/// `GET /orders/{orderId}`.
+pub async fn get_order(
+    State(state): State<AppState>,
+    JobId(order_id): JobId,
+) -> Result<Json<OrderView>, ApiError> {
+    let mut redis = state.redis.clone();
+    let mut views = tokio::time::timeout(REDIS_TIMEOUT, views(&mut redis, &[order_id.clone()]))
+        .await??;
+    views.pop().map(Json).ok_or_else(|| {
+        ApiError::client(
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+            format!("no order {order_id:?} was created (POST /orders answers its orderId)"),
+        )
+    })
+}
+
+/// `GET /runs/{runId}/orders`: the run's orders, oldest first.
+pub async fn get_run_orders(
+    State(state): State<AppState>,
+    RunId(run_id): RunId,
+) -> Result<Json<RunOrders>, ApiError> {
+    let mut redis = state.redis.clone();
+    let orders = tokio::time::timeout(REDIS_TIMEOUT * 5, async {
+        let exists: bool = redis.exists(keys::run(&run_id)).await?;
+        let jobs: Vec<String> = redis.smembers(keys::run_jobs(&run_id)).await?;
+        let orders = views(&mut redis, &jobs).await?;
+        redis::RedisResult::Ok(exists.then_some(orders))
+    })
+    .await??;
+    let mut orders = orders.ok_or_else(|| run_not_found(&run_id))?;
+    orders.sort_by_key(|o| order_number(&o.order_id));
+    Ok(Json(RunOrders { run_id, orders }))
+}
+
+/// `ord_12` -> 12.
+fn order_number(order_id: &str) -> u64 {
+    order_id
+        .strip_prefix("ord_")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// The orders among `jobs` (jobs without a caller are not orders), with the
+/// TTL of the idempotency record each named.
+async fn views(
+    redis: &mut redis::aio::ConnectionManager,
+    jobs: &[String],
+) -> redis::RedisResult<Vec<OrderView>> {
+    let mut pipe = redis::pipe();
+    for job in jobs {
+        pipe.cmd("HMGET").arg(keys::job(job)).arg(&[
+                job_field::ACCOUNT,
+                job_field::RUN_ID,
+                job_field::ORDER_KEY,
+                job_field::STATUS,
+                job_field::ORDER_RECORD,
+            ]);
+    }
+    type Fields = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let found: Vec<Fields> = pipe.query_async(redis).await?;
+    let mut views: Vec<OrderView> = jobs
+        .iter()
+        .zip(found)
+        .filter_map(|(job, (account, run_id, key, status, record))| {
+            Some(OrderView {
+                order_id: job.clone(),
+                account: account?,
+                run_id: run_id.unwrap_or_default(),
+                idempotency_key: key,
+                status: status.unwrap_or_default(),
+                idempotency_record: record,
+                idempotency_record_ttl_secs: None,
+            })
+        })
+        .collect();
+    let mut pipe = redis::pipe();
+    let named: Vec<usize> = (0..views.len())
+        .filter(|&i| views[i].idempotency_record.is_some())
+        .collect();
+    for &i in &named {
+        pipe.ttl(views[i].idempotency_record.as_deref().unwrap_or_default());
+    }
+    if !named.is_empty() {
+        let ttls: Vec<i64> = pipe.query_async(redis).await?;
+        for (i, ttl) in named.into_iter().zip(ttls) {
+            views[i].idempotency_record_ttl_secs = Some(ttl);
+        }
+    }
+    Ok(views)
+}
+
+/// `GET /idempotency`: the key policy, as the IETF draft asks the server to publish it.
+pub async fn get_policy(State(state): State<AppState>) -> Json<IdempotencyPolicy> {
+    Json(IdempotencyPolicy {
+        header: "Idempotency-Key".to_string(),
+        ttl_secs: state.key_ttl.as_secs(),
+        rules: vec![
+            "POST /orders requires an Idempotency-Key: a unique value per order (a UUID), sent again unchanged with every retry of that order.".into(),
+            format!("A key is 1 to {MAX_KEY_LEN} visible ASCII characters; the quoted form of the IETF draft (\"abc\") is accepted."),
+            "Keys belong to the caller (Authorization: Bearer <account>): two callers may use the same key without ever seeing each other's answers.".into(),
+            "A retry with the same key and the same order (the same JSON, whatever the order of its keys and its spaces) gets the first answer again, with Idempotent-Replayed: true, and no new order.".into(),
+            "The same key with another order: 422 idempotency_key_reused. While the first request with a key is in flight: 409 idempotency_key_in_flight, Retry-After: 1.".into(),
+            format!("An answer is kept {} s after its request finished; a request that failed before the order was enqueued keeps nothing, so its retry runs.", state.key_ttl.as_secs()),
+        ],
+    })
+}
+
+/// The default of `--idempotency-ttl-secs`.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(DEFAULT_KEY_TTL_SECS);

@@ -219,6 +219,13 @@ pub fn workspace_root() -> PathBuf {
 /// applied and built, once per test process and exercise. This proves on every
 /// run that the patch still applies and works.
 pub fn solution_worker(exercise: crate::Exercise) -> PathBuf {
+    solution_binary(exercise)
+}
+
+/// The program `exercise`'s student file is built into (the worker, or the API
+/// for exercise 4), with its reference solution applied and built, once per
+/// test process and exercise.
+pub fn solution_binary(exercise: crate::Exercise) -> PathBuf {
     static BINARIES: std::sync::Mutex<Vec<(crate::Exercise, PathBuf)>> =
         std::sync::Mutex::new(Vec::new());
     if let Some((_, path)) = BINARIES
@@ -229,15 +236,15 @@ pub fn solution_worker(exercise: crate::Exercise) -> PathBuf {
     {
         return path.clone();
     }
-    let path = patched_worker(&exercise.solution_patch());
+    let path = patched_binary(exercise.info().component, &exercise.solution_patch());
     BINARIES.lock().unwrap().push((exercise, path.clone()));
     path
 }
 
-/// The compiler's errors when the worker is built with `patch` applied (a
+/// The compiler's errors when `component` is built with `patch` applied (a
 /// `fixtures/compile-*.patch`), as a student sees them; `None` when it builds.
-pub fn build_errors(patch: &str) -> Option<String> {
-    let (built, stderr) = Patched::apply(Some(patch)).build(Profile::Debug);
+pub fn build_errors(component: crate::exercise::Component, patch: &str) -> Option<String> {
+    let (built, stderr) = Patched::apply(Some(patch)).build(component, Profile::Debug);
     (!built).then_some(stderr)
 }
 
@@ -296,8 +303,8 @@ impl Patched {
         }
     }
 
-    /// Builds the worker in the copy: whether it built, and what cargo printed.
-    fn build(&self, profile: Profile) -> (bool, String) {
+    /// Builds `component` in the copy: whether it built, and what cargo printed.
+    fn build(&self, component: crate::exercise::Component, profile: Profile) -> (bool, String) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
         command.args([
@@ -307,7 +314,7 @@ impl Patched {
             "--color",
             "never",
             "-p",
-            "worker",
+            component.package(),
         ]);
         if profile == Profile::Release {
             command.arg("--release");
@@ -338,9 +345,24 @@ pub fn patched_worker(patch: &str) -> PathBuf {
     built_worker(Some(patch), Profile::Debug)
 }
 
+/// [`patched_worker`] for the program `component` (the API's exercise is built into the API).
+pub fn patched_binary(component: crate::exercise::Component, patch: &str) -> PathBuf {
+    built_binary(component, Some(patch), Profile::Debug)
+}
+
 /// The worker built in the scratch copy with `patch` applied (`None`: the
 /// starter as it is in this folder), with `profile`; a private copy of the binary.
 pub fn built_worker(patch: Option<&str>, profile: Profile) -> PathBuf {
+    built_binary(crate::exercise::Component::Worker, patch, profile)
+}
+
+/// [`built_worker`] for the program `component`.
+pub fn built_binary(
+    component: crate::exercise::Component,
+    patch: Option<&str>,
+    profile: Profile,
+) -> PathBuf {
+    let package = component.package();
     let patched = Patched::apply(patch);
     // The binary is named after every source file of the patched copy: the same
     // sources give the same name, so a binary built before (by an earlier test
@@ -355,21 +377,21 @@ pub fn built_worker(patch: Option<&str>, profile: Profile) -> PathBuf {
         Profile::Release => ("release", "-release"),
     };
     let binary = std::env::temp_dir().join(format!(
-        "lab-worker-{name}{suffix}-{:016x}",
+        "lab-{package}-{name}{suffix}-{:016x}",
         tree_hash(&patched.copy)
     ));
     if binary.exists() {
         return binary;
     }
-    let (built, stderr) = patched.build(profile);
+    let (built, stderr) = patched.build(component, profile);
     assert!(
         built,
-        "the worker patched with {patch:?} does not build:\n{stderr}"
+        "the {package} patched with {patch:?} does not build:\n{stderr}"
     );
     // Copied, then renamed into place: never a half-written binary under the name.
     let partial = binary.with_extension(format!("partial-{}", std::process::id()));
     std::fs::copy(
-        patched.build_dir.join("target").join(folder).join("worker"),
+        patched.build_dir.join("target").join(folder).join(package),
         &partial,
     )
     .unwrap();

@@ -63,11 +63,35 @@ pub enum Workers<'a> {
     Binary(&'a Path),
 }
 
+/// Where the stack's API runs.
+enum Api {
+    InProcess(api::Background),
+    /// A patched API binary (exercise 4's student file is in the API), killed on drop.
+    Process(Child, PathBuf),
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Api::Process(child, log) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!(
+                    "--- api ---\n{}",
+                    std::fs::read_to_string(&*log).unwrap_or_default()
+                );
+            }
+            let _ = std::fs::remove_file(&*log);
+        }
+    }
+}
+
 /// Redis, the API and any number of workers, all torn down on drop.
 pub struct Stack {
     pub redis: RedisServer,
     pub api_url: String,
-    _api: api::Background,
+    /// The API: in this process, or a process of a patched API binary ([`Stack::with_api`]).
+    _api: Api,
     /// The provider (exercise 3's payment gateway), in this process.
     pub provider_url: String,
     _provider: provider::Background,
@@ -178,7 +202,7 @@ impl Stack {
         Stack {
             redis,
             api_url: api.url.clone(),
-            _api: api,
+            _api: Api::InProcess(api),
             provider_url: provider.url.clone(),
             _provider: provider,
             workers: Vec::new(),
@@ -194,6 +218,43 @@ impl Stack {
     /// as `./lab` and compose restart them (exercise 2 crashes them on purpose).
     pub async fn with_two(workers: Workers<'_>) -> Stack {
         let mut stack = Stack::start().await;
+        stack.add_two_workers(workers);
+        stack
+    }
+
+    /// [`Stack::with_two`] starter workers, behind the API binary `api_binary` (a
+    /// patched build of the API, e.g. with exercise 4's solution) run as a process.
+    pub async fn with_api(api_binary: &Path) -> Stack {
+        let mut stack = Stack::start().await;
+        let port = lab_schema::testing::free_port();
+        let log = std::env::temp_dir().join(format!(
+            "lab-test-api-{}-{}.log",
+            std::process::id(),
+            stack.redis.port()
+        ));
+        let child = Command::new(api_binary)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", &stack.redis.url()])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the api");
+        stack._api = Api::Process(child, log);
+        stack.api_url = format!("http://127.0.0.1:{port}");
+        let healthz = format!("{}/healthz", stack.api_url);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(&healthz).await.is_err() {
+            assert!(Instant::now() < deadline, "the api binary did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stack.add_two_workers(Workers::Starter);
+        stack
+    }
+
+    /// Starts the two supervised workers of [`Stack::with_two`].
+    fn add_two_workers(&mut self, workers: Workers<'_>) {
+        let stack = self;
         let binary = match workers {
             Workers::Starter => starter_worker(),
             Workers::Binary(binary) => binary.to_path_buf(),
@@ -224,7 +285,6 @@ impl Stack {
                 log,
             ));
         }
-        stack
     }
 
     /// Runs the starter worker in this process with `config`.

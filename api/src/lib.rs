@@ -21,8 +21,8 @@
 mod dashboard;
 mod error;
 mod events;
-mod ids;
 pub mod idempotency;
+mod ids;
 mod metrics;
 pub mod orders;
 mod routes;

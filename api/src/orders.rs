@@ -27,9 +27,7 @@ use lab_schema::orders::{
     Created, DEFAULT_KEY_TTL_SECS, IDEMPOTENCY_KEY, IdempotencyPolicy, LAB_RUN_ID, MAX_KEY_LEN,
     MAX_SLOW_MS, Order, OrderView, REPLAYED, RunOrders, error_code,
 };
-use lab_schema::{
-    DEFAULT_RUN_ID, Exercise, RECORD_TTL_SECS, job_field, keys, now_ms, validate_id,
-};
+use lab_schema::{DEFAULT_RUN_ID, Exercise, RECORD_TTL_SECS, job_field, keys, now_ms, validate_id};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -191,11 +189,8 @@ pub async fn create_order(
     };
     let ttl = state.key_ttl;
     let mut redis = state.redis.clone();
-    let begun = tokio::time::timeout(
-        REDIS_TIMEOUT,
-        idempotency::begin(&mut redis, &request, ttl),
-    )
-    .await??;
+    let begun = tokio::time::timeout(REDIS_TIMEOUT, idempotency::begin(&mut redis, &request, ttl))
+        .await??;
     let held = match begun {
         Begin::Proceed(held) => held,
         Begin::Replay(stored) => {
@@ -235,9 +230,8 @@ pub async fn create_order(
             // Nothing was enqueued when the order's number could not be taken;
             // an unconfirmed enqueue keeps its reservation (it may have happened).
             if matches!(err, ApiError::RedisUnavailable(_)) {
-                let _ =
-                    tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut redis, held))
-                        .await;
+                let _ = tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut redis, held))
+                    .await;
             }
             return Err(err);
         }
@@ -253,7 +247,9 @@ pub async fn create_order(
     .await
     {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(order_id = %created.order_id, %err, "the answer could not be stored"),
+        Ok(Err(err)) => {
+            tracing::warn!(order_id = %created.order_id, %err, "the answer could not be stored")
+        }
         Err(_) => tracing::warn!(order_id = %created.order_id, "the answer was not stored in time"),
     }
     tracing::info!(order_id = %created.order_id, %caller, key = ?key.valid(), %run_id, "order created");
@@ -387,8 +383,8 @@ fn parse_order(raw: &[u8]) -> Result<(Value, Order), ApiError> {
     if !value.is_object() {
         return Err(invalid("an order is a JSON object".into()));
     }
-    let order: Order = serde_json::from_value(value.clone())
-        .map_err(|e| invalid(format!("request body: {e}")))?;
+    let order: Order =
+        serde_json::from_value(value.clone()).map_err(|e| invalid(format!("request body: {e}")))?;
     let item_len = order.item.chars().count();
     if !(1..=64).contains(&item_len) {
         return Err(invalid(format!(
@@ -418,8 +414,8 @@ pub async fn get_order(
     JobId(order_id): JobId,
 ) -> Result<Json<OrderView>, ApiError> {
     let mut redis = state.redis.clone();
-    let mut views = tokio::time::timeout(REDIS_TIMEOUT, views(&mut redis, &[order_id.clone()]))
-        .await??;
+    let mut views =
+        tokio::time::timeout(REDIS_TIMEOUT, views(&mut redis, &[order_id.clone()])).await??;
     views.pop().map(Json).ok_or_else(|| {
         ApiError::client(
             StatusCode::NOT_FOUND,
@@ -461,15 +457,18 @@ async fn views(
     redis: &mut redis::aio::ConnectionManager,
     jobs: &[String],
 ) -> redis::RedisResult<Vec<OrderView>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut pipe = redis::pipe();
     for job in jobs {
         pipe.cmd("HMGET").arg(keys::job(job)).arg(&[
-                job_field::ACCOUNT,
-                job_field::RUN_ID,
-                job_field::ORDER_KEY,
-                job_field::STATUS,
-                job_field::ORDER_RECORD,
-            ]);
+            job_field::ACCOUNT,
+            job_field::RUN_ID,
+            job_field::ORDER_KEY,
+            job_field::STATUS,
+            job_field::ORDER_RECORD,
+        ]);
     }
     type Fields = (
         Option<String>,

@@ -162,8 +162,7 @@ pub(crate) async fn enqueue(
     if !job_fields.is_empty() {
         pipe.hset_multiple(&job_key, job_fields).ignore();
     }
-    pipe
-        .sadd(keys::run_jobs(&run_id), &job_id)
+    pipe.sadd(keys::run_jobs(&run_id), &job_id)
         .ignore()
         .hincr(&run_key, run_field::SUBMISSIONS, 1)
         .ignore()

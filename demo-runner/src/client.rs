@@ -25,8 +25,8 @@ pub const DEFAULT_PROVIDER_URL: &str = "http://127.0.0.1:8090";
 /// log (cheap to clone).
 #[derive(Clone)]
 pub struct Api {
-    http: reqwest::Client,
-    base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     provider: String,
 }
 
@@ -232,7 +232,10 @@ impl Api {
 
     /// A GET, retried like [`Api::submit`] while the API answers 5xx or cannot
     /// be reached (Redis restarting must not end a scenario that waits for a run).
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> anyhow::Result<T> {
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> anyhow::Result<T> {
         let mut backoff = request_backoff();
         let mut attempt = 1;
         let response = loop {
@@ -266,7 +269,7 @@ pub enum Posted {
 }
 
 /// The innermost cause of a request error ("Connection refused"), not the whole chain.
-fn short_reason(err: &reqwest::Error) -> String {
+pub(crate) fn short_reason(err: &reqwest::Error) -> String {
     let mut source: &dyn std::error::Error = err;
     while let Some(next) = source.source() {
         source = next;

@@ -24,7 +24,9 @@ mod client;
 mod code;
 mod compare;
 mod evidence;
+mod orders;
 mod report;
+mod retried_post;
 mod saved;
 mod scenarios;
 mod verify;
@@ -47,6 +49,7 @@ pub const SCENARIOS: &[&str] = &[
     "duplicate-load",
     "crash-window",
     "double-charge",
+    "retried-post",
     "load",
     "chaos",
 ];
@@ -205,6 +208,15 @@ pub enum Scenario {
         /// Jobs whose first charge's answer the provider drops (the caller cannot know it worked).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
         dropped: u32,
+    },
+    /// Exercise 4: clients of POST /orders whose answer is lost and who retry, two callers
+    /// with one key, a double click, a retry with its JSON keys reordered, a key reused for
+    /// another order, a missing key, and a failure before enqueue then a retry. Prints each
+    /// case's answers and orders, then orders created per logical order.
+    RetriedPost {
+        /// Print every request and answer as raw HTTP.
+        #[arg(long)]
+        show_http: bool,
     },
     /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
     /// every answer, and accepted versus processed (the benchmark).
@@ -511,6 +523,9 @@ async fn scenario_result(
                 );
             }
             scenarios::double_charge(&api, jobs, copies, crashes, dropped, timeout).await
+        }
+        Scenario::RetriedPost { show_http } => {
+            retried_post::retried_post(&api, timeout, narrate_to_stdout, show_http).await
         }
         Scenario::Load {
             clients,

@@ -66,6 +66,22 @@ pub struct RunSummary {
     /// answer of an earlier request with the same idempotency key (no new charge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_replays: Option<u64>,
+    /// `retried-post`: the orders a correct API creates for the scenario's clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_orders: Option<u64>,
+    /// `retried-post`: the orders the API created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orders_created: Option<u64>,
+    /// `retried-post`: orders beyond the expected ones, client story by client
+    /// story (a retry or a reused key that became a new order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_orders: Option<u64>,
+    /// `retried-post`: expected orders never created (a retry refused for good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_orders: Option<u64>,
+    /// `retried-post`: answers sent again from the stored answer (`Idempotent-Replayed: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replays: Option<u64>,
     /// Submissions the API answered 202.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<u64>,
@@ -169,6 +185,9 @@ impl RunSummary {
                 plural(self.attempts_in_flight, "delivery attempt")
             );
         }
+        if let (Some(created), Some(expected)) = (self.orders_created, self.expected_orders) {
+            return self.orders_verdict(created, expected);
+        }
         if self.lost_effects > 0 {
             if self.crashes.unwrap_or(0) > 0 {
                 return format!(
@@ -213,6 +232,31 @@ impl RunSummary {
         format!(
             "{effects} for {jobs}, {} skipped{crashes}: exactly one effect per job",
             plural(self.duplicate_skips, "duplicate delivery")
+        )
+    }
+}
+
+impl RunSummary {
+    /// The verdict of `retried-post`: orders per logical order.
+    fn orders_verdict(&self, created: u64, expected: u64) -> String {
+        let orders = format!("{} for {expected} expected", plural(created, "order"));
+        let extra = self.extra_orders.unwrap_or(0);
+        let missing = self.missing_orders.unwrap_or(0);
+        if extra > 0 {
+            return format!(
+                "{orders}: {} (the bug: a retry, a double click or a reused request became a new order)",
+                plural(extra, "extra order")
+            );
+        }
+        if missing > 0 {
+            return format!(
+                "{orders}: {} never created (a retry was refused for good)",
+                plural(missing, "expected order")
+            );
+        }
+        format!(
+            "{orders}, {}: exactly one order per logical order",
+            plural(self.replays.unwrap_or(0), "replayed answer")
         )
     }
 }

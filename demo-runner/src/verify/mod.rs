@@ -11,6 +11,7 @@
 mod crash_window;
 mod double_charge;
 mod duplicate_delivery;
+mod retried_post;
 
 use std::time::{Duration, Instant};
 
@@ -185,6 +186,7 @@ pub fn check_count(exercise: Exercise) -> usize {
         Exercise::DuplicateDelivery => duplicate_delivery::CHECKS.len(),
         Exercise::CrashWindow => crash_window::CHECKS.len(),
         Exercise::DoubleCharge => double_charge::checks().len(),
+        Exercise::RetriedPost => retried_post::CHECKS.len(),
     }
 }
 
@@ -194,6 +196,7 @@ pub async fn verify(exercise: Exercise, api: &Api, options: &Options) -> anyhow:
         Exercise::DuplicateDelivery => duplicate_delivery::verify(api, options).await,
         Exercise::CrashWindow => crash_window::verify(api, options).await,
         Exercise::DoubleCharge => double_charge::verify(api, options).await,
+        Exercise::RetriedPost => retried_post::verify(api, options).await,
     }
 }
 

@@ -65,7 +65,8 @@ pub enum Workers<'a> {
 
 /// Where the stack's API runs.
 enum Api {
-    InProcess(api::Background),
+    /// Stops when dropped.
+    InProcess(#[allow(dead_code)] api::Background),
     /// A patched API binary (exercise 4's student file is in the API), killed on drop.
     Process(Child, PathBuf),
 }
@@ -250,6 +251,17 @@ impl Stack {
         }
         stack.add_two_workers(Workers::Starter);
         stack
+    }
+
+    /// The stack that runs `exercise` with `binary`, the program its student
+    /// file is built into (a worker, or the API), patched; `None`: the starter.
+    pub async fn for_exercise(exercise: lab_schema::Exercise, binary: Option<&Path>) -> Stack {
+        use lab_schema::exercise::Component;
+        match (binary, exercise.info().component) {
+            (None, _) => Stack::with_two(Workers::Starter).await,
+            (Some(worker), Component::Worker) => Stack::with_two(Workers::Binary(worker)).await,
+            (Some(api), Component::Api) => Stack::with_api(api).await,
+        }
     }
 
     /// Starts the two supervised workers of [`Stack::with_two`].

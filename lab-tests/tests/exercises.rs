@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use lab_schema::Exercise;
-use lab_schema::testing::{build_errors, patched_worker, solution_worker, workspace_root};
+use lab_schema::testing::{build_errors, patched_binary, solution_binary, workspace_root};
 use lab_tests::{Stack, Workers, scratch_dir, text};
 use serde_json::Value;
 
@@ -72,9 +72,11 @@ fn patches(exercise: Exercise, folder: &str, prefix: &str) -> Vec<PathBuf> {
     found
 }
 
-/// Runs `verify --exercise N --json` against two workers; returns the exit code and the report.
-async fn verify(exercise: Exercise, workers: Workers<'_>) -> (Option<i32>, Value) {
-    let stack = Stack::with_two(workers).await;
+/// Runs `verify --exercise N --json` against two workers and the API, one of
+/// them built from `binary` (the program the exercise's student file is in;
+/// `None`: the starter of everything); returns the exit code and the report.
+async fn verify(exercise: Exercise, binary: Option<&Path>) -> (Option<i32>, Value) {
+    let stack = Stack::for_exercise(exercise, binary).await;
     // 3 s is longer than the 2 s TTL of the short-TTL fixture; the workers
     // redeliver after 1 s, so 15 s is plenty for the failed effect.
     let number = exercise.number().to_string();
@@ -164,8 +166,7 @@ async fn every_starter_fails_verify() {
             .join(exercise.folder())
             .join("fixtures/starter.expect");
         let expect = expectation(&expect_path);
-        let binary = lab_tests::starter_worker();
-        let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
+        let (code, report) = verify(exercise, None).await;
         assert_fails_as(&format!("{exercise} starter"), code, &report, &expect);
     }
 }
@@ -174,8 +175,8 @@ async fn every_starter_fails_verify() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_solution_passes_verify() {
     for exercise in Exercise::ALL.iter().copied() {
-        let binary = solution_worker(exercise);
-        let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
+        let binary = solution_binary(exercise);
+        let (code, report) = verify(exercise, Some(&binary)).await;
         assert_eq!(code, Some(0), "{exercise} solution\n{report:#}");
         assert_eq!(report["passed"], true);
         assert_eq!(report["checks_failed"], 0);
@@ -189,8 +190,8 @@ async fn every_correct_variant_passes_verify() {
     for exercise in Exercise::ALL.iter().copied() {
         for patch in patches(exercise, "variants", "right-") {
             let rel = patch.strip_prefix(workspace_root()).unwrap();
-            let binary = patched_worker(&rel.to_string_lossy());
-            let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
+            let binary = patched_binary(exercise.info().component, &rel.to_string_lossy());
+            let (code, report) = verify(exercise, Some(&binary)).await;
             assert_eq!(code, Some(0), "{} must pass\n{report:#}", rel.display());
         }
     }
@@ -206,7 +207,7 @@ async fn every_wrong_fix_fails_with_its_diagnosis() {
         assert!(!fixtures.is_empty(), "{exercise} has no wrong-fix fixtures");
         for patch in fixtures {
             let rel = patch.strip_prefix(workspace_root()).unwrap().to_path_buf();
-            let binary = patched_worker(&rel.to_string_lossy());
+            let binary = patched_binary(exercise.info().component, &rel.to_string_lossy());
             cases.push((exercise, rel, expectation(&patch), binary));
         }
     }
@@ -217,7 +218,7 @@ async fn every_wrong_fix_fails_with_its_diagnosis() {
         let mut set = tokio::task::JoinSet::new();
         for (exercise, rel, expect, binary) in pair.iter().cloned() {
             set.spawn(async move {
-                let (code, report) = verify(exercise, Workers::Binary(&binary)).await;
+                let (code, report) = verify(exercise, Some(&binary)).await;
                 fails_as(&rel.display().to_string(), code, &report, &expect)
             });
         }
@@ -234,7 +235,7 @@ async fn every_wrong_fix_fails_with_its_diagnosis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_prints_one_line_per_check_then_the_verdict() {
     let exercise = Exercise::DuplicateDelivery;
-    let binary = solution_worker(exercise);
+    let binary = solution_binary(exercise);
     let stack = Stack::with_two(Workers::Binary(&binary)).await;
     let out = stack
         .demo(&scratch_dir("verify-text"), &["verify", "--late-secs", "1"])
@@ -295,7 +296,7 @@ fn every_compile_error_fixture_gives_its_message() {
                     .to_string()
             };
             let (expected, fix) = (field("Error:"), field("Fix:"));
-            let errors = build_errors(&rel.to_string_lossy())
+            let errors = build_errors(exercise.info().component, &rel.to_string_lossy())
                 .unwrap_or_else(|| panic!("{} builds; it must not", rel.display()));
             let first = errors
                 .lines()

@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use lab_schema::Exercise;
-use lab_schema::testing::{solution_worker, workspace_root};
-use lab_tests::{Stack, Workers, scratch_dir, text};
+use lab_schema::testing::{solution_binary, workspace_root};
+use lab_tests::{Stack, scratch_dir, text};
 
 /// Runs a demo-runner command in `dir`; panics unless it exits as expected.
 async fn output(stack: &Stack, dir: &Path, args: &[&str], code: i32) -> String {
@@ -200,7 +200,7 @@ async fn fresh_outputs(exercise: Exercise, shown: &[Block]) -> Vec<(String, Stri
     let mut fresh = Vec::new();
     for block in shown.iter().filter(|b| b.compile) {
         let patch = format!("{}/{}", exercise.folder(), block.args.join(" "));
-        fresh.push((block.name.clone(), first_compile_error(&patch)));
+        fresh.push((block.name.clone(), first_compile_error(exercise, &patch)));
     }
     for solution in [false, true] {
         let mine: Vec<&Block> = shown
@@ -210,11 +210,8 @@ async fn fresh_outputs(exercise: Exercise, shown: &[Block]) -> Vec<(String, Stri
         if mine.is_empty() {
             continue;
         }
-        let binary = solution.then(|| solution_worker(exercise));
-        let stack = match &binary {
-            Some(binary) => Stack::with_two(Workers::Binary(binary)).await,
-            None => Stack::with_two(Workers::Starter).await,
-        };
+        let binary = solution.then(|| solution_binary(exercise));
+        let stack = Stack::for_exercise(exercise, binary.as_deref()).await;
         for block in mine {
             let args: Vec<&str> = block.args.iter().map(String::as_str).collect();
             let out = output(&stack, &dir, &args, block.exit).await;
@@ -229,8 +226,8 @@ async fn fresh_outputs(exercise: Exercise, shown: &[Block]) -> Vec<(String, Stri
 
 /// The compiler's first error (up to its blank line) when the worker is built
 /// with `patch`, as `./lab check` or a failed `docker compose up --build` shows it.
-fn first_compile_error(patch: &str) -> String {
-    let errors = lab_schema::testing::build_errors(patch)
+fn first_compile_error(exercise: Exercise, patch: &str) -> String {
+    let errors = lab_schema::testing::build_errors(exercise.info().component, patch)
         .unwrap_or_else(|| panic!("{patch} builds; a compile-error block needs one that does not"));
     let mut out = String::new();
     for line in errors

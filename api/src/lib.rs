@@ -38,6 +38,9 @@ use redis::aio::ConnectionManager;
 
 pub use error::ApiError;
 
+/// When this process started serving (Unix ms), as `GET /workers` reports it.
+pub(crate) static STARTED_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -129,6 +132,7 @@ async fn serve_state(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    STARTED_MS.get_or_init(lab_schema::now_ms);
     tracing::info!(%addr, "api listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)

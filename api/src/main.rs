@@ -15,9 +15,9 @@ struct Args {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// How long POST /orders keeps an answer for its Idempotency-Key, in seconds (published at GET /idempotency).
-    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = lab_schema::orders::DEFAULT_KEY_TTL_SECS,
+    #[arg(long, env = "ORDER_KEY_TTL_SECS", default_value_t = lab_schema::orders::DEFAULT_KEY_TTL_SECS,
           value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
-    idempotency_ttl_secs: u64,
+    order_key_ttl_secs: u64,
 }
 
 #[tokio::main]
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     api::serve(
         listener,
         &args.redis_url,
-        std::time::Duration::from_secs(args.idempotency_ttl_secs),
+        std::time::Duration::from_secs(args.order_key_ttl_secs),
         lab_schema::service::shutdown_signal(),
     )
     .await

@@ -1,8 +1,9 @@
-//! Which exercise code the running workers were built from, said with every
-//! result: a fingerprint of the student file (`worker_code=job.rs#3fa9c1`), a
-//! line for a human, and a warning when the workers disagree, when none runs, or
-//! when the file on disk is newer than what runs (a rebuild that failed, workers
-//! not restarted). Students need not edit this file.
+//! Which exercise code the running workers (or the API, whose file exercise 4
+//! is) were built from, said with every result: a fingerprint of the student
+//! file (`worker_code=job.rs#3fa9c1`), a line for a human, and a warning when
+//! the workers disagree, when none runs, or when the file on disk is newer than
+//! what runs (a rebuild that failed, workers not restarted). Students need not
+//! edit this file.
 //!
 //! The file on disk is read from `LAB_SOURCE_DIR` (the repository: `./lab` sets
 //! it, and compose mounts the repository there, read-only, in the demo container).
@@ -10,6 +11,7 @@
 use std::path::PathBuf;
 
 use lab_schema::Exercise;
+use lab_schema::exercise::Component;
 use lab_schema::code::{Code, RunningWorker, label};
 use lab_schema::summary::plural;
 
@@ -27,8 +29,25 @@ pub struct CodeReport {
     pub lines: Vec<String>,
 }
 
-/// How to rebuild and restart the workers, on both paths.
-const REBUILD: &str = "docker compose up --build -d (natively ./lab restart worker), and read the compiler's errors if it fails";
+/// What runs an exercise's code: its name and how to rebuild and restart it, on both paths.
+struct Runner {
+    noun: &'static str,
+    /// Who was built from another version, when all of them were.
+    all_stale: &'static str,
+    rebuild: &'static str,
+}
+
+const WORKERS: Runner = Runner {
+    noun: "worker",
+    all_stale: "the running workers were",
+    rebuild: "docker compose up --build -d (natively ./lab restart worker), and read the compiler's errors if it fails",
+};
+
+const API: Runner = Runner {
+    noun: "API",
+    all_stale: "the running API was",
+    rebuild: "docker compose up --build -d api (natively ./lab restart api), and read the compiler's errors if it fails",
+};
 
 /// Reads the running workers and compares their code with the file on disk.
 pub async fn report(api: &Api, exercise: Exercise) -> CodeReport {
@@ -36,7 +55,10 @@ pub async fn report(api: &Api, exercise: Exercise) -> CodeReport {
     match api.workers().await {
         Ok(running) => judge(
             exercise,
-            &running.workers,
+            &match exercise.info().component {
+                Component::Worker => running.workers,
+                Component::Api => running.api.into_iter().collect(),
+            },
             source_dir.map(|dir| Code::of_sources(&dir)).as_ref(),
             lab_schema::now_ms(),
         ),
@@ -56,11 +78,16 @@ fn judge(
     now_ms: u64,
 ) -> CodeReport {
     let file = exercise.info().student_file;
+    let runner = match exercise.info().component {
+        Component::Worker => WORKERS,
+        Component::Api => API,
+    };
+    let (noun, rebuild) = (runner.noun, runner.rebuild);
     if workers.is_empty() {
         return CodeReport {
             label: None,
             lines: vec![
-                "# WARNING: no worker is running: nothing processes the jobs (docker compose up -d, natively ./lab up)".to_string(),
+                format!("# WARNING: no {noun} is running: nothing processes the jobs (docker compose up -d, natively ./lab up)"),
             ],
         };
     }
@@ -76,7 +103,7 @@ fn judge(
             let newest = workers.iter().map(|w| w.started_ms).max().unwrap_or(now_ms);
             lines.push(format!(
                 "# {} running {}, started {}",
-                plural(workers.len() as u64, "worker"),
+                plural(workers.len() as u64, noun),
                 label_of(hash),
                 ago(now_ms.saturating_sub(newest))
             ));
@@ -94,7 +121,7 @@ fn judge(
                 })
                 .collect();
             lines.push(format!(
-                "# WARNING: the workers run different code: {}. Restart them all: {REBUILD}",
+                "# WARNING: the {noun}s run different code: {}. Restart them all: {rebuild}",
                 each.join(", ")
             ));
         }
@@ -107,7 +134,7 @@ fn judge(
             .collect();
         if !stale.is_empty() {
             let who = if stale.len() == workers.len() {
-                "the running workers were".to_string()
+                runner.all_stale.to_string()
             } else {
                 format!(
                     "{} {}",
@@ -116,7 +143,7 @@ fn judge(
                 )
             };
             lines.push(format!(
-                "# WARNING: {file} on disk is #{disk}, but {who} built from another version: these numbers are NOT from your file. Did the last build fail? Rebuild: {REBUILD}"
+                "# WARNING: {file} on disk is #{disk}, but {who} built from another version: these numbers are NOT from your file. Did the last build fail? Rebuild: {rebuild}"
             ));
         }
     }

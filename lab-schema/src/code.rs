@@ -19,6 +19,10 @@ pub const ALIVE_WITHIN_MS: u64 = 15_000;
 #[serde(rename_all = "camelCase")]
 pub struct RunningWorkers {
     pub workers: Vec<RunningWorker>,
+    /// The API answering, and the exercise code built into it (exercise 4's
+    /// student file is in the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<RunningWorker>,
 }
 
 /// One running worker process.

@@ -527,3 +527,31 @@ pub async fn get_policy(State(state): State<AppState>) -> Json<IdempotencyPolicy
 
 /// The default of `--idempotency-ttl-secs`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(DEFAULT_KEY_TTL_SECS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(values: &[&[u8]]) -> KeyHeader {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(IDEMPOTENCY_KEY, HeaderValue::from_bytes(value).unwrap());
+        }
+        KeyHeader::of(&headers)
+    }
+
+    #[test]
+    fn the_key_header_is_read_bare_or_quoted_and_refused_when_unusable() {
+        assert_eq!(key(&[]), KeyHeader::Missing);
+        assert_eq!(key(&[b"abc-1"]), KeyHeader::Valid("abc-1".into()));
+        // The IETF draft writes the key as a quoted string.
+        assert_eq!(key(&[b"\"8e03978e\""]), KeyHeader::Valid("8e03978e".into()));
+        let malformed = |values: &[&[u8]]| matches!(key(values), KeyHeader::Malformed(_));
+        assert!(malformed(&[b""]));
+        assert!(malformed(&[b"\"\""]));
+        assert!(malformed(&[b"my key"]));
+        assert!(malformed(&[&[b'k'; 256]]));
+        assert!(malformed(&[b"a", b"b"]));
+        assert_eq!(key(&[&[b'k'; 255]]), KeyHeader::Valid("k".repeat(255)));
+    }
+}

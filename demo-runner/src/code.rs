@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 
 use lab_schema::Exercise;
-use lab_schema::exercise::Component;
 use lab_schema::code::{Code, RunningWorker, label};
+use lab_schema::exercise::Component;
 use lab_schema::summary::plural;
 
 use crate::client::Api;
@@ -49,6 +49,18 @@ const API: Runner = Runner {
     rebuild: "docker compose up --build -d api (natively ./lab restart api), and read the compiler's errors if it fails",
 };
 
+/// How to rebuild and restart what runs `exercise`'s code, on both paths.
+pub fn rebuild_hint(exercise: Exercise) -> &'static str {
+    runner(exercise).rebuild
+}
+
+fn runner(exercise: Exercise) -> Runner {
+    match exercise.info().component {
+        Component::Worker => WORKERS,
+        Component::Api => API,
+    }
+}
+
 /// Reads the running workers and compares their code with the file on disk.
 pub async fn report(api: &Api, exercise: Exercise) -> CodeReport {
     let source_dir = std::env::var_os(SOURCE_DIR_ENV).map(PathBuf::from);
@@ -78,17 +90,14 @@ fn judge(
     now_ms: u64,
 ) -> CodeReport {
     let file = exercise.info().student_file;
-    let runner = match exercise.info().component {
-        Component::Worker => WORKERS,
-        Component::Api => API,
-    };
+    let runner = runner(exercise);
     let (noun, rebuild) = (runner.noun, runner.rebuild);
     if workers.is_empty() {
         return CodeReport {
             label: None,
-            lines: vec![
-                format!("# WARNING: no {noun} is running: nothing processes the jobs (docker compose up -d, natively ./lab up)"),
-            ],
+            lines: vec![format!(
+                "# WARNING: no {noun} is running: nothing processes the jobs (docker compose up -d, natively ./lab up)"
+            )],
         };
     }
     let fingerprint = |w: &RunningWorker| w.fingerprint_of(file).unwrap_or("?").to_string();

@@ -95,10 +95,12 @@ impl Comparison {
     fn same_code(&self) -> Option<String> {
         let before = self.before.summary.worker_code.as_deref()?;
         let after = self.after.summary.worker_code.as_deref()?;
+        let exercise = self.after.summary.exercise().unwrap_or_default();
         (before == after).then(|| {
             format!(
-                "nothing changed between these runs: both were made by the same code ({}). Did the rebuild fail? Rebuild: docker compose up --build -d (natively ./lab restart worker), and read its errors",
-                before.replace('#', " #")
+                "nothing changed between these runs: both were made by the same code ({}). Did the rebuild fail? Rebuild: {}",
+                before.replace('#', " #"),
+                crate::code::rebuild_hint(exercise)
             )
         })
     }
@@ -136,6 +138,9 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
                 ),
             );
         }
+    }
+    if let (Some(_), Some(_)) = (b.orders_created, a.orders_created) {
+        return orders_verdict(b, a);
     }
     let mut note = String::new();
     if (b.unique_jobs, b.total_submissions) != (a.unique_jobs, a.total_submissions) {
@@ -206,5 +211,51 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
     (
         true,
         format!("fixed: effects now equal unique jobs, {skipped} skipped{rescued}{note}"),
+    )
+}
+
+/// [`verdict`] of two `retried-post` runs: orders per logical order.
+fn orders_verdict(b: &lab_schema::RunSummary, a: &lab_schema::RunSummary) -> (bool, String) {
+    let (created, expected) = (
+        a.orders_created.unwrap_or(0),
+        a.expected_orders.unwrap_or(0),
+    );
+    let (extra, missing) = (a.extra_orders.unwrap_or(0), a.missing_orders.unwrap_or(0));
+    let before_extra = b.extra_orders.unwrap_or(0);
+    if extra > 0 {
+        let same = extra >= before_extra;
+        return (
+            false,
+            format!(
+                "still broken: {} for {expected} expected, {}{}",
+                plural(created, "order"),
+                plural(extra, "extra order"),
+                if same { ", no better than before" } else { "" }
+            ),
+        );
+    }
+    if missing > 0 {
+        return (
+            false,
+            format!(
+                "over-refusing: {} never created (a retry refused for good: is the reservation released after a failure?)",
+                plural(missing, "expected order")
+            ),
+        );
+    }
+    if before_extra == 0 {
+        return (
+            false,
+            "the before run already had one order per logical order: was it taken with the starter API?".to_string(),
+        );
+    }
+    (
+        true,
+        format!(
+            "fixed: {} for {expected} expected, {} (before: {})",
+            plural(created, "order"),
+            plural(a.replays.unwrap_or(0), "replayed answer"),
+            plural(before_extra, "extra order")
+        ),
     )
 }

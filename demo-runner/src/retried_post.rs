@@ -53,7 +53,7 @@ pub async fn retried_post(
     let started = Instant::now();
     // Keys and callers are new in every run, so a rerun never meets an old answer.
     let key = |name: &str| Some(format!("{run_id}-{name}"));
-    let who = |name: &str| format!("{name}.{}", &run_id[run_id.len() - 6..]);
+    let who = |name: &str| caller(name, &run_id);
     let call = |account: &str, key: Option<String>, body: &str| OrderCall {
         account: account.to_string(),
         key,
@@ -226,6 +226,12 @@ pub async fn retried_post(
     let mut result = ScenarioRun::new("retried-post", summary, started);
     result.narration = narration;
     Ok(result)
+}
+
+/// A caller's account, new in every run: `shop-a-<ms>-<hex>`, the tail of the run id.
+pub(crate) fn caller(name: &str, run_id: &str) -> String {
+    let tail = run_id.rsplitn(3, '-').take(2).collect::<Vec<_>>();
+    format!("{name}-{}-{}", tail[1], tail[0])
 }
 
 /// The orders the callers of a case got.

@@ -10,6 +10,7 @@
 //! | `tests/lab.rs` | the starter and the solution through the scenarios, kills, SIGTERM, chaos, the event log |
 //! | `tests/faults.rs` | poisoned jobs, malformed entries, Redis restarts, passwords, load, slow deliveries |
 //! | `tests/settled.rs` | a run's numbers are final only when every attempt has returned (a paused worker) |
+//! | `tests/orders.rs` | exercise 4's `retried-post` against the starter API and the solution's |
 //! | `tests/exercises.rs` | every exercise: starter fails `verify`, solution passes, each fixture fails its check |
 //! | `tests/cli.rs` | the demo-runner as a user runs it: formats, exit codes, one-line errors |
 //! | `tests/handout.rs` | each handout's output blocks are what the code prints |

@@ -222,7 +222,7 @@ struct Client<'a> {
 impl Client<'_> {
     fn call(&self, account: &str, key: Option<&str>, body: &str) -> OrderCall {
         OrderCall {
-            account: format!("{account}.{}", &self.run_id[self.run_id.len() - 6..]),
+            account: crate::retried_post::caller(account, &self.run_id),
             key: key.map(|k| format!("{}-{k}", self.run_id)),
             run_id: self.run_id.clone(),
             body: body.to_string(),

@@ -1,0 +1,83 @@
+//! Exercise 4's incident end to end: `retried-post` against the starter API and
+//! against the API built with the reference solution, with two real workers
+//! processing the orders; the raw HTTP it prints; and `compare` of the two.
+
+use lab_schema::Exercise;
+use lab_schema::testing::solution_binary;
+use lab_tests::{Stack, scratch_dir, text};
+
+// Before the fix every retry, double click and reused request is a new order;
+// after it, exactly one order per logical order, the retries answered from the
+// stored answer. The numbers are the ones the handout and the guide quote.
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_post_counts_orders_per_logical_order_before_and_after() {
+    let exercise = Exercise::RetriedPost;
+    let dir = scratch_dir("retried-post");
+    let before = Stack::for_exercise(exercise, None).await;
+    let out = before
+        .demo(&dir, &["retried-post", "--save", "before.json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "case lost-answer: no answer, 201 -> 2 orders (expected 1)",
+        "case double-click: 201, 201 -> 2 orders (expected 1)",
+        "case missing-key: no answer, 201 -> 2 orders (expected 0)",
+        "expected_orders=7",
+        "orders_created=13",
+        "extra_orders=6",
+        "replays=0",
+        "statuses=201:11,503:1,none:2",
+        "observed_effects_total=13",
+        "# 13 orders for 7 expected: 6 extra orders",
+        "# 1 API running idempotency.rs #",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    drop(before);
+
+    let binary = solution_binary(exercise);
+    let after = Stack::for_exercise(exercise, Some(&binary)).await;
+    let out = after
+        .demo(
+            &dir,
+            &["retried-post", "--show-http", "--save", "after.json"],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "case lost-answer: no answer, 201 replayed -> 1 order (expected 1)",
+        "case two-callers-one-key: 201, 201 -> 2 orders (expected 2)",
+        "case double-click: 201, 409 idempotency_key_in_flight, 201 replayed -> 1 order (expected 1)",
+        "case reordered-retry: 201, 201 replayed -> 1 order (expected 1)",
+        "case key-reused: 201, 422 idempotency_key_reused -> 1 order (expected 1)",
+        "case missing-key: 400 idempotency_key_missing -> 0 orders (expected 0)",
+        "case failure-then-retry: 503 stock_unavailable, 201 -> 1 order (expected 1)",
+        "orders_created=7",
+        "extra_orders=0",
+        "missing_orders=0",
+        "replays=3",
+        "statuses=201:9,400:1,409:1,422:1,503:1,none:1",
+        "observed_effects_total=7",
+        "# 7 orders for 7 expected, 3 replayed answers: exactly one order per logical order",
+        // The raw exchanges: a lost answer, a replay, a conflict, a mismatch.
+        "(the connection closed: no answer at all)",
+        "HTTP/1.1 201 Created\ncontent-type: application/json\nidempotent-replayed: true",
+        "HTTP/1.1 409 Conflict\ncontent-type: application/json\nretry-after: 1",
+        "HTTP/1.1 422 Unprocessable Entity",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    let out = after
+        .demo(&dir, &["compare", "before.json", "after.json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "# fixed: 7 orders for 7 expected, 3 replayed answers (before: 6 extra orders)"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -120,11 +120,12 @@ record() { # record <title> <command...>: runs it, shows and keeps its output
 }
 elapsed() { local s=$SECONDS; "$@"; ELAPSED=$((SECONDS - s)); }
 value() { printf '%s\n' "$LAST" | sed -n "s/^$1=//p" | tr -d '\r'; }
-only_worker_rebuilt() { # after an edit of job.rs, only the worker crate may compile again
+only_rebuilt() { # only_rebuilt <crate>: after an edit of an exercise file, only its crate may compile again
   rebuilt="$(printf '%s\n' "$LAST" | grep -o 'Compiling [a-z_-]* v' | sed 's/Compiling \(.*\) v/\1/' | sort -u | tr '\n' ' ')"
   say "crates compiled by the rebuild: ${rebuilt:-(none shown)}"
-  case "$rebuilt" in "worker ") ;; *) die "the rebuild should compile the worker crate alone, compiled: ${rebuilt:-nothing}" ;; esac
+  case "$rebuilt" in "$1 ") ;; *) die "the rebuild should compile the $1 crate alone, compiled: ${rebuilt:-nothing}" ;; esac
 }
+only_worker_rebuilt() { only_rebuilt worker; }
 expect_load() { # expect_load <attempts> <effects> <skips>
   local got; got="$(value unique_jobs)/$(value total_submissions)/$(value observed_attempts_total)/$(value observed_effects_total)/$(value duplicate_skips)/$(value drained)"
   [ "$got" = "8/16/$1/$2/$3/true" ] || die "duplicate-load 8 2 gave $got, expected 8/16/$1/$2/$3/true"
@@ -275,6 +276,23 @@ printf '%s\n' "$LAST" | grep -q '# fixed' || die "compare (exercise 3) did not s
 record "docker compose run --rm demo verify --exercise 3  (exercise 3 fix)" dc run --rm -T demo verify --exercise 3
 printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify --exercise 3 on the fix: no PASS verdict"
 
+# 4d. Exercise 4, the retried POST: the student file is in the API. The starter makes a new
+# order for every retry, double click and reused request; the fix one per logical order.
+record "docker compose run --rm demo retried-post --save post-before.json  (exercise 4 starter)" dc run --rm -T demo retried-post --save post-before.json
+[ "$(value expected_orders)/$(value orders_created)/$(value extra_orders)/$(value replays)" = 7/13/6/0 ] || die "exercise 4 starter: expected 13 orders for 7, 6 extra, 0 replays"
+GIT_CEILING_DIRECTORIES="$DIR" git apply exercises/04-retried-post/solution.patch
+grep -q 'sort_all_objects' api/src/idempotency.rs || die "the exercise 4 reference patch did not apply"
+elapsed record "docker compose up --build -d  (after editing api/src/idempotency.rs)" dc up --build -d
+REBUILD4=$ELAPSED
+only_rebuilt api
+record "docker compose run --rm demo retried-post --show-http --save post-after.json  (exercise 4 fix)" dc run --rm -T demo retried-post --show-http --save post-after.json
+[ "$(value expected_orders)/$(value orders_created)/$(value extra_orders)/$(value missing_orders)/$(value replays)" = 7/7/0/0/3 ] || die "exercise 4 fix: expected 7 orders for 7, 0 extra, 0 missing, 3 replays"
+printf '%s\n' "$LAST" | grep -qi '^idempotent-replayed: true' || die "retried-post --show-http: no replayed answer shown"
+record "docker compose run --rm demo compare post-before.json post-after.json" dc run --rm -T demo compare post-before.json post-after.json
+printf '%s\n' "$LAST" | grep -q '# fixed' || die "compare (exercise 4) did not say fixed"
+record "docker compose run --rm demo verify --exercise 4  (exercise 4 fix)" dc run --rm -T demo verify --exercise 4
+printf '%s\n' "$LAST" | grep -q '^verdict: PASS' || die "verify --exercise 4 on the fix: no PASS verdict"
+
 # 5. Three workers: the guard holds across processes.
 record "docker compose up -d --scale worker=3" dc up -d --scale worker=3
 [ "$(dc ps -q worker | wc -l)" = 3 ] || die "expected 3 worker containers"
@@ -308,6 +326,7 @@ record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
   printf -- '- `docker compose up --build -d` after applying the reference patch: %ss (compiled: %s)\n' "$REBUILD" "$rebuilt"
   printf -- '- `docker compose up --build -d` after applying exercise 2'"'"'s reference patch: %ss\n' "$REBUILD2"
   printf -- '- `docker compose up --build -d` after applying exercise 3'"'"'s reference patch: %ss\n' "$REBUILD3"
+  printf -- '- `docker compose up --build -d` after applying exercise 4'"'"'s reference patch (the API): %ss\n' "$REBUILD4"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
   [ -z "$SCALE_LINES" ] || printf '\n## Scaling (COMPOSE_TEST_SCALE)\n\n%s' "$SCALE_LINES"
 } >>"$REPORT"

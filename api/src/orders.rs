@@ -414,8 +414,11 @@ pub async fn get_order(
     JobId(order_id): JobId,
 ) -> Result<Json<OrderView>, ApiError> {
     let mut redis = state.redis.clone();
-    let mut views =
-        tokio::time::timeout(REDIS_TIMEOUT, views(&mut redis, &[order_id.clone()])).await??;
+    let mut views = tokio::time::timeout(
+        REDIS_TIMEOUT,
+        views(&mut redis, std::slice::from_ref(&order_id)),
+    )
+    .await??;
     views.pop().map(Json).ok_or_else(|| {
         ApiError::client(
             StatusCode::NOT_FOUND,

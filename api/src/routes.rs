@@ -152,9 +152,9 @@ pub(crate) async fn enqueue(
     let mut pipe = redis::pipe();
     pipe.atomic()
         .hincr(&job_key, job_field::SUBMISSIONS, 1)
-        .hset_nx(&job_key, job_field::JOB_ID, &job_id)
+        .hset_nx(&job_key, job_field::JOB_ID, job_id)
         .ignore()
-        .hset_nx(&job_key, job_field::RUN_ID, &run_id)
+        .hset_nx(&job_key, job_field::RUN_ID, run_id)
         .ignore()
         // Queued again, even if completed before: a new delivery is on its way.
         .hset(&job_key, job_field::STATUS, JobStatus::Queued.as_str())
@@ -162,7 +162,7 @@ pub(crate) async fn enqueue(
     if !job_fields.is_empty() {
         pipe.hset_multiple(&job_key, job_fields).ignore();
     }
-    pipe.sadd(keys::run_jobs(&run_id), &job_id)
+    pipe.sadd(keys::run_jobs(run_id), job_id)
         .ignore()
         .hincr(&run_key, run_field::SUBMISSIONS, 1)
         .ignore()
@@ -170,11 +170,11 @@ pub(crate) async fn enqueue(
         .ignore()
         .expire(&run_key, RECORD_TTL_SECS as i64)
         .ignore()
-        .expire(keys::run_jobs(&run_id), RECORD_TTL_SECS as i64)
+        .expire(keys::run_jobs(run_id), RECORD_TTL_SECS as i64)
         .ignore()
         // The dashboard's list of recent runs (an index: no keyspace walk), and
         // the submissions counter of `GET /metrics`.
-        .zadd(recent_runs::KEY, &run_id, now_ms as u64)
+        .zadd(recent_runs::KEY, run_id, now_ms as u64)
         .ignore()
         .zremrangebyrank(recent_runs::KEY, 0, -(recent_runs::KEEP as isize) - 1)
         .ignore()

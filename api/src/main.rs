@@ -18,12 +18,20 @@ struct Args {
     #[arg(long, env = "ORDER_KEY_TTL_SECS", default_value_t = lab_schema::orders::DEFAULT_KEY_TTL_SECS,
           value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
     order_key_ttl_secs: u64,
+    /// Print the fingerprint of the exercise file built into this API, then exit.
+    #[arg(long)]
+    print_code: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lab_schema::service::init_tracing();
     let args = Args::parse();
+    if args.print_code {
+        let (file, fingerprint) = api::code();
+        println!("{file} #{fingerprint}");
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

@@ -528,7 +528,7 @@ pub async fn get_policy(State(state): State<AppState>) -> Json<IdempotencyPolicy
     })
 }
 
-/// The default of `--idempotency-ttl-secs`.
+/// The default of `--order-key-ttl-secs`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(DEFAULT_KEY_TTL_SECS);
 
 #[cfg(test)]

@@ -238,8 +238,18 @@ fn orders_verdict(b: &lab_schema::RunSummary, a: &lab_schema::RunSummary) -> (bo
         return (
             false,
             format!(
-                "over-refusing: {} never created (a retry refused for good: is the reservation released after a failure?)",
+                "still wrong: {} never created (a request refused, or answered with another order's answer)",
                 plural(missing, "expected order")
+            ),
+        );
+    }
+    let wrong = a.wrong_answers.unwrap_or(0);
+    if wrong > 0 {
+        return (
+            false,
+            format!(
+                "still wrong: the orders are right, but {} (a replay of another order, a retry refused, or an order where 400 or 422 was due)",
+                plural(wrong, "wrong final answer")
             ),
         );
     }

@@ -398,11 +398,17 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 timeout_secs: cli.timeout,
                 lease_ms: *lease_ms,
             };
+            let wait = match exercise.info().component {
+                lab_schema::exercise::Component::Worker => format!(
+                    " (up to {}s: one check waits for a redelivery)",
+                    (*late_secs).max(*redelivery_wait) + 2
+                ),
+                lab_schema::exercise::Component::Api => String::new(),
+            };
             eprintln!(
-                "verify: {exercise}, {} checks against {} (up to {}s: one check waits for a redelivery)",
+                "verify: {exercise}, {} checks against {}{wait}",
                 verify::check_count(exercise),
                 cli.api_url,
-                (*late_secs).max(*redelivery_wait) + 2
             );
             let report = verify::verify(exercise, &api, &options).await?;
             let code = code::report(&api, exercise).await;

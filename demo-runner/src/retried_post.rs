@@ -18,8 +18,8 @@ use crate::wait::wait_settled;
 /// Tries of a client that retries (no answer, 5xx, 409).
 const TRIES: u32 = 6;
 
-/// One client story: who calls, what it sends, and how many orders a correct
-/// API creates for it.
+/// One client story: who calls, what it sends, how many orders a correct API
+/// creates for it, and the answer each client must end with.
 struct Case {
     name: &'static str,
     /// The callers of the case (their orders are the case's orders).
@@ -27,6 +27,47 @@ struct Case {
     /// Orders a correct API creates for this case.
     expected: u64,
     exchanges: Vec<Exchange>,
+    /// The exchanges that end a client's story (its last answer), and what a
+    /// correct API answers there.
+    finals: Vec<(usize, Final)>,
+}
+
+/// The answer a client must end with.
+#[derive(Debug, Clone, Copy)]
+enum Final {
+    /// 201 with one of this caller's own orders (replayed or not).
+    OwnOrder,
+    /// Refused with this status (no order for this request).
+    Refused(u16),
+}
+
+impl Case {
+    /// The finals whose answer is not what a correct API gives.
+    fn wrong_answers(&self, orders: &[OrderView]) -> u64 {
+        self.finals
+            .iter()
+            .filter(|(i, want)| {
+                let exchange = &self.exchanges[*i];
+                let right = match want {
+                    Final::OwnOrder => {
+                        exchange.status == Some(201)
+                            && exchange.order_id().is_some_and(|id| {
+                                of_account(orders, &exchange.call.account)
+                                    .iter()
+                                    .any(|o| o.order_id == id)
+                            })
+                    }
+                    Final::Refused(status) => exchange.status == Some(*status),
+                };
+                !right
+            })
+            .count() as u64
+    }
+}
+
+/// The last exchange of a client's story.
+fn last(exchanges: &[Exchange], want: Final) -> Vec<(usize, Final)> {
+    vec![(exchanges.len() - 1, want)]
 }
 
 /// The body of an order, as compact JSON.
@@ -72,6 +113,7 @@ pub async fn retried_post(
         name: "lost-answer",
         accounts: vec![phone],
         expected: 1,
+        finals: last(&exchanges, Final::OwnOrder),
         exchanges,
     });
 
@@ -95,6 +137,7 @@ pub async fn retried_post(
         accounts: vec![shop_a, shop_b],
         expected: 2,
         exchanges,
+        finals: vec![(0, Final::OwnOrder), (1, Final::OwnOrder)],
     });
 
     // 3. A double click: two requests at once, while the first is still in flight.
@@ -106,11 +149,16 @@ pub async fn retried_post(
         api.post_order_until_answered(&click, TRIES).await
     });
     let mut exchanges = first?;
+    let first_last = exchanges.len() - 1;
     exchanges.extend(second?);
     cases.push(Case {
         name: "double-click",
         accounts: vec![web],
         expected: 1,
+        finals: vec![
+            (first_last, Final::OwnOrder),
+            (exchanges.len() - 1, Final::OwnOrder),
+        ],
         exchanges,
     });
 
@@ -130,6 +178,7 @@ pub async fn retried_post(
         accounts: vec![app],
         expected: 1,
         exchanges,
+        finals: vec![(1, Final::OwnOrder)],
     });
 
     // 5. A client bug: the same key sent with a different order.
@@ -145,6 +194,7 @@ pub async fn retried_post(
         accounts: vec![app],
         expected: 1,
         exchanges,
+        finals: vec![(0, Final::OwnOrder), (1, Final::Refused(422))],
     });
 
     // 6. No key at all, and the answer is lost: the retry cannot be recognised.
@@ -157,6 +207,7 @@ pub async fn retried_post(
         name: "missing-key",
         accounts: vec![app],
         expected: 0,
+        finals: last(&exchanges, Final::Refused(400)),
         exchanges,
     });
 
@@ -170,6 +221,7 @@ pub async fn retried_post(
         name: "failure-then-retry",
         accounts: vec![app],
         expected: 1,
+        finals: last(&exchanges, Final::OwnOrder),
         exchanges,
     });
 
@@ -187,16 +239,26 @@ pub async fn retried_post(
     };
 
     let mut narration = Vec::new();
-    let (mut extra, mut missing, mut expected) = (0, 0, 0);
+    let (mut extra, mut missing, mut expected, mut wrong) = (0, 0, 0, 0);
     for case in &cases {
         let made = case_orders(&orders, &case.accounts);
         let outcomes: Vec<String> = case.exchanges.iter().map(Exchange::outcome).collect();
+        let wrong_here = case.wrong_answers(&orders);
+        wrong += wrong_here;
         narration.push(format!(
-            "case {}: {} -> {} (expected {})",
+            "case {}: {} -> {} (expected {}){}",
             case.name,
             outcomes.join(", "),
             lab_schema::summary::plural(made, "order"),
-            case.expected
+            case.expected,
+            if wrong_here > 0 {
+                format!(
+                    ", {}",
+                    lab_schema::summary::plural(wrong_here, "wrong final answer")
+                )
+            } else {
+                String::new()
+            }
         ));
         extra += made.saturating_sub(case.expected);
         missing += case.expected.saturating_sub(made);
@@ -219,6 +281,7 @@ pub async fn retried_post(
     summary.orders_created = Some(created);
     summary.extra_orders = Some(extra);
     summary.missing_orders = Some(missing);
+    summary.wrong_answers = Some(wrong);
     summary.replays = Some(all.iter().filter(|e| e.replayed()).count() as u64);
     summary.answers_dropped = Some(all.iter().filter(|e| e.status.is_none()).count() as u64);
     summary.requests = Some(all.len() as u64);

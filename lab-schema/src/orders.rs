@@ -49,8 +49,9 @@ pub struct Order {
     pub simulate: Option<Simulate>,
 }
 
-/// The lab's per-order faults. Each applies once per caller and key: the first
-/// request that reaches that point, never a retry.
+/// The lab's per-order faults. `dropAnswer` and `failFirst` apply once per
+/// caller and key (the first request that reaches that point, never a retry);
+/// `slowMs` to every request of the order that goes ahead.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Simulate {

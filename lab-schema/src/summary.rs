@@ -79,6 +79,11 @@ pub struct RunSummary {
     /// `retried-post`: expected orders never created (a retry refused for good).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_orders: Option<u64>,
+    /// `retried-post`: clients whose story ended with another answer than a
+    /// correct API gives (another caller's order, a refusal of their own retry,
+    /// an order where 400 or 422 was due).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrong_answers: Option<u64>,
     /// `retried-post`: answers sent again from the stored answer (`Idempotent-Replayed: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replays: Option<u64>,
@@ -250,8 +255,15 @@ impl RunSummary {
         }
         if missing > 0 {
             return format!(
-                "{orders}: {} never created (a retry was refused for good)",
+                "{orders}: {} never created (a request refused, or answered with another order's answer)",
                 plural(missing, "expected order")
+            );
+        }
+        let wrong = self.wrong_answers.unwrap_or(0);
+        if wrong > 0 {
+            return format!(
+                "{orders}, but {} (a replay of another order, a retry refused, or an order where 400 or 422 was due)",
+                plural(wrong, "wrong final answer")
             );
         }
         format!(

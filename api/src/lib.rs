@@ -38,9 +38,6 @@ use redis::aio::ConnectionManager;
 
 pub use error::ApiError;
 
-/// When this process started serving (Unix ms), as `GET /workers` reports it.
-pub(crate) static STARTED_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-
 /// The exercise file built into this API (exercise 4's) and its fingerprint.
 pub fn code() -> (&'static str, String) {
     (
@@ -61,6 +58,8 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct AppState {
     pub redis: ConnectionManager,
     pub key_ttl: Duration,
+    /// When this API started (Unix ms), as `GET /workers` reports it.
+    pub started_ms: u64,
 }
 
 impl AppState {
@@ -71,6 +70,7 @@ impl AppState {
         Ok(AppState {
             redis,
             key_ttl: orders::DEFAULT_TTL,
+            started_ms: lab_schema::now_ms(),
         })
     }
 }
@@ -140,7 +140,6 @@ async fn serve_state(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    STARTED_MS.get_or_init(lab_schema::now_ms);
     tracing::info!(%addr, "api listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)

@@ -21,16 +21,16 @@ pub async fn get_workers(State(state): State<AppState>) -> Result<Json<RunningWo
         .query_async(&mut redis)
         .await?;
     let mut running = running(&code, &registry, now_ms());
-    running.api = Some(this_api());
+    running.api = Some(this_api(state.started_ms));
     Ok(Json(running))
 }
 
 /// This API process and the fingerprint of the exercise file built into it.
-fn this_api() -> RunningWorker {
+fn this_api(started_ms: u64) -> RunningWorker {
     let (file, fingerprint) = crate::code();
     RunningWorker {
         name: "api".to_string(),
-        started_ms: *crate::STARTED_MS.get_or_init(now_ms),
+        started_ms,
         heartbeat_age_ms: 0,
         code: BTreeMap::from([(file.to_string(), fingerprint)]),
     }

@@ -242,7 +242,7 @@ async fn save_then_compare_two_runs() {
     );
     // Both runs were made by the same starter: compare says the code did not change.
     assert!(
-        stdout.ends_with("Did the rebuild fail? Rebuild: docker compose up --build -d (natively ./lab restart worker), and read its errors\n")
+        stdout.ends_with("Did the rebuild fail? Rebuild: docker compose up --build -d (natively ./lab restart worker), and read the compiler's errors if it fails\n")
             && stdout.contains("# nothing changed between these runs: both were made by the same code (job.rs #"),
         "{stdout}"
     );

@@ -23,6 +23,7 @@ COPY worker worker
 # The binaries are copied out of the cached target/ into the image layer. Cargo decides
 # what to recompile by file times; touching the worker's sources makes sure the exercise
 # is always compiled from exactly what was copied in (the worker crate alone takes seconds).
+# Exercise 4's file is in the API: an edit of it recompiles the api crate (and the worker).
 RUN --mount=type=cache,id=idempotency-lab-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=idempotency-lab-target,target=/src/target \
     touch worker/src/*.rs \

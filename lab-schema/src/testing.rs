@@ -243,9 +243,29 @@ pub fn solution_binary(exercise: crate::Exercise) -> PathBuf {
 
 /// The compiler's errors when `component` is built with `patch` applied (a
 /// `fixtures/compile-*.patch`), as a student sees them; `None` when it builds.
+///
+/// The errors are kept in the temp folder under a hash of the sources, as the
+/// binaries are: the handout test and the fixture test ask for the same ones.
 pub fn build_errors(component: crate::exercise::Component, patch: &str) -> Option<String> {
-    let (built, stderr) = Patched::apply(Some(patch)).build(component, Profile::Debug);
-    (!built).then_some(stderr)
+    let patched = Patched::apply(Some(patch));
+    let kept = std::env::temp_dir().join(format!(
+        "lab-{}-errors-{:016x}.txt",
+        component.package(),
+        tree_hash(&patched.copy)
+    ));
+    if let Ok(errors) = std::fs::read_to_string(&kept) {
+        return Some(errors);
+    }
+    let (built, stderr) = patched.build(component, Profile::Debug);
+    if built {
+        return None;
+    }
+    // Written, then renamed into place: never a half-written file under the name.
+    let partial = kept.with_extension(format!("partial-{}", std::process::id()));
+    if std::fs::write(&partial, &stderr).is_ok() {
+        let _ = std::fs::rename(&partial, &kept);
+    }
+    Some(stderr)
 }
 
 /// How a scratch copy is built: `Debug` for tests (quick to build), `Release`

@@ -204,6 +204,7 @@ elapsed record "docker compose up --build -d  (after editing worker/src/job.rs)"
 REBUILD=$ELAPSED
 say "rebuild + restart after editing job.rs: ${REBUILD}s"
 only_worker_rebuilt
+REBUILT1="$rebuilt"
 
 record "docker compose run --rm demo duplicate-observe" dc run --rm -T demo duplicate-observe
 [ "$(value observed_effects_total)/$(value duplicate_skips)" = 1/2 ] || die "fixed duplicate-observe: expected 1 effect and 2 skips"
@@ -287,6 +288,7 @@ REBUILD4=$ELAPSED
 # The image always recompiles the worker crate from what was copied in (the Dockerfile
 # touches its sources); the API crate is the one the edit recompiles.
 only_rebuilt "api worker"
+REBUILT4="$rebuilt"
 record "docker compose run --rm demo retried-post --show-http --save post-after.json  (exercise 4 fix)" dc run --rm -T demo retried-post --show-http --save post-after.json
 [ "$(value expected_orders)/$(value orders_created)/$(value extra_orders)/$(value missing_orders)/$(value replays)" = 7/7/0/0/3 ] || die "exercise 4 fix: expected 7 orders for 7, 0 extra, 0 missing, 3 replays"
 printf '%s\n' "$LAST" | grep -qi '^idempotent-replayed: true' || die "retried-post --show-http: no replayed answer shown"
@@ -325,10 +327,10 @@ record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
   printf '## Timings\n\n'
   printf -- '- first `docker compose up --build -d` (cold unless COMPOSE_TEST_KEEP_CACHE=1): %ss\n' "$COLD"
   printf -- '- `docker compose up --build -d` after a one-line edit of worker/src/job.rs: %ss\n' "$ONE_LINE"
-  printf -- '- `docker compose up --build -d` after applying the reference patch: %ss (compiled: %s)\n' "$REBUILD" "$rebuilt"
+  printf -- '- `docker compose up --build -d` after applying the reference patch: %ss (compiled: %s)\n' "$REBUILD" "$REBUILT1"
   printf -- '- `docker compose up --build -d` after applying exercise 2'"'"'s reference patch: %ss\n' "$REBUILD2"
   printf -- '- `docker compose up --build -d` after applying exercise 3'"'"'s reference patch: %ss\n' "$REBUILD3"
-  printf -- '- `docker compose up --build -d` after applying exercise 4'"'"'s reference patch (the API): %ss\n' "$REBUILD4"
+  printf -- '- `docker compose up --build -d` after applying exercise 4'"'"'s reference patch (the API): %ss (compiled: %s)\n' "$REBUILD4" "$REBUILT4"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
   [ -z "$SCALE_LINES" ] || printf '\n## Scaling (COMPOSE_TEST_SCALE)\n\n%s' "$SCALE_LINES"
 } >>"$REPORT"

@@ -61,6 +61,16 @@ pub async fn begin(
     ttl: Duration,
 ) -> RedisResult<Begin> {
     // TODO: today every request goes ahead, so every retry is a new order.
+    // Write, in the order of the list at the top of this file:
+    //   1. `match &request.key { ... }`: refuse `KeyHeader::Missing` and
+    //      `KeyHeader::Malformed(why)` (add `KeyHeader` to the `use crate::orders`
+    //      line above);
+    //   2. the Redis key, the caller and the key: `format!("idem:{}/{}", ...)`;
+    //   3. the fingerprint of `request.body` (SHA-256 of its canonical JSON);
+    //   4. ONE atomic step in Redis that reserves the key or reads what holds it;
+    //   5. free: `Begin::Proceed(Held { redis_key: Some(..), .. })`; taken:
+    //      `Begin::Replay(..)` or `Begin::Refuse(..)`.
+    // (`let _ = ...` only keeps the compiler quiet about unused arguments: delete it.)
     let _ = (redis, request, ttl);
     Ok(Begin::Proceed(Held::default()))
 }
@@ -72,14 +82,16 @@ pub async fn finish(
     answer: &Stored,
     ttl: Duration,
 ) -> RedisResult<()> {
-    // TODO: store `answer` with the key, so that a retry can be answered with it.
+    // TODO: store `answer` (and the fingerprint) under `held.redis_key` for `ttl`,
+    // so that a retry can be answered with it. (Delete the `let _` line, as in `begin`.)
     let _ = (redis, held, answer, ttl);
     Ok(())
 }
 
 /// Called instead of `finish` when the request failed before anything was enqueued.
 pub async fn release(redis: &mut ConnectionManager, held: Held) -> RedisResult<()> {
-    // TODO: free the key, so that the client's retry is not refused.
+    // TODO: delete the reservation under `held.redis_key`, so that the client's
+    // retry is not refused. (Delete the `let _` line, as in `begin`.)
     let _ = (redis, held);
     Ok(())
 }

@@ -102,16 +102,8 @@ impl KeyHeader {
         if bytes.is_empty() {
             return KeyHeader::Malformed("Idempotency-Key is empty".into());
         }
-        if bytes.len() > MAX_KEY_LEN {
-            return KeyHeader::Malformed(format!(
-                "Idempotency-Key is {} bytes long; the limit is {MAX_KEY_LEN}",
-                bytes.len()
-            ));
-        }
-        if let Some(bad) = bytes.iter().find(|b| !b.is_ascii_graphic()) {
-            return KeyHeader::Malformed(format!(
-                "Idempotency-Key contains the byte 0x{bad:02x}; only visible ASCII (0x21-0x7e) is allowed"
-            ));
+        if let Some(problem) = lab_schema::provider::key_problem(bytes) {
+            return KeyHeader::Malformed(problem);
         }
         KeyHeader::Valid(String::from_utf8_lossy(bytes).into_owned())
     }
@@ -180,13 +172,13 @@ pub async fn create_order(
     };
     let raw_body = crate::routes::json_body(&headers, body)?;
     let (value, order) = parse_order(&raw_body)?;
-    let key = KeyHeader::of(&headers);
     let request = OrderRequest {
         caller: &caller,
-        key: key.clone(),
+        key: KeyHeader::of(&headers),
         body: &value,
         raw_body: &raw_body,
     };
+    let key = &request.key;
     let ttl = state.key_ttl;
     let mut redis = state.redis.clone();
     let begun = tokio::time::timeout(REDIS_TIMEOUT, idempotency::begin(&mut redis, &request, ttl))
@@ -224,7 +216,7 @@ pub async fn create_order(
         ));
     }
 
-    let created = match place(&mut redis, &caller, &run_id, &order, &key, &held).await {
+    let created = match place(&mut redis, &caller, &run_id, &order, key, &held).await {
         Ok(created) => created,
         Err(err) => {
             // Nothing was enqueued when the order's number could not be taken;
@@ -361,18 +353,8 @@ fn caller(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// The one value of header `name`, if any; 400 when it is sent twice or is not visible ASCII.
 fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
-    let mut values = headers.get_all(name).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    let invalid = |m: String| ApiError::bad_request("invalid_header", m);
-    if values.next().is_some() {
-        return Err(invalid(format!("the {name} header is sent more than once")));
-    }
-    value
-        .to_str()
-        .map(Some)
-        .map_err(|_| invalid(format!("the {name} header is not visible ASCII")))
+    lab_schema::headers::single_header(headers, name)
+        .map_err(|m| ApiError::bad_request("invalid_header", m))
 }
 
 /// The body as an order: a JSON object without repeated keys, valid by [`Order`].

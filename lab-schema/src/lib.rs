@@ -15,6 +15,7 @@
 //! - [`code`]: the fingerprint of the exercise code a worker runs.
 //! - [`fingerprint`]: a JSON body's canonical form and SHA-256 (the provider's and the orders' `Idempotency-Key` checks).
 //! - `dropped` (feature `http`): the HTTP answer that never comes (a lost answer, on purpose).
+//! - `headers` (feature `http`): one header's single value, read alike by the api and the provider.
 //! - [`backoff`]: the one retry delay policy (capped doubling) of every retry loop.
 //! - `record` (feature `service`): the effect ledger and event log writes that the worker and the provider share.
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
@@ -29,6 +30,8 @@ pub mod code;
 pub mod dropped;
 pub mod exercise;
 pub mod fingerprint;
+#[cfg(feature = "http")]
+pub mod headers;
 pub mod metrics;
 pub mod orders;
 pub mod provider;

@@ -15,17 +15,15 @@ pub const ORDERS_PATH: &str = "/orders";
 /// `GET /idempotency`: the published key policy ([`IdempotencyPolicy`]).
 pub const POLICY_PATH: &str = "/idempotency";
 
-/// The request header naming the client's key for this logical order.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The request header naming the client's key for this logical order (the
+/// same header, and the same rule for a key, as the provider's).
+pub use crate::provider::{IDEMPOTENCY_KEY, MAX_KEY_LEN};
 
 /// The answer header of a stored answer sent again: `Idempotent-Replayed: true`.
-pub const REPLAYED: &str = "idempotent-replayed";
+pub use crate::provider::IDEMPOTENT_REPLAYED as REPLAYED;
 
-/// The request header naming the lab's run the order belongs to (default `default`).
-pub const LAB_RUN_ID: &str = "lab-run-id";
-
-/// Longest accepted `Idempotency-Key`, in bytes.
-pub const MAX_KEY_LEN: usize = 255;
+/// The request header naming the lab's run the order belongs to (default `adhoc`).
+pub use crate::provider::LAB_RUN_ID;
 
 /// How long a stored answer is kept by default: 24 hours.
 pub const DEFAULT_KEY_TTL_SECS: u64 = 24 * 60 * 60;

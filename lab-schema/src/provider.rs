@@ -36,6 +36,22 @@ pub const MAX_SIMULATED_MS: u64 = 60_000;
 /// Longest accepted `Idempotency-Key` (visible ASCII only).
 pub const MAX_KEY_LEN: usize = 255;
 
+/// What is wrong with a non-empty `Idempotency-Key` (too long, or not visible
+/// ASCII), if anything: the rule the provider's charges and the API's orders share.
+pub fn key_problem(key: &[u8]) -> Option<String> {
+    if key.len() > MAX_KEY_LEN {
+        return Some(format!(
+            "Idempotency-Key is {} bytes long; the limit is {MAX_KEY_LEN}",
+            key.len()
+        ));
+    }
+    key.iter().find(|b| !b.is_ascii_graphic()).map(|bad| {
+        format!(
+            "Idempotency-Key contains the byte 0x{bad:02x}; only visible ASCII (0x21-0x7e) is allowed"
+        )
+    })
+}
+
 /// The account of an `Authorization: Bearer <account>` header value (the
 /// provider's charges and the API's orders name their caller this way), valid
 /// by [`validate_id`](crate::validate_id); else what is wrong with it.

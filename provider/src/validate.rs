@@ -9,9 +9,10 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
+use lab_schema::headers::single_header;
 use lab_schema::provider::{
     DECLINED_CUSTOMER, IDEMPOTENCY_KEY, LAB_DELIVERY_ID, LAB_JOB_ID, LAB_PIPELINE, LAB_RUN_ID,
-    MAX_KEY_LEN, body, error_code, simulate,
+    body, error_code, simulate,
 };
 use lab_schema::validate_id;
 use serde_json::{Map, Value};
@@ -99,22 +100,6 @@ pub fn charge_request(
     })
 }
 
-/// The one value of header `name`: `Ok(None)` when absent, `Err(message)` when
-/// sent twice or not visible ASCII.
-fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, String> {
-    let mut values = headers.get_all(name).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(format!("the {name} header is sent more than once"));
-    }
-    value
-        .to_str()
-        .map(Some)
-        .map_err(|_| format!("the {name} header is not visible ASCII"))
-}
-
 /// `Authorization: Bearer <account>`, the account valid by [`validate_id`]; else 401.
 pub fn account(headers: &HeaderMap) -> Result<String, ProviderError> {
     let unauthenticated = |m: String| ProviderError::Unauthenticated(m);
@@ -127,7 +112,7 @@ pub fn account(headers: &HeaderMap) -> Result<String, ProviderError> {
     Ok(account.to_string())
 }
 
-/// `Idempotency-Key`: absent, or 1 to [`MAX_KEY_LEN`] visible ASCII characters, once.
+/// `Idempotency-Key`: absent, or 1 to [`MAX_KEY_LEN`](lab_schema::provider::MAX_KEY_LEN) visible ASCII characters, once.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ProviderError> {
     let invalid = |m: String| ProviderError::bad_request(error_code::INVALID_IDEMPOTENCY_KEY, m);
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
@@ -145,16 +130,8 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ProviderEr
             "Idempotency-Key is empty; send a key or leave the header out".into(),
         ));
     }
-    if bytes.len() > MAX_KEY_LEN {
-        return Err(invalid(format!(
-            "Idempotency-Key is {} bytes long; the limit is {MAX_KEY_LEN}",
-            bytes.len()
-        )));
-    }
-    if let Some(bad) = bytes.iter().find(|b| !b.is_ascii_graphic()) {
-        return Err(invalid(format!(
-            "Idempotency-Key contains the byte 0x{bad:02x}; only visible ASCII (0x21-0x7e) is allowed"
-        )));
+    if let Some(problem) = lab_schema::provider::key_problem(bytes) {
+        return Err(invalid(problem));
     }
     // Visible ASCII, so UTF-8.
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))

@@ -478,9 +478,11 @@ fn judge_reordered(evidence: &Evidence, account: &str, retry_failed: bool) -> Ch
     let [_, top, nested] = &evidence.exchanges[..] else {
         unreachable!("three exchanges")
     };
+    if orders.len() > 1 && retry_failed {
+        return same_as_retry(REORDERED, numbers, evidence.data());
+    }
     let refused = |e: &Exchange| e.error_code().as_deref() == Some(error_code::KEY_REUSED);
     let mistake = match orders.first() {
-        _ if orders.len() > 1 && retry_failed => None,
         _ if orders.len() > 1 => Some(Ex4Mistake::FingerprintInKey),
         Some(order)
             if is_replay_of(top, &order.order_id) && is_replay_of(nested, &order.order_id) =>
@@ -497,22 +499,24 @@ fn judge_reordered(evidence: &Evidence, account: &str, retry_failed: bool) -> Ch
             ),
         }),
     };
-    let check = Check::judged(
+    Check::judged(
         REORDERED,
         numbers,
         mistake.as_ref().map(|m| m as _),
         evidence.data(),
-    );
-    if orders.len() > 1 && retry_failed {
-        return failed_as_retry(check);
-    }
-    check
+    )
 }
 
-/// A check that fails for the mistake `retry-replays` names.
-fn failed_as_retry(mut check: Check) -> Check {
-    check.passed = false;
-    check.same_as(RETRY)
+/// A check that fails for the mistake `retry-replays` already names.
+fn same_as_retry(name: &'static str, numbers: String, data: serde_json::Value) -> Check {
+    Check {
+        name,
+        passed: false,
+        numbers,
+        diagnosis: None,
+        data,
+    }
+    .same_as(RETRY)
 }
 
 fn judge_reused(evidence: &Evidence, account: &str, retry_failed: bool) -> Check {
@@ -524,7 +528,7 @@ fn judge_reused(evidence: &Evidence, account: &str, retry_failed: bool) -> Check
         plural(orders.len() as u64, "order")
     );
     if orders.len() > 1 && retry_failed {
-        return failed_as_retry(Check::judged(REUSED, numbers, None, evidence.data()));
+        return same_as_retry(REUSED, numbers, evidence.data());
     }
     let mistake = if orders.len() > 1 {
         Some(Ex4Mistake::FingerprintInKey)
@@ -568,7 +572,7 @@ fn judge_double_click(
     );
     let data = json!({"pair": pair.data(), "then": third.data()});
     if (during > 1 || after > during) && retry_failed {
-        return failed_as_retry(Check::judged(DOUBLE_CLICK, numbers, None, data));
+        return same_as_retry(DOUBLE_CLICK, numbers, data);
     }
     let order_id = of_account(&pair.orders, account)
         .first()

@@ -4,6 +4,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use lab_schema::Idempotency;
 use redis::aio::ConnectionManager;
 
 pub use crate::delivery::Job;
@@ -38,38 +39,70 @@ return 0
     )
 });
 
-/// The error a handler returns to say "not yet: deliver me again later", e.g.
-/// while another delivery holds the lease of the same job. The delivery is not
-/// acknowledged, comes back after a short wait, and does not count as a failure
-/// toward `--max-deliveries`. Make one with [`JobContext::retry_later`].
+/// How one delivery of a job ended, when it did not end well: what
+/// `process_job` returns in its `Err(...)`. The queue plumbing acts on each case
+/// differently, and the compiler makes sure it handles all three.
+///
+/// The `?` after a call turns that call's error into [`JobError::Failed`], so
+/// `redis::cmd(...).query_async(...).await?` works as it always did.
 #[derive(Debug)]
-pub struct RetryLater {
-    pub reason: String,
+pub enum JobError {
+    /// "Not yet: deliver me again later", e.g. while another delivery holds the
+    /// lease of the same job. The delivery is not acknowledged, comes back after
+    /// a short wait, and does not count as a failure toward `--max-deliveries`.
+    /// Make one with [`JobContext::retry_later`].
+    RetryLater { reason: String },
+    /// "This can never succeed": the delivery is moved to the dead-letter stream
+    /// `jobs:dead` at once, with the reason, instead of being delivered again.
+    /// Make one with [`JobContext::dead_letter`].
+    DeadLetter { reason: String },
+    /// Anything else went wrong (Redis, the provider, the effect): the delivery
+    /// stays pending and is delivered again after the claim idle time; after
+    /// `--max-deliveries` failures it is dead-lettered.
+    Failed(anyhow::Error),
 }
 
-impl std::fmt::Display for RetryLater {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "not yet, deliver again later: {}", self.reason)
+/// Any error `?` meets (a Redis error, a provider error, an `anyhow::Error`)
+/// becomes [`JobError::Failed`].
+impl<E: Into<anyhow::Error>> From<E> for JobError {
+    fn from(err: E) -> JobError {
+        JobError::Failed(err.into())
     }
 }
 
-impl std::error::Error for RetryLater {}
-
-/// The error a handler returns to say "this delivery can never succeed": it is
-/// moved to the dead-letter stream `jobs:dead` at once, with the reason, instead
-/// of being delivered again. Make one with [`JobContext::dead_letter`].
-#[derive(Debug)]
-pub struct DeadLetterNow {
-    pub reason: String,
-}
-
-impl std::fmt::Display for DeadLetterNow {
+impl std::fmt::Display for JobError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "dead-lettered by the handler: {}", self.reason)
+        match self {
+            JobError::RetryLater { reason } => {
+                write!(f, "not yet, deliver again later: {reason}")
+            }
+            JobError::DeadLetter { reason } => write!(f, "dead-lettered by the handler: {reason}"),
+            // `{:#}`: the error with its causes, on one line.
+            JobError::Failed(err) => write!(f, "{err:#}"),
+        }
     }
 }
 
-impl std::error::Error for DeadLetterNow {}
+/// Which guard protected a delivery's effect, as `process_job` records it with
+/// [`JobContext::record_idempotency`] (the job's `idempotency` field). A skipped
+/// duplicate is recorded by [`JobContext::record_duplicate_skip`] instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// No guard yet: the starter of exercise 1.
+    NotImplemented,
+    /// This delivery won the claim, and applied the effect.
+    Claimed,
+}
+
+impl Guard {
+    /// What the job's record shows.
+    pub(crate) fn recorded(self) -> Idempotency {
+        match self {
+            Guard::NotImplemented => Idempotency::NotImplemented,
+            Guard::Claimed => Idempotency::Claimed,
+        }
+    }
+}
 
 /// Everything `process_job` may use, built fresh for each delivery.
 pub struct JobContext {
@@ -88,7 +121,7 @@ pub struct JobContext {
     pub(crate) instance: Arc<str>,
     /// What [`JobContext::record_idempotency`] recorded: written with the
     /// delivery's outcome (its acknowledgement, or the end of a failed attempt).
-    pub(crate) idempotency: Option<String>,
+    pub(crate) idempotency: Option<Idempotency>,
 }
 
 impl JobContext {
@@ -100,12 +133,16 @@ impl JobContext {
     }
 
     /// Runs the side effect ("sends the email") and writes it to the ledger.
-    pub async fn apply_side_effect(&mut self, job: &Job) -> anyhow::Result<()> {
+    /// On failure nothing was sent, and the error is a [`JobError::Failed`]
+    /// that `process_job` can return as it is.
+    pub async fn apply_side_effect(&mut self, job: &Job) -> Result<(), JobError> {
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,
         };
-        effects::apply(&mut self.redis, job, &runner, self.effect_delay).await
+        effects::apply(&mut self.redis, job, &runner, self.effect_delay)
+            .await
+            .map_err(JobError::Failed)
     }
 
     /// The charge of this job (exercise 3): its body is built from the job, the
@@ -138,10 +175,10 @@ impl JobContext {
     }
 
     /// Records in the job's metadata which guard handled this delivery,
-    /// e.g. `"not-implemented"` or `"claimed"`. (It is written together with
-    /// the delivery's outcome, when `process_job` returns.)
-    pub async fn record_idempotency(&mut self, _job: &Job, outcome: &str) -> anyhow::Result<()> {
-        self.idempotency = Some(outcome.to_string());
+    /// e.g. `Guard::Claimed`. (It is written together with the delivery's
+    /// outcome, when `process_job` returns.)
+    pub async fn record_idempotency(&mut self, _job: &Job, guard: Guard) -> anyhow::Result<()> {
+        self.idempotency = Some(guard.recorded());
         Ok(())
     }
 
@@ -212,22 +249,21 @@ impl JobContext {
         Ok(deleted == 1)
     }
 
-    /// The error that says "not yet, deliver me again later" (see [`RetryLater`]):
+    /// The error that says "not yet, deliver me again later" (see
+    /// [`JobError::RetryLater`]):
     /// `return Err(ctx.retry_later("another delivery holds the lease"));`
-    pub fn retry_later(&self, reason: &str) -> anyhow::Error {
-        RetryLater {
+    pub fn retry_later(&self, reason: &str) -> JobError {
+        JobError::RetryLater {
             reason: reason.to_string(),
         }
-        .into()
     }
 
     /// The error that says "this can never succeed: stop delivering it" (see
-    /// [`DeadLetterNow`]): `return Err(ctx.dead_letter("why"));`
-    pub fn dead_letter(&self, reason: &str) -> anyhow::Error {
-        DeadLetterNow {
+    /// [`JobError::DeadLetter`]): `return Err(ctx.dead_letter("why"));`
+    pub fn dead_letter(&self, reason: &str) -> JobError {
+        JobError::DeadLetter {
             reason: reason.to_string(),
         }
-        .into()
     }
 
     /// Writes one outcome (see `outcomes.rs`) and returns the job's count of it.

@@ -10,7 +10,7 @@
 //! a duplicate, and the email is never sent. A claim with one state cannot tell
 //! "someone is sending it" from "someone was sending it and died".
 
-use crate::context::{Job, JobContext};
+use crate::context::{Guard, Job, JobContext, JobError};
 
 /// The idempotency key of a job: `processed:<pipeline>:<jobId>`.
 fn processed_key(pipeline: &str, job_id: &str) -> String {
@@ -21,7 +21,7 @@ fn processed_key(pipeline: &str, job_id: &str) -> String {
 ///
 /// Returning `Ok(())` acknowledges the delivery; returning an error leaves it
 /// pending, so it is delivered again later.
-pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> {
+pub async fn process_job(ctx: &mut JobContext, job: &Job) -> Result<(), JobError> {
     // 1. Count this delivery (every delivery, duplicates too).
     ctx.mark_processing(job).await?;
 
@@ -75,6 +75,6 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
     }
 
     // 3. Record in the job's metadata which guard protected this effect.
-    ctx.record_idempotency(job, "claimed").await?;
+    ctx.record_idempotency(job, Guard::Claimed).await?;
     Ok(())
 }

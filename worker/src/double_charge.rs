@@ -12,7 +12,7 @@
 //! charge and the `done` are in two different systems. The provider must
 //! recognise the retry itself, by a key the caller sends with the charge.
 
-use crate::context::{Job, JobContext};
+use crate::context::{Guard, Job, JobContext, JobError};
 
 /// The idempotency key of a job: `processed:<pipeline>:<jobId>`.
 fn processed_key(pipeline: &str, job_id: &str) -> String {
@@ -23,7 +23,7 @@ fn processed_key(pipeline: &str, job_id: &str) -> String {
 ///
 /// Returning `Ok(())` acknowledges the delivery; returning an error leaves it
 /// pending, so it is delivered again later.
-pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> {
+pub async fn process_job(ctx: &mut JobContext, job: &Job) -> Result<(), JobError> {
     // 1. Count this delivery (every delivery, duplicates too).
     ctx.mark_processing(job).await?;
 
@@ -92,6 +92,6 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
     {
         tracing::warn!(job_id = %job.job_id, "the lease ran out during the charge and another delivery took over");
     }
-    ctx.record_idempotency(job, "claimed").await?;
+    ctx.record_idempotency(job, Guard::Claimed).await?;
     Ok(())
 }

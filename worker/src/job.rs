@@ -12,7 +12,7 @@
 //! in Redis first, and only the delivery that wins the claim runs the side effect.
 
 // `use` brings names from other files into this one.
-use crate::context::{Job, JobContext};
+use crate::context::{Guard, Job, JobContext, JobError};
 
 /// The idempotency key of a job: `processed:<pipeline>:<jobId>`,
 /// e.g. `processed:email:load-1795384698808-fbb3bd-job-7`.
@@ -33,7 +33,7 @@ fn processed_key(pipeline: &str, job_id: &str) -> String {
 /// Returning `Ok(())` acknowledges the delivery. Returning an error (the `?`
 /// after a call does that when the call fails) leaves it unacknowledged, so it
 /// is delivered again later.
-pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> {
+pub async fn process_job(ctx: &mut JobContext, job: &Job) -> Result<(), JobError> {
     // 1. Count this delivery: status = "processing", processAttempts + 1.
     //    Every delivery is counted, duplicates too: that stays as it is.
     ctx.mark_processing(job).await?;
@@ -75,6 +75,6 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> 
     ctx.apply_side_effect(job).await?;
 
     // 3. Record in the job's metadata which guard protected this effect.
-    ctx.record_idempotency(job, "not-implemented").await?;
+    ctx.record_idempotency(job, Guard::NotImplemented).await?;
     Ok(())
 }

@@ -27,7 +27,7 @@
 //! that is at-least-once delivery, and why `process_job` must be idempotent.
 //! An entry whose `process_job` fails `max_deliveries` times in a row is moved
 //! to the dead-letter stream `jobs:dead`, so one poisoned job cannot circulate forever.
-//! A handler that answers "not yet" ([`RetryLater`]) is delivered again shortly,
+//! A handler that answers "not yet" ([`JobError::RetryLater`]) is delivered again shortly,
 //! without counting as a failure. A worker restarted under the same name (after
 //! a crash) first runs again what it had left pending. Each job names its
 //! exercise; `registry.rs` routes it to that exercise's `process_job`.
@@ -47,20 +47,21 @@ mod registry;
 use std::future::Future;
 use std::time::Duration;
 
-pub use context::{Charge, Charged, DeadLetterNow, JobContext, ProviderError, RetryLater};
+pub use context::{Charge, Charged, Guard, JobContext, JobError, ProviderError};
 pub use delivery::Job;
 pub use queue::run;
 pub use registry::Exercises;
 
 /// What runs one delivery: the queue plumbing calls it for every delivery,
-/// duplicates included. `Ok` acknowledges the delivery; an error leaves it
-/// pending, so it is delivered again after the claim idle time.
+/// duplicates included. `Ok` acknowledges the delivery; a [`JobError`] says
+/// what happens to it instead (delivered again soon, dead-lettered, or
+/// delivered again after the claim idle time).
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
         ctx: &'a mut JobContext,
         job: &'a Job,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a;
+    ) -> impl Future<Output = Result<(), JobError>> + Send + 'a;
 
     /// The exercise code this handler runs, as the worker publishes it (empty:
     /// none to tell).

@@ -184,9 +184,13 @@ pub(crate) fn record_starts(
 
 /// Adds "set the job's `idempotency` to `value`" to `pipe` (no answer kept): what
 /// `process_job` recorded with `ctx.record_idempotency`, written with the outcome.
-pub(crate) fn record_idempotency(pipe: &mut redis::Pipeline, job: &Job, value: &str) {
-    pipe.hset(keys::job(&job.job_id), job_field::IDEMPOTENCY, value)
-        .ignore();
+pub(crate) fn record_idempotency(pipe: &mut redis::Pipeline, job: &Job, value: Idempotency) {
+    pipe.hset(
+        keys::job(&job.job_id),
+        job_field::IDEMPOTENCY,
+        value.as_str(),
+    )
+    .ignore();
 }
 
 /// Adds this delivery's event to `pipe` (see [`lab_schema::record::push_event`]).
@@ -341,7 +345,7 @@ pub(crate) struct Finished {
     /// The attempt's field in `attempts:<runId>` (see `lab_schema::Attempt::field`).
     pub(crate) attempt: String,
     /// What `process_job` recorded with `ctx.record_idempotency`, if anything.
-    pub(crate) idempotency: Option<String>,
+    pub(crate) idempotency: Option<Idempotency>,
 }
 
 /// An entry to move to `jobs:dead`.
@@ -414,7 +418,7 @@ impl Scripts {
                 .arg(&done.delivery_id)
                 .arg(&done.attempt)
                 .arg(number)
-                .arg(done.idempotency.as_deref().unwrap_or(""));
+                .arg(done.idempotency.map(Idempotency::as_str).unwrap_or(""));
         }
         invocation.invoke_async(redis).await
     }

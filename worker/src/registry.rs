@@ -9,14 +9,14 @@ use lab_schema::Exercise;
 use lab_schema::code::{Code, fingerprint};
 
 use crate::Handler;
-use crate::context::{Job, JobContext};
+use crate::context::{Job, JobContext, JobError};
 
 /// Runs every exercise's student function, routed by the job's `exercise` field.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Exercises;
 
 impl Handler for Exercises {
-    async fn handle(&self, ctx: &mut JobContext, job: &Job) -> anyhow::Result<()> {
+    async fn handle(&self, ctx: &mut JobContext, job: &Job) -> Result<(), JobError> {
         // Each exercise's future in a box of its own size: a delivery of
         // exercise 1 does not carry (and copy) the larger state of exercise 3's
         // HTTP call.

@@ -5,13 +5,13 @@
 
 use std::sync::{Arc, LazyLock};
 
-use lab_schema::{Attempt, now_ms};
+use lab_schema::{Attempt, Idempotency, now_ms};
 use redis::streams::StreamId;
 
 use super::Shared;
 use super::leases::InFlight;
 use crate::Handler;
-use crate::context::{DeadLetterNow, JobContext, RetryLater};
+use crate::context::{JobContext, JobError};
 use crate::delivery::Job;
 use crate::outcomes::{self, DeadLetter, Finished, Outcome};
 
@@ -150,7 +150,11 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
     // a failure instead of losing track of it.
     let handled = CatchPanic(std::pin::pin!(shared.handler.handle(&mut ctx, &job)))
         .await
-        .unwrap_or_else(|panic| Err(anyhow::anyhow!("the handler panicked: {panic}")));
+        .unwrap_or_else(|panic| {
+            Err(JobError::Failed(anyhow::anyhow!(
+                "the handler panicked: {panic}"
+            )))
+        });
     let idempotency = ctx.idempotency.take();
     match handled {
         Ok(()) => {
@@ -163,7 +167,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 idempotency,
             });
         }
-        Err(err) if err.downcast_ref::<RetryLater>().is_some() => {
+        Err(err @ JobError::RetryLater { .. }) => {
             // Not a failure: the lease renewal must stop first, or it would reset
             // the idle time this sets.
             drop(in_flight);
@@ -173,17 +177,13 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             };
             retry_later(shared, &job, &err.to_string(), deliveries, ended).await;
         }
-        Err(err) if err.downcast_ref::<DeadLetterNow>().is_some() => {
-            let reason = err
-                .downcast_ref::<DeadLetterNow>()
-                .map(|d| d.reason.clone())
-                .unwrap_or_default();
+        Err(JobError::DeadLetter { reason }) => {
             drop(in_flight);
             let failed = Outcome::AttemptFailed {
                 error: &reason,
                 started_ms,
             };
-            if let Err(err) = record(shared, &job, failed, idempotency.as_deref()).await {
+            if let Err(err) = record(shared, &job, failed, idempotency).await {
                 // Not dead-lettered now: it comes back, and asks again.
                 let ended = Ended {
                     started_ms,
@@ -194,7 +194,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             }
             dead_letter(shared, &entry, Some(&job), &reason, deliveries).await;
         }
-        Err(err) => {
+        Err(JobError::Failed(err)) => {
             let error = format!("{err:#}");
             tracing::warn!(
                 job_id = %job.job_id,
@@ -251,7 +251,7 @@ async fn retry_later<H: Handler>(
     tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, retry_in_ms = retry_after.as_millis() as u64, reason, "not yet: delivering this again later");
     let mut pipe = redis::pipe();
     Outcome::RetryLater { reason, started_ms }.record(&mut pipe, job, &shared.consumer);
-    if let Some(value) = &ended.idempotency {
+    if let Some(value) = ended.idempotency {
         outcomes::record_idempotency(&mut pipe, job, value);
     }
     let mut redis = shared.redis.clone();
@@ -285,7 +285,7 @@ async fn retry_later<H: Handler>(
 /// guard its handler recorded (`ctx.record_idempotency`), written with its end.
 struct Ended {
     started_ms: u64,
-    idempotency: Option<String>,
+    idempotency: Option<Idempotency>,
 }
 
 /// Records that a failed attempt has ended. It must not stay "in flight", or its
@@ -299,7 +299,7 @@ fn end_failed_attempt<H: Handler>(shared: &Arc<Shared<H>>, job: Job, error: Stri
             error: &error,
             started_ms: ended.started_ms,
         };
-        let idempotency = ended.idempotency.as_deref();
+        let idempotency = ended.idempotency;
         while let Err(err) = record(&shared, &job, failed, idempotency).await {
             if backoff.failures() >= 10 {
                 tracing::warn!(error = %err, job_id = %job.job_id, "could not record the end of a failed attempt");
@@ -315,7 +315,7 @@ async fn record<H>(
     shared: &Shared<H>,
     job: &Job,
     outcome: Outcome<'_>,
-    idempotency: Option<&str>,
+    idempotency: Option<Idempotency>,
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     outcome.record(&mut pipe, job, &shared.consumer);

@@ -21,7 +21,7 @@ use lab_schema::{EventKind, Exercise, JobView, RunEvent, RunEvents, payload};
 use serde_json::json;
 
 use super::duplicate_delivery::{self, LATE, SEQUENTIAL};
-use super::{Check, Mistake, Options, Report, wait_run};
+use super::{Check, Grader, Mistake, Options, Report, wait_run};
 use crate::client::Api;
 use crate::scenarios::new_run_id;
 
@@ -41,6 +41,12 @@ pub(super) const CHECKS: [&str; 9] = [
     "claim-expires",
     "effect-failure-redelivered",
 ];
+
+/// This exercise's row in `verify`'s table ([`super::grader`]).
+pub(super) const GRADER: Grader = Grader {
+    checks: &CHECKS,
+    verify: |api, options| Box::pin(verify(api, options)),
+};
 
 /// Jobs whose worker crashes before their effect.
 const CRASHED_JOBS: u32 = 2;

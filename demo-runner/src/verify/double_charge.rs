@@ -21,7 +21,7 @@ use lab_schema::summary::plural;
 use lab_schema::{EventKind, Exercise, JobStatus, JobView, payload};
 use serde_json::{Value, json};
 
-use super::{Check, Mistake, Options, Report, crash_window, wait_run};
+use super::{Check, Grader, Mistake, Options, Report, chain, crash_window, wait_run};
 use crate::client::Api;
 use crate::scenarios::new_run_id;
 use crate::wait::poll_until;
@@ -33,11 +33,16 @@ const IN_FLIGHT: &str = "in-flight-conflict";
 const PIPELINES: &str = "two-pipelines";
 
 /// The checks, in the order they are printed: this exercise's, then exercise 2's.
-pub(super) fn checks() -> Vec<&'static str> {
-    let mut all = vec![CRASH, DROPPED, LOST, IN_FLIGHT, PIPELINES];
-    all.extend(crash_window::CHECKS);
-    all
-}
+pub(super) const CHECKS: [&str; 14] = chain(
+    [CRASH, DROPPED, LOST, IN_FLIGHT, PIPELINES],
+    crash_window::CHECKS,
+);
+
+/// This exercise's row in `verify`'s table ([`super::grader`]).
+pub(super) const GRADER: Grader = Grader {
+    checks: &CHECKS,
+    verify: |api, options| Box::pin(verify(api, options)),
+};
 
 /// Jobs whose worker crashes after their charge.
 const CRASHED_JOBS: u32 = 2;

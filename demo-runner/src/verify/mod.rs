@@ -6,13 +6,18 @@
 //! Each exercise's checks live in a file of their own here; a check gathers
 //! evidence (real submissions through the API, the jobs' records, the run's
 //! event log), then a judge turns the evidence into typed diagnoses. Nothing
-//! is decided by searching text.
+//! is decided by searching text. Each file ends its list of checks with its
+//! `GRADER` (the names and the `verify` that runs them), and [`grader`] is the
+//! one place that maps an exercise to it: a new exercise is a new file here
+//! and one row there.
 
 mod crash_window;
 mod double_charge;
 mod duplicate_delivery;
 mod retried_post;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use lab_schema::{Exercise, JobView, RunSummary};
@@ -180,24 +185,60 @@ impl Report {
     }
 }
 
+/// What `verify` runs for one exercise. Each exercise's module provides one
+/// (`GRADER`, next to its checks), and [`grader`] is the one table from an
+/// exercise to its grader.
+pub struct Grader {
+    /// The checks' names, in the order they are printed.
+    pub checks: &'static [&'static str],
+    /// Runs the checks. Errors only when they could not run.
+    pub verify: for<'a> fn(&'a Api, &'a Options) -> Verifying<'a>,
+}
+
+/// A grader's checks on their way: boxed, so that every exercise's `async fn
+/// verify` fits the one fn pointer type of [`Grader::verify`].
+pub type Verifying<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Report>> + 'a>>;
+
+/// The grader of `exercise`: the one entry per exercise. Adding an exercise is a
+/// module with its `GRADER` and one row here; the match is exhaustive, so the
+/// compiler names a missing row.
+pub fn grader(exercise: Exercise) -> &'static Grader {
+    match exercise {
+        Exercise::DuplicateDelivery => &duplicate_delivery::GRADER,
+        Exercise::CrashWindow => &crash_window::GRADER,
+        Exercise::DoubleCharge => &double_charge::GRADER,
+        Exercise::RetriedPost => &retried_post::GRADER,
+    }
+}
+
 /// How many checks `verify --exercise N` runs.
 pub fn check_count(exercise: Exercise) -> usize {
-    match exercise {
-        Exercise::DuplicateDelivery => duplicate_delivery::CHECKS.len(),
-        Exercise::CrashWindow => crash_window::CHECKS.len(),
-        Exercise::DoubleCharge => double_charge::checks().len(),
-        Exercise::RetriedPost => retried_post::CHECKS.len(),
-    }
+    grader(exercise).checks.len()
 }
 
 /// Runs the exercise's checks. Errors only when the checks could not run.
 pub async fn verify(exercise: Exercise, api: &Api, options: &Options) -> anyhow::Result<Report> {
-    match exercise {
-        Exercise::DuplicateDelivery => duplicate_delivery::verify(api, options).await,
-        Exercise::CrashWindow => crash_window::verify(api, options).await,
-        Exercise::DoubleCharge => double_charge::verify(api, options).await,
-        Exercise::RetriedPost => retried_post::verify(api, options).await,
+    (grader(exercise).verify)(api, options).await
+}
+
+/// `a` then `b`, as one array of `N` (= A + B) check names: a later exercise's
+/// checks followed by the earlier exercise's it must still pass, in a `const`.
+pub(super) const fn chain<const A: usize, const B: usize, const N: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; N] {
+    assert!(A + B == N, "N must be A + B");
+    let mut all = [""; N];
+    let mut i = 0;
+    while i < A {
+        all[i] = a[i];
+        i += 1;
     }
+    while i < N {
+        all[i] = b[i - A];
+        i += 1;
+    }
+    all
 }
 
 /// Submits one copy and waits until `n` deliveries of the job are acknowledged
@@ -237,4 +278,38 @@ pub(crate) async fn wait_run(
         |run| is_settled(run, expected),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // No two rows of the table share a module (a row copied and not changed),
+    // and no exercise has an empty or ambiguous list of checks.
+    #[test]
+    fn every_exercise_has_its_own_grader_with_distinct_checks() {
+        let mut lists: Vec<&[&str]> = Exercise::ALL.iter().map(|&e| grader(e).checks).collect();
+        lists.sort();
+        lists.dedup();
+        assert_eq!(
+            lists.len(),
+            Exercise::ALL.len(),
+            "two exercises share a grader"
+        );
+        for &exercise in Exercise::ALL {
+            let grader = grader(exercise);
+            assert!(!grader.checks.is_empty(), "{exercise}");
+            assert!(grader.checks.iter().all(|c| !c.is_empty()), "{exercise}");
+            let mut names = grader.checks.to_vec();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), grader.checks.len(), "{exercise}");
+        }
+    }
+
+    #[test]
+    fn chain_keeps_the_order() {
+        const ALL: [&str; 3] = chain(["a"], ["b", "c"]);
+        assert_eq!(ALL, ["a", "b", "c"]);
+    }
 }

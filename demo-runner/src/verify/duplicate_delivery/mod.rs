@@ -27,7 +27,7 @@ use serde_json::json;
 use probes::{Concurrent, Failure, Late, Sequential};
 pub(crate) use probes::{Evidence, gather};
 
-use super::{Check, Mistake, Options, Report};
+use super::{Check, Grader, Mistake, Options, Report};
 use crate::client::Api;
 
 pub(super) const SEQUENTIAL: &str = "sequential-duplicates";
@@ -39,6 +39,12 @@ const FAILURE: &str = "effect-failure-redelivered";
 
 /// The checks, in the order they are printed.
 pub(super) const CHECKS: [&str; 6] = [SEQUENTIAL, CONCURRENT, LATE, RECORDED, EXPIRES, FAILURE];
+
+/// This exercise's row in `verify`'s table ([`super::grader`]).
+pub(super) const GRADER: Grader = Grader {
+    checks: &CHECKS,
+    verify: |api, options| Box::pin(verify(api, options)),
+};
 
 /// Copies of the sequential job.
 pub(super) const SEQUENTIAL_COPIES: u32 = 3;

@@ -6,8 +6,11 @@
 //! - `client.rs`: the HTTP calls to the API.
 //! - `code.rs`: which exercise code the running workers were built from (`worker_code=`).
 //! - `wait.rs`: polling until a condition holds, and waiting for a run to settle.
-//! - `scenarios.rs`: `duplicate-observe` and `duplicate-load`.
+//! - `scenarios.rs`: `duplicate-observe`, `duplicate-load`, `crash-window` and `double-charge`.
 //! - `chaos.rs`: `load` (the benchmark) and `chaos` (a load while a worker is killed and Redis restarts).
+//! - `retried_post.rs`: `retried-post`, exercise 4's clients of `POST /orders`.
+//! - `orders.rs`: the client side of `POST /orders` (one request and its whole answer).
+//! - `registry.rs`: the scenario names (the registry's and [`OTHER_SCENARIOS`]) and `exercises`.
 //! - `report.rs`: what a scenario prints and saves, and the progress display.
 //! - `saved.rs`: summaries saved with `--save FILE`, read back by the two commands below.
 //! - `compare.rs`: `compare BEFORE AFTER`, two saved runs side by side with a verdict.
@@ -25,6 +28,7 @@ mod code;
 mod compare;
 mod evidence;
 mod orders;
+mod registry;
 mod report;
 mod retried_post;
 mod saved;
@@ -41,18 +45,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use lab_schema::Exercise;
 
 pub use client::Api;
+pub use registry::{OTHER_SCENARIOS, scenario_names};
 pub use report::ScenarioRun;
-
-/// Every scenario's name, as `--save` files record it.
-pub const SCENARIOS: &[&str] = &[
-    "duplicate-observe",
-    "duplicate-load",
-    "crash-window",
-    "double-charge",
-    "retried-post",
-    "load",
-    "chaos",
-];
 
 /// What to check when deliveries are not being processed.
 pub(crate) const STUCK_HINT: &str = "Is a worker running, and does process_job succeed? Look for \
@@ -151,8 +145,17 @@ pub enum Command {
         #[arg(long, value_name = "MS", env = "LEASE_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(2_000..=600_000))]
         lease_ms: u64,
     },
+    /// List the exercises: number, folder, title, student file, program, scenarios.
+    ///
+    /// One line per exercise, tab-separated: its number, its folder under exercises/, its
+    /// title, the file the student edits, the program that file is built into (worker or
+    /// api), and the scenarios that reproduce its incident (comma-separated). With --json:
+    /// one JSON array of objects with those fields.
+    Exercises,
 }
 
+/// The scenarios: each exercise's (the registry, `lab_schema::exercise`, names
+/// them) and [`OTHER_SCENARIOS`]. Their names are the subcommands' names.
 #[derive(Subcommand, Debug, Clone)]
 pub enum Scenario {
     /// Submit ONE jobId several times and watch its attempts and effects change.
@@ -260,6 +263,23 @@ pub enum Scenario {
     },
 }
 
+impl Scenario {
+    /// The scenario's name: its subcommand, as its summary and `--save` files
+    /// record it. (clap knows the name only while parsing; a unit test holds the
+    /// two together, and the names to the registry.)
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::DuplicateObserve { .. } => "duplicate-observe",
+            Scenario::DuplicateLoad { .. } => "duplicate-load",
+            Scenario::CrashWindow { .. } => "crash-window",
+            Scenario::DoubleCharge { .. } => "double-charge",
+            Scenario::RetriedPost { .. } => "retried-post",
+            Scenario::Load { .. } => "load",
+            Scenario::Chaos { .. } => "chaos",
+        }
+    }
+}
+
 /// Parses the command line, runs the command, prints its result.
 /// Exit code 0 when it ran (and, for `verify`, every check passed), 1 when not, 2 on usage errors.
 pub fn main() -> ExitCode {
@@ -268,7 +288,10 @@ pub fn main() -> ExitCode {
         Cli::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
-                "--save applies to the scenarios only (duplicate-observe, duplicate-load, crash-window, load, chaos)",
+                format!(
+                    "--save applies to the scenarios only ({})",
+                    scenario_names().join(", ")
+                ),
             )
             .exit();
     }
@@ -425,6 +448,14 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             }
             Ok(report.passed())
         }
+        Command::Exercises => {
+            if cli.json {
+                println!("{}", registry::exercises_json());
+            } else {
+                print!("{}", registry::exercises_text());
+            }
+            Ok(true)
+        }
     }
 }
 
@@ -491,16 +522,18 @@ async fn scenario_result(
     narrate_to_stdout: bool,
 ) -> anyhow::Result<ScenarioRun> {
     let api = api.clone();
+    let name = scenario.name();
     match *scenario {
         Scenario::DuplicateObserve {
             copies,
             interval_ms,
         } => {
             let interval = Duration::from_millis(interval_ms);
-            scenarios::duplicate_observe(&api, copies, interval, timeout, narrate_to_stdout).await
+            scenarios::duplicate_observe(&api, name, copies, interval, timeout, narrate_to_stdout)
+                .await
         }
         Scenario::DuplicateLoad { jobs, copies } => {
-            scenarios::duplicate_load(&api, jobs, copies, timeout).await
+            scenarios::duplicate_load(&api, name, jobs, copies, timeout).await
         }
         Scenario::CrashWindow {
             jobs,
@@ -515,7 +548,7 @@ async fn scenario_result(
                 CrashAt::BeforeEffect => lab_schema::payload::BEFORE_EFFECT,
                 CrashAt::AfterEffect => lab_schema::payload::AFTER_EFFECT,
             };
-            scenarios::crash_window(&api, jobs, copies, crashes, at, timeout).await
+            scenarios::crash_window(&api, name, jobs, copies, crashes, at, timeout).await
         }
         Scenario::DoubleCharge {
             jobs,
@@ -528,10 +561,10 @@ async fn scenario_result(
                     "--crashes {crashes} and --dropped {dropped} are more than the {jobs} jobs"
                 );
             }
-            scenarios::double_charge(&api, jobs, copies, crashes, dropped, timeout).await
+            scenarios::double_charge(&api, name, jobs, copies, crashes, dropped, timeout).await
         }
         Scenario::RetriedPost { show_http } => {
-            retried_post::retried_post(&api, timeout, narrate_to_stdout, show_http).await
+            retried_post::retried_post(&api, name, timeout, narrate_to_stdout, show_http).await
         }
         Scenario::Load {
             clients,
@@ -540,7 +573,7 @@ async fn scenario_result(
             interval_ms,
         } => {
             let plan = chaos::LoadPlan::new(clients, duration_secs, jobs, interval_ms);
-            chaos::run(&api, "load", &plan, &[], timeout).await
+            chaos::run(&api, name, &plan, &[], timeout).await
         }
         Scenario::Chaos {
             clients,
@@ -566,7 +599,7 @@ async fn scenario_result(
                     at: plan.duration * 2 / 3,
                 });
             }
-            chaos::run(&api, "chaos", &plan, &faults, timeout).await
+            chaos::run(&api, name, &plan, &faults, timeout).await
         }
     }
 }

@@ -86,11 +86,12 @@ fn order(item: &str, simulate: serde_json::Value) -> String {
 /// `retried-post`: see the module's documentation.
 pub async fn retried_post(
     api: &Api,
+    scenario: &'static str,
     timeout: Duration,
     narrate_to_stdout: bool,
     show_http: bool,
 ) -> anyhow::Result<ScenarioRun> {
-    let run_id = new_run_id("retried-post");
+    let run_id = new_run_id(scenario);
     let started = Instant::now();
     // Keys and callers are new in every run, so a rerun never meets an old answer.
     let key = |name: &str| Some(format!("{run_id}-{name}"));
@@ -286,7 +287,7 @@ pub async fn retried_post(
     summary.answers_dropped = Some(all.iter().filter(|e| e.status.is_none()).count() as u64);
     summary.requests = Some(all.len() as u64);
     summary.statuses = Some(statuses(&all));
-    let mut result = ScenarioRun::new("retried-post", summary, started);
+    let mut result = ScenarioRun::new(scenario, summary, started);
     result.narration = narration;
     Ok(result)
 }

@@ -56,11 +56,11 @@ impl Saved {
                 shown.display()
             );
         };
-        if !crate::SCENARIOS.contains(&scenario) {
+        if !crate::scenario_names().contains(&scenario) {
             bail!(
                 "{} holds an unknown scenario {scenario:?} (one of {})",
                 shown.display(),
-                crate::SCENARIOS.join(", ")
+                crate::scenario_names().join(", ")
             );
         }
         Ok(Saved {

@@ -1,5 +1,8 @@
 //! The scenarios. Each run uses a fresh runId and fresh jobIds, so reruns never
 //! collide with earlier ones. Students need not edit this file.
+//!
+//! Each scenario is handed its name (`Scenario::name`, the subcommand), which
+//! its summary records; the names are written nowhere else.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +23,7 @@ const SUBMIT_CONCURRENCY: usize = 32;
 /// change, then the summary.
 pub async fn duplicate_observe(
     api: &Api,
+    scenario: &'static str,
     copies: u32,
     interval: Duration,
     timeout: Duration,
@@ -80,7 +84,7 @@ pub async fn duplicate_observe(
     }
     // The job is done; the run's numbers are final once no attempt is still out.
     let run = wait_settled(api, &run_id, u64::from(copies), deadline).await?;
-    let mut result = ScenarioRun::new("duplicate-observe", run, started);
+    let mut result = ScenarioRun::new(scenario, run, started);
     result.summary.job_id = Some(job_id);
     result.summary.accepted = Some(u64::from(submitted));
     result.summary.submit_retries = Some(u64::from(retries));
@@ -92,6 +96,7 @@ pub async fn duplicate_observe(
 /// interleaved (copy 1 of every job, then copy 2, ...) and concurrently.
 pub async fn duplicate_load(
     api: &Api,
+    scenario: &'static str,
     jobs: u32,
     copies: u32,
     timeout: Duration,
@@ -107,7 +112,7 @@ pub async fn duplicate_load(
     };
     let (submitted, retries) = wave.submit(api).await?;
     let run = wait_settled(api, &run_id, submitted, started + timeout).await?;
-    let mut result = ScenarioRun::new("duplicate-load", run, started);
+    let mut result = ScenarioRun::new(scenario, run, started);
     result.summary.accepted = Some(submitted);
     result.summary.submit_retries = Some(u64::from(retries));
     Ok(result)
@@ -122,6 +127,7 @@ pub async fn duplicate_load(
 /// crashing jobs come last so that a crash takes down only them.
 pub async fn crash_window(
     api: &Api,
+    scenario: &'static str,
     jobs: u32,
     copies: u32,
     crashes: u32,
@@ -129,7 +135,7 @@ pub async fn crash_window(
     timeout: Duration,
 ) -> anyhow::Result<ScenarioRun> {
     let plan = CrashPlan {
-        scenario: "crash-window",
+        scenario,
         exercise: Exercise::CrashWindow,
         jobs,
         copies,
@@ -145,6 +151,7 @@ pub async fn crash_window(
 /// provider drops its answer to the first charge of `dropped` more.
 pub async fn double_charge(
     api: &Api,
+    scenario: &'static str,
     jobs: u32,
     copies: u32,
     crashes: u32,
@@ -152,7 +159,7 @@ pub async fn double_charge(
     timeout: Duration,
 ) -> anyhow::Result<ScenarioRun> {
     let plan = CrashPlan {
-        scenario: "double-charge",
+        scenario,
         exercise: Exercise::DoubleCharge,
         jobs,
         copies,

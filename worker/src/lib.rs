@@ -49,7 +49,7 @@ use std::time::Duration;
 
 pub use context::{Charge, Charged, Guard, JobContext, JobError, ProviderError};
 pub use delivery::Job;
-pub use queue::run;
+pub use queue::{Handled, Source, Step, Worker, run};
 pub use registry::Exercises;
 
 /// What runs one delivery: the queue plumbing calls it for every delivery,

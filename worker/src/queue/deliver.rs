@@ -24,6 +24,28 @@ pub(crate) struct Ready {
     in_flight: InFlight,
 }
 
+impl Ready {
+    pub(crate) fn job_id(&self) -> &str {
+        &self.job.job_id
+    }
+}
+
+/// How a delivery that ran ended (what [`super::Worker::step`] reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// The handler returned `Ok`: the delivery is acknowledged.
+    Acknowledged,
+    /// The handler asked to be delivered again later ([`JobError::RetryLater`]).
+    RetryLater { reason: String },
+    /// Moved to the dead-letter stream: the handler said it can never succeed
+    /// ([`JobError::DeadLetter`]), the entry is not a job, or it failed on each
+    /// of its `--max-deliveries` deliveries.
+    DeadLettered { reason: String },
+    /// The handler failed ([`JobError::Failed`]), or its start could not be
+    /// recorded: it stays pending and is delivered again after `claim_idle`.
+    Failed { error: String },
+}
+
 /// What an entry just read becomes.
 pub(crate) enum Prepared {
     /// It runs (once its start is recorded, see [`start`]).
@@ -89,41 +111,78 @@ pub(crate) async fn start<H: Handler>(
         return;
     }
     let started_ms = now_ms();
-    let mut pipe = redis::pipe();
     let jobs: Vec<&Job> = ready.iter().map(|(r, _)| &r.job).collect();
+    let recorded = record_starts(shared, &jobs, started_ms).await;
+    for (ready, permit) in ready {
+        let shared = shared.clone();
+        match &recorded {
+            Ok(()) => {
+                tokio::spawn(async move {
+                    run(&shared, ready, started_ms).await;
+                    drop(permit);
+                });
+            }
+            Err(err) => {
+                let error = err.to_string();
+                tokio::spawn(async move {
+                    not_started(&shared, ready.job, error, started_ms).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// One delivery from start to end, alone: records its start, runs the
+/// handler, and returns how it ended (what [`super::Worker::step`] does).
+pub(crate) async fn handle_one<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready) -> Handled {
+    let started_ms = now_ms();
+    match record_starts(shared, &[&ready.job], started_ms).await {
+        Ok(()) => run(shared, ready, started_ms).await,
+        Err(err) => not_started(shared, ready.job, err.to_string(), started_ms).await,
+    }
+}
+
+/// Records the start of these attempts, in one round trip.
+async fn record_starts<H>(
+    shared: &Shared<H>,
+    jobs: &[&Job],
+    started_ms: u64,
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
     outcomes::record_starts(
         &mut pipe,
-        &jobs,
+        jobs,
         &shared.consumer,
         &shared.instance,
         started_ms,
     );
     let mut redis = shared.redis.clone();
-    let recorded: redis::RedisResult<()> = pipe.query_async(&mut redis).await;
-    for (ready, permit) in ready {
-        if let Err(err) = &recorded {
-            let job = ready.job;
-            tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, error = %err, "could not record the attempt; it will be redelivered");
-            // Redis may have written it and lost only the answer: end it for sure.
-            let error = format!("could not record the attempt: {err}");
-            let ended = Ended {
-                started_ms,
-                idempotency: None,
-            };
-            end_failed_attempt(shared, job, error, ended);
-            continue;
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            run(&shared, ready, started_ms).await;
-            drop(permit);
-        });
-    }
+    pipe.query_async(&mut redis).await
+}
+
+/// An attempt whose start could not be recorded: its handler does not run, and
+/// the entry is redelivered.
+async fn not_started<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    job: Job,
+    err: String,
+    started_ms: u64,
+) -> Handled {
+    tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, error = %err, "could not record the attempt; it will be redelivered");
+    // Redis may have written it and lost only the answer: end it for sure.
+    let error = format!("could not record the attempt: {err}");
+    let ended = Ended {
+        started_ms,
+        idempotency: None,
+    };
+    end_failed_attempt(shared, job, error.clone(), ended).await;
+    Handled::Failed { error }
 }
 
 /// Runs the handler on one delivery whose start is recorded, then queues its
 /// acknowledgement or records how it ended.
-async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64) {
+async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64) -> Handled {
     let Ready {
         entry,
         job,
@@ -166,6 +225,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 attempt,
                 idempotency,
             });
+            Handled::Acknowledged
         }
         Err(err @ JobError::RetryLater { .. }) => {
             // Not a failure: the lease renewal must stop first, or it would reset
@@ -175,7 +235,9 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 started_ms,
                 idempotency,
             };
-            retry_later(shared, &job, &err.to_string(), deliveries, ended).await;
+            let reason = err.to_string();
+            retry_later(shared, &job, &reason, deliveries, ended).await;
+            Handled::RetryLater { reason }
         }
         Err(JobError::DeadLetter { reason }) => {
             drop(in_flight);
@@ -189,10 +251,12 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                     started_ms,
                     idempotency,
                 };
-                end_failed_attempt(shared, job, format!("{reason} ({err})"), ended);
-                return;
+                let error = format!("{reason} ({err})");
+                end_failed_attempt(shared, job, error.clone(), ended).await;
+                return Handled::Failed { error };
             }
             dead_letter(shared, &entry, Some(&job), &reason, deliveries).await;
+            Handled::DeadLettered { reason }
         }
         Err(JobError::Failed(err)) => {
             let error = format!("{err:#}");
@@ -208,7 +272,8 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 started_ms,
                 idempotency,
             };
-            end_failed_attempt(shared, job, error, ended);
+            end_failed_attempt(shared, job, error.clone(), ended).await;
+            Handled::Failed { error }
         }
     }
 }
@@ -276,7 +341,7 @@ async fn retry_later<H: Handler>(
         }
         Err(err) => {
             tracing::warn!(error = %err, job_id = %job.job_id, "could not schedule the retry; the entry comes back after the claim idle time");
-            end_failed_attempt(shared, job.clone(), err.to_string(), ended);
+            end_failed_attempt(shared, job.clone(), err.to_string(), ended).await;
         }
     }
 }
@@ -289,9 +354,24 @@ struct Ended {
 }
 
 /// Records that a failed attempt has ended. It must not stay "in flight", or its
-/// run never settles; Redis may be the very reason it failed, so the record is
-/// retried in the background while Redis comes back.
-fn end_failed_attempt<H: Handler>(shared: &Arc<Shared<H>>, job: Job, error: String, ended: Ended) {
+/// run never settles; Redis may be the very reason it failed, so when the first
+/// try fails the record is retried in the background while Redis comes back.
+async fn end_failed_attempt<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    job: Job,
+    error: String,
+    ended: Ended,
+) {
+    let failed = Outcome::AttemptFailed {
+        error: &error,
+        started_ms: ended.started_ms,
+    };
+    if record(shared, &job, failed, ended.idempotency)
+        .await
+        .is_ok()
+    {
+        return;
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
         let mut backoff = super::redis_backoff();
@@ -300,6 +380,7 @@ fn end_failed_attempt<H: Handler>(shared: &Arc<Shared<H>>, job: Job, error: Stri
             started_ms: ended.started_ms,
         };
         let idempotency = ended.idempotency;
+        tokio::time::sleep(backoff.next_delay()).await;
         while let Err(err) = record(&shared, &job, failed, idempotency).await {
             if backoff.failures() >= 10 {
                 tracing::warn!(error = %err, job_id = %job.job_id, "could not record the end of a failed attempt");

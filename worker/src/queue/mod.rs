@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 use lab_schema::backoff::Backoff;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use redis::streams::StreamId;
+
 use crate::outcomes::Scripts;
 use crate::{Config, Handler};
 
@@ -67,9 +69,125 @@ pub(crate) struct Shared<H> {
     pub(crate) code: String,
 }
 
+/// Builds what every delivery shares, and the connection the reads use
+/// (blocking reads get their own connection, so they never hold up other
+/// commands). `acks` receives the deliveries whose handler returned `Ok`.
+fn connect<H: Handler>(
+    handler: H,
+    config: Config,
+    acks: mpsc::UnboundedSender<crate::outcomes::Finished>,
+) -> anyhow::Result<(Arc<Shared<H>>, Reader)> {
+    let redis = lab_schema::service::redis_connection(&config.redis_url, Duration::from_secs(5))?;
+    let reader = lab_schema::service::redis_connection(
+        &config.redis_url,
+        config.read_block + Duration::from_secs(5),
+    )?;
+    let consumer: Arc<str> = config.consumer.clone().into();
+    let instance: Arc<str> = format!("{}-{}", std::process::id(), lab_schema::now_ms()).into();
+    let code = handler.code();
+    let provider = crate::provider::ProviderClient::new(&config.provider_url)?;
+    let claim_every = claim_every(&config);
+    let shared = Arc::new(Shared {
+        config,
+        handler,
+        consumer,
+        instance,
+        redis,
+        acks,
+        scripts: Scripts::new(),
+        in_flight: Arc::default(),
+        provider,
+        code: code.to_field(),
+    });
+    Ok((shared, Reader::new(reader, claim_every)))
+}
+
+/// How often the loop scans for abandoned entries. The scan also picks up
+/// deliveries that asked to be retried later, so it runs at least every second.
+fn claim_every(config: &Config) -> Duration {
+    (config.claim_idle / 2)
+        .min(Duration::from_secs(1))
+        .min(retry_after(config))
+        .max(Duration::from_millis(50))
+}
+
+/// Where deliveries come from, in this order: first what this consumer left
+/// pending in an earlier life (it crashed and was restarted under the same
+/// name), then, every `claim_every`, entries other consumers abandoned, and
+/// otherwise new entries.
+pub(crate) struct Reader {
+    conn: redis::aio::ConnectionManager,
+    /// Where the next read of this consumer's old pending work starts (`None`:
+    /// all of it has been read).
+    recovering: Option<String>,
+    next_claim: Instant,
+    claim_every: Duration,
+    claim_cursor: String,
+}
+
+impl Reader {
+    fn new(conn: redis::aio::ConnectionManager, claim_every: Duration) -> Reader {
+        Reader {
+            conn,
+            recovering: Some("0".to_string()),
+            next_claim: Instant::now(),
+            claim_every,
+            claim_cursor: "0-0".to_string(),
+        }
+    }
+
+    /// Up to `want` of this consumer's old pending entries, after the last one
+    /// taken (entries taken stay pending until acknowledged: reading from 0
+    /// again would return them again). Empty once they are all taken.
+    async fn own_pending(
+        &mut self,
+        config: &Config,
+        want: usize,
+    ) -> redis::RedisResult<Vec<(StreamId, u64)>> {
+        let Some(from) = &self.recovering else {
+            return Ok(Vec::new());
+        };
+        let entries = read::own_pending(&mut self.conn, config, from, want).await?;
+        self.recovering = entries.last().map(|(entry, _)| entry.id.clone());
+        Ok(entries)
+    }
+
+    /// Up to `want` entries other consumers left unacknowledged for `claim_idle`.
+    async fn abandoned(
+        &mut self,
+        config: &Config,
+        want: usize,
+    ) -> redis::RedisResult<Vec<(StreamId, u64)>> {
+        self.next_claim = Instant::now() + self.claim_every;
+        read::claim_abandoned(&mut self.conn, config, &mut self.claim_cursor, want).await
+    }
+
+    /// What the loop reads next: old pending work while there is some, the
+    /// abandoned entries when their scan is due, else new entries (waiting up
+    /// to `read_block` for them).
+    async fn next(
+        &mut self,
+        config: &Config,
+        want: usize,
+    ) -> redis::RedisResult<Vec<(StreamId, u64)>> {
+        if self.recovering.is_some() {
+            self.own_pending(config, want).await
+        } else if Instant::now() >= self.next_claim {
+            self.abandoned(config, want).await
+        } else {
+            read::read_new(&mut self.conn, config, want).await
+        }
+    }
+}
+
 /// Runs the worker until `shutdown` completes, then lets in-flight deliveries
 /// finish, acknowledges them, and returns. `handler` runs each delivery
 /// (the worker binary passes the registry of exercises).
+///
+/// Each delivery goes through the same steps as [`Worker::step`] (read,
+/// [`deliver::prepare`], record its start, [`deliver::handle`], acknowledge),
+/// many at once: reads in batches, handlers in tasks of their own, and
+/// acknowledgements batched by one task.
 pub async fn run<H: Handler>(
     handler: H,
     config: Config,
@@ -81,57 +199,25 @@ pub async fn run<H: Handler>(
         let _ = stop.send(true);
     });
 
-    let redis = lab_schema::service::redis_connection(&config.redis_url, Duration::from_secs(5))?;
-    // Blocking reads get their own connection, so they never hold up other commands.
-    let mut reader = lab_schema::service::redis_connection(
-        &config.redis_url,
-        config.read_block + Duration::from_secs(5),
-    )?;
-    let consumer: Arc<str> = config.consumer.clone().into();
-    let instance: Arc<str> = format!("{}-{}", std::process::id(), lab_schema::now_ms()).into();
-    let code = handler.code();
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let (shared, mut reader) = connect(handler, config.clone(), ack_tx)?;
+    let consumer = shared.consumer.clone();
     tracing::info!(
         consumer = %consumer,
-        instance = %instance,
-        code = %code.files.iter().map(|(f, h)| format!("{f} #{h}")).collect::<Vec<_>>().join(", "),
+        instance = %shared.instance,
+        code = %shared.code,
         concurrency = config.concurrency,
         effect_delay_ms = config.effect_delay.as_millis() as u64,
         claim_idle_ms = config.claim_idle.as_millis() as u64,
         max_deliveries = config.max_deliveries,
         "worker starting"
     );
-
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let acker = tokio::spawn(acks::acknowledge_loop(
-        redis.clone(),
+        shared.redis.clone(),
         consumer.clone(),
         ack_rx,
     ));
-    let shared = Arc::new(Shared {
-        config: config.clone(),
-        handler,
-        consumer: consumer.clone(),
-        instance,
-        redis,
-        acks: ack_tx,
-        scripts: Scripts::new(),
-        in_flight: Arc::default(),
-        provider: crate::provider::ProviderClient::new(&config.provider_url)?,
-        code: code.to_field(),
-    });
     let slots = Arc::new(Semaphore::new(config.concurrency));
-    // The scan for abandoned entries also picks up deliveries that asked to be
-    // retried later, so it runs at least every second.
-    let claim_every = (config.claim_idle / 2)
-        .min(Duration::from_secs(1))
-        .min(retry_after(&config))
-        .max(Duration::from_millis(50));
-    // First what this consumer left pending in an earlier life (it crashed and was
-    // restarted under the same name): finish that old work, then read new entries.
-    // `recovering` is where the next read of that old work starts.
-    let mut recovering = Some("0".to_string());
-    let mut next_claim = Instant::now();
-    let mut claim_cursor = "0-0".to_string();
     let mut ready = false;
     let mut leases = None;
     let mut backoff = redis_backoff();
@@ -139,15 +225,8 @@ pub async fn run<H: Handler>(
     while !*stopping.borrow() {
         if !ready {
             // The group, and this process in the worker registry, before the first read.
-            match read::ensure_group(&mut reader).await {
-                Ok(()) => match leases::register(&shared).await {
-                    Ok(()) => ready = true,
-                    Err(err) => {
-                        tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis() as u64, "redis unavailable; retrying");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        continue;
-                    }
-                },
+            match join_group(&shared, &mut reader).await {
+                Ok(()) => ready = true,
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis() as u64, "redis unavailable; retrying");
                     tokio::time::sleep(backoff.next_delay()).await;
@@ -164,22 +243,7 @@ pub async fn run<H: Handler>(
             _ = stopping.changed() => break,
         };
         let want = (1 + slots.available_permits()).min(config.read_batch);
-        let read = if let Some(from) = &recovering {
-            // As many as there are free slots, after the last one taken (entries
-            // taken stay pending until acknowledged: reading from 0 again would
-            // return them again).
-            let read = read::own_pending(&mut reader, &config, from, want).await;
-            if let Ok(entries) = &read {
-                recovering = entries.last().map(|(entry, _)| entry.id.clone());
-            }
-            read
-        } else if Instant::now() >= next_claim {
-            next_claim = Instant::now() + claim_every;
-            read::claim_abandoned(&mut reader, &config, &mut claim_cursor, want).await
-        } else {
-            read::read_new(&mut reader, &config, want).await
-        };
-        let entries = match read {
+        let entries = match reader.next(&config, want).await {
             Ok(entries) => {
                 let failures = backoff.reset();
                 if failures > 0 {
@@ -237,4 +301,130 @@ pub async fn run<H: Handler>(
     acker.await?;
     tracing::info!(consumer = %consumer, "worker stopped");
     Ok(())
+}
+
+/// Creates the consumer group (unless it exists) and writes this process into
+/// the worker registry.
+async fn join_group<H>(shared: &Shared<H>, reader: &mut Reader) -> redis::RedisResult<()> {
+    read::ensure_group(&mut reader.conn).await?;
+    leases::register(shared).await
+}
+
+/// A worker that tests drive one delivery at a time: [`Worker::step`] takes
+/// one delivery, runs the handler on it and acknowledges it (or retries it
+/// later, or dead-letters it) before it returns, so a test can look at Redis
+/// right after, with no sleeps. It goes through the same functions as [`run`];
+/// it only does one delivery at a time, and acknowledges at once instead of in
+/// batches. It renews no leases and keeps no heartbeat: a step is short.
+pub struct Worker<H> {
+    shared: Arc<Shared<H>>,
+    reader: Reader,
+    acks: mpsc::UnboundedReceiver<crate::outcomes::Finished>,
+}
+
+/// What one [`Worker::step`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// No delivery was waiting (none pending for this consumer, none
+    /// abandoned for `claim_idle`, no new entry within `read_block`).
+    Idle,
+    /// One delivery was taken and ended as `handled` says.
+    Delivered {
+        /// The stream entry's id.
+        delivery_id: String,
+        /// `None` when the entry could not be read as a job.
+        job_id: Option<String>,
+        /// Its delivery count (1: the first delivery).
+        deliveries: u64,
+        /// Where it came from.
+        source: Source,
+        handled: Handled,
+    },
+}
+
+/// Where a delivery came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This consumer had taken it in an earlier life and not acknowledged it.
+    OwnPending,
+    /// Another consumer left it unacknowledged for `claim_idle` (XAUTOCLAIM).
+    Abandoned,
+    /// A new entry of the stream.
+    New,
+}
+
+pub use deliver::Handled;
+
+impl<H: Handler> Worker<H> {
+    /// Connects, creates the consumer group unless it exists, and registers
+    /// this consumer.
+    pub async fn connect(handler: H, config: Config) -> anyhow::Result<Worker<H>> {
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        let (shared, mut reader) = connect(handler, config, ack_tx)?;
+        join_group(&shared, &mut reader).await?;
+        Ok(Worker {
+            shared,
+            reader,
+            acks,
+        })
+    }
+
+    /// Takes one delivery (this consumer's old pending work first, then an
+    /// abandoned entry, then a new one), handles it, and returns what became
+    /// of it once everything about it is written.
+    pub async fn step(&mut self) -> anyhow::Result<Step> {
+        let config = &self.shared.config;
+        let mut source = Source::OwnPending;
+        let mut entries = self.reader.own_pending(config, 1).await?;
+        if entries.is_empty() {
+            source = Source::Abandoned;
+            entries = self.reader.abandoned(config, 1).await?;
+        }
+        if entries.is_empty() {
+            source = Source::New;
+            entries = read::read_new(&mut self.reader.conn, config, 1).await?;
+        }
+        let Some((entry, deliveries)) = entries.into_iter().next() else {
+            return Ok(Step::Idle);
+        };
+        let delivery_id = entry.id.clone();
+        let (job_id, handled) = match deliver::prepare(&self.shared, entry, deliveries) {
+            deliver::Prepared::Ready(ready) => {
+                let job_id = Some(ready.job_id().to_string());
+                (job_id, deliver::handle_one(&self.shared, ready).await)
+            }
+            deliver::Prepared::DeadLetter {
+                entry,
+                job,
+                reason,
+                deliveries,
+            } => {
+                deliver::dead_letter(&self.shared, &entry, job.as_ref(), &reason, deliveries).await;
+                let job_id = job.map(|j| j.job_id);
+                (job_id, Handled::DeadLettered { reason })
+            }
+            deliver::Prepared::AlreadyInFlight => {
+                anyhow::bail!("{delivery_id} is already in flight in this process")
+            }
+        };
+        // What the handler finished: acknowledged now, not in a batch later.
+        let mut finished = Vec::new();
+        while let Ok(done) = self.acks.try_recv() {
+            finished.push(done);
+        }
+        if !finished.is_empty() {
+            let mut redis = self.shared.redis.clone();
+            self.shared
+                .scripts
+                .acknowledge(&mut redis, &self.shared.consumer, &finished)
+                .await?;
+        }
+        Ok(Step::Delivered {
+            delivery_id,
+            job_id,
+            deliveries,
+            source,
+            handled,
+        })
+    }
 }

@@ -205,7 +205,12 @@ pub async fn run<H: Handler>(
     tracing::info!(
         consumer = %consumer,
         instance = %shared.instance,
-        code = %shared.code,
+        code = %lab_schema::code::Code::parse(&shared.code)
+            .files
+            .iter()
+            .map(|(f, h)| format!("{f} #{h}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         concurrency = config.concurrency,
         effect_delay_ms = config.effect_delay.as_millis() as u64,
         claim_idle_ms = config.claim_idle.as_millis() as u64,

@@ -35,7 +35,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::ids::RunId;
 use crate::metrics::queue_stats;
-use crate::{AppState, REDIS_TIMEOUT, error::ApiError, routes, summary};
+use crate::routes::{self, recent_runs};
+use crate::{AppState, REDIS_TIMEOUT, error::ApiError, summary};
 
 /// The page, compiled in.
 const PAGE: &str = include_str!("../assets/dashboard.html");
@@ -56,14 +57,6 @@ pub const EVENTS_MAX: usize = 600;
 /// shutdown waits for open responses, so this bounds how long an open page can
 /// delay it: below compose's 5 s grace period and `./lab down`'s 10 s.
 const STREAM_LIFETIME: Duration = Duration::from_secs(3);
-
-/// The index of recent runs, written by `POST /jobs` in its MULTI.
-pub mod recent_runs {
-    /// Sorted set: runId -> unix ms of its latest submission.
-    pub const KEY: &str = "runs:recent";
-    /// Runs kept in the index (the oldest are dropped).
-    pub const KEEP: usize = 100;
-}
 
 /// The dashboard's routes, with their own state (the [`Hub`]).
 pub fn routes(state: &AppState) -> Router {

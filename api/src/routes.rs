@@ -15,7 +15,16 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::ids::{JobId, RunId};
-use crate::{AppState, REDIS_TIMEOUT, dashboard::recent_runs, error::ApiError, summary};
+use crate::{AppState, REDIS_TIMEOUT, error::ApiError, summary};
+
+/// The index of recent runs, written by `POST /jobs` in its MULTI and read by
+/// the dashboard's list of runs.
+pub(crate) mod recent_runs {
+    /// Sorted set: runId -> unix ms of its latest submission.
+    pub(crate) const KEY: &str = "runs:recent";
+    /// Runs kept in the index (the oldest are dropped).
+    pub(crate) const KEEP: usize = 100;
+}
 
 /// Body of `POST /jobs`.
 #[derive(Deserialize)]

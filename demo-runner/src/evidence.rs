@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use lab_schema::{EventKind, RunEvent, RunEvents};
+use lab_schema::exercise::RECORD_SKIP;
+use lab_schema::{EventKind, Exercise, RunEvent, RunEvents};
 
 use crate::client::Api;
 use crate::compare::Comparison;
@@ -22,16 +23,23 @@ pub struct Sources {
     pub load_before: Option<PathBuf>,
 }
 
+/// The exercise whose handout asks for this evidence, and the two of its
+/// scenarios the files come from (a unit test holds them to the registry; the
+/// flags `--observe-before` and `--load-after` are named after them).
+const EXERCISE: Exercise = Exercise::DuplicateDelivery;
+const OBSERVE: &str = "duplicate-observe";
+const LOAD: &str = "duplicate-load";
+
 /// Skip lines quoted from the load run at most.
 const MAX_SKIP_LINES: usize = 12;
 
 /// Reads the saved files, fetches the after runs' events, and returns the Markdown.
 pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
-    let observe_before = load_as(&sources.observe_before, "duplicate-observe")?;
-    let observe_after = load_as(&sources.observe_after, "duplicate-observe")?;
-    let load_after = load_as(&sources.load_after, "duplicate-load")?;
+    let observe_before = load_as(&sources.observe_before, OBSERVE)?;
+    let observe_after = load_as(&sources.observe_after, OBSERVE)?;
+    let load_after = load_as(&sources.load_after, LOAD)?;
     let load_before = match &sources.load_before {
-        Some(path) => Some(load_as(path, "duplicate-load")?),
+        Some(path) => Some(load_as(path, LOAD)?),
         None => None,
     };
     api.check_ready().await?;
@@ -55,7 +63,12 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
         })?;
 
     let mut md = String::new();
-    let _ = writeln!(md, "# Evidence: duplicate delivery (exercise 1)\n");
+    let info = EXERCISE.info();
+    let _ = writeln!(
+        md,
+        "# Evidence: {} (exercise {})\n",
+        info.title, info.number
+    );
     let _ = writeln!(
         md,
         "Made by `demo-runner evidence` from {}.\n",
@@ -72,7 +85,7 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
         .join(", ")
     );
     // Which code made the runs (saved with them), and which runs now.
-    let code = crate::code::report(api, lab_schema::Exercise::DuplicateDelivery).await;
+    let code = crate::code::report(api, EXERCISE).await;
     let made_by = |saved: &Saved| {
         saved
             .summary
@@ -96,14 +109,18 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
     );
     section(
         &mut md,
-        "`duplicate-observe` before the fix",
+        &format!("`{OBSERVE}` before the fix"),
         &observe_before,
     );
-    section(&mut md, "`duplicate-observe` after the fix", &observe_after);
-    section(&mut md, "`duplicate-load` after the fix", &load_after);
+    section(
+        &mut md,
+        &format!("`{OBSERVE}` after the fix"),
+        &observe_after,
+    );
+    section(&mut md, &format!("`{LOAD}` after the fix"), &load_after);
     if let Some(before) = load_before {
         let comparison = Comparison::new(before, load_after.clone())?;
-        md.push_str("## `duplicate-load` before and after\n\n```text\n");
+        let _ = write!(md, "## `{LOAD}` before and after\n\n```text\n");
         md.push_str(&comparison.to_text());
         md.push_str("```\n\n");
     }
@@ -126,7 +143,7 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
     let skips: Vec<&RunEvent> = skips(&load_events);
     let _ = writeln!(
         md,
-        "`duplicate-load` after the fix: {} duplicate skips (run `{}`){}:\n",
+        "`{LOAD}` after the fix: {} duplicate skips (run `{}`){}:\n",
         skips.len(),
         load_after.summary.run_id,
         if skips.len() > MAX_SKIP_LINES {
@@ -146,9 +163,10 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
             .iter()
             .all(|e| e.event != EventKind::DuplicateSkip)
     {
-        md.push_str(
+        let _ = writeln!(
+            md,
             "\nNo duplicate skip was recorded: the after runs were taken without a working guard \
-             (or the guard does not call `ctx.record_duplicate_skip`).\n",
+             (or the guard does not call `{RECORD_SKIP}`)."
         );
     }
     Ok(md)
@@ -245,7 +263,13 @@ pub fn write(out: &Path, markdown: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::utc_timestamp;
+    use super::*;
+
+    #[test]
+    fn the_evidence_comes_from_its_exercises_scenarios() {
+        assert_eq!(Exercise::of_scenario(OBSERVE), Some(EXERCISE));
+        assert_eq!(Exercise::of_scenario(LOAD), Some(EXERCISE));
+    }
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {

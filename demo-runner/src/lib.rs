@@ -133,7 +133,7 @@ pub enum Command {
     /// Check the running worker's fix of an exercise: PASS/FAIL per check, exit 0 only when all pass.
     Verify {
         /// The exercise whose checks run.
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_exercise)]
+        #[arg(long, value_name = "N", default_value_t = Exercise::ALL[0].number(), value_parser = parse_exercise)]
         exercise: u8,
         /// Seconds between a job's first delivery and its late copy (must outlast a too-short TTL).
         #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -421,3 +421,52 @@ async fn bad_saved_files_are_clear_errors_and_change_nothing() {
     .await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+// `exercises` prints the registry without a stack: one tab-separated line per
+// exercise (number, folder, title, student file, program, scenarios), or one JSON
+// array. --save is refused there as elsewhere, naming every scenario.
+#[tokio::test(flavor = "multi_thread")]
+async fn exercises_lists_the_registry() {
+    let out = demo(&["exercises"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let exercises = lab_schema::Exercise::ALL;
+    assert_eq!(stdout.lines().count(), exercises.len(), "{stdout}");
+    for (line, exercise) in stdout.lines().zip(exercises) {
+        let info = exercise.info();
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(
+            fields,
+            [
+                info.number.to_string().as_str(),
+                info.slug,
+                info.title,
+                info.student_file,
+                info.component.package(),
+                info.scenarios.join(",").as_str(),
+            ],
+            "{line}"
+        );
+    }
+    assert!(stdout.starts_with("1\t01-duplicate-delivery\tduplicate delivery\tworker/src/job.rs\tworker\tduplicate-observe,duplicate-load\n"));
+
+    let out = demo(&["exercises", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), exercises.len());
+    assert_eq!(all[3]["number"], 4);
+    assert_eq!(all[3]["student_file"], "api/src/idempotency.rs");
+    assert_eq!(all[3]["program"], "api");
+    assert_eq!(all[3]["scenarios"], serde_json::json!(["retried-post"]));
+
+    let out = demo(&["exercises", "--save", "x.json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "--save applies to the scenarios only (duplicate-observe, duplicate-load, crash-window, double-charge, retried-post, load, chaos)"
+        ),
+        "{stderr}"
+    );
+}

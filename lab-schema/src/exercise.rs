@@ -5,10 +5,11 @@
 //! An exercise is its folder `exercises/NN-name/` (handout `README.md`,
 //! `INSTRUCTOR.md`, `solution.patch`, `fixtures/wrong-*.patch`), its student
 //! file (in the worker, or in the API: [`Component`]), and its entry here. The
-//! worker routes each job to the exercise's handler (a match on [`Exercise`]
-//! that the compiler keeps complete), `verify --exercise N` runs its checks,
-//! and the test suite loops over [`Exercise::ALL`]: every solution and fixture
-//! is tested by being there.
+//! worker routes each job to the exercise's handler and `verify --exercise N`
+//! runs its checks (each one row of a match on [`Exercise`] that the compiler
+//! keeps complete), the demo-runner's scenario list and `demo-runner exercises`
+//! are made from these entries, and the test suite loops over [`Exercise::ALL`]:
+//! every solution and fixture is tested by being there.
 
 use serde::{Deserialize, Serialize};
 

@@ -83,6 +83,43 @@ pub async fn report(api: &Api, exercise: Exercise) -> CodeReport {
     }
 }
 
+/// One `WARNING` line for each running process (the workers, the API) whose
+/// build of a student file differs from the file on disk: what `./lab status`
+/// says. Errors when the API cannot be asked or `LAB_SOURCE_DIR` is not set.
+pub async fn stale(api: &Api) -> anyhow::Result<Vec<String>> {
+    let Some(dir) = std::env::var_os(SOURCE_DIR_ENV).map(PathBuf::from) else {
+        anyhow::bail!("{SOURCE_DIR_ENV} is not set: where is the repository?");
+    };
+    let running = api.workers().await?;
+    Ok(stale_lines(&running, &Code::of_sources(&dir)))
+}
+
+fn stale_lines(running: &lab_schema::code::RunningWorkers, on_disk: &Code) -> Vec<String> {
+    let mut lines = Vec::new();
+    for &exercise in Exercise::ALL {
+        let file = exercise.info().student_file;
+        let Some(disk) = on_disk.of(file) else {
+            continue;
+        };
+        let processes: Vec<&RunningWorker> = match exercise.info().component {
+            Component::Worker => running.workers.iter().collect(),
+            Component::Api => running.api.iter().collect(),
+        };
+        for process in processes {
+            match process.fingerprint_of(file) {
+                Some(ran) if ran != disk => lines.push(format!(
+                    "WARNING: {} runs {file} #{ran}, but the file on disk is #{disk}: it was built \
+                     from another version of your file (./lab check shows whether the file builds; {})",
+                    process.name,
+                    rebuild_hint(exercise)
+                )),
+                _ => {}
+            }
+        }
+    }
+    lines
+}
+
 fn judge(
     exercise: Exercise,
     workers: &[RunningWorker],
@@ -220,5 +257,40 @@ mod tests {
 
         let none = judge(Exercise::DuplicateDelivery, &[], Some(&disk), 0);
         assert!(none.lines[0].contains("no worker is running"));
+    }
+
+    #[test]
+    fn stale_names_each_process_that_runs_another_version_of_a_student_file() {
+        let on_disk = Code {
+            files: vec![
+                ("worker/src/job.rs".to_string(), "aaaaaa".to_string()),
+                ("api/src/idempotency.rs".to_string(), "cccccc".to_string()),
+            ],
+        };
+        let mut api = worker("api", "x", 0);
+        api.code = BTreeMap::from([("api/src/idempotency.rs".to_string(), "dddddd".to_string())]);
+        let running = lab_schema::code::RunningWorkers {
+            workers: vec![
+                worker("worker-1", "aaaaaa", 0),
+                worker("worker-2", "bbbbbb", 0),
+            ],
+            api: Some(api),
+        };
+        let lines = stale_lines(&running, &on_disk);
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].starts_with(
+            "WARNING: worker-2 runs worker/src/job.rs #bbbbbb, but the file on disk is #aaaaaa"
+        ));
+        assert!(lines[0].contains("./lab restart worker"));
+        assert!(lines[1].starts_with(
+            "WARNING: api runs api/src/idempotency.rs #dddddd, but the file on disk is #cccccc"
+        ));
+        assert!(lines[1].contains("./lab restart api"));
+        // All agree: nothing to say.
+        let agreed = lab_schema::code::RunningWorkers {
+            workers: vec![worker("worker-1", "aaaaaa", 0)],
+            api: None,
+        };
+        assert!(stale_lines(&agreed, &on_disk).is_empty());
     }
 }

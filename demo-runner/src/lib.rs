@@ -152,6 +152,10 @@ pub enum Command {
     /// api), and the scenarios that reproduce its incident (comma-separated). With --json:
     /// one JSON array of objects with those fields.
     Exercises,
+    /// Which code the running workers and API were built from, against the student files
+    /// on disk (LAB_SOURCE_DIR): a WARNING line for each process that runs another version
+    /// of a student file than the one on disk (nothing when all agree). `./lab status` runs it.
+    Code,
 }
 
 /// The scenarios: each exercise's (the registry, `lab_schema::exercise`, names
@@ -447,6 +451,12 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 }
             }
             Ok(report.passed())
+        }
+        Command::Code => {
+            for line in code::stale(&cli.api()?).await? {
+                println!("{line}");
+            }
+            Ok(true)
         }
         Command::Exercises => {
             if cli.json {

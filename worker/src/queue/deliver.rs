@@ -50,16 +50,34 @@ pub enum Handled {
 pub(crate) enum Prepared {
     /// It runs (once its start is recorded, see [`start`]).
     Ready(Ready),
-    /// It never can: it goes to the dead-letter stream.
-    DeadLetter {
-        entry: StreamId,
-        job: Option<Job>,
-        reason: String,
-        deliveries: u64,
-    },
+    /// It never can: it goes to the dead-letter stream ([`Doomed::dead_letter`]).
+    DeadLetter(Doomed),
     /// This process is still working on it (claimed again after a Redis hiccup
     /// delayed its lease renewal): it is not run a second time here.
     AlreadyInFlight,
+}
+
+/// An entry that can never succeed: not a job, or past its delivery limit.
+pub(crate) struct Doomed {
+    entry: StreamId,
+    job: Option<Job>,
+    reason: String,
+    deliveries: u64,
+}
+
+impl Doomed {
+    /// Moves it to the dead-letter stream; returns its job id (if it is a job)
+    /// and how it ended.
+    pub(crate) async fn dead_letter<H>(self, shared: &Shared<H>) -> (Option<String>, Handled) {
+        let Doomed {
+            entry,
+            job,
+            reason,
+            deliveries,
+        } = self;
+        dead_letter(shared, &entry, job.as_ref(), &reason, deliveries).await;
+        (job.map(|j| j.job_id), Handled::DeadLettered { reason })
+    }
 }
 
 /// Reads the `deliveries`-th delivery (1: the first) of `entry`.
@@ -70,12 +88,12 @@ pub(crate) fn prepare<H>(shared: &Shared<H>, entry: StreamId, deliveries: u64) -
     let job = match Job::from_entry(&entry) {
         Ok(job) => job,
         Err(reason) => {
-            return Prepared::DeadLetter {
+            return Prepared::DeadLetter(Doomed {
                 entry,
                 job: None,
                 reason,
                 deliveries,
-            };
+            });
         }
     };
     let max = shared.config.max_deliveries;
@@ -84,12 +102,12 @@ pub(crate) fn prepare<H>(shared: &Shared<H>, entry: StreamId, deliveries: u64) -
             "the handler failed on each of its {max} deliveries (--max-deliveries {max}); \
              see the worker log for the errors"
         );
-        return Prepared::DeadLetter {
+        return Prepared::DeadLetter(Doomed {
             entry,
             job: Some(job),
             reason,
             deliveries,
-        };
+        });
     }
     Prepared::Ready(Ready {
         entry,
@@ -409,7 +427,7 @@ async fn record<H>(
 }
 
 /// Moves an entry that can never succeed to the dead-letter stream.
-pub(crate) async fn dead_letter<H>(
+async fn dead_letter<H>(
     shared: &Shared<H>,
     entry: &StreamId,
     job: Option<&Job>,

@@ -280,16 +280,10 @@ pub async fn run<H: Handler>(
             };
             match deliver::prepare(&shared, entry, deliveries) {
                 deliver::Prepared::Ready(delivery) => ready.push((delivery, permit)),
-                deliver::Prepared::DeadLetter {
-                    entry,
-                    job,
-                    reason,
-                    deliveries,
-                } => {
+                deliver::Prepared::DeadLetter(doomed) => {
                     let shared = shared.clone();
                     tokio::spawn(async move {
-                        deliver::dead_letter(&shared, &entry, job.as_ref(), &reason, deliveries)
-                            .await;
+                        doomed.dead_letter(&shared).await;
                         drop(permit);
                     });
                 }

@@ -90,16 +90,7 @@ impl<H: Handler> Worker<H> {
                 let job_id = Some(ready.job_id().to_string());
                 (job_id, deliver::handle_one(&self.shared, ready).await)
             }
-            deliver::Prepared::DeadLetter {
-                entry,
-                job,
-                reason,
-                deliveries,
-            } => {
-                deliver::dead_letter(&self.shared, &entry, job.as_ref(), &reason, deliveries).await;
-                let job_id = job.map(|j| j.job_id);
-                (job_id, Handled::DeadLettered { reason })
-            }
+            deliver::Prepared::DeadLetter(doomed) => doomed.dead_letter(&self.shared).await,
             deliver::Prepared::AlreadyInFlight => {
                 anyhow::bail!("{delivery_id} is already in flight in this process")
             }

@@ -56,8 +56,8 @@ pub async fn process_job(ctx: &mut JobContext, job: &Job) -> Result<(), JobError
     //          ctx.record_duplicate_skip(job, &key).await?;
     //      (it logs the skip and counts it in the job's metadata), then
     //      `return Ok(());` WITHOUT applying the side effect.
-    //   4. If claimed: apply the side effect below, then record "claimed"
-    //      instead of "not-implemented".
+    //   4. If claimed: apply the side effect below, then record `Guard::Claimed`
+    //      instead of `Guard::NotImplemented`.
     //   5. If the side effect fails, release the claim (DEL the key) before
     //      returning the error, so the redelivery can send the email instead
     //      of being skipped. That means replacing `ctx.apply_side_effect(job).await?;`

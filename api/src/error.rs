@@ -21,6 +21,9 @@ pub enum ApiError {
     /// A submission was sent to Redis but not confirmed within the timeout (503):
     /// it may or may not have been enqueued.
     SubmissionUnconfirmed,
+    /// Exercise 4's code failed otherwise (e.g. a stored record it cannot
+    /// read back): 500, with the error in the API's log.
+    Internal(String),
 }
 
 impl ApiError {
@@ -44,6 +47,17 @@ impl ApiError {
 impl From<redis::RedisError> for ApiError {
     fn from(err: redis::RedisError) -> ApiError {
         ApiError::RedisUnavailable(err.to_string())
+    }
+}
+
+/// An error of exercise 4's `begin`, `finish` or `release`: Redis trouble is
+/// `redis_unavailable` as everywhere else, anything else is the code's own.
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> ApiError {
+        match err.downcast_ref::<redis::RedisError>() {
+            Some(redis) => ApiError::RedisUnavailable(redis.to_string()),
+            None => ApiError::Internal(format!("{err:#}")),
+        }
     }
 }
 
@@ -81,6 +95,15 @@ impl IntoResponse for ApiError {
                          still be enqueued, so a retry may deliver the job twice",
                         crate::REDIS_TIMEOUT
                     ),
+                )
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed in idempotency.rs");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the request failed inside the API (see its log); nothing was ordered, retry"
+                        .to_string(),
                 )
             }
         };

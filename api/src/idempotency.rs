@@ -6,7 +6,9 @@
 //! cannot help, since the two orders have two different ids.
 //!
 //! The plumbing (`orders.rs`, which you need not edit) calls these three
-//! functions for every `POST /orders`:
+//! functions for every `POST /orders`. Each is given `ctx`: `ctx.redis` (a
+//! Redis connection) and `ctx.answer_ttl_secs` (how long an answer is kept),
+//! as exercises 1 to 3 are given a `JobContext`.
 //!
 //! 1. [`begin`], before anything is created: go ahead, send a stored answer
 //!    again, or refuse the request.
@@ -19,21 +21,19 @@
 //!   `Refusal::MalformedKey` when `request.key` is not `KeyHeader::Valid`;
 //! - fingerprint the order: SHA-256 of its canonical JSON (the same order with
 //!   its keys in another order, or other spaces, has the same fingerprint);
-//! - reserve the key in Redis in ONE atomic step (`SET ... NX`, or one Lua
-//!   script), under a Redis key that names the caller (`request.caller`) too;
-//! - in `finish`, store the answer with the key for `ttl` (24 h by default);
+//! - reserve the key in Redis in ONE atomic step (`SET ... NX GET`: exercise
+//!   1's claim, which also answers what already holds the key), under a Redis
+//!   key that names the caller (`request.caller`) too;
+//! - in `finish`, store the answer with the key for `ctx.answer_ttl_secs`
+//!   (24 h by default);
 //! - a request whose key is taken: `Begin::Replay` of the stored answer (same
 //!   fingerprint), `Refusal::Mismatch` (another fingerprint: 422), or
 //!   `Refusal::InFlight` (the first request has not finished yet: 409);
 //! - in `release`, free the reservation so the client's retry can succeed.
 
-use std::time::Duration;
-
-use redis::RedisResult;
-use redis::aio::ConnectionManager;
-
-// What the plumbing hands you and understands back (see orders.rs).
-use crate::orders::{OrderRequest, Refusal, Stored};
+// `use` brings names from other files into this one: what the plumbing hands
+// you and understands back (see order_context.rs).
+use crate::order_context::{OrderContext, OrderRequest, Refusal, Stored};
 
 /// What [`begin`] decided.
 pub enum Begin {
@@ -54,44 +54,40 @@ pub struct Held {
     pub redis_key: Option<String>,
 }
 
-/// Called first, for every `POST /orders`. `ttl` is how long a stored answer is kept.
-pub async fn begin(
-    redis: &mut ConnectionManager,
-    request: &OrderRequest<'_>,
-    ttl: Duration,
-) -> RedisResult<Begin> {
+/// Called first, for every `POST /orders`.
+///
+/// Returning `Ok(..)` says what to do with the request. Returning an error
+/// (the `?` after a call does that when the call fails) creates nothing: the
+/// client gets 503 when Redis failed, 500 otherwise, and can retry.
+pub async fn begin(ctx: &mut OrderContext, request: &OrderRequest<'_>) -> anyhow::Result<Begin> {
     // TODO: today every request goes ahead, so every retry is a new order.
     // Write, in the order of the list at the top of this file:
     //   1. `match &request.key { ... }`: refuse `KeyHeader::Missing` and
-    //      `KeyHeader::Malformed(why)` (add `KeyHeader` to the `use crate::orders`
-    //      line above);
+    //      `KeyHeader::Malformed(why)` (add `KeyHeader` to the
+    //      `use crate::order_context` line above);
     //   2. the Redis key, the caller and the key: `format!("idem:{}/{}", ...)`;
     //   3. the fingerprint of `request.body` (SHA-256 of its canonical JSON);
     //   4. ONE atomic step in Redis that reserves the key or reads what holds it;
     //   5. free: `Begin::Proceed(Held { redis_key: Some(..), .. })`; taken:
     //      `Begin::Replay(..)` or `Begin::Refuse(..)`.
     // (`let _ = ...` only keeps the compiler quiet about unused arguments: delete it.)
-    let _ = (redis, request, ttl);
+    let _ = (ctx, request);
     Ok(Begin::Proceed(Held::default()))
 }
 
 /// Called once the order is enqueued, with the answer the client is sent.
-pub async fn finish(
-    redis: &mut ConnectionManager,
-    held: Held,
-    answer: &Stored,
-    ttl: Duration,
-) -> RedisResult<()> {
-    // TODO: store `answer` (and the fingerprint) under `held.redis_key` for `ttl`,
-    // so that a retry can be answered with it. (Delete the `let _` line, as in `begin`.)
-    let _ = (redis, held, answer, ttl);
+pub async fn finish(ctx: &mut OrderContext, held: Held, answer: &Stored) -> anyhow::Result<()> {
+    // TODO: store `answer` (and the fingerprint) under `held.redis_key` for
+    // `ctx.answer_ttl_secs`, so that a retry can be answered with it. (Delete
+    // the `let _` line, as in `begin`.)
+    let _ = (ctx, held, answer);
     Ok(())
 }
 
 /// Called instead of `finish` when the request failed before anything was enqueued.
-pub async fn release(redis: &mut ConnectionManager, held: Held) -> RedisResult<()> {
+pub async fn release(ctx: &mut OrderContext, held: Held) -> anyhow::Result<()> {
     // TODO: delete the reservation under `held.redis_key`, so that the client's
     // retry is not refused. (Delete the `let _` line, as in `begin`.)
-    let _ = (redis, held);
+    let _ = (ctx, held);
     Ok(())
 }

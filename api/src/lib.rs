@@ -10,6 +10,7 @@
 //! - `routes.rs`: one handler per route (and the enqueueing every job goes through).
 //! - `orders.rs`: `POST /orders` (exercise 4), `GET /orders/{orderId}`, `GET /runs/{runId}/orders`, `GET /idempotency`.
 //! - `idempotency.rs`: EXERCISE 4's student file, the `Idempotency-Key` of `POST /orders`.
+//! - `order_context.rs`: what `idempotency.rs` is given and answers (`OrderContext`, `OrderRequest`, `Refusal`, `Stored`).
 //! - `ids.rs`: the path ids (`{jobId}`, `{runId}`) as extractors that validate them.
 //! - `summary.rs`: the run summary (drained, settled, lost effects) computed in one place.
 //! - `events.rs`: `GET /runs/{runId}/events`, the run's event log written by the workers.
@@ -24,6 +25,7 @@ mod events;
 pub mod idempotency;
 mod ids;
 mod metrics;
+pub mod order_context;
 pub mod orders;
 mod routes;
 mod summary;

@@ -24,135 +24,55 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lab_schema::orders::{
-    Created, DEFAULT_KEY_TTL_SECS, IDEMPOTENCY_KEY, IdempotencyPolicy, LAB_RUN_ID, MAX_KEY_LEN,
-    MAX_SLOW_MS, Order, OrderView, REPLAYED, RunOrders, error_code,
+    Created, DEFAULT_KEY_TTL_SECS, IdempotencyPolicy, LAB_RUN_ID, MAX_KEY_LEN, MAX_SLOW_MS, Order,
+    OrderView, REPLAYED, RunOrders, error_code,
 };
 use lab_schema::{DEFAULT_RUN_ID, Exercise, RECORD_TTL_SECS, job_field, keys, now_ms, validate_id};
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::idempotency::{self, Begin};
 use crate::ids::{JobId, RunId};
+use crate::order_context::{KeyHeader, OrderContext, OrderRequest, Refusal, Stored};
 use crate::routes::{Enqueue, enqueue, run_not_found};
 use crate::{AppState, REDIS_TIMEOUT, error::ApiError};
 
-/// What `idempotency::begin` is given about the request.
-pub struct OrderRequest<'a> {
-    /// Who is calling: the account of `Authorization: Bearer <account>`.
-    pub caller: &'a str,
-    /// The `Idempotency-Key` header.
-    pub key: KeyHeader,
-    /// The order, parsed: a JSON object (its keys in the order they came).
-    pub body: &'a Value,
-    /// The body's bytes exactly as they came.
-    pub raw_body: &'a [u8],
-}
-
-/// The `Idempotency-Key` header of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyHeader {
-    /// No such header.
-    Missing,
-    /// Present but unusable: why (empty, too long, not visible ASCII, sent twice).
-    Malformed(String),
-    /// The key: 1 to 255 visible ASCII characters (a quoted key, as the IETF
-    /// draft writes it, `"8e03978e"`, comes without its quotes).
-    Valid(String),
-}
-
-/// Why `begin` refuses a request; the plumbing answers the status and error body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// 400 `idempotency_key_missing`.
-    MissingKey,
-    /// 400 `idempotency_key_malformed`, with the reason.
-    MalformedKey(String),
-    /// 409 `idempotency_key_in_flight` (with `Retry-After: 1`): the first
-    /// request with this key has not finished.
-    InFlight,
-    /// 422 `idempotency_key_reused`: the key was used for another order.
-    Mismatch,
-}
-
-/// An answer as it is sent, so that it can be stored and sent again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stored {
-    /// The HTTP status, e.g. 201.
-    pub status: u16,
-    /// The exact JSON text of the body.
-    pub body: String,
-}
-
-impl KeyHeader {
-    /// Reads `Idempotency-Key` from the request's headers.
-    pub fn of(headers: &HeaderMap) -> KeyHeader {
-        let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
-        let Some(value) = values.next() else {
-            return KeyHeader::Missing;
-        };
-        if values.next().is_some() {
-            return KeyHeader::Malformed("Idempotency-Key is sent more than once".into());
-        }
-        let mut bytes = value.as_bytes();
-        // The draft's form is a quoted string: "abc" is the key abc.
-        if bytes.len() >= 2 && bytes[0] == b'"' && bytes[bytes.len() - 1] == b'"' {
-            bytes = &bytes[1..bytes.len() - 1];
-        }
-        if bytes.is_empty() {
-            return KeyHeader::Malformed("Idempotency-Key is empty".into());
-        }
-        if let Some(problem) = lab_schema::provider::key_problem(bytes) {
-            return KeyHeader::Malformed(problem);
-        }
-        KeyHeader::Valid(String::from_utf8_lossy(bytes).into_owned())
-    }
-
-    fn valid(&self) -> Option<&str> {
-        match self {
-            KeyHeader::Valid(key) => Some(key),
-            _ => None,
-        }
-    }
-}
-
-impl Refusal {
-    fn into_response(self, ttl: Duration) -> Response {
-        let (status, code, message) = match self {
-            Refusal::MissingKey => (
-                StatusCode::BAD_REQUEST,
-                error_code::KEY_MISSING,
-                format!(
-                    "POST /orders requires an Idempotency-Key header: a unique value per order \
+/// A refusal of `begin` as the HTTP answer: its status, error body and headers.
+fn refusal_response(refusal: Refusal, ttl: Duration) -> Response {
+    let (status, code, message) = match refusal {
+        Refusal::MissingKey => (
+            StatusCode::BAD_REQUEST,
+            error_code::KEY_MISSING,
+            format!(
+                "POST /orders requires an Idempotency-Key header: a unique value per order \
                      (a UUID), sent again unchanged with every retry; answers are kept {} s",
-                    ttl.as_secs()
-                ),
+                ttl.as_secs()
             ),
-            Refusal::MalformedKey(why) => (StatusCode::BAD_REQUEST, error_code::KEY_MALFORMED, why),
-            Refusal::InFlight => (
-                StatusCode::CONFLICT,
-                error_code::KEY_IN_FLIGHT,
-                "the first request with this Idempotency-Key is still being processed; retry \
+        ),
+        Refusal::MalformedKey(why) => (StatusCode::BAD_REQUEST, error_code::KEY_MALFORMED, why),
+        Refusal::InFlight => (
+            StatusCode::CONFLICT,
+            error_code::KEY_IN_FLIGHT,
+            "the first request with this Idempotency-Key is still being processed; retry \
                  in a moment to get its answer"
-                    .to_string(),
-            ),
-            Refusal::Mismatch => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                error_code::KEY_REUSED,
-                "this Idempotency-Key was used for another order (another body); use a new \
+                .to_string(),
+        ),
+        Refusal::Mismatch => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_code::KEY_REUSED,
+            "this Idempotency-Key was used for another order (another body); use a new \
                  key for a new order"
-                    .to_string(),
-            ),
-        };
-        let conflict = status == StatusCode::CONFLICT;
-        let mut response = ApiError::client(status, code, message).into_response();
-        if conflict {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+                .to_string(),
+        ),
+    };
+    let conflict = status == StatusCode::CONFLICT;
+    let mut response = ApiError::client(status, code, message).into_response();
+    if conflict {
         response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    response
 }
 
 /// `POST /orders`: see the module's documentation.
@@ -180,9 +100,9 @@ pub async fn create_order(
     };
     let key = &request.key;
     let ttl = state.key_ttl;
-    let mut redis = state.redis.clone();
-    let begun = tokio::time::timeout(REDIS_TIMEOUT, idempotency::begin(&mut redis, &request, ttl))
-        .await??;
+    let mut ctx = OrderContext::new(state.redis.clone(), ttl);
+    let begun =
+        tokio::time::timeout(REDIS_TIMEOUT, idempotency::begin(&mut ctx, &request)).await??;
     let held = match begun {
         Begin::Proceed(held) => held,
         Begin::Replay(stored) => {
@@ -191,7 +111,7 @@ pub async fn create_order(
         }
         Begin::Refuse(refusal) => {
             tracing::info!(%caller, key = ?key.valid(), ?refusal, "order refused");
-            return Ok(refusal.into_response(ttl));
+            return Ok(refusal_response(refusal, ttl));
         }
     };
 
@@ -206,8 +126,8 @@ pub async fn create_order(
             key.valid().unwrap_or_default()
         )
     };
-    if simulate.fail_first && first_time(&mut redis, &fault_key("fail")).await? {
-        tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut redis, held)).await??;
+    if simulate.fail_first && first_time(&mut ctx.redis, &fault_key("fail")).await? {
+        tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut ctx, held)).await??;
         tracing::info!(%caller, key = ?key.valid(), "order failed before enqueue (simulate.failFirst)");
         return Err(ApiError::client(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -216,14 +136,14 @@ pub async fn create_order(
         ));
     }
 
-    let created = match place(&mut redis, &caller, &run_id, &order, key, &held).await {
+    let created = match place(&mut ctx.redis, &caller, &run_id, &order, key, &held).await {
         Ok(created) => created,
         Err(err) => {
             // Nothing was enqueued when the order's number could not be taken;
             // an unconfirmed enqueue keeps its reservation (it may have happened).
             if matches!(err, ApiError::RedisUnavailable(_)) {
-                let _ = tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut redis, held))
-                    .await;
+                let _ =
+                    tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut ctx, held)).await;
             }
             return Err(err);
         }
@@ -232,12 +152,7 @@ pub async fn create_order(
         status: StatusCode::CREATED.as_u16(),
         body: serde_json::to_string(&created).expect("an order serializes"),
     };
-    match tokio::time::timeout(
-        REDIS_TIMEOUT,
-        idempotency::finish(&mut redis, held, &stored, ttl),
-    )
-    .await
-    {
+    match tokio::time::timeout(REDIS_TIMEOUT, idempotency::finish(&mut ctx, held, &stored)).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             tracing::warn!(order_id = %created.order_id, %err, "the answer could not be stored")
@@ -245,7 +160,7 @@ pub async fn create_order(
         Err(_) => tracing::warn!(order_id = %created.order_id, "the answer was not stored in time"),
     }
     tracing::info!(order_id = %created.order_id, %caller, key = ?key.valid(), %run_id, "order created");
-    if simulate.drop_answer && first_time(&mut redis, &fault_key("drop")).await? {
+    if simulate.drop_answer && first_time(&mut ctx.redis, &fault_key("drop")).await? {
         tracing::info!(order_id = %created.order_id, "the answer is dropped (simulate.dropAnswer)");
         return Ok(lab_schema::dropped::dropped_answer());
     }
@@ -512,31 +427,3 @@ pub async fn get_policy(State(state): State<AppState>) -> Json<IdempotencyPolicy
 
 /// The default of `--order-key-ttl-secs`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(DEFAULT_KEY_TTL_SECS);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(values: &[&[u8]]) -> KeyHeader {
-        let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append(IDEMPOTENCY_KEY, HeaderValue::from_bytes(value).unwrap());
-        }
-        KeyHeader::of(&headers)
-    }
-
-    #[test]
-    fn the_key_header_is_read_bare_or_quoted_and_refused_when_unusable() {
-        assert_eq!(key(&[]), KeyHeader::Missing);
-        assert_eq!(key(&[b"abc-1"]), KeyHeader::Valid("abc-1".into()));
-        // The IETF draft writes the key as a quoted string.
-        assert_eq!(key(&[b"\"8e03978e\""]), KeyHeader::Valid("8e03978e".into()));
-        let malformed = |values: &[&[u8]]| matches!(key(values), KeyHeader::Malformed(_));
-        assert!(malformed(&[b""]));
-        assert!(malformed(&[b"\"\""]));
-        assert!(malformed(&[b"my key"]));
-        assert!(malformed(&[&[b'k'; 256]]));
-        assert!(malformed(&[b"a", b"b"]));
-        assert_eq!(key(&[&[b'k'; 255]]), KeyHeader::Valid("k".repeat(255)));
-    }
-}

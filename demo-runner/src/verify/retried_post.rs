@@ -143,7 +143,7 @@ impl Mistake for Ex4Mistake {
         use Ex4Mistake::*;
         match self {
             NothingReserved { orders } => format!(
-                "the retry with the same Idempotency-Key made a new order ({orders} orders for one): nothing records the key, so every request goes ahead. In begin, reserve the key in Redis in one atomic step (SET ... NX, or one Lua script); in finish, store the answer with it"
+                "the retry with the same Idempotency-Key made a new order ({orders} orders for one): nothing records the key, so every request goes ahead. In begin, reserve the key in Redis in one atomic step (SET ... NX GET); in finish, store the answer with it"
             ),
             DoneNotReplayed { orders } => format!(
                 "the retry made a new order with a new id ({orders} orders for one), although a request in flight is refused: once the first request has finished, begin lets the retry go ahead instead of answering the stored answer. When the key holds an answer with the same fingerprint, return Begin::Replay(answer)"
@@ -160,7 +160,7 @@ impl Mistake for Ex4Mistake {
                 "another order sent with a used key got the first order's answer ({answered}): the key is compared, but not the request. Store the request's fingerprint with the key and answer Refusal::Mismatch (422) when a retry's differs"
             ),
             FingerprintInKey => "another order sent with a used key made a second order instead of 422: the fingerprint is part of the Redis key, so another body is another key. Key the record by caller and Idempotency-Key only, store the fingerprint inside it, and answer Refusal::Mismatch when they differ".to_string(),
-            CheckThenSet => "two requests sent at once with the same key made two orders, although a retry after the first one finished is replayed: the key is checked (GET) and set later (after the order), so both requests saw it free. Reserve it in ONE atomic step before the order: SET key value NX EX, or one Lua script, and answer Refusal::InFlight (409) to the request that finds it reserved".to_string(),
+            CheckThenSet => "two requests sent at once with the same key made two orders, although a retry after the first one finished is replayed: the key is checked (GET) and set later (after the order), so both requests saw it free. Reserve it in ONE atomic step before the order: SET key value NX GET EX 60, and answer Refusal::InFlight (409) to the request that finds it reserved".to_string(),
             NotScopedByCaller { what } => format!(
                 "{what}: keys are not scoped by caller, so one client's key can collide with another's, and one client can receive another's stored answer. Put request.caller in the Redis key"
             ),
@@ -175,7 +175,7 @@ impl Mistake for Ex4Mistake {
             ),
             RecordNotNamed => "the order names no idempotency record (Held.redis_key is None), so its TTL cannot be checked: set redis_key to the Redis key you reserve in begin".to_string(),
             NoExpiry { record } => format!(
-                "{record} never expires (TTL -1): every key ever used stays in Redis for ever. Store the answer for the published TTL: SET ... EX ttl.as_secs()"
+                "{record} never expires (TTL -1): every key ever used stays in Redis for ever. Store the answer for the published TTL: SET ... EX ctx.answer_ttl_secs"
             ),
             RecordGone { record } => format!(
                 "{record} no longer exists right after the order was made: the answer is not stored under the key begin named (is it deleted, or stored under another key?)"

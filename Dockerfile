@@ -13,10 +13,12 @@ WORKDIR /src
 # Only what the build reads, so editing the README or the exercises does not rebuild.
 COPY Cargo.toml Cargo.lock ./
 COPY lab-schema lab-schema
+COPY lab-runtime lab-runtime
 COPY api api
 COPY provider provider
 COPY demo-runner demo-runner
-# The test crate is a workspace member (cargo reads its manifest); it is not built here.
+# The test crates are workspace members (cargo reads their manifests); they are not built here.
+COPY lab-testkit lab-testkit
 COPY lab-tests lab-tests
 # The exercise last: editing it invalidates only this layer.
 COPY worker worker

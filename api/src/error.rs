@@ -76,7 +76,7 @@ impl IntoResponse for ApiError {
                 message,
             } => (status, code, message),
             ApiError::RedisUnavailable(detail) => {
-                lab_schema::service::log_redis_unavailable(&detail);
+                lab_runtime::service::log_redis_unavailable(&detail);
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "redis_unavailable",
@@ -84,7 +84,7 @@ impl IntoResponse for ApiError {
                 )
             }
             ApiError::SubmissionUnconfirmed => {
-                lab_schema::service::log_redis_unavailable(
+                lab_runtime::service::log_redis_unavailable(
                     "a submission was not confirmed in time",
                 );
                 (

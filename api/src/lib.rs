@@ -68,7 +68,7 @@ impl AppState {
     /// Prepares a connection to `redis_url` without waiting for Redis: the API
     /// starts (and answers 503) even while Redis is still coming up.
     pub fn new(redis_url: &str) -> anyhow::Result<AppState> {
-        let redis = lab_schema::service::redis_connection(redis_url, REDIS_TIMEOUT)?;
+        let redis = lab_runtime::service::redis_connection(redis_url, REDIS_TIMEOUT)?;
         Ok(AppState {
             redis,
             key_ttl: orders::DEFAULT_TTL,

@@ -25,7 +25,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lab_schema::service::init_tracing();
+    lab_runtime::service::init_tracing();
     let args = Args::parse();
     if args.print_code {
         let (file, fingerprint) = api::code();
@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         &args.redis_url,
         std::time::Duration::from_secs(args.order_key_ttl_secs),
-        lab_schema::service::shutdown_signal(),
+        lab_runtime::service::shutdown_signal(),
     )
     .await
 }

@@ -162,7 +162,7 @@ pub async fn create_order(
     tracing::info!(order_id = %created.order_id, %caller, key = ?key.valid(), %run_id, "order created");
     if simulate.drop_answer && first_time(&mut ctx.redis, &fault_key("drop")).await? {
         tracing::info!(order_id = %created.order_id, "the answer is dropped (simulate.dropAnswer)");
-        return Ok(lab_schema::dropped::dropped_answer());
+        return Ok(lab_runtime::dropped::dropped_answer());
     }
     Ok(answer(&stored, false))
 }
@@ -268,14 +268,14 @@ fn caller(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// The one value of header `name`, if any; 400 when it is sent twice or is not visible ASCII.
 fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
-    lab_schema::headers::single_header(headers, name)
+    lab_runtime::headers::single_header(headers, name)
         .map_err(|m| ApiError::bad_request("invalid_header", m))
 }
 
 /// The body as an order: a JSON object without repeated keys, valid by [`Order`].
 fn parse_order(raw: &[u8]) -> Result<(Value, Order), ApiError> {
     let invalid = |m: String| ApiError::bad_request(error_code::INVALID_ORDER, m);
-    let value = lab_schema::fingerprint::parse_strict(raw)
+    let value = lab_runtime::fingerprint::parse_strict(raw)
         .map_err(|e| invalid(format!("request body: {e}")))?;
     if !value.is_object() {
         return Err(invalid("an order is a JSON object".into()));

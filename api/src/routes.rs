@@ -230,7 +230,7 @@ pub(crate) fn json_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    lab_schema::service::require_json(content_type).map_err(|message| {
+    lab_runtime::service::require_json(content_type).map_err(|message| {
         ApiError::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use lab_schema::testing::RedisServer;
+use lab_testkit::RedisServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ async fn start_api(redis: Option<RedisServer>) -> Api {
     let redis_url = match &redis {
         Some(server) => server.url(),
         // Nothing listens here: Redis is "down".
-        None => format!("redis://127.0.0.1:{}", lab_schema::testing::free_port()),
+        None => format!("redis://127.0.0.1:{}", lab_testkit::free_port()),
     };
     let api = api::spawn(&redis_url).await.unwrap();
     Api {
@@ -41,7 +41,7 @@ async fn snapshot(redis_url: &str) -> Vec<(String, Vec<u8>)> {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let keys = lab_schema::testing::scan_keys(&mut con, "*").await.unwrap();
+    let keys = lab_testkit::scan_keys(&mut con, "*").await.unwrap();
     let mut out = Vec::new();
     for key in keys {
         let dump: Vec<u8> = redis::cmd("DUMP")

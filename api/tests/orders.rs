@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use lab_schema::testing::RedisServer;
+use lab_testkit::RedisServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab_schema::testing::RedisServer;
+use lab_testkit::RedisServer;
 use serde_json::{Value, json};
 
 /// The real `api` binary on a free loopback port; killed on drop if still running.
@@ -24,7 +24,7 @@ impl ApiProcess {
 
     /// Starts the binary, its log to `log`, and waits until `GET <ready_path>` answers 200.
     async fn start_logging(redis_url: &str, log: Stdio, ready_path: &str) -> ApiProcess {
-        let port = lab_schema::testing::free_port();
+        let port = lab_testkit::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_api"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", redis_url])
@@ -126,7 +126,7 @@ async fn redis_away_is_a_few_log_lines_not_a_flood() {
     let log_path = std::env::temp_dir().join(format!("lab-api-log-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
     // Nothing listens on this port: Redis is away.
-    let redis_url = format!("redis://127.0.0.1:{}", lab_schema::testing::free_port());
+    let redis_url = format!("redis://127.0.0.1:{}", lab_testkit::free_port());
     let mut api = ApiProcess::start_logging(&redis_url, log.into(), "/healthz").await;
     let http = reqwest::Client::new();
     let mut requests = tokio::task::JoinSet::new();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lab_schema::backoff::Backoff;
+use lab_runtime::backoff::Backoff;
 use lab_schema::summary::RunSummary;
 use tokio::sync::Mutex;
 

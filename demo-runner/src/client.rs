@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lab_schema::backoff::Backoff;
+use lab_runtime::backoff::Backoff;
 use lab_schema::code::RunningWorkers;
 use lab_schema::provider::{self, Faults, RunRequests};
 use lab_schema::{Exercise, JobView, RunAttempts, RunEvents, RunSummary};

@@ -1,5 +1,6 @@
-//! Shared plumbing of the lab: Redis key schema, job ids, the exercises and the
-//! run summary. Students need not edit this crate.
+//! The lab's contract: what crosses processes (the Redis key schema, job ids,
+//! the exercises, the run summary, the routes' types). Students need not edit
+//! this crate. Run-time helpers are in `lab-runtime`, test support in `lab-testkit`.
 //!
 //! # Layout
 //! - [`keys`], [`entry`], [`job_field`], [`run_field`], [`event_log`]: every Redis key and field name.
@@ -13,35 +14,15 @@
 //! - [`provider`]: the contract of the provider, exercise 3's payment gateway.
 //! - [`orders`]: the contract of `POST /orders`, exercise 4's route.
 //! - [`code`]: the fingerprint of the exercise code a worker runs.
-//! - [`fingerprint`]: a JSON body's canonical form and SHA-256 (the provider's and the orders' `Idempotency-Key` checks).
-//! - `dropped` (feature `http`): the HTTP answer that never comes (a lost answer, on purpose).
-//! - `headers` (feature `http`): one header's single value, read alike by the api and the provider.
-//! - [`backoff`]: the one retry delay policy (capped doubling) of every retry loop.
-//! - `record` (feature `service`): the effect ledger and event log writes that the worker and the provider share.
-//! - `service` (feature `service`): logging, shutdown signal and Redis connection of the api and worker.
-//! - `testing` (feature `testing`): a real `redis-server` on a free port for tests, and
-//!   worker binaries built with a patch applied.
 
 use serde::{Deserialize, Serialize};
 
-pub mod backoff;
 pub mod code;
-#[cfg(feature = "http")]
-pub mod dropped;
 pub mod exercise;
-pub mod fingerprint;
-#[cfg(feature = "http")]
-pub mod headers;
 pub mod metrics;
 pub mod orders;
 pub mod provider;
-#[cfg(feature = "service")]
-pub mod record;
-#[cfg(feature = "service")]
-pub mod service;
 pub mod summary;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use exercise::Exercise;
 pub use summary::RunSummary;

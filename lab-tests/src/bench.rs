@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lab_schema::testing::RedisOptions;
 use lab_schema::{Exercise, keys, run_field};
+use lab_testkit::RedisOptions;
 use serde::Serialize;
 
 use crate::Stack;

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lab_schema::testing::{RedisOptions, RedisServer};
 use lab_schema::{JobView, RunSummary};
+use lab_testkit::{RedisOptions, RedisServer};
 
 /// The starter worker binary, exactly as students get it (built by cargo with this crate).
 pub fn starter_worker() -> PathBuf {
@@ -60,7 +60,7 @@ fn sibling_binary(name: &str) -> PathBuf {
 pub enum Workers<'a> {
     /// The starter binary, as students get it.
     Starter,
-    /// A worker binary (the starter, or one from `lab_schema::testing::patched_worker`).
+    /// A worker binary (the starter, or one from `lab_testkit::patched_worker`).
     Binary(&'a Path),
 }
 
@@ -228,7 +228,7 @@ impl Stack {
     /// patched build of the API, e.g. with exercise 4's solution) run as a process.
     pub async fn with_api(api_binary: &Path) -> Stack {
         let mut stack = Stack::start().await;
-        let port = lab_schema::testing::free_port();
+        let port = lab_testkit::free_port();
         let log = std::env::temp_dir().join(format!(
             "lab-test-api-{}-{}.log",
             std::process::id(),
@@ -509,7 +509,7 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "lab-demo-{name}-{}-{}",
         std::process::id(),
-        lab_schema::testing::free_port()
+        lab_testkit::free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir

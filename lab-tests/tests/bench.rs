@@ -2,7 +2,7 @@
 //! counts is what each code did, and its figures come from the run.
 
 use lab_schema::Exercise;
-use lab_schema::testing::solution_worker;
+use lab_testkit::solution_worker;
 use lab_tests::bench::{Ceiling, Code, Options, drain};
 use lab_tests::starter_worker;
 

@@ -360,7 +360,7 @@ async fn the_dashboard_shows_the_bug_and_the_fix_live() {
         stack.signal_worker(index, "TERM");
         let _ = stack.workers[index].wait();
     }
-    let solution = lab_schema::testing::solution_worker(Exercise::DuplicateDelivery);
+    let solution = lab_testkit::solution_worker(Exercise::DuplicateDelivery);
     stack.spawn_worker(&solution, &["--name", "worker-1"]);
     stack.spawn_worker(&solution, &["--name", "worker-2"]);
     let after = duplicate_load(&stack).await;

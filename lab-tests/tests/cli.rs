@@ -111,7 +111,7 @@ async fn human_output_is_key_value_lines() {
 // API down: exit 1 with a one-line explanation that says what to start.
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_api_is_one_clear_line() {
-    let port = lab_schema::testing::free_port();
+    let port = lab_testkit::free_port();
     let out = demo(&[
         "--api-url",
         &format!("http://127.0.0.1:{port}"),
@@ -377,9 +377,7 @@ async fn bad_saved_files_are_clear_errors_and_change_nothing() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let before = lab_schema::testing::scan_keys(&mut redis, "*")
-        .await
-        .unwrap();
+    let before = lab_testkit::scan_keys(&mut redis, "*").await.unwrap();
     let out = demo_in(
         &dir,
         &[
@@ -396,9 +394,7 @@ async fn bad_saved_files_are_clear_errors_and_change_nothing() {
         text(&out.stderr)
     );
     assert_eq!(
-        lab_schema::testing::scan_keys(&mut redis, "*")
-            .await
-            .unwrap(),
+        lab_testkit::scan_keys(&mut redis, "*").await.unwrap(),
         before,
         "nothing was submitted"
     );

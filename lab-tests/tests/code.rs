@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lab_schema::code::{RunningWorkers, fingerprint};
-use lab_schema::testing::workspace_root;
+use lab_testkit::workspace_root;
 use lab_tests::{Stack, Workers, demo_binary, get_json, scratch_dir, text};
 
 /// The demo-runner binary against `stack`, in `dir`, with `LAB_SOURCE_DIR=source`.

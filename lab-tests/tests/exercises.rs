@@ -3,7 +3,7 @@
 //! reference solution and every correct variant (`variants/right-*.patch`), and
 //! fails every wrong fix (`fixtures/wrong-*.patch`) on the checks its header
 //! names, with the diagnosis it names. Each patch is applied to a copy of the
-//! workspace and built (`lab_schema::testing::patched_worker`).
+//! workspace and built (`lab_testkit::patched_worker`).
 //!
 //! A fixture's header says what `verify` must find:
 //! `Fails: a, b?, c` (the checks that fail; `?`: may fail, depending on which
@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use lab_schema::Exercise;
-use lab_schema::testing::{build_errors, patched_binary, solution_binary, workspace_root};
+use lab_testkit::{build_errors, patched_binary, solution_binary, workspace_root};
 use lab_tests::{Stack, Workers, scratch_dir, text};
 use serde_json::Value;
 

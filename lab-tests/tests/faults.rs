@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use demo_runner::Scenario;
-use lab_schema::testing::RedisOptions;
 use lab_schema::{RECORD_TTL_SECS, keys};
+use lab_testkit::RedisOptions;
 use lab_tests::{Stack, get_json, starter_worker};
 use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;

@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use lab_schema::Exercise;
-use lab_schema::testing::{solution_binary, workspace_root};
+use lab_testkit::{solution_binary, workspace_root};
 use lab_tests::{Stack, scratch_dir, text};
 
 /// Runs a demo-runner command in `dir`; panics unless it exits as expected.
@@ -227,7 +227,7 @@ async fn fresh_outputs(exercise: Exercise, shown: &[Block]) -> Vec<(String, Stri
 /// The compiler's first error (up to its blank line) when the worker is built
 /// with `patch`, as `./lab check` or a failed `docker compose up --build` shows it.
 fn first_compile_error(exercise: Exercise, patch: &str) -> String {
-    let errors = lab_schema::testing::build_errors(exercise.info().component, patch)
+    let errors = lab_testkit::build_errors(exercise.info().component, patch)
         .unwrap_or_else(|| panic!("{patch} builds; a compile-error block needs one that does not"));
     let mut out = String::new();
     for line in errors

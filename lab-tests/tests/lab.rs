@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use demo_runner::{Scenario, ScenarioRun};
 use lab_schema::Exercise;
-use lab_schema::testing::solution_worker;
 use lab_schema::{EventKind, JobView, RunEvents, RunSummary, keys};
+use lab_testkit::solution_worker;
 use lab_tests::{Stack, get_json, starter_worker};
 use redis::AsyncCommands;
 
@@ -91,7 +91,7 @@ async fn reference_fix_gives_one_effect_per_job() {
         ttl > 86_000,
         "the claim carries the default TTL of a day, got {ttl}"
     );
-    let claims = lab_schema::testing::scan_keys(&mut redis, "processed:email:*")
+    let claims = lab_testkit::scan_keys(&mut redis, "processed:email:*")
         .await
         .unwrap();
     assert_eq!(claims.len(), 9, "8 load jobs + 1 observed job");
@@ -249,7 +249,7 @@ async fn sigterm_finishes_and_acknowledges_in_flight_work() {
 // lost_effects instead: the guard's trade-off).
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
-    use lab_schema::testing::RedisOptions;
+    use lab_testkit::RedisOptions;
     for (binary, guarded) in [
         (starter_worker(), false),
         (solution_worker(Exercise::DuplicateDelivery), true),

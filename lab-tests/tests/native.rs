@@ -29,9 +29,9 @@ impl Lab {
         Lab {
             root,
             state,
-            redis_port: lab_schema::testing::free_port(),
-            api_port: lab_schema::testing::free_port(),
-            provider_port: lab_schema::testing::free_port(),
+            redis_port: lab_testkit::free_port(),
+            api_port: lab_testkit::free_port(),
+            provider_port: lab_testkit::free_port(),
         }
     }
 

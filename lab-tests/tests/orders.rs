@@ -3,7 +3,7 @@
 //! processing the orders; the raw HTTP it prints; and `compare` of the two.
 
 use lab_schema::Exercise;
-use lab_schema::testing::solution_binary;
+use lab_testkit::solution_binary;
 use lab_tests::{Stack, scratch_dir, text};
 
 // Before the fix every retry, double click and reused request is a new order;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use demo_runner::Scenario;
 use lab_schema::Exercise;
-use lab_schema::testing::solution_worker;
+use lab_testkit::solution_worker;
 use lab_tests::{Stack, scratch_dir, text};
 
 // Exercise 1's solution, one worker paused mid-effect past the claim idle time
@@ -64,7 +64,7 @@ async fn two_solution_workers() -> Stack {
 /// The run id of the only run so far (the scenario makes a fresh one).
 async fn current_run(stack: &Stack) -> String {
     let mut redis = stack.redis().await;
-    let runs = lab_schema::testing::scan_keys(&mut redis, "run:load-*")
+    let runs = lab_testkit::scan_keys(&mut redis, "run:load-*")
         .await
         .unwrap();
     runs[0].trim_start_matches("run:").to_string()

@@ -25,10 +25,10 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lab_runtime::record::{self, EventOf};
 use lab_schema::provider::{
     DECLINED_CUSTOMER, IDEMPOTENT_REPLAYED, LoggedRequest, RequestOutcome, error_code,
 };
-use lab_schema::record::{self, EventOf};
 use lab_schema::{RECORD_TTL_SECS, keys, now_ms};
 use redis::aio::ConnectionManager;
 use serde_json::json;
@@ -37,7 +37,7 @@ use crate::error::{ProviderError, error_body};
 use crate::store::{self, Reservation, timed};
 use crate::validate::{self, ChargeRequest};
 use crate::{AppState, REDIS_TIMEOUT};
-use lab_schema::dropped;
+use lab_runtime::dropped;
 
 /// The consumer name the provider's effects and events carry.
 pub const CONSUMER: &str = "provider";

@@ -96,7 +96,7 @@ impl IntoResponse for ProviderError {
                 return response;
             }
             ProviderError::RedisUnavailable(detail) => {
-                lab_schema::service::log_redis_unavailable(&detail);
+                lab_runtime::service::log_redis_unavailable(&detail);
                 (
                     error_code::REDIS_UNAVAILABLE,
                     "the provider's store (Redis) is not reachable right now; nothing was \
@@ -105,7 +105,7 @@ impl IntoResponse for ProviderError {
                 )
             }
             ProviderError::ChargeUnconfirmed => {
-                lab_schema::service::log_redis_unavailable("a charge was not confirmed in time");
+                lab_runtime::service::log_redis_unavailable("a charge was not confirmed in time");
                 (
                     error_code::CHARGE_UNCONFIRMED,
                     format!(

@@ -10,7 +10,7 @@
 //! without a key runs every time.
 //!
 //! Every new charge is written, in ONE MULTI/EXEC, into the lab's run records
-//! (the run's ledger, the job's effects, an `effect` event: [`lab_schema::record`]),
+//! (the run's ledger, the job's effects, an `effect` event: [`lab_runtime::record`]),
 //! into the provider's own ledger and, with a key, as the key's stored answer:
 //! a charge is never recorded without its answer being stored, nor the reverse.
 //!
@@ -42,7 +42,7 @@
 
 mod charges;
 mod error;
-pub use lab_schema::fingerprint;
+pub use lab_runtime::fingerprint;
 mod routes;
 mod store;
 pub mod validate;
@@ -106,7 +106,7 @@ impl AppState {
     /// Prepares a connection to `redis_url` without waiting for Redis: the
     /// provider starts (and answers 503) even while Redis is still coming up.
     pub fn new(redis_url: &str, config: Config) -> anyhow::Result<AppState> {
-        let redis = lab_schema::service::redis_connection(redis_url, REDIS_TIMEOUT)?;
+        let redis = lab_runtime::service::redis_connection(redis_url, REDIS_TIMEOUT)?;
         Ok(AppState {
             redis,
             config,

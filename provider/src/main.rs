@@ -29,7 +29,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lab_schema::service::init_tracing();
+    lab_runtime::service::init_tracing();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         &args.redis_url,
         config,
-        lab_schema::service::shutdown_signal(),
+        lab_runtime::service::shutdown_signal(),
     )
     .await
 }

@@ -9,7 +9,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
-use lab_schema::headers::single_header;
+use lab_runtime::headers::single_header;
 use lab_schema::provider::{
     DECLINED_CUSTOMER, IDEMPOTENCY_KEY, LAB_DELIVERY_ID, LAB_JOB_ID, LAB_PIPELINE, LAB_RUN_ID,
     body, error_code, simulate,
@@ -171,7 +171,7 @@ pub fn json_object_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    lab_schema::service::require_json(content_type).map_err(|message| {
+    lab_runtime::service::require_json(content_type).map_err(|message| {
         ProviderError::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             error_code::UNSUPPORTED_MEDIA_TYPE,

@@ -8,7 +8,7 @@ use lab_schema::provider::{
     CHARGES_PATH, Faults, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, LAB_DELIVERY_ID, LAB_JOB_ID,
     LAB_PIPELINE, LAB_RUN_ID, RequestOutcome, RunRequests, requests_path,
 };
-use lab_schema::testing::RedisServer;
+use lab_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ async fn start_with(redis: Option<RedisServer>, config: provider::Config) -> Pro
     let redis_url = match &redis {
         Some(server) => server.url(),
         // Nothing listens here: Redis is "down".
-        None => format!("redis://127.0.0.1:{}", lab_schema::testing::free_port()),
+        None => format!("redis://127.0.0.1:{}", lab_testkit::free_port()),
     };
     let background = provider::spawn(&redis_url, config).await.unwrap();
     Provider {
@@ -154,7 +154,7 @@ async fn exists(con: &mut MultiplexedConnection, key: &str) -> bool {
 
 /// Every key in Redis with its serialized value (DUMP): equal snapshots mean nothing changed.
 async fn snapshot(con: &mut MultiplexedConnection) -> Vec<(String, Vec<u8>)> {
-    let keys = lab_schema::testing::scan_keys(con, "*").await.unwrap();
+    let keys = lab_testkit::scan_keys(con, "*").await.unwrap();
     let mut out = Vec::new();
     for key in keys {
         let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(con).await.unwrap();
@@ -1067,7 +1067,7 @@ async fn bad_input_is_refused_and_records_nothing() {
     let mut con = con(&provider).await;
     let tried = try_bad_cases(&provider).await;
     assert!(tried >= 30, "{tried}");
-    let keys = lab_schema::testing::scan_keys(&mut con, "*").await.unwrap();
+    let keys = lab_testkit::scan_keys(&mut con, "*").await.unwrap();
     assert!(keys.is_empty(), "bad input wrote {keys:?}");
 
     let good = Charge::new(Some("k-good"), "job-good", &body("cus_1", 100));

@@ -61,7 +61,7 @@ fn parse_name(name: &str) -> Result<String, String> {
 
 /// Parses the command line and runs the worker until SIGTERM or Ctrl-C.
 pub fn main() -> anyhow::Result<()> {
-    lab_schema::service::init_tracing();
+    lab_runtime::service::init_tracing();
     let args = Args::parse();
     if args.print_code {
         for (file, fingerprint) in crate::Handler::code(&crate::Exercises).files {
@@ -82,12 +82,12 @@ pub fn main() -> anyhow::Result<()> {
         consumer: args.name.unwrap_or_else(crate::default_consumer_name),
         ..crate::Config::default()
     };
-    lab_schema::service::block_on_threads(
+    lab_runtime::service::block_on_threads(
         Some(args.threads as usize),
         crate::run(
             crate::Exercises,
             config,
-            lab_schema::service::shutdown_signal(),
+            lab_runtime::service::shutdown_signal(),
         ),
     )
 }

@@ -15,9 +15,10 @@
 //! entry only when their XACK succeeds (another worker may hold a copy). Field
 //! names reach the scripts as arguments, never by editing the script's text.
 
+use lab_runtime::record;
 use lab_schema::{
     Attempt, DEAD_LETTER_MAXLEN, EventKind, Idempotency, JobStatus, RECORD_TTL_SECS, event_log,
-    job_field, keys, metrics, record, run_field,
+    job_field, keys, metrics, run_field,
 };
 
 use crate::delivery::Job;
@@ -193,7 +194,7 @@ pub(crate) fn record_idempotency(pipe: &mut redis::Pipeline, job: &Job, value: I
     .ignore();
 }
 
-/// Adds this delivery's event to `pipe` (see [`lab_schema::record::push_event`]).
+/// Adds this delivery's event to `pipe` (see [`lab_runtime::record::push_event`]).
 fn push_event(
     pipe: &mut redis::Pipeline,
     job: &Job,

@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use lab_schema::testing::RedisServer;
 use lab_schema::{entry, keys};
+use lab_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
 use worker::{Config, Handled, Handler, Job, JobContext, JobError, Source, Step, Worker};
 

@@ -4,7 +4,7 @@
 //! `lab-tests/src/bench.rs`). Students need not edit this file.
 
 use lab_schema::Exercise;
-use lab_schema::testing::{Profile, built_worker};
+use lab_testkit::{Profile, built_worker};
 use lab_tests::bench::{Ceiling, Code, Drain, Options, drain};
 
 /// Deliveries in flight per worker unless `--concurrency` says otherwise.

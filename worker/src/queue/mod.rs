@@ -34,7 +34,7 @@ pub use step::{Source, Step, Worker};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lab_schema::backoff::Backoff;
+use lab_runtime::backoff::Backoff;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use redis::streams::StreamId;
@@ -82,8 +82,8 @@ fn connect<H: Handler>(
     config: Config,
     acks: mpsc::UnboundedSender<crate::outcomes::Finished>,
 ) -> anyhow::Result<(Arc<Shared<H>>, Reader)> {
-    let redis = lab_schema::service::redis_connection(&config.redis_url, Duration::from_secs(5))?;
-    let reader = lab_schema::service::redis_connection(
+    let redis = lab_runtime::service::redis_connection(&config.redis_url, Duration::from_secs(5))?;
+    let reader = lab_runtime::service::redis_connection(
         &config.redis_url,
         config.read_block + Duration::from_secs(5),
     )?;

@@ -97,7 +97,7 @@ static NOT_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// between, so a Redis restart under load is a few log lines, not one per request.
 pub fn log_redis_unavailable(detail: &str) {
     use std::sync::atomic::Ordering;
-    let now = crate::now_ms() / 1000;
+    let now = lab_schema::now_ms() / 1000;
     let last = LAST_LOGGED_SEC.load(Ordering::Relaxed);
     if now != last
         && LAST_LOGGED_SEC

@@ -218,15 +218,15 @@ pub fn workspace_root() -> PathBuf {
 /// The worker with `exercise`'s reference solution (`exercises/NN-name/solution.patch`)
 /// applied and built, once per test process and exercise. This proves on every
 /// run that the patch still applies and works.
-pub fn solution_worker(exercise: crate::Exercise) -> PathBuf {
+pub fn solution_worker(exercise: lab_schema::Exercise) -> PathBuf {
     solution_binary(exercise)
 }
 
 /// The program `exercise`'s student file is built into (the worker, or the API
 /// for exercise 4), with its reference solution applied and built, once per
 /// test process and exercise.
-pub fn solution_binary(exercise: crate::Exercise) -> PathBuf {
-    static BINARIES: std::sync::Mutex<Vec<(crate::Exercise, PathBuf)>> =
+pub fn solution_binary(exercise: lab_schema::Exercise) -> PathBuf {
+    static BINARIES: std::sync::Mutex<Vec<(lab_schema::Exercise, PathBuf)>> =
         std::sync::Mutex::new(Vec::new());
     if let Some((_, path)) = BINARIES
         .lock()
@@ -246,7 +246,7 @@ pub fn solution_binary(exercise: crate::Exercise) -> PathBuf {
 ///
 /// The errors are kept in the temp folder under a hash of the sources, as the
 /// binaries are: the handout test and the fixture test ask for the same ones.
-pub fn build_errors(component: crate::exercise::Component, patch: &str) -> Option<String> {
+pub fn build_errors(component: lab_schema::exercise::Component, patch: &str) -> Option<String> {
     let patched = Patched::apply(Some(patch));
     let kept = std::env::temp_dir().join(format!(
         "lab-{}-errors-{:016x}.txt",
@@ -324,7 +324,11 @@ impl Patched {
     }
 
     /// Builds `component` in the copy: whether it built, and what cargo printed.
-    fn build(&self, component: crate::exercise::Component, profile: Profile) -> (bool, String) {
+    fn build(
+        &self,
+        component: lab_schema::exercise::Component,
+        profile: Profile,
+    ) -> (bool, String) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
         command.args([
@@ -366,19 +370,19 @@ pub fn patched_worker(patch: &str) -> PathBuf {
 }
 
 /// [`patched_worker`] for the program `component` (the API's exercise is built into the API).
-pub fn patched_binary(component: crate::exercise::Component, patch: &str) -> PathBuf {
+pub fn patched_binary(component: lab_schema::exercise::Component, patch: &str) -> PathBuf {
     built_binary(component, Some(patch), Profile::Debug)
 }
 
 /// The worker built in the scratch copy with `patch` applied (`None`: the
 /// starter as it is in this folder), with `profile`; a private copy of the binary.
 pub fn built_worker(patch: Option<&str>, profile: Profile) -> PathBuf {
-    built_binary(crate::exercise::Component::Worker, patch, profile)
+    built_binary(lab_schema::exercise::Component::Worker, patch, profile)
 }
 
 /// [`built_worker`] for the program `component`.
 pub fn built_binary(
-    component: crate::exercise::Component,
+    component: lab_schema::exercise::Component,
     patch: Option<&str>,
     profile: Profile,
 ) -> PathBuf {

@@ -7,7 +7,7 @@
 //! accepted, as a card statement shows it). Both write the same three things here,
 //! so every summary reads the same.
 
-use crate::{EventKind, event_log, job_field, keys, metrics};
+use lab_schema::{EventKind, event_log, job_field, keys, metrics};
 
 /// Who did what to which delivery: the fields of one event.
 #[derive(Debug, Clone, Copy)]

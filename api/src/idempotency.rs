@@ -6,9 +6,10 @@
 //! cannot help, since the two orders have two different ids.
 //!
 //! The plumbing (`orders.rs`, which you need not edit) calls these three
-//! functions for every `POST /orders`. Each is given `ctx`: `ctx.redis` (a
-//! Redis connection) and `ctx.answer_ttl_secs` (how long an answer is kept),
-//! as exercises 1 to 3 are given a `JobContext`.
+//! functions for every `POST /orders`. Each is given `ctx`, as exercises 1 to
+//! 3 are given a `JobContext`: `ctx.redis` (a Redis connection),
+//! `ctx.in_flight_secs` (how long a reservation lives while its request runs:
+//! 60 s) and `ctx.answer_ttl_secs` (how long a stored answer is kept: 24 h).
 //!
 //! 1. [`begin`], before anything is created: go ahead, send a stored answer
 //!    again, or refuse the request.
@@ -23,7 +24,7 @@
 //!   its keys in another order, or other spaces, has the same fingerprint);
 //! - reserve the key in Redis in ONE atomic step (`SET ... NX GET`: exercise
 //!   1's claim, which also answers what already holds the key), under a Redis
-//!   key that names the caller (`request.caller`) too;
+//!   key that names the caller (`request.caller`) too, for `ctx.in_flight_secs`;
 //! - in `finish`, store the answer with the key for `ctx.answer_ttl_secs`
 //!   (24 h by default);
 //! - a request whose key is taken: `Begin::Replay` of the stored answer (same

@@ -22,13 +22,21 @@ pub struct OrderContext {
     /// How long a stored answer is kept, in seconds (`ORDER_KEY_TTL_SECS`, 24 h
     /// by default; `GET /idempotency` publishes it).
     pub answer_ttl_secs: u64,
+    /// How long a reservation lives while its request is in flight, in seconds
+    /// (60): far longer than any request takes, and short enough that a key
+    /// whose API process died mid-request frees itself within a minute.
+    pub in_flight_secs: u64,
 }
+
+/// [`OrderContext::in_flight_secs`].
+pub const IN_FLIGHT_SECS: u64 = 60;
 
 impl OrderContext {
     pub fn new(redis: ConnectionManager, answer_ttl: Duration) -> OrderContext {
         OrderContext {
             redis,
             answer_ttl_secs: answer_ttl.as_secs(),
+            in_flight_secs: IN_FLIGHT_SECS,
         }
     }
 }

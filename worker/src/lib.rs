@@ -1,21 +1,20 @@
 //! The lab's worker: an at-least-once consumer of the job queue.
 //!
-//! **Students: the exercises are `src/job.rs` (exercise 1), `src/crash_window.rs`
-//! (exercise 2) and `src/double_charge.rs` (exercise 3), function `process_job` in each.** Every other file here is plumbing
-//! you need not edit (each says so in its first line).
+//! **Students: each exercise of the worker is one file with a function
+//! `process_job` (`src/job.rs` for exercise 1; `./lab demo exercises` lists
+//! them all).** Every other file here is plumbing you need not edit (each says
+//! so in its first line).
 //!
 //! # Layout
 //! | file | what it is |
 //! |---|---|
-//! | `job.rs` | THE EXERCISE of exercise 1: claim a job before its side effect |
-//! | `crash_window.rs` | THE EXERCISE of exercise 2: a claim that survives a crash |
-//! | `double_charge.rs` | THE EXERCISE of exercise 3: an idempotency key for the provider |
+//! | `job.rs`, `crash_window.rs`, ... | THE EXERCISES: one student file per exercise, declared in `registry.rs` |
 //! | `context.rs` | what `process_job` can use: Redis, the pipeline name, the TTL, helpers |
 //! | `delivery.rs` | [`Job`]: one delivery, as read from the queue |
 //! | `effects.rs` | the side effects ("send the email", "charge the card") and the faults around them |
 //! | `provider.rs` | the provider's client: the charge, and what each answer means |
 //! | `outcomes.rs` | every outcome of a delivery, recorded in one place: counters and the run's event log |
-//! | `registry.rs` | which student function handles a job of each exercise |
+//! | `registry.rs` | the student files, and which one handles a job of each exercise |
 //! | `queue/` | the consumer loop: read, redeliver, run the handler, acknowledge |
 //! | `cli.rs` | the command line of the `worker` binary |
 //!
@@ -34,11 +33,8 @@
 
 pub mod cli;
 mod context;
-pub mod crash_window;
 mod delivery;
-pub mod double_charge;
 mod effects;
-pub mod job;
 mod outcomes;
 mod provider;
 mod queue;

@@ -1,10 +1,11 @@
 //! The worker's side of the exercise registry: which function handles a job of
 //! each exercise. Plumbing: students need not edit this file.
 //!
-//! One row per exercise, in [`row`]: its handler and the source of its student
-//! file (whose fingerprint the worker publishes). Adding an exercise adds its
-//! student file and one row here; the compiler refuses to build until every
-//! [`Exercise`] has its row.
+//! One entry per exercise: its student file, declared as a module below, and
+//! its row in [`row`]: the handler and the source of the student file (whose
+//! fingerprint the worker publishes). Adding an exercise adds its student file
+//! and its entry here; the compiler refuses to build until every [`Exercise`]
+//! has its row.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,14 @@ use lab_schema::code::{Code, fingerprint};
 
 use crate::Handler;
 use crate::context::{Job, JobContext, JobError};
+
+// The student files, one per exercise of the worker (next to this file in `src/`).
+#[path = "crash_window.rs"]
+pub mod crash_window;
+#[path = "double_charge.rs"]
+pub mod double_charge;
+#[path = "job.rs"]
+pub mod job;
 
 /// The future of one handler call. Boxed: each exercise's future has a size of
 /// its own, and a delivery of exercise 1 does not carry (and copy) the larger
@@ -33,21 +42,21 @@ struct Row {
 fn row(exercise: Exercise) -> Row {
     match exercise {
         Exercise::DuplicateDelivery => Row {
-            handle: |ctx, job| Box::pin(crate::job::process_job(ctx, job)),
+            handle: |ctx, job| Box::pin(job::process_job(ctx, job)),
             source: Some(include_bytes!("job.rs")),
         },
         Exercise::CrashWindow => Row {
-            handle: |ctx, job| Box::pin(crate::crash_window::process_job(ctx, job)),
+            handle: |ctx, job| Box::pin(crash_window::process_job(ctx, job)),
             source: Some(include_bytes!("crash_window.rs")),
         },
         Exercise::DoubleCharge => Row {
-            handle: |ctx, job| Box::pin(crate::double_charge::process_job(ctx, job)),
+            handle: |ctx, job| Box::pin(double_charge::process_job(ctx, job)),
             source: Some(include_bytes!("double_charge.rs")),
         },
         // Exercise 4's orders: its student file is in the API; the worker
         // processes each order with exercise 1's guard.
         Exercise::RetriedPost => Row {
-            handle: |ctx, job| Box::pin(crate::job::process_job(ctx, job)),
+            handle: |ctx, job| Box::pin(job::process_job(ctx, job)),
             source: None,
         },
     }

@@ -20,7 +20,7 @@ use lab_schema::summary::plural;
 use lab_schema::{EventKind, Exercise, JobView, RunEvent, RunEvents, payload};
 use serde_json::json;
 
-use super::duplicate_delivery::{self, LATE, SEQUENTIAL};
+use super::duplicate_delivery::{self, CONCURRENT, EXPIRES, FAILURE, LATE, RECORDED, SEQUENTIAL};
 use super::{Check, Grader, Mistake, Options, Report, wait_run};
 use crate::client::Api;
 use crate::scenarios::new_run_id;
@@ -31,15 +31,7 @@ const STALE: &str = "stale-holder";
 
 /// The checks, in the order they are printed.
 pub(super) const CHECKS: [&str; 9] = [
-    CRASH,
-    SLOW,
-    LATE,
-    STALE,
-    SEQUENTIAL,
-    "concurrent-duplicates",
-    "skip-recorded",
-    "claim-expires",
-    "effect-failure-redelivered",
+    CRASH, SLOW, LATE, STALE, SEQUENTIAL, CONCURRENT, RECORDED, EXPIRES, FAILURE,
 ];
 
 /// This exercise's row in `verify`'s table ([`super::grader`]).

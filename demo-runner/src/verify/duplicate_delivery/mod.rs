@@ -31,11 +31,11 @@ use super::{Check, Grader, Mistake, Options, Report};
 use crate::client::Api;
 
 pub(super) const SEQUENTIAL: &str = "sequential-duplicates";
-const CONCURRENT: &str = "concurrent-duplicates";
+pub(super) const CONCURRENT: &str = "concurrent-duplicates";
 pub(super) const LATE: &str = "late-duplicate";
-const RECORDED: &str = "skip-recorded";
-const EXPIRES: &str = "claim-expires";
-const FAILURE: &str = "effect-failure-redelivered";
+pub(super) const RECORDED: &str = "skip-recorded";
+pub(super) const EXPIRES: &str = "claim-expires";
+pub(super) const FAILURE: &str = "effect-failure-redelivered";
 
 /// The checks, in the order they are printed.
 pub(super) const CHECKS: [&str; 6] = [SEQUENTIAL, CONCURRENT, LATE, RECORDED, EXPIRES, FAILURE];

@@ -19,6 +19,7 @@ use lab_schema::summary::RunSummary;
 use tokio::sync::Mutex;
 
 use crate::client::{Api, Posted};
+use crate::registry::{Run, RunScenario};
 use crate::report::ScenarioRun;
 use crate::scenarios::new_run_id;
 use crate::wait::wait_settled;
@@ -247,4 +248,84 @@ async fn fire(command: &str) -> anyhow::Result<()> {
         bail!("{:?} failed ({})", status.0, status.1);
     }
     Ok(())
+}
+
+/// `load`'s command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Load {
+    /// Clients submitting at the same time.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clients: u32,
+    /// How long they submit, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration_secs: u64,
+    /// Unique jobIds the clients cycle through (each is submitted many times).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub jobs: u32,
+    /// Pause of each client between two submissions, in milliseconds.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub interval_ms: u64,
+}
+
+impl RunScenario for Load {
+    async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
+        let plan = LoadPlan::new(
+            self.clients,
+            self.duration_secs,
+            self.jobs,
+            self.interval_ms,
+        );
+        self::run(run.api, run.name, &plan, &[], run.timeout).await
+    }
+}
+
+/// `chaos`'s command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Chaos {
+    /// Clients submitting at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clients: u32,
+    /// How long they submit, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration_secs: u64,
+    /// Unique jobIds the clients cycle through (each is submitted many times).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub jobs: u32,
+    /// Pause of each client between two submissions, in milliseconds (the default
+    /// stays within what two workers with a 200 ms effect can process).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub interval_ms: u64,
+    /// Shell command that kills a worker, run at a third of the load (e.g. "./lab kill worker-1").
+    #[arg(long, value_name = "COMMAND")]
+    pub kill_worker: Option<String>,
+    /// Shell command that restarts Redis, run at two thirds of the load (e.g. "./lab restart redis").
+    #[arg(long, value_name = "COMMAND")]
+    pub restart_redis: Option<String>,
+}
+
+impl RunScenario for Chaos {
+    async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
+        let plan = LoadPlan::new(
+            self.clients,
+            self.duration_secs,
+            self.jobs,
+            self.interval_ms,
+        );
+        let mut faults = Vec::new();
+        if let Some(command) = &self.kill_worker {
+            faults.push(Fault {
+                kind: FaultKind::KillWorker,
+                command: command.clone(),
+                at: plan.duration / 3,
+            });
+        }
+        if let Some(command) = &self.restart_redis {
+            faults.push(Fault {
+                kind: FaultKind::RestartRedis,
+                command: command.clone(),
+                at: plan.duration * 2 / 3,
+            });
+        }
+        self::run(run.api, run.name, &plan, &faults, run.timeout).await
+    }
 }

@@ -44,9 +44,13 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use lab_schema::Exercise;
 
+/// Each scenario's command-line arguments (`Scenario::DuplicateLoad(DuplicateLoad { .. })`).
+pub use chaos::{Chaos, Load};
 pub use client::Api;
-pub use registry::{OTHER_SCENARIOS, scenario_names};
+pub use registry::{OTHER_SCENARIOS, Scenario, scenario_names};
 pub use report::ScenarioRun;
+pub use retried_post::RetriedPost;
+pub use scenarios::{CrashAt, CrashWindow, DoubleCharge, DuplicateLoad, DuplicateObserve};
 
 /// What to check when deliveries are not being processed.
 pub(crate) const STUCK_HINT: &str = "Is a worker running, and does process_job succeed? Look for \
@@ -156,132 +160,6 @@ pub enum Command {
     /// on disk (LAB_SOURCE_DIR): a WARNING line for each process that runs another version
     /// of a student file than the one on disk (nothing when all agree). `./lab status` runs it.
     Code,
-}
-
-/// The scenarios: each exercise's (the registry, `lab_schema::exercise`, names
-/// them) and [`OTHER_SCENARIOS`]. Their names are the subcommands' names.
-#[derive(Subcommand, Debug, Clone)]
-pub enum Scenario {
-    /// Submit ONE jobId several times and watch its attempts and effects change.
-    DuplicateObserve {
-        /// How many times the jobId is submitted.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        copies: u32,
-        /// Pause between two submissions, in milliseconds, so each delivery can be watched.
-        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-        interval_ms: u64,
-    },
-    /// Submit JOBS unique jobs COPIES times each (concurrently, interleaved) and wait until all are processed.
-    DuplicateLoad {
-        /// Number of unique jobIds.
-        #[arg(value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        jobs: u32,
-        /// Submissions of each jobId.
-        #[arg(value_parser = clap::value_parser!(u32).range(1..=1000))]
-        copies: u32,
-    },
-    /// Exercise 2: JOBS jobs, COPIES copies each; the worker CRASHES (the process dies)
-    /// after the claim and before the effect of the last CRASHES jobs, once each. Waits
-    /// until every delivery is processed (the worker is restarted), then the summary.
-    CrashWindow {
-        /// Number of unique jobIds.
-        #[arg(default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        jobs: u32,
-        /// Submissions of each jobId.
-        #[arg(default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        copies: u32,
-        /// Jobs whose worker crashes (the last N jobs, sent after the others).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
-        crashes: u32,
-        /// When the worker crashes: before the effect (the window exercise 2 closes) or
-        /// right after it, before the job is marked done (the window that remains).
-        #[arg(long, value_enum, default_value_t = CrashAt::BeforeEffect)]
-        crash_at: CrashAt,
-    },
-    /// Exercise 3: JOBS jobs, COPIES copies each, charged at the provider; the worker
-    /// CRASHES right after the provider charged the last CRASHES jobs (before `done`),
-    /// and the provider drops its answer to the first charge of DROPPED more. Waits
-    /// until every delivery is processed, then the summary (charges are the effects).
-    DoubleCharge {
-        /// Number of unique jobIds.
-        #[arg(default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        jobs: u32,
-        /// Submissions of each jobId.
-        #[arg(default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        copies: u32,
-        /// Jobs whose worker crashes after the charge (the last N jobs, sent after the others).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
-        crashes: u32,
-        /// Jobs whose first charge's answer the provider drops (the caller cannot know it worked).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
-        dropped: u32,
-    },
-    /// Exercise 4: clients of POST /orders whose answer is lost and who retry, two callers
-    /// with one key, a double click, a retry with its JSON keys reordered, a key reused for
-    /// another order, a missing key, and a failure before enqueue then a retry. Prints each
-    /// case's answers and orders, then orders created per logical order.
-    RetriedPost {
-        /// Print every request and answer as raw HTTP.
-        #[arg(long)]
-        show_http: bool,
-    },
-    /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
-    /// every answer, and accepted versus processed (the benchmark).
-    Load {
-        /// Clients submitting at the same time.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        clients: u32,
-        /// How long they submit, in seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        duration_secs: u64,
-        /// Unique jobIds the clients cycle through (each is submitted many times).
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        jobs: u32,
-        /// Pause of each client between two submissions, in milliseconds.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-        interval_ms: u64,
-    },
-    /// A load while a worker is killed (SIGKILL) and Redis restarts, then the summary: every
-    /// accepted job is processed; only the idempotency guard keeps effects at one per job.
-    /// `./lab chaos` fills in both commands.
-    Chaos {
-        /// Clients submitting at the same time.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        clients: u32,
-        /// How long they submit, in seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        duration_secs: u64,
-        /// Unique jobIds the clients cycle through (each is submitted many times).
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        jobs: u32,
-        /// Pause of each client between two submissions, in milliseconds (the default
-        /// stays within what two workers with a 200 ms effect can process).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-        interval_ms: u64,
-        /// Shell command that kills a worker, run at a third of the load (e.g. "./lab kill worker-1").
-        #[arg(long, value_name = "COMMAND")]
-        kill_worker: Option<String>,
-        /// Shell command that restarts Redis, run at two thirds of the load (e.g. "./lab restart redis").
-        #[arg(long, value_name = "COMMAND")]
-        restart_redis: Option<String>,
-    },
-}
-
-impl Scenario {
-    /// The scenario's name: its subcommand, as its summary and `--save` files
-    /// record it. (clap knows the name only while parsing; a unit test holds the
-    /// two together, and the names to the registry.)
-    pub fn name(&self) -> &'static str {
-        match self {
-            Scenario::DuplicateObserve { .. } => "duplicate-observe",
-            Scenario::DuplicateLoad { .. } => "duplicate-load",
-            Scenario::CrashWindow { .. } => "crash-window",
-            Scenario::DoubleCharge { .. } => "double-charge",
-            Scenario::RetriedPost { .. } => "retried-post",
-            Scenario::Load { .. } => "load",
-            Scenario::Chaos { .. } => "chaos",
-        }
-    }
 }
 
 /// Parses the command line, runs the command, prints its result.
@@ -517,7 +395,13 @@ pub async fn run_scenario_with(
 ) -> anyhow::Result<ScenarioRun> {
     let api = api.clone();
     api.check_ready().await?;
-    let mut result = scenario_result(&api, scenario, timeout, narrate_to_stdout).await?;
+    let run = registry::Run {
+        api: &api,
+        name: scenario.name(),
+        timeout,
+        narrate_to_stdout,
+    };
+    let mut result = scenario.run(&run).await?;
     let exercise = result.summary.exercise().unwrap_or_default();
     let code = code::report(&api, exercise).await;
     result.summary.worker_code = code.label;
@@ -525,109 +409,11 @@ pub async fn run_scenario_with(
     Ok(result)
 }
 
-async fn scenario_result(
-    api: &Api,
-    scenario: &Scenario,
-    timeout: Duration,
-    narrate_to_stdout: bool,
-) -> anyhow::Result<ScenarioRun> {
-    let api = api.clone();
-    let name = scenario.name();
-    match *scenario {
-        Scenario::DuplicateObserve {
-            copies,
-            interval_ms,
-        } => {
-            let interval = Duration::from_millis(interval_ms);
-            scenarios::duplicate_observe(&api, name, copies, interval, timeout, narrate_to_stdout)
-                .await
-        }
-        Scenario::DuplicateLoad { jobs, copies } => {
-            scenarios::duplicate_load(&api, name, jobs, copies, timeout).await
-        }
-        Scenario::CrashWindow {
-            jobs,
-            copies,
-            crashes,
-            crash_at,
-        } => {
-            if crashes > jobs {
-                anyhow::bail!("--crashes {crashes} is more than the {jobs} jobs");
-            }
-            let at = match crash_at {
-                CrashAt::BeforeEffect => lab_schema::payload::BEFORE_EFFECT,
-                CrashAt::AfterEffect => lab_schema::payload::AFTER_EFFECT,
-            };
-            scenarios::crash_window(&api, name, jobs, copies, crashes, at, timeout).await
-        }
-        Scenario::DoubleCharge {
-            jobs,
-            copies,
-            crashes,
-            dropped,
-        } => {
-            if crashes + dropped > jobs {
-                anyhow::bail!(
-                    "--crashes {crashes} and --dropped {dropped} are more than the {jobs} jobs"
-                );
-            }
-            scenarios::double_charge(&api, name, jobs, copies, crashes, dropped, timeout).await
-        }
-        Scenario::RetriedPost { show_http } => {
-            retried_post::retried_post(&api, name, timeout, narrate_to_stdout, show_http).await
-        }
-        Scenario::Load {
-            clients,
-            duration_secs,
-            jobs,
-            interval_ms,
-        } => {
-            let plan = chaos::LoadPlan::new(clients, duration_secs, jobs, interval_ms);
-            chaos::run(&api, name, &plan, &[], timeout).await
-        }
-        Scenario::Chaos {
-            clients,
-            duration_secs,
-            jobs,
-            interval_ms,
-            ref kill_worker,
-            ref restart_redis,
-        } => {
-            let plan = chaos::LoadPlan::new(clients, duration_secs, jobs, interval_ms);
-            let mut faults = Vec::new();
-            if let Some(command) = kill_worker {
-                faults.push(chaos::Fault {
-                    kind: chaos::FaultKind::KillWorker,
-                    command: command.clone(),
-                    at: plan.duration / 3,
-                });
-            }
-            if let Some(command) = restart_redis {
-                faults.push(chaos::Fault {
-                    kind: chaos::FaultKind::RestartRedis,
-                    command: command.clone(),
-                    at: plan.duration * 2 / 3,
-                });
-            }
-            chaos::run(&api, name, &plan, &faults, timeout).await
-        }
-    }
-}
-
 impl Cli {
     /// The client of the API and the provider this command names.
     fn api(&self) -> anyhow::Result<Api> {
         Ok(Api::new(&self.api_url)?.with_provider(&self.provider_url))
     }
-}
-
-/// When `crash-window` crashes the worker.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashAt {
-    /// After the claim, before the effect.
-    BeforeEffect,
-    /// Right after the effect, before the job is marked done.
-    AfterEffect,
 }
 
 /// `--exercise N`: the number of an exercise in the registry.

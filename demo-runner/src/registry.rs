@@ -1,14 +1,113 @@
 //! The demo-runner's side of the exercise registry (`lab_schema::exercise`):
-//! every scenario's name, and `exercises`, the registry as a list. Students
-//! need not edit this file.
+//! one entry per exercise (its grader, in [`grader`]; its scenarios, in
+//! [`Scenario`]), the scenarios of no exercise, and `exercises`, the registry
+//! as a list. Students need not edit this file.
 //!
-//! The exercises' scenarios are named once, in the registry; the scenarios of
-//! no exercise once, in [`OTHER_SCENARIOS`]. The unit tests below hold both to
-//! the `Scenario` subcommands, so neither list can drift from the command line.
+//! A scenario is a command-line type (its arguments, next to the code that
+//! runs it) that implements [`RunScenario`], and one line in the
+//! `scenarios!` list below, which makes its subcommand, its name and its
+//! dispatch. The exercises' scenario names are written once, in the registry;
+//! the scenarios of no exercise once, in [`OTHER_SCENARIOS`]. The unit tests
+//! below hold both to the subcommands, so neither list can drift from the
+//! command line.
+
+use std::time::Duration;
 
 use lab_schema::Exercise;
 use lab_schema::exercise::Info;
 use serde_json::{Value, json};
+
+use crate::chaos::{Chaos, Load};
+use crate::client::Api;
+use crate::report::ScenarioRun;
+use crate::retried_post::RetriedPost;
+use crate::scenarios::{CrashWindow, DoubleCharge, DuplicateLoad, DuplicateObserve};
+use crate::verify::{Grader, crash_window, double_charge, duplicate_delivery, retried_post};
+
+/// The grader of `exercise`: its checks and the `verify` that runs them. The
+/// match is exhaustive, so the compiler names an exercise without its row.
+pub fn grader(exercise: Exercise) -> &'static Grader {
+    match exercise {
+        Exercise::DuplicateDelivery => &duplicate_delivery::GRADER,
+        Exercise::CrashWindow => &crash_window::GRADER,
+        Exercise::DoubleCharge => &double_charge::GRADER,
+        Exercise::RetriedPost => &retried_post::GRADER,
+    }
+}
+
+/// What every scenario is given to run.
+pub struct Run<'a> {
+    pub api: &'a Api,
+    /// The scenario's name (its subcommand), which its summary records.
+    pub name: &'static str,
+    /// How long the run may take to drain.
+    pub timeout: Duration,
+    /// Where narrated observations go: stdout (true) or stderr (with `--json`).
+    pub narrate_to_stdout: bool,
+}
+
+/// A scenario: its command-line arguments, and how it runs with them.
+pub trait RunScenario {
+    fn run(&self, run: &Run<'_>) -> impl Future<Output = anyhow::Result<ScenarioRun>>;
+}
+
+/// `scenarios! { /// about \n Variant(Args) = "name", ... }`: the [`Scenario`]
+/// subcommands, [`Scenario::name`] and [`Scenario::run`], from one list.
+macro_rules! scenarios {
+    ($($(#[$about:meta])* $variant:ident($args:ty) = $name:literal,)*) => {
+        /// The scenarios: each exercise's (the registry, `lab_schema::exercise`,
+        /// names them) and [`OTHER_SCENARIOS`]. Their names are the subcommands' names.
+        #[derive(clap::Subcommand, Debug, Clone)]
+        pub enum Scenario {
+            $($(#[$about])* #[command(name = $name)] $variant($args),)*
+        }
+
+        impl Scenario {
+            /// The scenario's name: its subcommand, as its summary and `--save`
+            /// files record it.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Scenario::$variant(_) => $name,)*
+                }
+            }
+
+            /// Runs the scenario with its arguments.
+            pub async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
+                match self {
+                    $(Scenario::$variant(args) => args.run(run).await,)*
+                }
+            }
+        }
+    };
+}
+
+scenarios! {
+    /// Submit ONE jobId several times and watch its attempts and effects change.
+    DuplicateObserve(DuplicateObserve) = "duplicate-observe",
+    /// Submit JOBS unique jobs COPIES times each (concurrently, interleaved) and wait until all are processed.
+    DuplicateLoad(DuplicateLoad) = "duplicate-load",
+    /// Exercise 2: JOBS jobs, COPIES copies each; the worker CRASHES (the process dies)
+    /// after the claim and before the effect of the last CRASHES jobs, once each. Waits
+    /// until every delivery is processed (the worker is restarted), then the summary.
+    CrashWindow(CrashWindow) = "crash-window",
+    /// Exercise 3: JOBS jobs, COPIES copies each, charged at the provider; the worker
+    /// CRASHES right after the provider charged the last CRASHES jobs (before `done`),
+    /// and the provider drops its answer to the first charge of DROPPED more. Waits
+    /// until every delivery is processed, then the summary (charges are the effects).
+    DoubleCharge(DoubleCharge) = "double-charge",
+    /// Exercise 4: clients of POST /orders whose answer is lost and who retry, two callers
+    /// with one key, a double click, a retry with its JSON keys reordered, a key reused for
+    /// another order, a missing key, and a failure before enqueue then a retry. Prints each
+    /// case's answers and orders, then orders created per logical order.
+    RetriedPost(RetriedPost) = "retried-post",
+    /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
+    /// every answer, and accepted versus processed (the benchmark).
+    Load(Load) = "load",
+    /// A load while a worker is killed (SIGKILL) and Redis restarts, then the summary: every
+    /// accepted job is processed; only the idempotency guard keeps effects at one per job.
+    /// `./lab chaos` fills in both commands.
+    Chaos(Chaos) = "chaos",
+}
 
 /// The scenarios that belong to no exercise: the benchmark and the chaos run.
 pub const OTHER_SCENARIOS: &[&str] = &["load", "chaos"];

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::client::Api;
 use crate::orders::{Exchange, OrderCall, of_account};
+use crate::registry::{Run, RunScenario};
 use crate::report::ScenarioRun;
 use crate::scenarios::new_run_id;
 use crate::wait::wait_settled;
@@ -321,4 +322,25 @@ fn statuses(exchanges: &[&Exchange]) -> String {
         .map(|(status, n)| format!("{status}:{n}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `retried-post`'s command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RetriedPost {
+    /// Print every request and answer as raw HTTP.
+    #[arg(long)]
+    pub show_http: bool,
+}
+
+impl RunScenario for RetriedPost {
+    async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
+        retried_post(
+            run.api,
+            run.name,
+            run.timeout,
+            run.narrate_to_stdout,
+            self.show_http,
+        )
+        .await
+    }
 }

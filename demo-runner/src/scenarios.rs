@@ -1,8 +1,9 @@
 //! The scenarios. Each run uses a fresh runId and fresh jobIds, so reruns never
 //! collide with earlier ones. Students need not edit this file.
 //!
-//! Each scenario is handed its name (`Scenario::name`, the subcommand), which
-//! its summary records; the names are written nowhere else.
+//! Each scenario is a command-line type here (its arguments) that runs it;
+//! `registry.rs` lists them. A scenario is handed its name (the subcommand),
+//! which its summary records; the names are written nowhere else.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::client::Api;
+use crate::registry::{Run, RunScenario};
 use crate::report::{Progress, ScenarioRun};
 use crate::wait::{POLL_EVERY, wait_settled};
 
@@ -305,4 +307,136 @@ pub(crate) fn new_run_id(scenario: &str) -> String {
         .build_hasher()
         .finish();
     format!("{scenario}-{ms}-{:06x}", random & 0xff_ffff)
+}
+
+/// `duplicate-observe`'s command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DuplicateObserve {
+    /// How many times the jobId is submitted.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub copies: u32,
+    /// Pause between two submissions, in milliseconds, so each delivery can be watched.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub interval_ms: u64,
+}
+
+impl RunScenario for DuplicateObserve {
+    async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
+        let interval = Duration::from_millis(self.interval_ms);
+        duplicate_observe(
+            run.api,
+            run.name,
+            self.copies,
+            interval,
+            run.timeout,
+            run.narrate_to_stdout,
+        )
+        .await
+    }
+}
+
+/// `duplicate-load`'s command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DuplicateLoad {
+    /// Number of unique jobIds.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub jobs: u32,
+    /// Submissions of each jobId.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub copies: u32,
+}
+
+impl RunScenario for DuplicateLoad {
+    async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
+        duplicate_load(run.api, run.name, self.jobs, self.copies, run.timeout).await
+    }
+}
+
+/// When `crash-window` crashes the worker.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashAt {
+    /// After the claim, before the effect.
+    BeforeEffect,
+    /// Right after the effect, before the job is marked done.
+    AfterEffect,
+}
+
+/// `crash-window`'s command line.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct CrashWindow {
+    /// Number of unique jobIds.
+    #[arg(default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub jobs: u32,
+    /// Submissions of each jobId.
+    #[arg(default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub copies: u32,
+    /// Jobs whose worker crashes (the last N jobs, sent after the others).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub crashes: u32,
+    /// When the worker crashes: before the effect (the window exercise 2 closes) or
+    /// right after it, before the job is marked done (the window that remains).
+    #[arg(long, value_enum, default_value_t = CrashAt::BeforeEffect)]
+    pub crash_at: CrashAt,
+}
+
+impl RunScenario for CrashWindow {
+    async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
+        let CrashWindow {
+            jobs,
+            copies,
+            crashes,
+            crash_at,
+        } = *self;
+        if crashes > jobs {
+            anyhow::bail!("--crashes {crashes} is more than the {jobs} jobs");
+        }
+        let at = match crash_at {
+            CrashAt::BeforeEffect => payload::BEFORE_EFFECT,
+            CrashAt::AfterEffect => payload::AFTER_EFFECT,
+        };
+        crash_window(run.api, run.name, jobs, copies, crashes, at, run.timeout).await
+    }
+}
+
+/// `double-charge`'s command line.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct DoubleCharge {
+    /// Number of unique jobIds.
+    #[arg(default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub jobs: u32,
+    /// Submissions of each jobId.
+    #[arg(default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub copies: u32,
+    /// Jobs whose worker crashes after the charge (the last N jobs, sent after the others).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub crashes: u32,
+    /// Jobs whose first charge's answer the provider drops (the caller cannot know it worked).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub dropped: u32,
+}
+
+impl RunScenario for DoubleCharge {
+    async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
+        let DoubleCharge {
+            jobs,
+            copies,
+            crashes,
+            dropped,
+        } = *self;
+        if crashes + dropped > jobs {
+            anyhow::bail!(
+                "--crashes {crashes} and --dropped {dropped} are more than the {jobs} jobs"
+            );
+        }
+        double_charge(
+            run.api,
+            run.name,
+            jobs,
+            copies,
+            crashes,
+            dropped,
+            run.timeout,
+        )
+        .await
+    }
 }

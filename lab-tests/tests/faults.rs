@@ -261,7 +261,7 @@ async fn redis_restart_mid_load_loses_nothing_accepted() {
     let (jobs, copies) = (1500, 2);
     let api_url = stack.api_url.clone();
     let load = tokio::spawn(async move {
-        let scenario = Scenario::DuplicateLoad { jobs, copies };
+        let scenario = Scenario::DuplicateLoad(demo_runner::DuplicateLoad { jobs, copies });
         demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(120), false).await
     });
     // Restart once the load is well under way (a few hundred keys written).
@@ -353,7 +353,7 @@ async fn redis_with_a_password() {
     stack.spawn_worker(&starter_worker(), &["--effect-delay-ms", "0"]);
     let summary = demo_runner::run_scenario(
         &stack.api_url,
-        &Scenario::DuplicateLoad { jobs: 5, copies: 2 },
+        &Scenario::DuplicateLoad(demo_runner::DuplicateLoad { jobs: 5, copies: 2 }),
         Duration::from_secs(30),
         false,
     )
@@ -431,14 +431,14 @@ async fn no_keyspace_wide_command_on_any_path() {
         );
     }
     for scenario in [
-        Scenario::DuplicateLoad {
+        Scenario::DuplicateLoad(demo_runner::DuplicateLoad {
             jobs: 50,
             copies: 3,
-        },
-        Scenario::DuplicateObserve {
+        }),
+        Scenario::DuplicateObserve(demo_runner::DuplicateObserve {
             copies: 2,
             interval_ms: 50,
-        },
+        }),
     ] {
         let summary =
             demo_runner::run_scenario(&stack.api_url, &scenario, Duration::from_secs(30), false)
@@ -491,12 +491,12 @@ async fn a_hundred_clients_get_only_documented_answers_and_everything_drains() {
             &["--effect-delay-ms", "0", "--concurrency", "32"],
         );
     }
-    let scenario = Scenario::Load {
+    let scenario = Scenario::Load(demo_runner::Load {
         clients: 100,
         duration_secs: 3,
         jobs: 200,
         interval_ms: 0,
-    };
+    });
     let summary =
         demo_runner::run_scenario(&stack.api_url, &scenario, Duration::from_secs(60), false)
             .await
@@ -534,12 +534,12 @@ async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
     }
     let api_url = stack.api_url.clone();
     let load = tokio::spawn(async move {
-        let scenario = Scenario::Load {
+        let scenario = Scenario::Load(demo_runner::Load {
             clients: 4,
             duration_secs: 4,
             jobs: 30,
             interval_ms: 100,
-        };
+        });
         demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -16,14 +16,14 @@ use lab_tests::{Stack, get_json, starter_worker};
 use redis::AsyncCommands;
 
 fn load(jobs: u32, copies: u32) -> Scenario {
-    Scenario::DuplicateLoad { jobs, copies }
+    Scenario::DuplicateLoad(demo_runner::DuplicateLoad { jobs, copies })
 }
 
 fn observe() -> Scenario {
-    Scenario::DuplicateObserve {
+    Scenario::DuplicateObserve(demo_runner::DuplicateObserve {
         copies: 3,
         interval_ms: 100,
-    }
+    })
 }
 
 /// The five numbers the class compares: unique jobs, submissions, attempts, effects, skips.
@@ -266,14 +266,14 @@ async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
             );
         }
         let kill = format!("kill -KILL {}", stack.workers[0].id());
-        let scenario = Scenario::Chaos {
+        let scenario = Scenario::Chaos(demo_runner::Chaos {
             clients: 4,
             duration_secs: 3,
             jobs: 20,
             interval_ms: 50,
             kill_worker: Some(kill),
             restart_redis: None,
-        };
+        });
         let api_url = stack.api_url.clone();
         let chaos = tokio::spawn(async move {
             demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
@@ -426,11 +426,13 @@ async fn simulated_effect_failure_fails_once_then_the_redelivery_applies_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_window_loses_the_crashed_emails_until_the_claim_has_two_states() {
     use lab_tests::Workers;
-    let scenario = || Scenario::CrashWindow {
-        jobs: 6,
-        copies: 2,
-        crashes: 2,
-        crash_at: demo_runner::CrashAt::BeforeEffect,
+    let scenario = || {
+        Scenario::CrashWindow(demo_runner::CrashWindow {
+            jobs: 6,
+            copies: 2,
+            crashes: 2,
+            crash_at: demo_runner::CrashAt::BeforeEffect,
+        })
     };
     let starter = Stack::with_two(Workers::Starter).await;
     let before = starter.scenario(scenario()).await.summary;

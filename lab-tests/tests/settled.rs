@@ -22,10 +22,10 @@ async fn a_paused_worker_is_waited_for_not_counted_as_lost() {
     let stack = two_solution_workers().await;
     let api_url = stack.api_url.clone();
     let load = tokio::spawn(async move {
-        let scenario = Scenario::DuplicateLoad {
+        let scenario = Scenario::DuplicateLoad(demo_runner::DuplicateLoad {
             jobs: 40,
             copies: 2,
-        };
+        });
         demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
     });
     // Pause worker-2 while it holds deliveries mid-effect, for 4 claim idle times.

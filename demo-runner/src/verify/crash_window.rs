@@ -35,7 +35,7 @@ pub(super) const CHECKS: [&str; 9] = [
 ];
 
 /// This exercise's row in `verify`'s table ([`super::grader`]).
-pub(super) const GRADER: Grader = Grader {
+pub(crate) const GRADER: Grader = Grader {
     checks: &CHECKS,
     verify: |api, options| Box::pin(verify(api, options)),
 };

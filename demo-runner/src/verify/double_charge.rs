@@ -39,7 +39,7 @@ pub(super) const CHECKS: [&str; 14] = chain(
 );
 
 /// This exercise's row in `verify`'s table ([`super::grader`]).
-pub(super) const GRADER: Grader = Grader {
+pub(crate) const GRADER: Grader = Grader {
     checks: &CHECKS,
     verify: |api, options| Box::pin(verify(api, options)),
 };

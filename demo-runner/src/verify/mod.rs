@@ -7,14 +7,14 @@
 //! evidence (real submissions through the API, the jobs' records, the run's
 //! event log), then a judge turns the evidence into typed diagnoses. Nothing
 //! is decided by searching text. Each file ends its list of checks with its
-//! `GRADER` (the names and the `verify` that runs them), and [`grader`] is the
-//! one place that maps an exercise to it: a new exercise is a new file here
-//! and one row there.
+//! `GRADER` (the names and the `verify` that runs them), and `registry.rs` is
+//! the one place that maps an exercise to it: a new exercise is a new file here
+//! and its entry there.
 
-mod crash_window;
-mod double_charge;
-mod duplicate_delivery;
-mod retried_post;
+pub(crate) mod crash_window;
+pub(crate) mod double_charge;
+pub(crate) mod duplicate_delivery;
+pub(crate) mod retried_post;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +24,7 @@ use lab_schema::{Exercise, JobView, RunSummary};
 use serde_json::{Value, json};
 
 use crate::client::Api;
+pub(crate) use crate::registry::grader;
 use crate::wait::{is_settled, poll_until};
 
 /// What `verify` can be told.
@@ -186,8 +187,8 @@ impl Report {
 }
 
 /// What `verify` runs for one exercise. Each exercise's module provides one
-/// (`GRADER`, next to its checks), and [`grader`] is the one table from an
-/// exercise to its grader.
+/// (`GRADER`, next to its checks), and `registry::grader` is the one table
+/// from an exercise to its grader.
 pub struct Grader {
     /// The checks' names, in the order they are printed.
     pub checks: &'static [&'static str],
@@ -198,18 +199,6 @@ pub struct Grader {
 /// A grader's checks on their way: boxed, so that every exercise's `async fn
 /// verify` fits the one fn pointer type of [`Grader::verify`].
 pub type Verifying<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Report>> + 'a>>;
-
-/// The grader of `exercise`: the one entry per exercise. Adding an exercise is a
-/// module with its `GRADER` and one row here; the match is exhaustive, so the
-/// compiler names a missing row.
-pub fn grader(exercise: Exercise) -> &'static Grader {
-    match exercise {
-        Exercise::DuplicateDelivery => &duplicate_delivery::GRADER,
-        Exercise::CrashWindow => &crash_window::GRADER,
-        Exercise::DoubleCharge => &double_charge::GRADER,
-        Exercise::RetriedPost => &retried_post::GRADER,
-    }
-}
 
 /// How many checks `verify --exercise N` runs.
 pub fn check_count(exercise: Exercise) -> usize {

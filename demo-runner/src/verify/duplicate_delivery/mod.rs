@@ -41,7 +41,7 @@ pub(super) const FAILURE: &str = "effect-failure-redelivered";
 pub(super) const CHECKS: [&str; 6] = [SEQUENTIAL, CONCURRENT, LATE, RECORDED, EXPIRES, FAILURE];
 
 /// This exercise's row in `verify`'s table ([`super::grader`]).
-pub(super) const GRADER: Grader = Grader {
+pub(crate) const GRADER: Grader = Grader {
     checks: &CHECKS,
     verify: |api, options| Box::pin(verify(api, options)),
 };

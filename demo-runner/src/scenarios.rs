@@ -95,7 +95,9 @@ pub async fn duplicate_observe(
 }
 
 /// `duplicate-load`: `jobs` unique jobIds, each submitted `copies` times,
-/// interleaved (copy 1 of every job, then copy 2, ...) and concurrently.
+/// interleaved (copy 1 of every job, then copy 2, ...) and concurrently. The
+/// jobs belong to the exercise whose scenario this is (`scenario`), so another
+/// exercise can list this shape of run under a name of its own.
 pub async fn duplicate_load(
     api: &Api,
     scenario: &'static str,
@@ -106,7 +108,7 @@ pub async fn duplicate_load(
     let run_id = new_run_id("load");
     let started = Instant::now();
     let wave = Wave {
-        exercise: Exercise::DuplicateDelivery,
+        exercise: Exercise::of_scenario(scenario).unwrap_or_default(),
         run_id: &run_id,
         jobs: 1..=jobs,
         copies,

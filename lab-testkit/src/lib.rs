@@ -256,7 +256,7 @@ pub fn build_errors(component: lab_schema::exercise::Component, patch: &str) -> 
     if let Ok(errors) = std::fs::read_to_string(&kept) {
         return Some(errors);
     }
-    let (built, stderr) = patched.build(component, Profile::Debug);
+    let (built, stderr) = patched.build(&[component.package()], Profile::Debug);
     if built {
         return None;
     }
@@ -323,23 +323,15 @@ impl Patched {
         }
     }
 
-    /// Builds `component` in the copy: whether it built, and what cargo printed.
-    fn build(
-        &self,
-        component: lab_schema::exercise::Component,
-        profile: Profile,
-    ) -> (bool, String) {
+    /// Builds `packages` in the copy (in one cargo run): whether they built,
+    /// and what cargo printed.
+    fn build(&self, packages: &[&str], profile: Profile) -> (bool, String) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
-        command.args([
-            "build",
-            "--quiet",
-            "--offline",
-            "--color",
-            "never",
-            "-p",
-            component.package(),
-        ]);
+        command.args(["build", "--quiet", "--offline", "--color", "never"]);
+        for package in packages {
+            command.args(["-p", package]);
+        }
         if profile == Profile::Release {
             command.arg("--release");
         }
@@ -386,7 +378,17 @@ pub fn built_binary(
     patch: Option<&str>,
     profile: Profile,
 ) -> PathBuf {
-    let package = component.package();
+    let [binary] = built_programs([component.package()], patch, profile);
+    binary
+}
+
+/// The programs of `packages` (their binaries have the package's name), built
+/// together from the scratch copy with `patch` applied: private copies, in order.
+pub fn built_programs<const N: usize>(
+    packages: [&str; N],
+    patch: Option<&str>,
+    profile: Profile,
+) -> [PathBuf; N] {
     let patched = Patched::apply(patch);
     // The binary is named after every source file of the patched copy: the same
     // sources give the same name, so a binary built before (by an earlier test
@@ -400,27 +402,29 @@ pub fn built_binary(
         Profile::Debug => ("debug", ""),
         Profile::Release => ("release", "-release"),
     };
-    let binary = std::env::temp_dir().join(format!(
-        "lab-{package}-{name}{suffix}-{:016x}",
-        tree_hash(&patched.copy)
-    ));
-    if binary.exists() {
-        return binary;
+    let hash = tree_hash(&patched.copy);
+    let binaries = packages.map(|package| {
+        std::env::temp_dir().join(format!("lab-{package}-{name}{suffix}-{hash:016x}"))
+    });
+    if binaries.iter().all(|binary| binary.exists()) {
+        return binaries;
     }
-    let (built, stderr) = patched.build(component, profile);
+    let (built, stderr) = patched.build(&packages, profile);
     assert!(
         built,
-        "the {package} patched with {patch:?} does not build:\n{stderr}"
+        "{packages:?} patched with {patch:?} do not build:\n{stderr}"
     );
-    // Copied, then renamed into place: never a half-written binary under the name.
-    let partial = binary.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::copy(
-        patched.build_dir.join("target").join(folder).join(package),
-        &partial,
-    )
-    .unwrap();
-    std::fs::rename(&partial, &binary).unwrap();
-    binary
+    for (package, binary) in packages.iter().zip(&binaries) {
+        // Copied, then renamed into place: never a half-written binary under the name.
+        let partial = binary.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::copy(
+            patched.build_dir.join("target").join(folder).join(package),
+            &partial,
+        )
+        .unwrap();
+        std::fs::rename(&partial, binary).unwrap();
+    }
+    binaries
 }
 
 /// A hash of every file of the scratch copy (paths and contents).

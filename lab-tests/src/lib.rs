@@ -227,6 +227,11 @@ impl Stack {
     /// [`Stack::with_two`] starter workers, behind the API binary `api_binary` (a
     /// patched build of the API, e.g. with exercise 4's solution) run as a process.
     pub async fn with_api(api_binary: &Path) -> Stack {
+        Stack::with_api_and(api_binary, Workers::Starter).await
+    }
+
+    /// [`Stack::with_two`] `workers` behind the API binary `api_binary`.
+    pub async fn with_api_and(api_binary: &Path, workers: Workers<'_>) -> Stack {
         let mut stack = Stack::start().await;
         let port = lab_testkit::free_port();
         let log = std::env::temp_dir().join(format!(
@@ -250,7 +255,7 @@ impl Stack {
             assert!(Instant::now() < deadline, "the api binary did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        stack.add_two_workers(Workers::Starter);
+        stack.add_two_workers(workers);
         stack
     }
 

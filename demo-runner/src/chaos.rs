@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lab_runtime::backoff::Backoff;
-use lab_schema::summary::RunSummary;
+use lab_schema::Measured;
+use lab_schema::measured::{LoadFigures, Measures, Submitted, measures_of};
 use tokio::sync::Mutex;
 
 use crate::client::{Api, Posted};
@@ -68,14 +69,6 @@ impl FaultKind {
         match self {
             FaultKind::KillWorker => "worker_killed",
             FaultKind::RestartRedis => "redis_restarted",
-        }
-    }
-
-    /// Writes "it ran" into the summary.
-    fn mark(self, summary: &mut RunSummary, fired: bool) {
-        match self {
-            FaultKind::KillWorker => summary.worker_killed = Some(fired),
-            FaultKind::RestartRedis => summary.redis_restarted = Some(fired),
         }
     }
 }
@@ -156,29 +149,42 @@ pub async fn run(
     let requests: u64 = tally.statuses.values().sum::<u64>() + tally.connection_errors;
     let mut latencies = tally.latencies_us;
     latencies.sort_unstable();
-    let mut result = ScenarioRun::new(scenario, run, started);
-    let summary = &mut result.summary;
-    summary.clients = Some(u64::from(plan.clients));
-    summary.duration_secs = Some(plan.duration.as_secs());
-    summary.requests = Some(requests);
-    summary.requests_per_sec = Some((requests as f64 / load_secs).round() as u64);
-    summary.latency_p50_us = quantile(&latencies, 0.5);
-    summary.latency_p99_us = quantile(&latencies, 0.99);
-    summary.accepted = Some(tally.accepted);
-    summary.submit_retries = Some(tally.retries);
-    summary.connection_errors = Some(tally.connection_errors);
-    summary.statuses = Some(
-        tally
+    let load = LoadFigures {
+        submitted: Submitted {
+            job_id: None,
+            accepted: tally.accepted,
+            submit_retries: tally.retries,
+        },
+        clients: u64::from(plan.clients),
+        duration_secs: plan.duration.as_secs(),
+        requests,
+        requests_per_sec: (requests as f64 / load_secs).round() as u64,
+        latency_p50_us: quantile(&latencies, 0.5),
+        latency_p99_us: quantile(&latencies, 0.99),
+        connection_errors: tally.connection_errors,
+        statuses: tally
             .statuses
             .iter()
             .map(|(status, n)| format!("{status}:{n}"))
             .collect::<Vec<_>>()
             .join(","),
-    );
-    for fault in faults {
-        fault.kind.mark(summary, fired.contains(&fault.kind));
-    }
-    Ok(result)
+    };
+    // `chaos` says, for each fault it was given, whether it ran.
+    let ran = |kind: FaultKind| {
+        faults
+            .iter()
+            .any(|f| f.kind == kind)
+            .then(|| fired.contains(&kind))
+    };
+    let measured = match measures_of(scenario) {
+        Some(Measures::Chaos) => Measured::Chaos {
+            load,
+            worker_killed: ran(FaultKind::KillWorker),
+            redis_restarted: ran(FaultKind::RestartRedis),
+        },
+        _ => Measured::Load(load),
+    };
+    Ok(ScenarioRun::new(scenario, run, started, measured))
 }
 
 /// One submission, repeated with capped backoff (50 ms doubling to 1 s) while

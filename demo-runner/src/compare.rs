@@ -5,6 +5,8 @@
 //! wrong" is judged: duplicate effects, lost effects, dead letters, unrecorded
 //! skips, and runs that did not drain or settle.
 
+use lab_schema::Measured;
+use lab_schema::measured::OrderCounts;
 use lab_schema::summary::{plural, show};
 use serde_json::Value;
 
@@ -139,7 +141,7 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
             );
         }
     }
-    if let (Some(_), Some(_)) = (b.orders_created, a.orders_created) {
+    if let (Measured::Orders(b), Measured::Orders(a)) = (&b.measured, &a.measured) {
         return orders_verdict(b, a);
     }
     let mut note = String::new();
@@ -215,13 +217,10 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
 }
 
 /// [`verdict`] of two `retried-post` runs: orders per logical order.
-fn orders_verdict(b: &lab_schema::RunSummary, a: &lab_schema::RunSummary) -> (bool, String) {
-    let (created, expected) = (
-        a.orders_created.unwrap_or(0),
-        a.expected_orders.unwrap_or(0),
-    );
-    let (extra, missing) = (a.extra_orders.unwrap_or(0), a.missing_orders.unwrap_or(0));
-    let before_extra = b.extra_orders.unwrap_or(0);
+fn orders_verdict(b: &OrderCounts, a: &OrderCounts) -> (bool, String) {
+    let (created, expected) = (a.orders_created, a.expected_orders);
+    let (extra, missing) = (a.extra_orders, a.missing_orders);
+    let before_extra = b.extra_orders;
     if extra > 0 {
         let same = extra >= before_extra;
         return (
@@ -243,7 +242,7 @@ fn orders_verdict(b: &lab_schema::RunSummary, a: &lab_schema::RunSummary) -> (bo
             ),
         );
     }
-    let wrong = a.wrong_answers.unwrap_or(0);
+    let wrong = a.wrong_answers;
     if wrong > 0 {
         return (
             false,
@@ -264,7 +263,7 @@ fn orders_verdict(b: &lab_schema::RunSummary, a: &lab_schema::RunSummary) -> (bo
         format!(
             "fixed: {} for {expected} expected, {} (before: {})",
             plural(created, "order"),
-            plural(a.replays.unwrap_or(0), "replayed answer"),
+            plural(a.replays, "replayed answer"),
             plural(before_extra, "extra order")
         ),
     )

@@ -109,8 +109,9 @@ scenarios! {
     Chaos(Chaos) = "chaos",
 }
 
-/// The scenarios that belong to no exercise: the benchmark and the chaos run.
-pub const OTHER_SCENARIOS: &[&str] = &["load", "chaos"];
+/// The scenarios that belong to no exercise (the benchmark and the chaos run),
+/// and what each measures: named once, in `lab_schema::measured`.
+pub use lab_schema::measured::OTHER_SCENARIOS;
 
 /// Every scenario's name, as `--save` files record it: the exercises' in
 /// their order, then [`OTHER_SCENARIOS`].
@@ -118,7 +119,7 @@ pub fn scenario_names() -> Vec<&'static str> {
     Exercise::ALL
         .iter()
         .flat_map(|e| e.info().scenarios.iter().copied())
-        .chain(OTHER_SCENARIOS.iter().copied())
+        .chain(OTHER_SCENARIOS.iter().map(|(name, _)| *name))
         .collect()
 }
 
@@ -155,6 +156,7 @@ pub fn exercises_json() -> Value {
                     student_file,
                     component,
                     scenarios,
+                    ..
                 } = e.info();
                 json!({
                     "number": number,
@@ -212,7 +214,7 @@ mod tests {
         listed.dedup();
         assert_eq!(listed.len(), before, "a scenario is listed twice");
         assert_eq!(subcommands, listed);
-        for name in OTHER_SCENARIOS {
+        for (name, _) in OTHER_SCENARIOS {
             assert_eq!(Exercise::of_scenario(name), None, "{name}");
         }
     }

@@ -5,8 +5,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use lab_schema::RunSummary;
 use lab_schema::summary::SavedSummary;
+use lab_schema::{Measured, RunSummary};
 
 /// What a scenario measured, and the observation lines it printed on the way.
 #[derive(Debug, Clone)]
@@ -19,10 +19,18 @@ pub struct ScenarioRun {
 }
 
 impl ScenarioRun {
-    /// The run's totals as the API returned them, named for `scenario`, timed from `started`.
-    pub fn new(scenario: &str, mut summary: RunSummary, started: Instant) -> ScenarioRun {
+    /// The summary of a scenario, built here for every scenario: the run's
+    /// totals as the API returned them, named for `scenario`, timed from
+    /// `started`, with what the scenario `measured`.
+    pub fn new(
+        scenario: &str,
+        mut summary: RunSummary,
+        started: Instant,
+        measured: Measured,
+    ) -> ScenarioRun {
         summary.scenario = Some(scenario.to_string());
         summary.elapsed_ms = Some(started.elapsed().as_millis() as u64);
+        summary.measured = measured;
         ScenarioRun {
             summary,
             narration: Vec::new(),

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use lab_schema::RunSummary;
+use lab_schema::measured::OrderCounts;
 use lab_schema::orders::OrderView;
+use lab_schema::{Measured, RunSummary};
 use serde_json::json;
 
 use crate::client::Api;
@@ -229,7 +230,7 @@ pub async fn retried_post(
 
     let orders = api.run_orders(&run_id).await?;
     let created = orders.len() as u64;
-    let mut summary = if created > 0 {
+    let summary = if created > 0 {
         wait_settled(api, &run_id, created, started + timeout).await?
     } else {
         RunSummary {
@@ -279,16 +280,18 @@ pub async fn retried_post(
         }
     }
     let all: Vec<&Exchange> = cases.iter().flat_map(|c| &c.exchanges).collect();
-    summary.expected_orders = Some(expected);
-    summary.orders_created = Some(created);
-    summary.extra_orders = Some(extra);
-    summary.missing_orders = Some(missing);
-    summary.wrong_answers = Some(wrong);
-    summary.replays = Some(all.iter().filter(|e| e.replayed()).count() as u64);
-    summary.answers_dropped = Some(all.iter().filter(|e| e.status.is_none()).count() as u64);
-    summary.requests = Some(all.len() as u64);
-    summary.statuses = Some(statuses(&all));
-    let mut result = ScenarioRun::new(scenario, summary, started);
+    let counts = OrderCounts {
+        answers_dropped: all.iter().filter(|e| e.status.is_none()).count() as u64,
+        expected_orders: expected,
+        orders_created: created,
+        extra_orders: extra,
+        missing_orders: missing,
+        wrong_answers: wrong,
+        replays: all.iter().filter(|e| e.replayed()).count() as u64,
+        requests: all.len() as u64,
+        statuses: statuses(&all),
+    };
+    let mut result = ScenarioRun::new(scenario, summary, started, Measured::Orders(counts));
     result.narration = narration;
     Ok(result)
 }

@@ -7,8 +7,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lab_schema::measured::Submitted;
 use lab_schema::provider::{self, RequestOutcome};
-use lab_schema::{Exercise, payload};
+use lab_schema::{Exercise, Measured, payload};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -86,10 +87,12 @@ pub async fn duplicate_observe(
     }
     // The job is done; the run's numbers are final once no attempt is still out.
     let run = wait_settled(api, &run_id, u64::from(copies), deadline).await?;
-    let mut result = ScenarioRun::new(scenario, run, started);
-    result.summary.job_id = Some(job_id);
-    result.summary.accepted = Some(u64::from(submitted));
-    result.summary.submit_retries = Some(u64::from(retries));
+    let measured = Measured::Jobs(Submitted {
+        job_id: Some(job_id),
+        accepted: u64::from(submitted),
+        submit_retries: u64::from(retries),
+    });
+    let mut result = ScenarioRun::new(scenario, run, started, measured);
     result.narration = narration;
     Ok(result)
 }
@@ -116,10 +119,12 @@ pub async fn duplicate_load(
     };
     let (submitted, retries) = wave.submit(api).await?;
     let run = wait_settled(api, &run_id, submitted, started + timeout).await?;
-    let mut result = ScenarioRun::new(scenario, run, started);
-    result.summary.accepted = Some(submitted);
-    result.summary.submit_retries = Some(u64::from(retries));
-    Ok(result)
+    let measured = Measured::Jobs(Submitted {
+        job_id: None,
+        accepted: submitted,
+        submit_retries: u64::from(retries),
+    });
+    Ok(ScenarioRun::new(scenario, run, started, measured))
 }
 
 /// `crash-window` (exercise 2): `jobs` jobs of exercise 2, `copies` copies each.
@@ -180,8 +185,18 @@ pub async fn double_charge(
             .filter(|r| r.outcome == outcome)
             .count() as u64
     };
-    result.summary.answers_dropped = Some(count(RequestOutcome::ChargedAnswerDropped));
-    result.summary.provider_replays = Some(count(RequestOutcome::Replayed));
+    // The plan measured the jobs it sent; the provider's log adds what it answered.
+    let submitted = result
+        .summary
+        .measured
+        .submitted()
+        .cloned()
+        .unwrap_or_default();
+    result.summary.measured = Measured::Charges {
+        submitted,
+        answers_dropped: count(RequestOutcome::ChargedAnswerDropped),
+        provider_replays: count(RequestOutcome::Replayed),
+    };
     Ok(result)
 }
 
@@ -239,9 +254,12 @@ impl CrashPlan {
             wait_settled(api, &run_id, submitted, deadline).await?;
         }
         let run = wait_settled(api, &run_id, submitted, deadline).await?;
-        let mut result = ScenarioRun::new(self.scenario, run, started);
-        result.summary.accepted = Some(submitted);
-        result.summary.submit_retries = Some(u64::from(retries));
+        let measured = Measured::Jobs(Submitted {
+            job_id: None,
+            accepted: submitted,
+            submit_retries: u64::from(retries),
+        });
+        let mut result = ScenarioRun::new(self.scenario, run, started, measured);
         result.summary.crashes.get_or_insert(0);
         Ok(result)
     }

@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::measured::Measures;
+
 /// One exercise of the ladder. Jobs name it by number (`"exercise": 1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
@@ -59,6 +61,8 @@ pub struct Info {
     pub component: Component,
     /// The demo-runner scenarios that reproduce the incident.
     pub scenarios: &'static [&'static str],
+    /// What those scenarios measure besides the run's totals.
+    pub measures: Measures,
 }
 
 /// What a handler calls when it skips a duplicate delivery (quoted in hints).
@@ -85,6 +89,7 @@ impl Exercise {
                 student_file: "worker/src/job.rs",
                 component: Component::Worker,
                 scenarios: &["duplicate-observe", "duplicate-load"],
+                measures: Measures::Jobs,
             },
             Exercise::CrashWindow => Info {
                 number: 2,
@@ -93,6 +98,7 @@ impl Exercise {
                 student_file: "worker/src/crash_window.rs",
                 component: Component::Worker,
                 scenarios: &["crash-window"],
+                measures: Measures::Jobs,
             },
             Exercise::DoubleCharge => Info {
                 number: 3,
@@ -101,6 +107,7 @@ impl Exercise {
                 student_file: "worker/src/double_charge.rs",
                 component: Component::Worker,
                 scenarios: &["double-charge"],
+                measures: Measures::Charges,
             },
             Exercise::RetriedPost => Info {
                 number: 4,
@@ -109,6 +116,7 @@ impl Exercise {
                 student_file: "api/src/idempotency.rs",
                 component: Component::Api,
                 scenarios: &["retried-post"],
+                measures: Measures::Orders,
             },
         }
     }

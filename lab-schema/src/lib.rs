@@ -19,12 +19,14 @@ use serde::{Deserialize, Serialize};
 
 pub mod code;
 pub mod exercise;
+pub mod measured;
 pub mod metrics;
 pub mod orders;
 pub mod provider;
 pub mod summary;
 
 pub use exercise::Exercise;
+pub use measured::Measured;
 pub use summary::RunSummary;
 
 /// Longest accepted `jobId` or `runId`.

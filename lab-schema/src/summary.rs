@@ -2,15 +2,19 @@
 //! `key=value` and `--json` output, and the files `--save` writes and `compare`
 //! and `evidence` read. Students need not edit this file.
 //!
-//! The keys are the documented summary keys, in the documented order (serde
-//! keeps the order of the fields below). Keys a run does not have (the API
-//! knows no scenario; only `load` has `clients`) are left out, not null.
+//! [`RunSummary`] is typed: the run's totals, and what its scenario measured
+//! as a [`Measured`] of the scenario's kind (the registry says which). On the
+//! wire (`key=value`, JSON, saved files) it is one flat object: the documented
+//! keys, in the documented order ([`Wire`] keeps the order of its fields).
+//! Keys a run does not have (the API knows no scenario; only `load` has
+//! `clients`) are left out, not null.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Exercise;
 use crate::exercise::RECORD_SKIP;
+use crate::measured::{LoadFigures, Measured, Measures, OrderCounts, Submitted, measures_of};
 
 fn yes() -> bool {
     true
@@ -18,7 +22,50 @@ fn yes() -> bool {
 
 /// The totals of one run, and what the scenario that made it measured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Wire", from = "Wire")]
 pub struct RunSummary {
+    /// The demo-runner scenario (absent in `GET /runs/{runId}`).
+    pub scenario: Option<String>,
+    pub run_id: String,
+    pub unique_jobs: u64,
+    pub total_submissions: u64,
+    pub observed_attempts_total: u64,
+    /// Counted from the effect ledger (`ledger:<runId>`), one entry per applied effect.
+    pub observed_effects_total: u64,
+    /// Effects beyond one per job.
+    pub duplicate_effects: u64,
+    /// Jobs whose every submission was processed, with no attempt still out,
+    /// that had no effect at all.
+    pub lost_effects: u64,
+    pub duplicate_skips: u64,
+    /// Queue entries of the run that a worker acknowledged.
+    pub processed_deliveries: u64,
+    /// Queue entries of the run that failed `--max-deliveries` times and were
+    /// moved to `jobs:dead` (not processed; they never block a run).
+    pub dead_lettered: u64,
+    /// Every submission of the run has been acknowledged once, or dead-lettered.
+    pub drained: bool,
+    /// Drained, and every delivery attempt that started has returned: the
+    /// numbers are final. (A worker paused or stuck mid-attempt can still apply
+    /// an effect after its delivery was acknowledged by another worker.)
+    pub settled: bool,
+    /// Delivery attempts of the run that started and have not returned yet.
+    pub attempts_in_flight: u64,
+    /// How long the scenario took (scenarios only).
+    pub elapsed_ms: Option<u64>,
+    /// Worker crashes the run's jobs caused (`simulateCrash`), when there were any.
+    pub crashes: Option<u64>,
+    /// What the scenario measured besides the totals.
+    pub measured: Measured,
+    /// Scenarios: the exercise's student file and the fingerprint of the code
+    /// the workers ran (`job.rs#3fa9c1`), when they all ran the same.
+    pub worker_code: Option<String>,
+}
+
+/// [`RunSummary`] as it is written and read: one flat object, its keys in the
+/// documented order. Only the conversions below read or write it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Wire {
     /// The demo-runner scenario (absent in `GET /runs/{runId}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario: Option<String>,
@@ -127,6 +174,152 @@ pub struct RunSummary {
     pub worker_code: Option<String>,
 }
 
+impl From<RunSummary> for Wire {
+    fn from(run: RunSummary) -> Wire {
+        let mut wire = Wire {
+            scenario: run.scenario,
+            run_id: run.run_id,
+            job_id: None,
+            unique_jobs: run.unique_jobs,
+            total_submissions: run.total_submissions,
+            observed_attempts_total: run.observed_attempts_total,
+            observed_effects_total: run.observed_effects_total,
+            duplicate_effects: run.duplicate_effects,
+            lost_effects: run.lost_effects,
+            duplicate_skips: run.duplicate_skips,
+            processed_deliveries: run.processed_deliveries,
+            dead_lettered: run.dead_lettered,
+            drained: run.drained,
+            settled: run.settled,
+            attempts_in_flight: run.attempts_in_flight,
+            elapsed_ms: run.elapsed_ms,
+            crashes: run.crashes,
+            worker_code: run.worker_code,
+            ..Wire::default()
+        };
+        let submitted = |wire: &mut Wire, s: Submitted| {
+            wire.job_id = s.job_id;
+            wire.accepted = Some(s.accepted);
+            wire.submit_retries = Some(s.submit_retries);
+        };
+        let load = |wire: &mut Wire, l: LoadFigures| {
+            submitted(wire, l.submitted);
+            wire.clients = Some(l.clients);
+            wire.duration_secs = Some(l.duration_secs);
+            wire.requests = Some(l.requests);
+            wire.requests_per_sec = Some(l.requests_per_sec);
+            wire.latency_p50_us = l.latency_p50_us;
+            wire.latency_p99_us = l.latency_p99_us;
+            wire.connection_errors = Some(l.connection_errors);
+            wire.statuses = Some(l.statuses);
+        };
+        match run.measured {
+            Measured::Totals => {}
+            Measured::Jobs(s) => submitted(&mut wire, s),
+            Measured::Charges {
+                submitted: s,
+                answers_dropped,
+                provider_replays,
+            } => {
+                submitted(&mut wire, s);
+                wire.answers_dropped = Some(answers_dropped);
+                wire.provider_replays = Some(provider_replays);
+            }
+            Measured::Orders(o) => {
+                wire.answers_dropped = Some(o.answers_dropped);
+                wire.expected_orders = Some(o.expected_orders);
+                wire.orders_created = Some(o.orders_created);
+                wire.extra_orders = Some(o.extra_orders);
+                wire.missing_orders = Some(o.missing_orders);
+                wire.wrong_answers = Some(o.wrong_answers);
+                wire.replays = Some(o.replays);
+                wire.requests = Some(o.requests);
+                wire.statuses = Some(o.statuses);
+            }
+            Measured::Load(l) => load(&mut wire, l),
+            Measured::Chaos {
+                load: l,
+                worker_killed,
+                redis_restarted,
+            } => {
+                load(&mut wire, l);
+                wire.worker_killed = worker_killed;
+                wire.redis_restarted = redis_restarted;
+            }
+        }
+        wire
+    }
+}
+
+impl From<Wire> for RunSummary {
+    /// The scenario's name says what it measured (the registry knows each
+    /// one's kind); a summary without a known scenario is the totals only.
+    fn from(wire: Wire) -> RunSummary {
+        let submitted = Submitted {
+            job_id: wire.job_id.clone(),
+            accepted: wire.accepted.unwrap_or(0),
+            submit_retries: wire.submit_retries.unwrap_or(0),
+        };
+        let load = || LoadFigures {
+            submitted: submitted.clone(),
+            clients: wire.clients.unwrap_or(0),
+            duration_secs: wire.duration_secs.unwrap_or(0),
+            requests: wire.requests.unwrap_or(0),
+            requests_per_sec: wire.requests_per_sec.unwrap_or(0),
+            latency_p50_us: wire.latency_p50_us,
+            latency_p99_us: wire.latency_p99_us,
+            connection_errors: wire.connection_errors.unwrap_or(0),
+            statuses: wire.statuses.clone().unwrap_or_default(),
+        };
+        let measured = match wire.scenario.as_deref().and_then(measures_of) {
+            None => Measured::Totals,
+            Some(Measures::Jobs) => Measured::Jobs(submitted.clone()),
+            Some(Measures::Charges) => Measured::Charges {
+                submitted: submitted.clone(),
+                answers_dropped: wire.answers_dropped.unwrap_or(0),
+                provider_replays: wire.provider_replays.unwrap_or(0),
+            },
+            Some(Measures::Orders) => Measured::Orders(OrderCounts {
+                answers_dropped: wire.answers_dropped.unwrap_or(0),
+                expected_orders: wire.expected_orders.unwrap_or(0),
+                orders_created: wire.orders_created.unwrap_or(0),
+                extra_orders: wire.extra_orders.unwrap_or(0),
+                missing_orders: wire.missing_orders.unwrap_or(0),
+                wrong_answers: wire.wrong_answers.unwrap_or(0),
+                replays: wire.replays.unwrap_or(0),
+                requests: wire.requests.unwrap_or(0),
+                statuses: wire.statuses.clone().unwrap_or_default(),
+            }),
+            Some(Measures::Load) => Measured::Load(load()),
+            Some(Measures::Chaos) => Measured::Chaos {
+                load: load(),
+                worker_killed: wire.worker_killed,
+                redis_restarted: wire.redis_restarted,
+            },
+        };
+        RunSummary {
+            scenario: wire.scenario,
+            run_id: wire.run_id,
+            unique_jobs: wire.unique_jobs,
+            total_submissions: wire.total_submissions,
+            observed_attempts_total: wire.observed_attempts_total,
+            observed_effects_total: wire.observed_effects_total,
+            duplicate_effects: wire.duplicate_effects,
+            lost_effects: wire.lost_effects,
+            duplicate_skips: wire.duplicate_skips,
+            processed_deliveries: wire.processed_deliveries,
+            dead_lettered: wire.dead_lettered,
+            drained: wire.drained,
+            settled: wire.settled,
+            attempts_in_flight: wire.attempts_in_flight,
+            elapsed_ms: wire.elapsed_ms,
+            crashes: wire.crashes,
+            measured,
+            worker_code: wire.worker_code,
+        }
+    }
+}
+
 impl RunSummary {
     /// The keys and values, in the documented order.
     pub fn fields(&self) -> Vec<(String, Value)> {
@@ -192,8 +385,8 @@ impl RunSummary {
                 plural(self.attempts_in_flight, "delivery attempt")
             );
         }
-        if let (Some(created), Some(expected)) = (self.orders_created, self.expected_orders) {
-            return self.orders_verdict(created, expected);
+        if let Measured::Orders(orders) = &self.measured {
+            return orders_verdict(orders);
         }
         if self.lost_effects > 0 {
             if self.crashes.unwrap_or(0) > 0 {
@@ -243,12 +436,13 @@ impl RunSummary {
     }
 }
 
-impl RunSummary {
-    /// The verdict of `retried-post`: orders per logical order.
-    fn orders_verdict(&self, created: u64, expected: u64) -> String {
+/// The verdict of `retried-post`: orders per logical order.
+fn orders_verdict(counts: &OrderCounts) -> String {
+    {
+        let (created, expected) = (counts.orders_created, counts.expected_orders);
         let orders = format!("{} for {expected} expected", plural(created, "order"));
-        let extra = self.extra_orders.unwrap_or(0);
-        let missing = self.missing_orders.unwrap_or(0);
+        let extra = counts.extra_orders;
+        let missing = counts.missing_orders;
         if extra > 0 {
             return format!(
                 "{orders}: {} (the bug: a retry, a double click or a reused request became a new order)",
@@ -261,7 +455,7 @@ impl RunSummary {
                 plural(missing, "expected order")
             );
         }
-        let wrong = self.wrong_answers.unwrap_or(0);
+        let wrong = counts.wrong_answers;
         if wrong > 0 {
             return format!(
                 "{orders}, but {} (a replay of another order, a retry refused, or an order where 400 or 422 was due)",
@@ -270,7 +464,7 @@ impl RunSummary {
         }
         format!(
             "{orders}, {}: exactly one order per logical order",
-            plural(self.replays.unwrap_or(0), "replayed answer")
+            plural(counts.replays, "replayed answer")
         )
     }
 }
@@ -326,15 +520,149 @@ mod tests {
             drained: true,
             settled: true,
             elapsed_ms: Some(219),
-            accepted: Some(16),
-            submit_retries: Some(0),
+            measured: Measured::Jobs(Submitted {
+                job_id: None,
+                accepted: 16,
+                submit_retries: 0,
+            }),
             ..RunSummary::default()
         }
     }
 
+    fn keys_of(run: &RunSummary) -> Vec<String> {
+        run.fields().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// A run of `scenario` that measured `measured`, as a scenario builds it.
+    fn run_of(scenario: &str, measured: Measured) -> RunSummary {
+        RunSummary {
+            scenario: Some(scenario.into()),
+            measured,
+            elapsed_ms: Some(5),
+            worker_code: Some("job.rs#3fa9c1".into()),
+            ..load_run()
+        }
+    }
+
+    // Each kind of measurement writes its own keys, in the documented order,
+    // and reads back as the same kind: the scenario's name says which.
+    #[test]
+    fn every_kind_of_measurement_reads_back_as_itself() {
+        let load = LoadFigures {
+            submitted: Submitted {
+                job_id: None,
+                accepted: 90,
+                submit_retries: 2,
+            },
+            clients: 4,
+            duration_secs: 12,
+            requests: 100,
+            requests_per_sec: 8,
+            latency_p50_us: Some(900),
+            latency_p99_us: None,
+            connection_errors: 3,
+            statuses: "202:90,503:7".into(),
+        };
+        let orders = OrderCounts {
+            answers_dropped: 2,
+            expected_orders: 7,
+            orders_created: 13,
+            extra_orders: 6,
+            missing_orders: 0,
+            wrong_answers: 2,
+            replays: 0,
+            requests: 14,
+            statuses: "201:11,503:1,none:2".into(),
+        };
+        let runs = [
+            run_of(
+                "duplicate-observe",
+                Measured::Jobs(Submitted {
+                    job_id: Some("j-1".into()),
+                    accepted: 3,
+                    submit_retries: 0,
+                }),
+            ),
+            run_of(
+                "double-charge",
+                Measured::Charges {
+                    submitted: Submitted::default(),
+                    answers_dropped: 1,
+                    provider_replays: 3,
+                },
+            ),
+            run_of("retried-post", Measured::Orders(orders)),
+            run_of("load", Measured::Load(load.clone())),
+            run_of(
+                "chaos",
+                Measured::Chaos {
+                    load,
+                    worker_killed: Some(true),
+                    redis_restarted: None,
+                },
+            ),
+            RunSummary {
+                measured: Measured::Totals,
+                scenario: None,
+                elapsed_ms: None,
+                worker_code: None,
+                ..load_run()
+            },
+        ];
+        for run in runs {
+            let back: RunSummary = serde_json::from_str(&run.to_json()).unwrap();
+            assert_eq!(back, run);
+        }
+        let post = run_of("retried-post", Measured::Orders(OrderCounts::default()));
+        let keys = keys_of(&post);
+        let tail: Vec<&str> = keys[keys.len() - 11..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "elapsed_ms",
+                "answers_dropped",
+                "expected_orders",
+                "orders_created",
+                "extra_orders",
+                "missing_orders",
+                "wrong_answers",
+                "replays",
+                "requests",
+                "statuses",
+                "worker_code"
+            ]
+        );
+        assert!(post.verdict().starts_with("0 orders for 0 expected"));
+        let charge = run_of(
+            "double-charge",
+            Measured::Charges {
+                submitted: Submitted::default(),
+                answers_dropped: 1,
+                provider_replays: 3,
+            },
+        );
+        let keys = keys_of(&charge);
+        let at = keys.iter().position(|k| k == "answers_dropped").unwrap();
+        assert_eq!(
+            &keys[at..],
+            [
+                "answers_dropped",
+                "provider_replays",
+                "accepted",
+                "submit_retries",
+                "worker_code"
+            ]
+        );
+        // An unknown scenario (a file from another version of the lab) keeps its totals.
+        let other = run_of("no-such-scenario", Measured::Totals);
+        let back: RunSummary = serde_json::from_str(&other.to_json()).unwrap();
+        assert_eq!(back.measured, Measured::Totals);
+        assert_eq!(back.unique_jobs, 8);
+    }
+
     #[test]
     fn keys_come_in_the_documented_order_and_absent_ones_are_left_out() {
-        let keys: Vec<String> = load_run().fields().into_iter().map(|(k, _)| k).collect();
+        let keys = keys_of(&load_run());
         assert_eq!(
             keys,
             [

@@ -300,8 +300,8 @@ async fn redis_restart_mid_load_loses_nothing_accepted() {
         .unwrap()
         .expect("the scenario ran through the restart");
     let run = &summary.summary;
-    let accepted = summary.summary.accepted.unwrap();
-    let retries = summary.summary.submit_retries.unwrap();
+    let submitted = run.measured.submitted().expect("a load sends jobs");
+    let (accepted, retries) = (submitted.accepted, submitted.submit_retries);
     println!(
         "redis restart: down {downtime:?}; POST /jobs 503 in {took:?}, readyz 503 in {ready_took:?}; \
          accepted={accepted} total_submissions={} processed={} submit_retries={retries} \
@@ -502,17 +502,19 @@ async fn a_hundred_clients_get_only_documented_answers_and_everything_drains() {
             .await
             .unwrap();
     let run = &summary.summary;
-    let accepted = summary.summary.accepted.unwrap();
-    let statuses = run.statuses.clone().unwrap();
+    let lab_schema::Measured::Load(load) = &run.measured else {
+        panic!("load measured {:?}", run.measured);
+    };
+    let accepted = load.submitted.accepted;
+    let statuses = load.statuses.clone();
     println!(
         "load: {} requests/s, statuses {statuses}, accepted={accepted} processed={}",
-        run.requests_per_sec.unwrap(),
-        run.processed_deliveries
+        load.requests_per_sec, run.processed_deliveries
     );
     assert!(summary.summary.drained, "{run:?}");
     assert!(accepted > 100, "only {accepted} submissions in 3 s");
     assert_eq!(statuses, format!("202:{accepted}"));
-    assert_eq!(summary.summary.connection_errors.unwrap(), 0);
+    assert_eq!(load.connection_errors, 0);
     assert_eq!(run.total_submissions, accepted);
     assert_eq!(run.processed_deliveries, accepted);
     assert_eq!(run.unique_jobs, 200);
@@ -562,7 +564,11 @@ async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
 
     let summary = load.await.unwrap().expect("the load ran");
     let run = &summary.summary;
-    let accepted = summary.summary.accepted.unwrap();
+    let accepted = run
+        .measured
+        .submitted()
+        .expect("a load sends jobs")
+        .accepted;
     println!(
         "worker killed mid-load: accepted={accepted} processed={} attempts={} effects={}",
         run.processed_deliveries, run.observed_attempts_total, run.observed_effects_total

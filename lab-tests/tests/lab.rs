@@ -60,7 +60,7 @@ async fn starter_applies_every_duplicate() {
 
     let observed = stack.scenario(observe()).await;
     assert_eq!(numbers(&observed), [1, 3, 3, 3, 0]);
-    let job = stack.job(observed.summary.job_id.as_deref().unwrap()).await;
+    let job = stack.job(observed.summary.measured.job_id().unwrap()).await;
     assert_eq!((job.effects, job.status.as_str()), (3, "completed"));
     assert_eq!(job.idempotency.as_deref(), Some("not-implemented"));
 }
@@ -79,7 +79,7 @@ async fn reference_fix_gives_one_effect_per_job() {
 
     let observed = stack.scenario(observe()).await;
     assert_eq!(numbers(&observed), [1, 3, 3, 1, 2]);
-    let job_id = observed.summary.job_id.clone().unwrap();
+    let job_id = observed.summary.measured.job_id().unwrap().to_string();
     let job = stack.job(&job_id).await;
     assert_eq!((job.effects, job.duplicate_skips), (1, 2));
 
@@ -297,7 +297,7 @@ async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
         tokio::task::block_in_place(|| stack.redis.restart());
         let summary = chaos.await.unwrap().expect("the chaos scenario ran");
         let run = &summary.summary;
-        let accepted = run.accepted.unwrap();
+        let accepted = run.measured.submitted().expect("chaos sends jobs").accepted;
         println!(
             "chaos, {}: accepted={accepted} total_submissions={} processed={} attempts={} \
              effects={} duplicate_effects={} lost_effects={} skips={}",

@@ -1,0 +1,139 @@
+//! What a scenario measures besides the run's totals: one type per kind of
+//! scenario, so that the verdict, `compare`, `evidence` and the dashboard read
+//! what was measured instead of guessing from which numbers are present.
+//! Students need not edit this file.
+//!
+//! Which kind a scenario measures is written once: in the exercise registry
+//! (`Info::measures`) for the exercises' scenarios, in [`OTHER_SCENARIOS`] for
+//! the others.
+
+use crate::Exercise;
+
+/// The kinds of measurement, as the registry names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measures {
+    /// Jobs sent through `POST /jobs`: [`Measured::Jobs`].
+    Jobs,
+    /// Jobs charged at the provider: [`Measured::Charges`].
+    Charges,
+    /// Orders sent to `POST /orders`: [`Measured::Orders`].
+    Orders,
+    /// A benchmark's load: [`Measured::Load`].
+    Load,
+    /// A load with faults fired during it: [`Measured::Chaos`].
+    Chaos,
+}
+
+/// The scenarios that belong to no exercise, and what each measures.
+pub const OTHER_SCENARIOS: &[(&str, Measures)] =
+    &[("load", Measures::Load), ("chaos", Measures::Chaos)];
+
+/// What the scenario `name` measures (`None`: no such scenario).
+pub fn measures_of(name: &str) -> Option<Measures> {
+    Exercise::of_scenario(name)
+        .map(|e| e.info().measures)
+        .or_else(|| {
+            OTHER_SCENARIOS
+                .iter()
+                .find(|(other, _)| *other == name)
+                .map(|(_, measures)| *measures)
+        })
+}
+
+/// Jobs a scenario sent through `POST /jobs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Submitted {
+    /// The observed job (duplicate-observe only).
+    pub job_id: Option<String>,
+    /// Submissions the API answered 202.
+    pub accepted: u64,
+    /// Submissions repeated after a 5xx or a refused connection.
+    pub submit_retries: u64,
+}
+
+/// `retried-post`: orders per logical order, and how the clients were answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderCounts {
+    /// Answers that never came (`simulate.dropAnswer`), the order made all the same.
+    pub answers_dropped: u64,
+    /// The orders a correct API creates for the scenario's clients.
+    pub expected_orders: u64,
+    /// The orders the API created.
+    pub orders_created: u64,
+    /// Orders beyond the expected ones, client story by client story.
+    pub extra_orders: u64,
+    /// Expected orders never created.
+    pub missing_orders: u64,
+    /// Clients whose story ended with another answer than a correct API gives.
+    pub wrong_answers: u64,
+    /// Answers sent again from the stored answer (`Idempotent-Replayed: true`).
+    pub replays: u64,
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// How many answers of each status, e.g. `201:9,400:1,none:1`.
+    pub statuses: String,
+}
+
+/// `load` and `chaos`: what the clients sent and how fast it was answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadFigures {
+    pub submitted: Submitted,
+    /// Clients submitting at the same time.
+    pub clients: u64,
+    pub duration_secs: u64,
+    /// Requests sent, retries included.
+    pub requests: u64,
+    pub requests_per_sec: u64,
+    /// The median and the 99th percentile of the time one POST /jobs took, in
+    /// microseconds (`None`: no request was answered).
+    pub latency_p50_us: Option<u64>,
+    pub latency_p99_us: Option<u64>,
+    pub connection_errors: u64,
+    /// How many answers of each status, e.g. `202:9120,503:14`.
+    pub statuses: String,
+}
+
+/// What one scenario measured besides the run's totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Measured {
+    /// The run's totals only: `GET /runs/{runId}`, or a summary that names no
+    /// scenario this lab knows.
+    #[default]
+    Totals,
+    /// Jobs sent through `POST /jobs` (`duplicate-observe`, `duplicate-load`, `crash-window`).
+    Jobs(Submitted),
+    /// `double-charge`: jobs sent, and what the provider answered their charges.
+    Charges {
+        submitted: Submitted,
+        /// Charges whose answer the provider dropped on purpose.
+        answers_dropped: u64,
+        /// Charge requests answered with the stored answer of an earlier one.
+        provider_replays: u64,
+    },
+    /// `retried-post`.
+    Orders(OrderCounts),
+    /// `load`.
+    Load(LoadFigures),
+    /// `chaos`: a load, and whether each fault it was given ran (`None`: not given).
+    Chaos {
+        load: LoadFigures,
+        worker_killed: Option<bool>,
+        redis_restarted: Option<bool>,
+    },
+}
+
+impl Measured {
+    /// The jobs the scenario sent through `POST /jobs`, if it sent any.
+    pub fn submitted(&self) -> Option<&Submitted> {
+        match self {
+            Measured::Jobs(submitted) | Measured::Charges { submitted, .. } => Some(submitted),
+            Measured::Load(load) | Measured::Chaos { load, .. } => Some(&load.submitted),
+            Measured::Totals | Measured::Orders(_) => None,
+        }
+    }
+
+    /// The observed job (`duplicate-observe`).
+    pub fn job_id(&self) -> Option<&str> {
+        self.submitted()?.job_id.as_deref()
+    }
+}

@@ -114,21 +114,17 @@ impl Default for Config {
     }
 }
 
-/// The consumer name when none is given: `worker-<host>` in a container (each
-/// replica has its own host name, and a restarted container keeps it, so it
-/// takes back its own pending work), else `worker-<host>-<pid>` (unique per process).
+/// The consumer name when none is given: `worker-<host>-<pid>`, unique per
+/// process, also when two workers are started by hand on one host or in one
+/// container. A compose replica restarted after a crash keeps both (its host
+/// name, and pid 1: the worker is the container's command), so it takes back
+/// its own pending work.
 pub fn default_consumer_name() -> String {
-    let in_container = std::path::Path::new("/.dockerenv").exists()
-        || std::path::Path::new("/run/.containerenv").exists();
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty() && lab_schema::validate_id("host", h).is_ok())
         .unwrap_or_else(|| "local".to_string());
-    if in_container {
-        format!("worker-{host}")
-    } else {
-        format!("worker-{host}-{}", std::process::id())
-    }
+    format!("worker-{host}-{}", std::process::id())
 }

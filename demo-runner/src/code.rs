@@ -94,6 +94,43 @@ pub async fn stale(api: &Api) -> anyhow::Result<Vec<String>> {
     Ok(stale_lines(&running, &Code::of_sources(&dir)))
 }
 
+/// The student files (paths from the repository's root) that the built
+/// `binaries` (each answers `--print-code`: `<file> #<fingerprint>` lines) were
+/// built from another version of than the one on disk: cargo judges freshness
+/// by file times, and a source older than its last build (an archive
+/// extracted, `cp -p`, a target folder shared by two copies) is taken as built.
+pub fn built_from_other_files(binaries: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let Some(dir) = std::env::var_os(SOURCE_DIR_ENV).map(PathBuf::from) else {
+        anyhow::bail!("{SOURCE_DIR_ENV} is not set: where is the repository?");
+    };
+    let on_disk = Code::of_sources(&dir);
+    let mut printed = String::new();
+    for binary in binaries {
+        let out = std::process::Command::new(binary)
+            .arg("--print-code")
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", binary.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} --print-code failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        printed.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(other_files(&printed, &on_disk))
+}
+
+/// The files of `printed` (`<file> #<fingerprint>` lines) whose fingerprint on disk differs.
+fn other_files(printed: &str, on_disk: &Code) -> Vec<String> {
+    printed
+        .lines()
+        .filter_map(|line| line.split_once(" #"))
+        .filter(|(file, built)| on_disk.of(file).is_some_and(|disk| disk != built.trim()))
+        .map(|(file, _)| file.to_string())
+        .collect()
+}
+
 fn stale_lines(running: &lab_schema::code::RunningWorkers, on_disk: &Code) -> Vec<String> {
     let mut lines = Vec::new();
     for &exercise in Exercise::ALL {
@@ -257,6 +294,27 @@ mod tests {
 
         let none = judge(Exercise::DuplicateDelivery, &[], Some(&disk), 0);
         assert!(none.lines[0].contains("no worker is running"));
+    }
+
+    // What `--print-code` printed, against the files on disk: only the files
+    // built from another version are named (`./lab` touches and rebuilds them).
+    #[test]
+    fn a_build_of_another_version_names_the_files_to_rebuild() {
+        let on_disk = Code {
+            files: vec![
+                ("worker/src/job.rs".to_string(), "aaaaaa".to_string()),
+                (
+                    "worker/src/crash_window.rs".to_string(),
+                    "bbbbbb".to_string(),
+                ),
+            ],
+        };
+        let printed = "worker/src/job.rs #aaaaaa\nworker/src/crash_window.rs #0f0f0f\nworker/src/gone.rs #123456\n";
+        assert_eq!(
+            other_files(printed, &on_disk),
+            ["worker/src/crash_window.rs"]
+        );
+        assert!(other_files("worker/src/job.rs #aaaaaa\n", &on_disk).is_empty());
     }
 
     #[test]

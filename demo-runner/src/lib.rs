@@ -159,7 +159,13 @@ pub enum Command {
     /// Which code the running workers and API were built from, against the student files
     /// on disk (LAB_SOURCE_DIR): a WARNING line for each process that runs another version
     /// of a student file than the one on disk (nothing when all agree). `./lab status` runs it.
-    Code,
+    Code {
+        /// Instead, ask these built programs (worker, api) which student files they were
+        /// built from, and print each file whose version on disk differs, one path per
+        /// line (nothing when the build is of the files on disk). `./lab` rebuilds then.
+        #[arg(long, value_name = "BINARY", num_args = 1..)]
+        built: Vec<PathBuf>,
+    },
 }
 
 /// Parses the command line, runs the command, prints its result.
@@ -330,7 +336,13 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             }
             Ok(report.passed())
         }
-        Command::Code => {
+        Command::Code { built } if !built.is_empty() => {
+            for file in code::built_from_other_files(built)? {
+                println!("{file}");
+            }
+            Ok(true)
+        }
+        Command::Code { .. } => {
             for line in code::stale(&cli.api()?).await? {
                 println!("{line}");
             }

@@ -4,7 +4,18 @@
 
 use lab_schema::Exercise;
 use lab_testkit::solution_binary;
-use lab_tests::{Stack, scratch_dir, text};
+use lab_tests::{Stack, get_json, scratch_dir, text};
+use serde_json::Value;
+
+/// What the dashboard judges of the run saved in `dir/file`: orders per client
+/// request (caller + Idempotency-Key).
+async fn dashboard_orders(stack: &Stack, dir: &std::path::Path, file: &str) -> Value {
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+    let run_id = saved["run_id"].as_str().unwrap().to_string();
+    let snapshot: Value = get_json(format!("{}/dashboard/runs/{run_id}", stack.api_url)).await;
+    snapshot["orders"].clone()
+}
 
 // Before the fix every retry, double click and reused request is a new order;
 // after it, exactly one order per logical order, the retries answered from the
@@ -35,6 +46,14 @@ async fn retried_post_counts_orders_per_logical_order_before_and_after() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
+    // The dashboard judges what exercise 4 teaches: 4 retried requests became 2
+    // orders each, and the 2 orders of the request without a key.
+    let orders = dashboard_orders(&before, &dir, "before.json").await;
+    assert_eq!(
+        (&orders["orders"], &orders["extra"], &orders["withoutKey"]),
+        (&Value::from(13), &Value::from(4), &Value::from(2)),
+        "{orders}"
+    );
     drop(before);
 
     let binary = solution_binary(exercise);
@@ -71,6 +90,12 @@ async fn retried_post_counts_orders_per_logical_order_before_and_after() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
+    let orders = dashboard_orders(&after, &dir, "after.json").await;
+    assert_eq!(
+        (&orders["orders"], &orders["extra"], &orders["withoutKey"]),
+        (&Value::from(7), &Value::from(0), &Value::from(0)),
+        "{orders}"
+    );
     let out = after
         .demo(&dir, &["compare", "before.json", "after.json"])
         .await;

@@ -515,3 +515,51 @@ fn files_of(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// The programs of `packages` built (debug) from another copy of the lab in
+/// `dir` (a student copy, say), in the scratch build's target folder, so the
+/// dependencies are not compiled again: private copies of the binaries, in order.
+pub fn built_from<const N: usize>(dir: &Path, packages: [&str; N]) -> [PathBuf; N] {
+    let build_dir = workspace_root().join("target").join("patched-worker");
+    std::fs::create_dir_all(&build_dir).unwrap();
+    let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args([
+        "build",
+        "--quiet",
+        "--offline",
+        "--locked",
+        "--color",
+        "never",
+    ]);
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    let out = command
+        .arg("--target-dir")
+        .arg(build_dir.join("target"))
+        .current_dir(dir)
+        .output()
+        .expect("cargo");
+    assert!(
+        out.status.success(),
+        "{packages:?} do not build in {}:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A new name per build: a running process keeps its binary.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    packages.map(|package| {
+        let binary =
+            std::env::temp_dir().join(format!("lab-{package}-copy-{}-{build}", std::process::id()));
+        std::fs::copy(
+            build_dir.join("target").join("debug").join(package),
+            &binary,
+        )
+        .unwrap();
+        binary
+    })
+}

@@ -1,0 +1,114 @@
+//! `./lab release DIR`: the student copy has no answers, and still builds, runs
+//! and verifies. Students need not edit this file.
+
+use std::path::Path;
+use std::process::Command;
+
+use lab_schema::Exercise;
+use lab_testkit::{built_from, workspace_root};
+use lab_tests::{Stack, Workers, text};
+
+/// Every file under `dir`, relative, with `/` separators.
+fn files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                found.push(rel);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `verify` for exercise 1 by the copy's demo-runner against `stack`: its exit code and output.
+fn verify(demo_runner: &Path, stack: &Stack) -> (Option<i32>, String) {
+    let out = Command::new(demo_runner)
+        .args([
+            "--api-url",
+            &stack.api_url,
+            "--provider-url",
+            &stack.provider_url,
+        ])
+        .arg("verify")
+        .output()
+        .expect("run the copy's demo-runner");
+    (out.status.code(), text(&out.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_student_copy_has_no_answers_and_still_verifies() {
+    let root = workspace_root();
+    let dest = std::env::temp_dir().join(format!("lab-student-copy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dest);
+    let out = Command::new(root.join("lab"))
+        .args(["release", dest.to_str().unwrap()])
+        .env("LAB_STATE_DIR", dest.with_extension("state"))
+        .output()
+        .expect("run ./lab release");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // No answers: no instructor guide, solution, fixture or variant, nor what applies them.
+    let copied = files(&dest);
+    for file in &copied {
+        assert!(
+            !(file.ends_with("INSTRUCTOR.md")
+                || file.ends_with(".patch")
+                || file.contains("/fixtures/")
+                || file.contains("/variants/")
+                || file.starts_with("lab-tests/")),
+            "the student copy holds {file}"
+        );
+    }
+    // Everything a student works with, as it is here.
+    for exercise in Exercise::ALL {
+        let info = exercise.info();
+        for file in [
+            format!("{}/README.md", exercise.folder()),
+            info.student_file.to_string(),
+        ] {
+            assert_eq!(
+                std::fs::read(dest.join(&file)).ok(),
+                std::fs::read(root.join(&file)).ok(),
+                "{file}"
+            );
+        }
+    }
+    assert!(copied.contains(&"lab".to_string()) && copied.contains(&"compose.yml".to_string()));
+
+    // It builds (locked: its lock file follows the workspace), runs, and verify
+    // fails the starter...
+    let [api, worker, demo_runner] = built_from(&dest, ["api", "worker", "demo-runner"]);
+    let stack = Stack::with_api_and(&api, Workers::Binary(&worker)).await;
+    let (code, report) = verify(&demo_runner, &stack);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("verdict: FAIL"), "{report}");
+    drop(stack);
+
+    // ... and passes the reference solution once applied (the instructor's patch).
+    let applied = Command::new("git")
+        .arg("apply")
+        .arg(root.join(Exercise::DuplicateDelivery.solution_patch()))
+        .current_dir(&dest)
+        .env("GIT_CEILING_DIRECTORIES", dest.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(applied.success());
+    let [worker] = built_from(&dest, ["worker"]);
+    let stack = Stack::with_api_and(&api, Workers::Binary(&worker)).await;
+    let (code, report) = verify(&demo_runner, &stack);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("verdict: PASS"), "{report}");
+    drop(stack);
+    let _ = std::fs::remove_dir_all(&dest);
+}

@@ -149,4 +149,11 @@ fn lab_chaos_keeps_every_accepted_job() {
             "port {port} listens beyond loopback"
         );
     }
+
+    // The handouts' native commands find the lab's own ports, whatever they are.
+    let out = lab.run(&["redis-cli", "ping"]);
+    assert_eq!(text(&out.stdout).trim(), "PONG", "{}", text(&out.stderr));
+    let out = lab.run(&["curl", "/idempotency"]);
+    let policy: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(policy["header"], "Idempotency-Key", "{policy}");
 }

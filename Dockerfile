@@ -26,10 +26,15 @@ COPY worker worker
 # what to recompile by file times; touching the worker's sources makes sure the exercise
 # is always compiled from exactly what was copied in (the worker crate alone takes seconds).
 # Exercise 4's file is in the API: an edit of it recompiles the api crate (and the worker).
+# A student file older than the cached build of another version of it (a file reset
+# with its old time) is taken as built: the programs say which versions they were built
+# from, and `demo-runner code --built` names the files to compile again (as ./lab does).
 RUN --mount=type=cache,id=idempotency-lab-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=idempotency-lab-target,target=/src/target \
     touch worker/src/*.rs \
     && cargo build --release --locked -p api -p provider -p worker -p demo-runner \
+    && stale="$(LAB_SOURCE_DIR=/src target/release/demo-runner code --built target/release/worker target/release/api --touch)" \
+    && if [ -n "$stale" ]; then cargo build --release --locked -p api -p provider -p worker -p demo-runner; fi \
     && mkdir -p /out \
     && cp target/release/api target/release/provider target/release/worker target/release/demo-runner /out/
 

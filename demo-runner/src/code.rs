@@ -99,7 +99,8 @@ pub async fn stale(api: &Api) -> anyhow::Result<Vec<String>> {
 /// built from another version of than the one on disk: cargo judges freshness
 /// by file times, and a source older than its last build (an archive
 /// extracted, `cp -p`, a target folder shared by two copies) is taken as built.
-pub fn built_from_other_files(binaries: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+/// With `touch`, each file named is also marked modified now (for the next build).
+pub fn built_from_other_files(binaries: &[PathBuf], touch: bool) -> anyhow::Result<Vec<String>> {
     let Some(dir) = std::env::var_os(SOURCE_DIR_ENV).map(PathBuf::from) else {
         anyhow::bail!("{SOURCE_DIR_ENV} is not set: where is the repository?");
     };
@@ -118,7 +119,18 @@ pub fn built_from_other_files(binaries: &[PathBuf]) -> anyhow::Result<Vec<String
         );
         printed.push_str(&String::from_utf8_lossy(&out.stdout));
     }
-    Ok(other_files(&printed, &on_disk))
+    let files = other_files(&printed, &on_disk);
+    if touch {
+        for file in &files {
+            let path = dir.join(file);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+                .map_err(|e| anyhow::anyhow!("cannot touch {}: {e}", path.display()))?;
+        }
+    }
+    Ok(files)
 }
 
 /// The files of `printed` (`<file> #<fingerprint>` lines) whose fingerprint on disk differs.

@@ -165,6 +165,10 @@ pub enum Command {
         /// line (nothing when the build is of the files on disk). `./lab` rebuilds then.
         #[arg(long, value_name = "BINARY", num_args = 1..)]
         built: Vec<PathBuf>,
+        /// With --built: also mark each file it names as modified now, so that the
+        /// next cargo build compiles it again.
+        #[arg(long, requires = "built")]
+        touch: bool,
     },
 }
 
@@ -336,8 +340,8 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             }
             Ok(report.passed())
         }
-        Command::Code { built } if !built.is_empty() => {
-            for file in code::built_from_other_files(built)? {
+        Command::Code { built, touch } if !built.is_empty() => {
+            for file in code::built_from_other_files(built, *touch)? {
                 println!("{file}");
             }
             Ok(true)

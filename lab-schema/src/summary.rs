@@ -533,131 +533,304 @@ mod tests {
         run.fields().into_iter().map(|(k, _)| k).collect()
     }
 
+    // One test per kind of measurement. Each expected line is what the flat
+    // summary (one struct of optional keys, before the measurement types)
+    // printed for the same run: the wire form has not changed, and files saved
+    // in it read back as the same kind.
+
+    /// The totals the samples share, as `GET /runs/{runId}` gives them.
+    fn totals() -> RunSummary {
+        RunSummary {
+            run_id: "run-1".into(),
+            unique_jobs: 6,
+            total_submissions: 12,
+            observed_attempts_total: 14,
+            observed_effects_total: 6,
+            duplicate_skips: 6,
+            processed_deliveries: 12,
+            drained: true,
+            settled: true,
+            ..RunSummary::default()
+        }
+    }
+
     /// A run of `scenario` that measured `measured`, as a scenario builds it.
     fn run_of(scenario: &str, measured: Measured) -> RunSummary {
         RunSummary {
             scenario: Some(scenario.into()),
+            run_id: format!("{scenario}-1"),
+            elapsed_ms: Some(1234),
             measured,
-            elapsed_ms: Some(5),
             worker_code: Some("job.rs#3fa9c1".into()),
-            ..load_run()
+            ..totals()
         }
     }
 
-    // Each kind of measurement writes its own keys, in the documented order,
-    // and reads back as the same kind: the scenario's name says which.
-    #[test]
-    fn every_kind_of_measurement_reads_back_as_itself() {
-        let load = LoadFigures {
-            submitted: Submitted {
-                job_id: None,
-                accepted: 90,
-                submit_retries: 2,
-            },
-            clients: 4,
-            duration_secs: 12,
-            requests: 100,
-            requests_per_sec: 8,
-            latency_p50_us: Some(900),
-            latency_p99_us: None,
-            connection_errors: 3,
-            statuses: "202:90,503:7".into(),
-        };
-        let orders = OrderCounts {
-            answers_dropped: 2,
-            expected_orders: 7,
-            orders_created: 13,
-            extra_orders: 6,
-            missing_orders: 0,
-            wrong_answers: 2,
-            replays: 0,
-            requests: 14,
-            statuses: "201:11,503:1,none:2".into(),
-        };
-        let runs = [
-            run_of(
-                "duplicate-observe",
-                Measured::Jobs(Submitted {
-                    job_id: Some("j-1".into()),
-                    accepted: 3,
-                    submit_retries: 0,
-                }),
-            ),
-            run_of(
-                "double-charge",
-                Measured::Charges {
-                    submitted: Submitted::default(),
-                    answers_dropped: 1,
-                    provider_replays: 3,
-                },
-            ),
-            run_of("retried-post", Measured::Orders(orders)),
-            run_of("load", Measured::Load(load.clone())),
-            run_of(
-                "chaos",
-                Measured::Chaos {
-                    load,
-                    worker_killed: Some(true),
-                    redis_restarted: None,
-                },
-            ),
-            RunSummary {
-                measured: Measured::Totals,
-                scenario: None,
-                elapsed_ms: None,
-                worker_code: None,
-                ..load_run()
-            },
-        ];
-        for run in runs {
-            let back: RunSummary = serde_json::from_str(&run.to_json()).unwrap();
-            assert_eq!(back, run);
+    fn submitted(accepted: u64, submit_retries: u64) -> Submitted {
+        Submitted {
+            job_id: None,
+            accepted,
+            submit_retries,
         }
-        let post = run_of("retried-post", Measured::Orders(OrderCounts::default()));
-        let keys = keys_of(&post);
-        let tail: Vec<&str> = keys[keys.len() - 11..].iter().map(String::as_str).collect();
-        assert_eq!(
-            tail,
-            [
-                "elapsed_ms",
-                "answers_dropped",
-                "expected_orders",
-                "orders_created",
-                "extra_orders",
-                "missing_orders",
-                "wrong_answers",
-                "replays",
-                "requests",
-                "statuses",
-                "worker_code"
-            ]
+    }
+
+    /// `run` prints exactly `json` (its keys in the documented order, absent
+    /// ones left out), the same keys as `key=value` lines and then `# verdict`;
+    /// `json` reads back as `run`, and so does a file `--save` writes.
+    fn assert_wire(run: &RunSummary, json: &str, verdict: &str) {
+        assert_eq!(run.to_json(), json);
+        let back: RunSummary = serde_json::from_str(json).unwrap();
+        assert_eq!(&back, run);
+        let Value::Object(keys) = serde_json::from_str(json).unwrap() else {
+            panic!("not an object: {json}");
+        };
+        let lines: String = keys
+            .iter()
+            .map(|(key, value)| format!("{key}={}\n", show(value)))
+            .collect();
+        assert_eq!(run.to_text(), format!("{lines}# {verdict}\n"));
+        let saved = SavedSummary {
+            summary: run.clone(),
+            verdict: Some(run.verdict()),
+            output: Some(run.to_text()),
+        };
+        let file = serde_json::to_string_pretty(&saved).unwrap();
+        assert_eq!(serde_json::from_str::<SavedSummary>(&file).unwrap(), saved);
+    }
+
+    #[test]
+    fn totals_only_as_get_runs_gives_them() {
+        assert_wire(
+            &totals(),
+            r#"{"run_id":"run-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0}"#,
+            "6 effects for 6 unique jobs, 6 duplicate deliveries skipped: exactly one effect per job",
         );
-        assert!(post.verdict().starts_with("0 orders for 0 expected"));
-        let charge = run_of(
-            "double-charge",
-            Measured::Charges {
-                submitted: Submitted::default(),
-                answers_dropped: 1,
-                provider_replays: 3,
-            },
+        // The crashes a run's jobs caused are a total: the API counts them, for any run.
+        let crashed = RunSummary {
+            crashes: Some(2),
+            lost_effects: 2,
+            observed_effects_total: 4,
+            ..totals()
+        };
+        assert_wire(
+            &crashed,
+            r#"{"run_id":"run-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":4,"duplicate_effects":0,"lost_effects":2,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"crashes":2}"#,
+            "2 jobs finished with NO effect after 2 crashes: the worker died between the claim and the effect, and the redelivery was skipped as a duplicate (the email is lost)",
         );
-        let keys = keys_of(&charge);
-        let at = keys.iter().position(|k| k == "answers_dropped").unwrap();
-        assert_eq!(
-            &keys[at..],
-            [
-                "answers_dropped",
-                "provider_replays",
-                "accepted",
-                "submit_retries",
-                "worker_code"
-            ]
-        );
-        // An unknown scenario (a file from another version of the lab) keeps its totals.
+        // A summary that names a scenario this lab does not know keeps its totals.
         let other = run_of("no-such-scenario", Measured::Totals);
         let back: RunSummary = serde_json::from_str(&other.to_json()).unwrap();
-        assert_eq!(back.measured, Measured::Totals);
-        assert_eq!(back.unique_jobs, 8);
+        assert_eq!(back, other);
+    }
+
+    #[test]
+    fn jobs_sent_by_duplicate_observe_and_duplicate_load() {
+        let observe = RunSummary {
+            unique_jobs: 1,
+            total_submissions: 3,
+            observed_attempts_total: 3,
+            observed_effects_total: 3,
+            duplicate_effects: 2,
+            duplicate_skips: 0,
+            processed_deliveries: 3,
+            ..run_of(
+                "duplicate-observe",
+                Measured::Jobs(Submitted {
+                    job_id: Some("observe-1-job-1".into()),
+                    ..submitted(3, 0)
+                }),
+            )
+        };
+        assert_wire(
+            &observe,
+            r#"{"scenario":"duplicate-observe","run_id":"duplicate-observe-1","job_id":"observe-1-job-1","unique_jobs":1,"total_submissions":3,"observed_attempts_total":3,"observed_effects_total":3,"duplicate_effects":2,"lost_effects":0,"duplicate_skips":0,"processed_deliveries":3,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"accepted":3,"submit_retries":0,"worker_code":"job.rs#3fa9c1"}"#,
+            "3 effects for 1 unique job: 2 duplicate side effects (the bug)",
+        );
+        assert_wire(
+            &run_of("duplicate-load", Measured::Jobs(submitted(12, 1))),
+            r#"{"scenario":"duplicate-load","run_id":"duplicate-load-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"accepted":12,"submit_retries":1,"worker_code":"job.rs#3fa9c1"}"#,
+            "6 effects for 6 unique jobs, 6 duplicate deliveries skipped: exactly one effect per job",
+        );
+    }
+
+    #[test]
+    fn crash_window_shows_its_crashes_even_when_none_happened() {
+        let none = RunSummary {
+            crashes: Some(0),
+            ..run_of("crash-window", Measured::Jobs(submitted(12, 0)))
+        };
+        assert_wire(
+            &none,
+            r#"{"scenario":"crash-window","run_id":"crash-window-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"crashes":0,"accepted":12,"submit_retries":0,"worker_code":"job.rs#3fa9c1"}"#,
+            "6 effects for 6 unique jobs, 6 duplicate deliveries skipped: exactly one effect per job",
+        );
+        let lost = RunSummary {
+            crashes: Some(2),
+            lost_effects: 2,
+            observed_effects_total: 4,
+            ..none
+        };
+        assert_wire(
+            &lost,
+            r#"{"scenario":"crash-window","run_id":"crash-window-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":4,"duplicate_effects":0,"lost_effects":2,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"crashes":2,"accepted":12,"submit_retries":0,"worker_code":"job.rs#3fa9c1"}"#,
+            "2 jobs finished with NO effect after 2 crashes: the worker died between the claim and the effect, and the redelivery was skipped as a duplicate (the email is lost)",
+        );
+    }
+
+    #[test]
+    fn charges_of_double_charge_come_before_the_jobs_sent() {
+        let charges = RunSummary {
+            crashes: Some(2),
+            ..run_of(
+                "double-charge",
+                Measured::Charges {
+                    submitted: submitted(12, 0),
+                    answers_dropped: 2,
+                    provider_replays: 3,
+                },
+            )
+        };
+        assert_wire(
+            &charges,
+            r#"{"scenario":"double-charge","run_id":"double-charge-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"crashes":2,"answers_dropped":2,"provider_replays":3,"accepted":12,"submit_retries":0,"worker_code":"job.rs#3fa9c1"}"#,
+            "6 effects for 6 unique jobs, 6 duplicate deliveries skipped, 2 crashes survived: exactly one effect per job",
+        );
+    }
+
+    #[test]
+    fn orders_of_retried_post_are_judged_per_logical_order() {
+        let broken = RunSummary {
+            unique_jobs: 13,
+            total_submissions: 13,
+            observed_attempts_total: 13,
+            observed_effects_total: 13,
+            duplicate_skips: 0,
+            processed_deliveries: 13,
+            worker_code: Some("idempotency.rs#77aa01".into()),
+            ..run_of(
+                "retried-post",
+                Measured::Orders(OrderCounts {
+                    answers_dropped: 2,
+                    expected_orders: 7,
+                    orders_created: 13,
+                    extra_orders: 6,
+                    missing_orders: 0,
+                    wrong_answers: 2,
+                    replays: 0,
+                    requests: 14,
+                    statuses: "201:11,503:1,none:2".into(),
+                }),
+            )
+        };
+        assert_wire(
+            &broken,
+            r#"{"scenario":"retried-post","run_id":"retried-post-1","unique_jobs":13,"total_submissions":13,"observed_attempts_total":13,"observed_effects_total":13,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":0,"processed_deliveries":13,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"answers_dropped":2,"expected_orders":7,"orders_created":13,"extra_orders":6,"missing_orders":0,"wrong_answers":2,"replays":0,"requests":14,"statuses":"201:11,503:1,none:2","worker_code":"idempotency.rs#77aa01"}"#,
+            "13 orders for 7 expected: 6 extra orders (the bug: a retry, a double click or a reused request became a new order)",
+        );
+        let fixed = RunSummary {
+            unique_jobs: 7,
+            total_submissions: 7,
+            observed_attempts_total: 7,
+            observed_effects_total: 7,
+            duplicate_skips: 0,
+            processed_deliveries: 7,
+            ..run_of(
+                "retried-post",
+                Measured::Orders(OrderCounts {
+                    answers_dropped: 2,
+                    expected_orders: 7,
+                    orders_created: 7,
+                    extra_orders: 0,
+                    missing_orders: 0,
+                    wrong_answers: 0,
+                    replays: 5,
+                    requests: 15,
+                    statuses: "201:9,400:1,409:1,422:1,none:2".into(),
+                }),
+            )
+        };
+        assert_wire(
+            &fixed,
+            r#"{"scenario":"retried-post","run_id":"retried-post-1","unique_jobs":7,"total_submissions":7,"observed_attempts_total":7,"observed_effects_total":7,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":0,"processed_deliveries":7,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"answers_dropped":2,"expected_orders":7,"orders_created":7,"extra_orders":0,"missing_orders":0,"wrong_answers":0,"replays":5,"requests":15,"statuses":"201:9,400:1,409:1,422:1,none:2","worker_code":"job.rs#3fa9c1"}"#,
+            "7 orders for 7 expected, 5 replayed answers: exactly one order per logical order",
+        );
+    }
+
+    fn load_figures(submitted: Submitted, requests: u64, statuses: &str) -> LoadFigures {
+        LoadFigures {
+            submitted,
+            clients: 4,
+            duration_secs: 12,
+            requests,
+            requests_per_sec: 34,
+            latency_p50_us: Some(700),
+            latency_p99_us: Some(2000),
+            connection_errors: 0,
+            statuses: statuses.into(),
+        }
+    }
+
+    #[test]
+    fn load_figures_follow_the_jobs_sent() {
+        let load = RunSummary {
+            worker_code: None,
+            ..run_of(
+                "load",
+                Measured::Load(LoadFigures {
+                    clients: 100,
+                    duration_secs: 30,
+                    requests_per_sec: 304,
+                    latency_p50_us: Some(900),
+                    latency_p99_us: Some(4100),
+                    ..load_figures(submitted(9120, 14), 9134, "202:9120,503:14")
+                }),
+            )
+        };
+        assert_wire(
+            &load,
+            r#"{"scenario":"load","run_id":"load-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"accepted":9120,"submit_retries":14,"clients":100,"duration_secs":30,"requests":9134,"requests_per_sec":304,"latency_p50_us":900,"latency_p99_us":4100,"connection_errors":0,"statuses":"202:9120,503:14"}"#,
+            "6 effects for 6 unique jobs, 6 duplicate deliveries skipped: exactly one effect per job",
+        );
+    }
+
+    #[test]
+    fn chaos_says_which_of_its_faults_ran() {
+        // No request answered: no latency. The worker kill ran, the Redis restart did not.
+        let faults = run_of(
+            "chaos",
+            Measured::Chaos {
+                load: LoadFigures {
+                    latency_p50_us: None,
+                    latency_p99_us: None,
+                    connection_errors: 3,
+                    ..load_figures(submitted(400, 9), 412, "202:400,503:9")
+                },
+                worker_killed: Some(true),
+                redis_restarted: Some(false),
+            },
+        );
+        assert_wire(
+            &faults,
+            r#"{"scenario":"chaos","run_id":"chaos-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"accepted":400,"submit_retries":9,"clients":4,"duration_secs":12,"requests":412,"requests_per_sec":34,"connection_errors":3,"statuses":"202:400,503:9","worker_killed":true,"redis_restarted":false,"worker_code":"job.rs#3fa9c1"}"#,
+            "6 effects for 6 unique jobs, 6 duplicate deliveries skipped: exactly one effect per job",
+        );
+        // A chaos given no fault names none.
+        let calm = run_of(
+            "chaos",
+            Measured::Chaos {
+                load: LoadFigures {
+                    requests_per_sec: 33,
+                    ..load_figures(submitted(400, 0), 400, "202:400")
+                },
+                worker_killed: None,
+                redis_restarted: None,
+            },
+        );
+        assert_wire(
+            &calm,
+            r#"{"scenario":"chaos","run_id":"chaos-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"accepted":400,"submit_retries":0,"clients":4,"duration_secs":12,"requests":400,"requests_per_sec":33,"latency_p50_us":700,"latency_p99_us":2000,"connection_errors":0,"statuses":"202:400","worker_code":"job.rs#3fa9c1"}"#,
+            "6 effects for 6 unique jobs, 6 duplicate deliveries skipped: exactly one effect per job",
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub async fn run_summary(
         drained,
         settled: drained && in_flight.is_empty(),
         attempts_in_flight: in_flight.len() as u64,
-        crashes: totals.get(run_field::CRASHES).copied(),
+        crashes: total(run_field::CRASHES),
         ..RunSummary::default()
     }))
 }

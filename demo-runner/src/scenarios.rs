@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lab_schema::measured::Submitted;
 use lab_schema::provider::{self, RequestOutcome};
-use lab_schema::{Exercise, Measured, payload};
+use lab_schema::{Exercise, Measured, RunSummary, payload};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -152,7 +152,13 @@ pub async fn crash_window(
         crash_at,
         dropped: 0,
     };
-    plan.run(api, timeout).await
+    let (run, started, submitted) = plan.run(api, timeout).await?;
+    Ok(ScenarioRun::new(
+        scenario,
+        run,
+        started,
+        Measured::Crashes(submitted),
+    ))
 }
 
 /// `double-charge` (exercise 3): `jobs` jobs of `copies` copies; the worker
@@ -176,8 +182,9 @@ pub async fn double_charge(
         crash_at: payload::AFTER_EFFECT,
         dropped,
     };
-    let mut result = plan.run(api, timeout).await?;
-    let requests = api.provider_requests(&result.summary.run_id).await?;
+    let (run, started, submitted) = plan.run(api, timeout).await?;
+    // The provider's log says what it answered the charges.
+    let requests = api.provider_requests(&run.run_id).await?;
     let count = |outcome| {
         requests
             .requests
@@ -185,19 +192,12 @@ pub async fn double_charge(
             .filter(|r| r.outcome == outcome)
             .count() as u64
     };
-    // The plan measured the jobs it sent; the provider's log adds what it answered.
-    let submitted = result
-        .summary
-        .measured
-        .submitted()
-        .cloned()
-        .unwrap_or_default();
-    result.summary.measured = Measured::Charges {
+    let measured = Measured::Charges {
         submitted,
         answers_dropped: count(RequestOutcome::ChargedAnswerDropped),
         provider_replays: count(RequestOutcome::Replayed),
     };
-    Ok(result)
+    Ok(ScenarioRun::new(scenario, run, started, measured))
 }
 
 /// Jobs, some of which crash their worker (one at a time) or lose the
@@ -214,7 +214,13 @@ struct CrashPlan {
 }
 
 impl CrashPlan {
-    async fn run(&self, api: &Api, timeout: Duration) -> anyhow::Result<ScenarioRun> {
+    /// Sends the jobs and waits until the run settles; returns its totals,
+    /// when it started and what was sent (the scenario adds what it measures).
+    async fn run(
+        &self,
+        api: &Api,
+        timeout: Duration,
+    ) -> anyhow::Result<(RunSummary, Instant, Submitted)> {
         let run_id = new_run_id(self.scenario);
         let started = Instant::now();
         let deadline = started + timeout;
@@ -254,14 +260,12 @@ impl CrashPlan {
             wait_settled(api, &run_id, submitted, deadline).await?;
         }
         let run = wait_settled(api, &run_id, submitted, deadline).await?;
-        let measured = Measured::Jobs(Submitted {
+        let sent = Submitted {
             job_id: None,
             accepted: submitted,
             submit_retries: u64::from(retries),
-        });
-        let mut result = ScenarioRun::new(self.scenario, run, started, measured);
-        result.summary.crashes.get_or_insert(0);
-        Ok(result)
+        };
+        Ok((run, started, sent))
     }
 }
 

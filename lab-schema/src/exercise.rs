@@ -98,7 +98,7 @@ impl Exercise {
                 student_file: "worker/src/crash_window.rs",
                 component: Component::Worker,
                 scenarios: &["crash-window"],
-                measures: Measures::Jobs,
+                measures: Measures::Crashes,
             },
             Exercise::DoubleCharge => Info {
                 number: 3,

@@ -14,6 +14,8 @@ use crate::Exercise;
 pub enum Measures {
     /// Jobs sent through `POST /jobs`: [`Measured::Jobs`].
     Jobs,
+    /// Jobs, some of which crash their worker: [`Measured::Crashes`].
+    Crashes,
     /// Jobs charged at the provider: [`Measured::Charges`].
     Charges,
     /// Orders sent to `POST /orders`: [`Measured::Orders`].
@@ -100,9 +102,15 @@ pub enum Measured {
     /// scenario this lab knows.
     #[default]
     Totals,
-    /// Jobs sent through `POST /jobs` (`duplicate-observe`, `duplicate-load`, `crash-window`).
+    /// Jobs sent through `POST /jobs` (`duplicate-observe`, `duplicate-load`).
     Jobs(Submitted),
-    /// `double-charge`: jobs sent, and what the provider answered their charges.
+    /// `crash-window`: jobs sent, some of which crash their worker. The run's
+    /// crashes ([`RunSummary::crashes`](crate::RunSummary::crashes)) are shown
+    /// even when there were none.
+    Crashes(Submitted),
+    /// `double-charge`: jobs sent, some of which crash their worker after the
+    /// charge (the crashes are shown as for [`Measured::Crashes`]), and what
+    /// the provider answered their charges.
     Charges {
         submitted: Submitted,
         /// Charges whose answer the provider dropped on purpose.
@@ -126,7 +134,9 @@ impl Measured {
     /// The jobs the scenario sent through `POST /jobs`, if it sent any.
     pub fn submitted(&self) -> Option<&Submitted> {
         match self {
-            Measured::Jobs(submitted) | Measured::Charges { submitted, .. } => Some(submitted),
+            Measured::Jobs(submitted)
+            | Measured::Crashes(submitted)
+            | Measured::Charges { submitted, .. } => Some(submitted),
             Measured::Load(load) | Measured::Chaos { load, .. } => Some(&load.submitted),
             Measured::Totals | Measured::Orders(_) => None,
         }

@@ -53,8 +53,10 @@ pub struct RunSummary {
     pub attempts_in_flight: u64,
     /// How long the scenario took (scenarios only).
     pub elapsed_ms: Option<u64>,
-    /// Worker crashes the run's jobs caused (`simulateCrash`), when there were any.
-    pub crashes: Option<u64>,
+    /// Worker crashes the run's jobs caused (`simulateCrash`). Shown when there
+    /// were any, and always by the scenarios that make them ([`Measured::Crashes`],
+    /// [`Measured::Charges`]).
+    pub crashes: u64,
     /// What the scenario measured besides the totals.
     pub measured: Measured,
     /// Scenarios: the exercise's student file and the fingerprint of the code
@@ -103,7 +105,8 @@ struct Wire {
     pub attempts_in_flight: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
-    /// `crash-window`: worker crashes the run's jobs caused (`simulateCrash`).
+    /// Worker crashes the run's jobs caused (`simulateCrash`): when there were
+    /// any, and always in `crash-window` and `double-charge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crashes: Option<u64>,
     /// `double-charge`: charges whose answer the provider dropped on purpose
@@ -193,7 +196,7 @@ impl From<RunSummary> for Wire {
             settled: run.settled,
             attempts_in_flight: run.attempts_in_flight,
             elapsed_ms: run.elapsed_ms,
-            crashes: run.crashes,
+            crashes: (run.crashes > 0).then_some(run.crashes),
             worker_code: run.worker_code,
             ..Wire::default()
         };
@@ -216,11 +219,16 @@ impl From<RunSummary> for Wire {
         match run.measured {
             Measured::Totals => {}
             Measured::Jobs(s) => submitted(&mut wire, s),
+            Measured::Crashes(s) => {
+                wire.crashes = Some(run.crashes);
+                submitted(&mut wire, s);
+            }
             Measured::Charges {
                 submitted: s,
                 answers_dropped,
                 provider_replays,
             } => {
+                wire.crashes = Some(run.crashes);
                 submitted(&mut wire, s);
                 wire.answers_dropped = Some(answers_dropped);
                 wire.provider_replays = Some(provider_replays);
@@ -274,6 +282,7 @@ impl From<Wire> for RunSummary {
         let measured = match wire.scenario.as_deref().and_then(measures_of) {
             None => Measured::Totals,
             Some(Measures::Jobs) => Measured::Jobs(submitted.clone()),
+            Some(Measures::Crashes) => Measured::Crashes(submitted.clone()),
             Some(Measures::Charges) => Measured::Charges {
                 submitted: submitted.clone(),
                 answers_dropped: wire.answers_dropped.unwrap_or(0),
@@ -313,7 +322,7 @@ impl From<Wire> for RunSummary {
             settled: wire.settled,
             attempts_in_flight: wire.attempts_in_flight,
             elapsed_ms: wire.elapsed_ms,
-            crashes: wire.crashes,
+            crashes: wire.crashes.unwrap_or(0),
             measured,
             worker_code: wire.worker_code,
         }
@@ -389,12 +398,12 @@ impl RunSummary {
             return orders_verdict(orders);
         }
         if self.lost_effects > 0 {
-            if self.crashes.unwrap_or(0) > 0 {
+            if self.crashes > 0 {
                 return format!(
                     "{} finished with NO effect after {}: the worker died between the claim and \
                      the effect, and the redelivery was skipped as a duplicate (the email is lost)",
                     plural(self.lost_effects, "job"),
-                    plural(self.crashes.unwrap_or(0), "crash")
+                    plural(self.crashes, "crash")
                 );
             }
             return format!(
@@ -426,8 +435,8 @@ impl RunSummary {
             );
         }
         let crashes = match self.crashes {
-            Some(n) if n > 0 => format!(", {} survived", plural(n, "crash")),
-            _ => String::new(),
+            0 => String::new(),
+            n => format!(", {} survived", plural(n, "crash")),
         };
         format!(
             "{effects} for {jobs}, {} skipped{crashes}: exactly one effect per job",
@@ -607,7 +616,7 @@ mod tests {
         );
         // The crashes a run's jobs caused are a total: the API counts them, for any run.
         let crashed = RunSummary {
-            crashes: Some(2),
+            crashes: 2,
             lost_effects: 2,
             observed_effects_total: 4,
             ..totals()
@@ -655,17 +664,14 @@ mod tests {
 
     #[test]
     fn crash_window_shows_its_crashes_even_when_none_happened() {
-        let none = RunSummary {
-            crashes: Some(0),
-            ..run_of("crash-window", Measured::Jobs(submitted(12, 0)))
-        };
+        let none = run_of("crash-window", Measured::Crashes(submitted(12, 0)));
         assert_wire(
             &none,
             r#"{"scenario":"crash-window","run_id":"crash-window-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"crashes":0,"accepted":12,"submit_retries":0,"worker_code":"job.rs#3fa9c1"}"#,
             "6 effects for 6 unique jobs, 6 duplicate deliveries skipped: exactly one effect per job",
         );
         let lost = RunSummary {
-            crashes: Some(2),
+            crashes: 2,
             lost_effects: 2,
             observed_effects_total: 4,
             ..none
@@ -680,7 +686,7 @@ mod tests {
     #[test]
     fn charges_of_double_charge_come_before_the_jobs_sent() {
         let charges = RunSummary {
-            crashes: Some(2),
+            crashes: 2,
             ..run_of(
                 "double-charge",
                 Measured::Charges {
@@ -694,6 +700,19 @@ mod tests {
             &charges,
             r#"{"scenario":"double-charge","run_id":"double-charge-1","unique_jobs":6,"total_submissions":12,"observed_attempts_total":14,"observed_effects_total":6,"duplicate_effects":0,"lost_effects":0,"duplicate_skips":6,"processed_deliveries":12,"dead_lettered":0,"drained":true,"settled":true,"attempts_in_flight":0,"elapsed_ms":1234,"crashes":2,"answers_dropped":2,"provider_replays":3,"accepted":12,"submit_retries":0,"worker_code":"job.rs#3fa9c1"}"#,
             "6 effects for 6 unique jobs, 6 duplicate deliveries skipped, 2 crashes survived: exactly one effect per job",
+        );
+        // Its crashes are shown even when none happened, as in `crash-window`.
+        let calm = RunSummary {
+            crashes: 0,
+            ..charges
+        };
+        assert!(
+            calm.to_json()
+                .contains(r#""elapsed_ms":1234,"crashes":0,"answers_dropped":2,"#)
+        );
+        assert_eq!(
+            serde_json::from_str::<RunSummary>(&calm.to_json()).unwrap(),
+            calm
         );
     }
 

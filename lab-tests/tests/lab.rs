@@ -443,7 +443,7 @@ async fn crash_window_loses_the_crashed_emails_until_the_claim_has_two_states() 
             before.lost_effects,
             before.observed_effects_total
         ),
-        (Some(2), 2, 4),
+        (2, 2, 4),
         "{before:?}"
     );
     assert!(before.settled, "{before:?}");
@@ -458,7 +458,7 @@ async fn crash_window_loses_the_crashed_emails_until_the_claim_has_two_states() 
             after.observed_effects_total,
             after.duplicate_effects
         ),
-        (Some(2), 0, 6, 0),
+        (2, 0, 6, 0),
         "{after:?}"
     );
     let events: RunEvents =

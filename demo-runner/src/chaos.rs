@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lab_runtime::backoff::Backoff;
-use lab_schema::Measured;
-use lab_schema::measured::{LoadFigures, Measures, Submitted, measures_of};
+use lab_schema::measured::{LoadFigures, Submitted};
+use lab_schema::{Measured, RunSummary};
 use tokio::sync::Mutex;
 
 use crate::client::{Api, Posted};
@@ -94,15 +94,23 @@ fn quantile(sorted: &[u32], q: f64) -> Option<u64> {
     Some(u64::from(sorted[((last as f64) * q).round() as usize]))
 }
 
-/// Runs the load (and the faults, if any), waits until the run drains, and
-/// returns the summary with the load's own keys after the documented ones.
-pub async fn run(
+/// What a load left: the run's totals once it drained, when it started, what
+/// the clients saw, and the faults that ran.
+struct Loaded {
+    run: RunSummary,
+    started: Instant,
+    load: LoadFigures,
+    fired: Vec<FaultKind>,
+}
+
+/// Runs the load (and the faults, if any) and waits until the run drains.
+async fn run(
     api: &Api,
     scenario: &'static str,
     plan: &LoadPlan,
     faults: &[Fault],
     timeout: Duration,
-) -> anyhow::Result<ScenarioRun> {
+) -> anyhow::Result<Loaded> {
     let run_id = new_run_id(scenario);
     let started = Instant::now();
     let end = started + plan.duration;
@@ -169,22 +177,12 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(","),
     };
-    // `chaos` says, for each fault it was given, whether it ran.
-    let ran = |kind: FaultKind| {
-        faults
-            .iter()
-            .any(|f| f.kind == kind)
-            .then(|| fired.contains(&kind))
-    };
-    let measured = match measures_of(scenario) {
-        Some(Measures::Chaos) => Measured::Chaos {
-            load,
-            worker_killed: ran(FaultKind::KillWorker),
-            redis_restarted: ran(FaultKind::RestartRedis),
-        },
-        _ => Measured::Load(load),
-    };
-    Ok(ScenarioRun::new(scenario, run, started, measured))
+    Ok(Loaded {
+        run,
+        started,
+        load,
+        fired,
+    })
 }
 
 /// One submission, repeated with capped backoff (50 ms doubling to 1 s) while
@@ -281,7 +279,14 @@ impl RunScenario for Load {
             self.jobs,
             self.interval_ms,
         );
-        self::run(run.api, run.name, &plan, &[], run.timeout).await
+        let loaded = self::run(run.api, run.name, &plan, &[], run.timeout).await?;
+        let measured = Measured::Load(loaded.load);
+        Ok(ScenarioRun::new(
+            run.name,
+            loaded.run,
+            loaded.started,
+            measured,
+        ))
     }
 }
 
@@ -332,6 +337,24 @@ impl RunScenario for Chaos {
                 at: plan.duration * 2 / 3,
             });
         }
-        self::run(run.api, run.name, &plan, &faults, run.timeout).await
+        let loaded = self::run(run.api, run.name, &plan, &faults, run.timeout).await?;
+        // For each fault it was given, whether it ran.
+        let ran = |kind: FaultKind| {
+            faults
+                .iter()
+                .any(|f| f.kind == kind)
+                .then(|| loaded.fired.contains(&kind))
+        };
+        let measured = Measured::Chaos {
+            worker_killed: ran(FaultKind::KillWorker),
+            redis_restarted: ran(FaultKind::RestartRedis),
+            load: loaded.load,
+        };
+        Ok(ScenarioRun::new(
+            run.name,
+            loaded.run,
+            loaded.started,
+            measured,
+        ))
     }
 }

@@ -3,9 +3,12 @@
 //! what was measured instead of guessing from which numbers are present.
 //! Students need not edit this file.
 //!
-//! Which kind a scenario measures is written once: in the exercise registry
+//! A scenario builds the kind it measures (the demo-runner's `ScenarioRun::new`).
+//! A summary read back from its flat form (`--json`, a saved file) is of the
+//! kind its scenario's name has here: in the exercise registry
 //! (`Info::measures`) for the exercises' scenarios, in [`OTHER_SCENARIOS`] for
-//! the others.
+//! the others. The tests that save every scenario and `compare` the files
+//! hold the two to agree.
 
 use crate::Exercise;
 

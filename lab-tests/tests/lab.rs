@@ -314,6 +314,12 @@ async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
         assert!(run.total_submissions >= accepted);
         assert_eq!(run.processed_deliveries, run.total_submissions);
         assert_eq!(run.unique_jobs, 20);
+        // The summary names the fault that ran, and saved (`--save`) it reads back
+        // as the chaos it measured, so `compare` shows every key of it.
+        assert!(run.to_text().contains("\nworker_killed=true\n"), "{run:?}");
+        let saved: lab_schema::summary::SavedSummary =
+            serde_json::from_str(&summary.to_saved_json()).unwrap();
+        assert_eq!(&saved.summary, run);
         if guarded {
             assert_eq!(run.duplicate_effects, 0, "{run:?}");
             assert_eq!(run.observed_effects_total + run.lost_effects, 20, "{run:?}");

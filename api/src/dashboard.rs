@@ -304,7 +304,9 @@ pub async fn run_snapshot(
         .query_async(redis)
         .await?;
     job_ids.sort_by_cached_key(|id| natural(id));
-    let per_job: Vec<[Option<u64>; 6]> = if job_ids.is_empty() {
+    // Per job: the six counts, then the caller and the key of an order (exercise 4).
+    type Row = ([Option<u64>; 6], Option<String>, Option<String>);
+    let per_job: Vec<Row> = if job_ids.is_empty() {
         Vec::new()
     } else {
         let mut pipe = redis::pipe();
@@ -316,18 +318,26 @@ pub async fn run_snapshot(
                 .arg(job_field::EFFECTS)
                 .arg(job_field::DUPLICATE_SKIPS)
                 .arg(job_field::DEAD_LETTERED)
-                .arg(job_field::EFFECT_FAILURES);
+                .arg(job_field::EFFECT_FAILURES)
+                .arg(job_field::ACCOUNT)
+                .arg(job_field::ORDER_KEY);
         }
-        // One HMGET answer per job: the six fields, absent ones as nil.
-        let rows: Vec<Vec<Option<u64>>> = pipe.query_async(redis).await?;
+        // One HMGET answer per job: the eight fields, absent ones as nil.
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(redis).await?;
         rows.into_iter()
-            .map(|row| std::array::from_fn(|i| row.get(i).copied().flatten()))
+            .map(|mut row| {
+                row.resize(8, None);
+                let counts =
+                    std::array::from_fn(|i| row[i].as_deref().and_then(|v| v.parse().ok()));
+                (counts, row[6].take(), row[7].take())
+            })
             .collect()
     };
+    let orders = orders_per_request(per_job.iter().map(|(_, account, key)| (account, key)));
     let (mut none, mut one, mut many) = (0u64, 0u64, 0u64);
     let mut wrong = Vec::new();
     let mut right = Vec::new();
-    for (job_id, row) in job_ids.iter().zip(per_job) {
+    for (job_id, (row, _, _)) in job_ids.iter().zip(per_job) {
         let [s, a, e, k, d, f] = row.map(|v| v.unwrap_or(0));
         match e {
             0 => none += 1,
@@ -342,7 +352,6 @@ pub async fn run_snapshot(
         }
     }
     let wrong_total = wrong.len();
-    let orders = orders_per_request(redis, &job_ids).await?;
     let mut jobs: Vec<Value> = wrong.into_iter().chain(right).take(GRID_MAX).collect();
     jobs.sort_by_cached_key(|job| natural(job["id"].as_str().unwrap_or("")));
     let reply: StreamRangeReply = redis::cmd("XREVRANGE")
@@ -391,24 +400,12 @@ pub async fn run_snapshot(
 /// is its caller and its `Idempotency-Key`; every order beyond the first of one
 /// request is an extra order, and an order made without a key could never be
 /// recognised as a retry. `null` for a run of jobs (exercises 1 to 3).
-async fn orders_per_request(
-    redis: &mut ConnectionManager,
-    job_ids: &[String],
-) -> redis::RedisResult<Value> {
-    if job_ids.is_empty() {
-        return Ok(Value::Null);
-    }
-    let mut pipe = redis::pipe();
-    for job_id in job_ids {
-        pipe.cmd("HMGET")
-            .arg(keys::job(job_id))
-            .arg(job_field::ACCOUNT)
-            .arg(job_field::ORDER_KEY);
-    }
-    let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(redis).await?;
-    let mut per_request: std::collections::HashMap<(String, String), u64> = Default::default();
+fn orders_per_request<'a>(
+    jobs: impl Iterator<Item = (&'a Option<String>, &'a Option<String>)>,
+) -> Value {
+    let mut per_request: std::collections::HashMap<(&str, &str), u64> = Default::default();
     let (mut orders, mut without_key) = (0u64, 0u64);
-    for (account, key) in rows {
+    for (account, key) in jobs {
         let Some(account) = account else { continue };
         orders += 1;
         match key {
@@ -417,15 +414,15 @@ async fn orders_per_request(
         }
     }
     if orders == 0 {
-        return Ok(Value::Null);
+        return Value::Null;
     }
     let extra: u64 = per_request.values().map(|n| n - 1).sum();
-    Ok(json!({
+    json!({
         "orders": orders,
         "requests": per_request.len(),
         "extra": extra,
         "withoutKey": without_key,
-    }))
+    })
 }
 
 /// Sorts `job-2` before `job-10`: the digit runs compare as numbers.

@@ -206,6 +206,7 @@ async fn place(
             exercise: Exercise::RetriedPost,
             pipeline: None,
             job_fields: &fields,
+            trace: false,
         },
     )
     .await?;

@@ -37,6 +37,9 @@ struct Submission {
     exercise: Option<serde_json::Value>,
     /// The business pipeline acting on the job (default: the worker's `--pipeline`).
     pipeline: Option<String>,
+    /// Record what the handler does on each delivery (`GET /jobs/{jobId}/trace`).
+    #[serde(default)]
+    trace: bool,
 }
 
 /// `POST /jobs`: validate, then enqueue one delivery, always (duplicates included).
@@ -92,6 +95,7 @@ pub async fn submit_job(
             exercise,
             pipeline: submission.pipeline.as_deref(),
             job_fields: &[],
+            trace: submission.trace,
         },
     )
     .await?;
@@ -119,6 +123,8 @@ pub(crate) struct Enqueue<'a> {
     pub pipeline: Option<&'a str>,
     /// More fields of the job's record (an order's caller and key).
     pub job_fields: &'a [(&'a str, &'a str)],
+    /// The worker traces the job's deliveries.
+    pub trace: bool,
 }
 
 /// Enqueues one delivery of a job: the job record, the run totals and the queue
@@ -136,6 +142,7 @@ pub(crate) async fn enqueue(
         exercise,
         pipeline,
         job_fields,
+        trace,
     } = job;
     let exercise_number = exercise.number().to_string();
     let now_ms = lab_schema::now_ms();
@@ -151,6 +158,9 @@ pub(crate) async fn enqueue(
     ];
     if let Some(pipeline) = pipeline {
         fields.push((entry::PIPELINE, pipeline));
+    }
+    if trace {
+        fields.push((entry::TRACE, "1"));
     }
     let mut pipe = redis::pipe();
     pipe.atomic()
@@ -248,6 +258,22 @@ pub(crate) fn json_body(
             ApiError::bad_request("unreadable_body", rejection.body_text())
         }
     })
+}
+
+/// `GET /jobs/{jobId}/trace`: what the handler did on each traced delivery of
+/// the job, oldest first (`deliveries` is empty when the job was not traced).
+pub async fn get_job_trace(
+    State(state): State<AppState>,
+    JobId(job_id): JobId,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut redis = state.redis.clone();
+    let items: Vec<String> =
+        tokio::time::timeout(REDIS_TIMEOUT, redis.lrange(keys::trace(&job_id), 0, -1)).await??;
+    let deliveries: Vec<lab_schema::trace::Trace> = items
+        .iter()
+        .filter_map(|item| serde_json::from_str(item).ok())
+        .collect();
+    Ok(Json(json!({ "jobId": job_id, "deliveries": deliveries })))
 }
 
 /// `GET /jobs/{jobId}`: the job's counters as the API and the worker recorded them.
@@ -358,7 +384,7 @@ pub async fn not_found() -> ApiError {
     ApiError::client(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /runs/{runId}, GET /runs/{runId}/events, GET /runs/{runId}/attempts, GET /workers, GET /metrics, GET / (the dashboard)",
+        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /jobs/{jobId}/trace, GET /runs/{runId}, GET /runs/{runId}/events, GET /runs/{runId}/attempts, GET /workers, GET /metrics, GET / (the dashboard)",
     )
 }
 

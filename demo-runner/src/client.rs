@@ -28,6 +28,8 @@ pub struct Api {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
     provider: String,
+    /// Submissions ask the worker to trace their jobs (see `lab_schema::trace`).
+    trace: bool,
 }
 
 impl Api {
@@ -44,7 +46,28 @@ impl Api {
             http,
             base,
             provider: DEFAULT_PROVIDER_URL.to_string(),
+            trace: true,
         })
+    }
+
+    /// The same client; its submissions ask for a trace of their jobs when
+    /// `trace` (the default: `verify` and the scenarios diagnose from it; a
+    /// benchmark measures without).
+    pub fn tracing(mut self, trace: bool) -> Api {
+        self.trace = trace;
+        self
+    }
+
+    /// `GET /jobs/{jobId}/trace`: what the handler did on each traced delivery
+    /// of the job, oldest first.
+    pub async fn job_trace(&self, job_id: &str) -> anyhow::Result<Vec<lab_schema::trace::Trace>> {
+        #[derive(serde::Deserialize)]
+        struct Traces {
+            deliveries: Vec<lab_schema::trace::Trace>,
+        }
+        let url = format!("{}/jobs/{job_id}/trace", self.base);
+        let traces: Traces = self.get_json(&url).await?;
+        Ok(traces.deliveries)
     }
 
     /// The same client, reading the provider at `url` (`--provider-url`).
@@ -168,6 +191,9 @@ impl Api {
         }
         if let Some(pipeline) = pipeline {
             body["pipeline"] = json!(pipeline);
+        }
+        if self.trace {
+            body["trace"] = json!(true);
         }
         let mut backoff = request_backoff();
         for attempt in 1..=SUBMIT_ATTEMPTS {

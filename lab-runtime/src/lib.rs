@@ -9,6 +9,7 @@
 //! - `headers` (feature `http`): one header's single value, read alike by the api and the provider.
 //! - `record` (feature `service`): the effect ledger and event log writes that the worker and the provider share.
 //! - `service` (feature `service`): logging, shutdown signal and Redis connection of the services.
+//! - `trace` (feature `service`): the traced Redis connection the student's code holds, and the recorder.
 
 pub mod backoff;
 #[cfg(feature = "http")]
@@ -20,3 +21,5 @@ pub mod headers;
 pub mod record;
 #[cfg(feature = "service")]
 pub mod service;
+#[cfg(feature = "service")]
+pub mod trace;

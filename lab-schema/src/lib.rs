@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod orders;
 pub mod provider;
 pub mod summary;
+pub mod trace;
 
 pub use exercise::Exercise;
 pub use measured::Measured;
@@ -129,6 +130,12 @@ pub mod keys {
         format!("effect-attempts:{job_id}")
     }
 
+    /// List: the traces of a traced job's deliveries, one JSON [`crate::trace::Trace`]
+    /// each, oldest first (see [`crate::trace`]).
+    pub fn trace(job_id: &str) -> String {
+        format!("trace:{job_id}")
+    }
+
     /// The idempotency key of the exercise: `processed:<pipeline>:<jobId>`.
     pub fn processed(pipeline: &str, job_id: &str) -> String {
         format!("processed:{pipeline}:{job_id}")
@@ -145,6 +152,8 @@ pub mod entry {
     pub const EXERCISE: &str = "exercise";
     /// The business pipeline acting on the job (absent: the worker's `--pipeline`).
     pub const PIPELINE: &str = "pipeline";
+    /// `1` when the submission asked for the job's deliveries to be traced.
+    pub const TRACE: &str = "trace";
 }
 
 /// The run's event log (`events:<runId>`): a capped stream that expires, so it

@@ -84,6 +84,8 @@ pub struct Options {
     /// Redis with its append-only file (`appendfsync everysec`), as `./lab` and
     /// compose run it; without, as `redis-server` starts by default.
     pub persistent: bool,
+    /// Submissions ask for a trace of their jobs (as `verify` does).
+    pub trace: bool,
 }
 
 /// Drains `options.jobs x options.copies` deliveries with `code`.
@@ -273,8 +275,11 @@ async fn submit(
             if in_flight.len() >= 64 {
                 in_flight.join_next().await.expect("non-empty")??;
             }
-            let (api, job_id, run_id) =
-                (api.clone(), format!("{run_id}-job-{n}"), run_id.to_string());
+            let (api, job_id, run_id) = (
+                api.clone().tracing(options.trace),
+                format!("{run_id}-job-{n}"),
+                run_id.to_string(),
+            );
             in_flight.spawn(async move {
                 api.submit_to(exercise, &job_id, &run_id, serde_json::json!({}))
                     .await

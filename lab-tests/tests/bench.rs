@@ -18,6 +18,7 @@ async fn the_drain_benchmark_counts_what_each_code_did() {
         workers: 2,
         worker_args: vec!["--concurrency".into(), "32".into()],
         persistent: false,
+        trace: false,
     };
     let mut ceiling = Ceiling::new(20_000);
     let starter = Code {

@@ -4,8 +4,9 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use lab_runtime::trace::{self, TracedConnection};
 use lab_schema::Idempotency;
-use redis::aio::ConnectionManager;
+use lab_schema::trace::Step;
 
 pub use crate::delivery::Job;
 use crate::effects;
@@ -107,7 +108,9 @@ impl Guard {
 /// Everything `process_job` may use, built fresh for each delivery.
 pub struct JobContext {
     /// A Redis connection: `redis::cmd("SET")...query_async(&mut ctx.redis)`.
-    pub redis: ConnectionManager,
+    /// (When `verify` runs, it writes down each command you send and its reply:
+    /// that is how the grader sees what your code did.)
+    pub redis: TracedConnection,
     /// Business pipeline name, part of the idempotency key (`email` by default).
     pub pipeline: String,
     /// How long an idempotency claim lives, in seconds (`--idempotency-ttl-secs`).
@@ -136,13 +139,16 @@ impl JobContext {
     /// On failure nothing was sent, and the error is a [`JobError::Failed`]
     /// that `process_job` can return as it is.
     pub async fn apply_side_effect(&mut self, job: &Job) -> Result<(), JobError> {
+        let recorder = self.redis.recorder().cloned();
+        trace::snapshot(self.redis.untraced(), recorder.as_ref(), Step::Effect).await;
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,
+            trace: recorder.as_ref(),
         };
-        effects::apply(&mut self.redis, job, &runner, self.effect_delay)
-            .await
-            .map_err(JobError::Failed)
+        let applied = effects::apply(self.redis.untraced(), job, &runner, self.effect_delay).await;
+        trace_effect(recorder.as_ref(), &applied);
+        applied.map_err(JobError::Failed)
     }
 
     /// The charge of this job (exercise 3): its body is built from the job, the
@@ -159,19 +165,24 @@ impl JobContext {
         job: &Job,
         charge: &Charge,
     ) -> Result<Charged, ProviderError> {
+        let recorder = self.redis.recorder().cloned();
+        trace::snapshot(self.redis.untraced(), recorder.as_ref(), Step::Effect).await;
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,
+            trace: recorder.as_ref(),
         };
-        effects::charge(
-            &mut self.redis,
+        let answer = effects::charge(
+            self.redis.untraced(),
             job,
             &runner,
             &self.provider,
             &self.pipeline,
             charge,
         )
-        .await
+        .await;
+        trace_effect(recorder.as_ref(), &answer);
+        answer
     }
 
     /// Records in the job's metadata which guard handled this delivery,
@@ -191,6 +202,7 @@ impl JobContext {
         job: &Job,
         claim_key: &str,
     ) -> anyhow::Result<()> {
+        trace::step(self.redis.recorder(), Step::Skipped, claim_key);
         let skips = self
             .record(job, Outcome::DuplicateSkipped { claim_key })
             .await?;
@@ -233,8 +245,11 @@ impl JobContext {
             .arg(expected)
             .arg(value)
             .arg(ttl_secs)
-            .invoke_async(&mut self.redis)
+            .invoke_async(self.redis.untraced())
             .await?;
+        let ttl = ttl_secs.to_string();
+        let args = ["compare_and_set", key, expected, value, &ttl];
+        trace::helper(self.redis.recorder(), "compare_and_set", &args, answer(set));
         Ok(set == 1)
     }
 
@@ -244,8 +259,15 @@ impl JobContext {
         let deleted: u64 = COMPARE_AND_DELETE
             .key(key)
             .arg(expected)
-            .invoke_async(&mut self.redis)
+            .invoke_async(self.redis.untraced())
             .await?;
+        let args = ["compare_and_delete", key, expected];
+        trace::helper(
+            self.redis.recorder(),
+            "compare_and_delete",
+            &args,
+            answer(deleted),
+        );
         Ok(deleted == 1)
     }
 
@@ -270,7 +292,20 @@ impl JobContext {
     async fn record(&mut self, job: &Job, outcome: Outcome<'_>) -> anyhow::Result<u64> {
         let mut pipe = redis::pipe();
         outcome.record(&mut pipe, job, &self.consumer);
-        let (count,): (u64,) = pipe.query_async(&mut self.redis).await?;
+        let (count,): (u64,) = pipe.query_async(self.redis.untraced()).await?;
         Ok(count)
+    }
+}
+
+/// A helper's answer as the trace shows it.
+fn answer(n: u64) -> &'static str {
+    if n == 1 { "true" } else { "false" }
+}
+
+/// The effect's end, in the trace.
+fn trace_effect<T, E: std::fmt::Display>(recorder: Option<&trace::Shared>, result: &Result<T, E>) {
+    match result {
+        Ok(_) => trace::step(recorder, Step::EffectSent, ""),
+        Err(err) => trace::step(recorder, Step::EffectFailed, err.to_string()),
     }
 }

@@ -18,6 +18,8 @@ pub struct Job {
     pub exercise: Exercise,
     /// The pipeline the job was submitted for, if it named one.
     pub(crate) pipeline: Option<String>,
+    /// Whether the submission asked for this job's deliveries to be traced.
+    pub(crate) trace: bool,
 }
 
 impl Job {
@@ -50,6 +52,7 @@ impl Job {
             payload: entry.get::<String>(entry::PAYLOAD).unwrap_or_default(),
             exercise,
             pipeline,
+            trace: entry.get::<String>(entry::TRACE).as_deref() == Some("1"),
         })
     }
 }

@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use lab_schema::trace::Step;
 use lab_schema::{event_log, keys, now_ms, payload};
 use redis::aio::ConnectionManager;
 
@@ -80,6 +81,8 @@ impl Faults {
 pub(crate) struct Runner<'a> {
     pub(crate) consumer: &'a str,
     pub(crate) instance: &'a str,
+    /// The delivery's trace, when its job is traced: a crash writes it first.
+    pub(crate) trace: Option<&'a lab_runtime::trace::Shared>,
 }
 
 /// The side effect of exercises 1 and 2: waits `delay` (the external call),
@@ -242,6 +245,14 @@ async fn crash(redis: &mut ConnectionManager, job: &Job, runner: &Runner<'_>, wh
     )
     .ignore();
     Outcome::Crashed { when }.record(&mut pipe, job, runner.consumer);
+    if let Some(recorder) = runner.trace {
+        lab_runtime::trace::step(Some(recorder), Step::Crashed, when);
+        lab_runtime::trace::write(
+            &mut pipe,
+            &job.job_id,
+            &lab_runtime::trace::finish(recorder),
+        );
+    }
     let _: redis::RedisResult<(u64,)> = pipe.query_async(redis).await;
     tracing::error!(
         job_id = %job.job_id,

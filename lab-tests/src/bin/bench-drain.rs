@@ -10,7 +10,7 @@ use lab_tests::bench::{Ceiling, Code, Drain, Options, drain};
 /// Deliveries in flight per worker unless `--concurrency` says otherwise.
 const DEFAULT_CONCURRENCY: u32 = 256;
 
-const USAGE: &str = "usage: bench-drain [JOBS COPIES] [--workers N] [--exercise N]... [--concurrency N] [--aof] [--json]";
+const USAGE: &str = "usage: bench-drain [JOBS COPIES] [--workers N] [--exercise N]... [--concurrency N] [--aof] [--trace] [--json]";
 
 struct Args {
     options: Options,
@@ -29,6 +29,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             // workers' default (8), see the README.
             worker_args: vec!["--concurrency".into(), DEFAULT_CONCURRENCY.to_string()],
             persistent: false,
+            trace: false,
         },
         exercises: Vec::new(),
         json: false,
@@ -44,6 +45,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         match arg.as_str() {
             "--json" => parsed.json = true,
             "--aof" => parsed.options.persistent = true,
+            "--trace" => parsed.options.trace = true,
             "--workers" => parsed.options.workers = number("--workers", args.next())?,
             "--concurrency" => {
                 let n = number("--concurrency", args.next())?;

@@ -5,6 +5,8 @@
 
 use std::sync::{Arc, LazyLock};
 
+use lab_runtime::trace::{self, TracedConnection};
+use lab_schema::trace::Step;
 use lab_schema::{Attempt, Idempotency, now_ms};
 use redis::streams::StreamId;
 
@@ -209,8 +211,22 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
     } = ready;
     let max = shared.config.max_deliveries;
     tracing::debug!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, exercise = job.exercise.number(), "delivery received");
+    let recorder = job.trace.then(|| {
+        let recorder = trace::Recorder::start(
+            &job.delivery_id,
+            &shared.consumer,
+            &shared.instance,
+            deliveries,
+        );
+        trace::step(
+            Some(&recorder),
+            Step::Delivered,
+            format!("delivery {deliveries} of this queue entry"),
+        );
+        recorder
+    });
     let mut ctx = JobContext {
-        redis: shared.redis.clone(),
+        redis: TracedConnection::new(shared.redis.clone(), recorder.clone()),
         pipeline: job
             .pipeline
             .clone()
@@ -233,6 +249,9 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             )))
         });
     let idempotency = ctx.idempotency.take();
+    if let Some(recorder) = &recorder {
+        write_trace(shared, &job, recorder, &handled).await;
+    }
     match handled {
         Ok(()) => {
             let attempt = Attempt::field(&job.delivery_id, &shared.consumer, started_ms);
@@ -293,6 +312,29 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             end_failed_attempt(shared, job, error.clone(), ended).await;
             Handled::Failed { error }
         }
+    }
+}
+
+/// Writes a traced delivery's trace, with how the handler returned, before the
+/// delivery's end is recorded (a run that has settled has all its traces).
+async fn write_trace<H>(
+    shared: &Shared<H>,
+    job: &Job,
+    recorder: &trace::Shared,
+    handled: &Result<(), JobError>,
+) {
+    let returned = match handled {
+        Ok(()) => "Ok(())".to_string(),
+        Err(JobError::RetryLater { reason }) => format!("Err(retry_later: {reason})"),
+        Err(JobError::DeadLetter { reason }) => format!("Err(dead_letter: {reason})"),
+        Err(JobError::Failed(err)) => format!("Err({err:#})"),
+    };
+    trace::step(Some(recorder), Step::Returned, returned);
+    let mut pipe = redis::pipe();
+    trace::write(&mut pipe, &job.job_id, &trace::finish(recorder));
+    let mut redis = shared.redis.clone();
+    if let Err(err) = pipe.query_async::<()>(&mut redis).await {
+        tracing::warn!(job_id = %job.job_id, error = %err, "could not write the delivery's trace");
     }
 }
 

@@ -59,7 +59,7 @@ impl Recorder {
     /// A command and its reply (`helper`: the context's helper that sent it).
     fn command(&mut self, args: Vec<String>, reply: String, helper: Option<&str>) {
         if let Some(key) = written_key(&args)
-            && !self.written.iter().any(|k| *k == key)
+            && !self.written.contains(&key)
             && self.written.len() < 8
         {
             self.written.push(key);

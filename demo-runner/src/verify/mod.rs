@@ -15,6 +15,7 @@ pub(crate) mod crash_window;
 pub(crate) mod double_charge;
 pub(crate) mod duplicate_delivery;
 pub(crate) mod retried_post;
+pub(crate) mod traces;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -76,6 +77,9 @@ pub struct Check {
     pub diagnosis: Option<Diagnosis>,
     /// The same numbers, for `--json`.
     pub data: Value,
+    /// On failure: the lines of the student's trace that show the diagnosis
+    /// (their commands and Redis's replies), printed under the check.
+    pub trace: Vec<String>,
 }
 
 impl Check {
@@ -103,7 +107,16 @@ impl Check {
             numbers,
             diagnosis: mistake.map(|m| m.diagnosis()),
             data,
+            trace: Vec::new(),
         }
+    }
+
+    /// The trace lines that show this check's diagnosis (kept only when it failed).
+    pub fn with_trace(mut self, lines: Vec<String>) -> Check {
+        if !self.passed {
+            self.trace = lines;
+        }
+        self
     }
 }
 
@@ -153,6 +166,12 @@ impl Report {
                 out.push_str(&format!(" => {}", diagnosis.message));
             }
             out.push('\n');
+            if !check.trace.is_empty() {
+                out.push_str("    what your code did (from the trace):\n");
+                for line in &check.trace {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
         }
         out.push_str(&self.verdict());
         out.push('\n');
@@ -171,6 +190,7 @@ impl Report {
                     "diagnosis": c.diagnosis.as_ref().map(|d| d.code),
                     "meaning": c.diagnosis.as_ref().map(|d| d.message.as_str()),
                     "data": c.data,
+                    "trace": c.trace,
                 })
             })
             .collect();

@@ -521,6 +521,7 @@ fn same_as_retry(name: &'static str, numbers: String, data: serde_json::Value) -
         numbers,
         diagnosis: None,
         data,
+        trace: Vec::new(),
     }
     .same_as(RETRY)
 }

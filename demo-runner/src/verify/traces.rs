@@ -1,0 +1,231 @@
+//! What the traces of a job's deliveries say about the student's mechanism
+//! (see `lab_schema::trace`): the claim each holder wrote (key, value, TTL),
+//! the claim as it stood when the effect was sent, whether two holders wrote
+//! the same lease, and the lines that show it to the student. Pure functions of
+//! the traces, unit-tested without a stack. Students need not edit this file.
+
+use lab_schema::trace::{Step, Trace, expiry_written, human_ms};
+
+/// How a holder wrote its claim: the first key its code wrote a value to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClaimWrite {
+    pub key: String,
+    /// The value written (`None`: written by a script, whose value the trace
+    /// does not show).
+    pub value: Option<String>,
+    /// The expiry the write set, in ms (`Some(None)`: none; `None`: not known).
+    pub ttl_ms: Option<Option<u64>>,
+}
+
+/// The claim `trace`'s code wrote first: `SET`/`SETNX`/`SETEX`/`PSETEX` or a
+/// script's first key, with the TTL that write (or a following `EXPIRE` of the
+/// same key) gave it.
+pub(crate) fn claim_write(trace: &Trace) -> Option<ClaimWrite> {
+    let commands: Vec<&[String]> = trace.commands().map(|(_, args, _)| args).collect();
+    let (i, args) = commands.iter().enumerate().find(|(_, args)| {
+        let name = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+        matches!(
+            name.as_str(),
+            "SET" | "SETNX" | "SETEX" | "PSETEX" | "EVAL" | "EVALSHA"
+        )
+    })?;
+    let name = args[0].to_ascii_uppercase();
+    if name.starts_with("EVAL") {
+        let key = (args.get(2)? != "0").then(|| args.get(3).cloned())??;
+        return Some(ClaimWrite {
+            key,
+            value: None,
+            ttl_ms: None,
+        });
+    }
+    let key = args.get(1)?.clone();
+    let value = match name.as_str() {
+        "SETEX" | "PSETEX" => args.get(3).cloned(),
+        _ => args.get(2).cloned(),
+    };
+    let mut ttl_ms = expiry_written(args, &key);
+    if ttl_ms == Some(None) {
+        // SETNX then EXPIRE: the expiry comes from the next command on the key.
+        if let Some(later) = commands[i + 1..]
+            .iter()
+            .find_map(|later| expiry_written(later, &key).filter(|t| t.is_some()))
+        {
+            ttl_ms = Some(later);
+        }
+    }
+    Some(ClaimWrite { key, value, ttl_ms })
+}
+
+/// The trace of the delivery whose process crashed on purpose.
+pub(crate) fn crashed(traces: &[Trace]) -> Option<&Trace> {
+    traces.iter().find(|t| t.has_step(Step::Crashed))
+}
+
+/// The claim as Redis held it when the effect was about to be sent: the first
+/// key the code had written (its value, and its PTTL in ms).
+pub(crate) fn at_effect(trace: &Trace) -> Option<(String, Option<String>, i64)> {
+    trace
+        .keys_at(Step::Effect)
+        .first()
+        .map(|(k, v, t)| (k.to_string(), v.map(str::to_string), *t))
+}
+
+/// Two holders (different attempts) that wrote the same claim value: the
+/// value, and the two traces.
+pub(crate) fn shared_token(traces: &[Trace]) -> Option<(String, &Trace, &Trace)> {
+    let written: Vec<(String, &Trace)> = traces
+        .iter()
+        .filter_map(|t| claim_write(t).and_then(|c| c.value).map(|v| (v, t)))
+        .collect();
+    for (i, (value, first)) in written.iter().enumerate() {
+        if let Some((_, second)) = written[i + 1..].iter().find(|(v, t)| {
+            v == value
+                && (t.instance != first.instance
+                    || t.attempt != first.attempt
+                    || t.worker != first.worker)
+        }) {
+            return Some((value.clone(), first, second));
+        }
+    }
+    None
+}
+
+/// A claim's time to live as a student reads it.
+pub(crate) fn ttl_text(ttl_ms: Option<u64>) -> String {
+    match ttl_ms {
+        None => "no expiry".to_string(),
+        Some(ms) => format!("a TTL of {} ms ({})", group(ms), human_ms(ms)),
+    }
+}
+
+/// `86400000` -> `86,400,000`.
+pub(crate) fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The few lines that show a diagnosis: each trace's header, then its lines,
+/// at most `max` lines in all.
+pub(crate) fn excerpt(traces: &[&Trace], max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for trace in traces {
+        if out.len() >= max {
+            break;
+        }
+        out.push(format!(
+            "delivery {} (attempt {}) on {}:",
+            trace.delivery_id, trace.attempt, trace.worker
+        ));
+        for line in trace.render().into_iter().skip(1) {
+            if out.len() >= max {
+                out.push("  ...".to_string());
+                break;
+            }
+            out.push(format!("  {line}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use lab_schema::trace::{Line, Traced};
+
+    /// A trace from a compact script: `> SET k v NX PX 3000 = OK` for a command,
+    /// `! effect` for a step, `@ k v 2900` for a key snapshot.
+    pub(crate) fn trace(worker: &str, instance: &str, attempt: u64, script: &[&str]) -> Trace {
+        let lines = script
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let what = match line.split_at(2) {
+                    ("> ", rest) => {
+                        let (args, reply) = rest.split_once(" = ").unwrap_or((rest, "OK"));
+                        Traced::Command {
+                            args: args.split(' ').map(str::to_string).collect(),
+                            reply: reply.to_string(),
+                            helper: None,
+                        }
+                    }
+                    ("@ ", rest) => {
+                        let parts: Vec<&str> = rest.split(' ').collect();
+                        Traced::Key {
+                            key: parts[0].to_string(),
+                            value: (parts[1] != "-").then(|| parts[1].to_string()),
+                            pttl_ms: parts[2].parse().unwrap(),
+                        }
+                    }
+                    ("! ", rest) => {
+                        let (step, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+                        Traced::Step {
+                            step: serde_json::from_value(serde_json::json!(step)).unwrap(),
+                            detail: detail.to_string(),
+                        }
+                    }
+                    _ => panic!("bad script line {line}"),
+                };
+                Line {
+                    at_ms: i as u64,
+                    what,
+                }
+            })
+            .collect();
+        Trace {
+            delivery_id: "1-0".into(),
+            worker: worker.into(),
+            instance: instance.into(),
+            attempt,
+            started_ms: 0,
+            lines,
+            dropped: 0,
+        }
+    }
+
+    #[test]
+    fn the_claim_is_the_first_set_with_its_ttl_wherever_it_was_given() {
+        let t = trace("w", "1", 1, &["> SET k processing:a NX PX 3000", "> GET k = (nil)"]);
+        assert_eq!(
+            claim_write(&t),
+            Some(ClaimWrite {
+                key: "k".into(),
+                value: Some("processing:a".into()),
+                ttl_ms: Some(Some(3000))
+            })
+        );
+        let t = trace("w", "1", 1, &["> SETNX k 1 = 1", "> EXPIRE k 86400 = 1"]);
+        assert_eq!(claim_write(&t).unwrap().ttl_ms, Some(Some(86_400_000)));
+        let t = trace("w", "1", 1, &["> SET k 1 NX"]);
+        assert_eq!(claim_write(&t).unwrap().ttl_ms, Some(None));
+        let t = trace("w", "1", 1, &["> EVALSHA abc 1 k v 3000 = 1"]);
+        assert_eq!(claim_write(&t).unwrap().key, "k");
+        assert_eq!(claim_write(&t).unwrap().value, None);
+    }
+
+    #[test]
+    fn two_attempts_that_wrote_one_lease_value_share_a_token() {
+        let a = trace("w1", "1", 1, &["> SET k processing:1-0 NX PX 3000"]);
+        let b = trace("w1", "2", 2, &["> SET k processing:1-0 NX PX 3000 = (nil)"]);
+        let c = trace("w2", "3", 1, &["> SET k processing:w2/1-0/99 NX PX 3000"]);
+        let (value, _, second) = shared_token(&[a.clone(), c.clone(), b.clone()]).unwrap();
+        assert_eq!(value, "processing:1-0");
+        assert_eq!(second.instance, "2");
+        let d = trace("w1", "2", 2, &["> SET k processing:w1/1-0/100 NX PX 3000"]);
+        assert_eq!(shared_token(&[a, c, d]), None);
+    }
+
+    #[test]
+    fn figures_read_as_people_write_them() {
+        assert_eq!(group(86_400_000), "86,400,000");
+        assert_eq!(group(999), "999");
+        assert_eq!(ttl_text(Some(3000)), "a TTL of 3,000 ms (3.0 s)");
+        assert_eq!(ttl_text(None), "no expiry");
+    }
+}

@@ -91,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{run_id}", get(dashboard::run_page_or_json))
         .route("/runs/{run_id}/events", get(events::get_run_events))
         .route("/runs/{run_id}/attempts", get(routes::get_run_attempts))
+        .route("/runs/{run_id}/traces", get(routes::get_run_traces))
         .route("/workers", get(workers::get_workers))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use lab_runtime::trace::{Shared, TracedConnection};
 use lab_schema::orders::IDEMPOTENCY_KEY;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,9 @@ use serde_json::Value;
 /// exercises 1 to 3 get a `JobContext`.
 pub struct OrderContext {
     /// A Redis connection: `redis::cmd("SET")...query_async(&mut ctx.redis)`.
-    pub redis: ConnectionManager,
+    /// (It writes down each command you send and its reply: that is how
+    /// `verify` sees what your code did.)
+    pub redis: TracedConnection,
     /// How long a stored answer is kept, in seconds (`ORDER_KEY_TTL_SECS`, 24 h
     /// by default; `GET /idempotency` publishes it).
     pub answer_ttl_secs: u64,
@@ -29,12 +32,13 @@ pub struct OrderContext {
 }
 
 /// [`OrderContext::in_flight_secs`].
-pub const IN_FLIGHT_SECS: u64 = 60;
+pub use lab_schema::orders::IN_FLIGHT_SECS;
 
 impl OrderContext {
-    pub fn new(redis: ConnectionManager, answer_ttl: Duration) -> OrderContext {
+    /// `recorder`: where the request's trace goes.
+    pub fn new(redis: ConnectionManager, answer_ttl: Duration, recorder: Shared) -> OrderContext {
         OrderContext {
-            redis,
+            redis: TracedConnection::new(redis, Some(recorder)),
             answer_ttl_secs: answer_ttl.as_secs(),
             in_flight_secs: IN_FLIGHT_SECS,
         }

@@ -31,6 +31,9 @@ use lab_schema::{DEFAULT_RUN_ID, Exercise, RECORD_TTL_SECS, job_field, keys, now
 use redis::AsyncCommands;
 use serde_json::Value;
 
+use lab_runtime::trace;
+use lab_schema::trace::Step;
+
 use crate::idempotency::{self, Begin};
 use crate::ids::{JobId, RunId};
 use crate::order_context::{KeyHeader, OrderContext, OrderRequest, Refusal, Stored};
@@ -92,17 +95,67 @@ pub async fn create_order(
     };
     let raw_body = crate::routes::json_body(&headers, body)?;
     let (value, order) = parse_order(&raw_body)?;
+    let key = KeyHeader::of(&headers);
+    let recorder = trace::Recorder::start(
+        &format!("{caller} / {}", key.valid().unwrap_or("(no valid key)")),
+        "api",
+        &format!("{}-{}", std::process::id(), state.started_ms),
+        1,
+    );
+    let mut ctx = OrderContext::new(state.redis.clone(), state.key_ttl, recorder.clone());
     let request = OrderRequest {
         caller: &caller,
-        key: KeyHeader::of(&headers),
+        key,
         body: &value,
         raw_body: &raw_body,
     };
+    let placed = place_order(&state, &mut ctx, &run_id, &request, &order).await;
+    trace::step(
+        Some(&recorder),
+        Step::Returned,
+        match &placed {
+            Ok(response) => response.status().to_string(),
+            Err(err) => format!("error: {err:?}"),
+        },
+    );
+    let mut pipe = redis::pipe();
+    trace::write_request(&mut pipe, &run_id, &trace::finish(&recorder));
+    if let Err(err) = pipe.query_async::<()>(ctx.redis.untraced()).await {
+        tracing::warn!(%run_id, error = %err, "could not write the request's trace");
+    }
+    placed
+}
+
+/// What `begin` returned, for the trace.
+fn begun_text(begun: &Begin) -> String {
+    match begun {
+        Begin::Proceed(held) => format!("Proceed(redis_key: {:?})", held.redis_key),
+        Begin::Replay(stored) => format!("Replay({})", stored.status),
+        Begin::Refuse(refusal) => format!("Refuse({refusal:?})"),
+    }
+}
+
+/// A request whose caller and body are valid: `begin`, the order, `finish` or
+/// `release` (each traced in `ctx`).
+async fn place_order(
+    state: &AppState,
+    ctx: &mut OrderContext,
+    run_id: &str,
+    request: &OrderRequest<'_>,
+    order: &Order,
+) -> Result<Response, ApiError> {
+    let caller = request.caller;
     let key = &request.key;
     let ttl = state.key_ttl;
-    let mut ctx = OrderContext::new(state.redis.clone(), ttl);
-    let begun =
-        tokio::time::timeout(REDIS_TIMEOUT, idempotency::begin(&mut ctx, &request)).await??;
+    let begun = tokio::time::timeout(REDIS_TIMEOUT, idempotency::begin(ctx, request)).await??;
+    let recorder = ctx.redis.recorder().cloned();
+    trace::snapshot(
+        ctx.redis.untraced(),
+        recorder.as_ref(),
+        Step::Called,
+        &format!("begin -> {}", begun_text(&begun)),
+    )
+    .await;
     let held = match begun {
         Begin::Proceed(held) => held,
         Begin::Replay(stored) => {
@@ -126,8 +179,15 @@ pub async fn create_order(
             key.valid().unwrap_or_default()
         )
     };
-    if simulate.fail_first && first_time(&mut ctx.redis, &fault_key("fail")).await? {
-        tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut ctx, held)).await??;
+    if simulate.fail_first && first_time(ctx.redis.untraced(), &fault_key("fail")).await? {
+        tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(ctx, held)).await??;
+        trace::snapshot(
+            ctx.redis.untraced(),
+            recorder.as_ref(),
+            Step::Called,
+            "release -> Ok",
+        )
+        .await;
         tracing::info!(%caller, key = ?key.valid(), "order failed before enqueue (simulate.failFirst)");
         return Err(ApiError::client(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -136,14 +196,13 @@ pub async fn create_order(
         ));
     }
 
-    let created = match place(&mut ctx.redis, &caller, &run_id, &order, key, &held).await {
+    let created = match place(ctx.redis.untraced(), &caller, &run_id, order, key, &held).await {
         Ok(created) => created,
         Err(err) => {
             // Nothing was enqueued when the order's number could not be taken;
             // an unconfirmed enqueue keeps its reservation (it may have happened).
             if matches!(err, ApiError::RedisUnavailable(_)) {
-                let _ =
-                    tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(&mut ctx, held)).await;
+                let _ = tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(ctx, held)).await;
             }
             return Err(err);
         }
@@ -152,7 +211,21 @@ pub async fn create_order(
         status: StatusCode::CREATED.as_u16(),
         body: serde_json::to_string(&created).expect("an order serializes"),
     };
-    match tokio::time::timeout(REDIS_TIMEOUT, idempotency::finish(&mut ctx, held, &stored)).await {
+    let finished =
+        tokio::time::timeout(REDIS_TIMEOUT, idempotency::finish(ctx, held, &stored)).await;
+    let finished_text = match &finished {
+        Ok(Ok(())) => "finish -> Ok".to_string(),
+        Ok(Err(err)) => format!("finish -> Err({err:#})"),
+        Err(_) => "finish -> (timed out)".to_string(),
+    };
+    trace::snapshot(
+        ctx.redis.untraced(),
+        recorder.as_ref(),
+        Step::Called,
+        &finished_text,
+    )
+    .await;
+    match finished {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             tracing::warn!(order_id = %created.order_id, %err, "the answer could not be stored")
@@ -160,7 +233,7 @@ pub async fn create_order(
         Err(_) => tracing::warn!(order_id = %created.order_id, "the answer was not stored in time"),
     }
     tracing::info!(order_id = %created.order_id, %caller, key = ?key.valid(), %run_id, "order created");
-    if simulate.drop_answer && first_time(&mut ctx.redis, &fault_key("drop")).await? {
+    if simulate.drop_answer && first_time(ctx.redis.untraced(), &fault_key("drop")).await? {
         tracing::info!(order_id = %created.order_id, "the answer is dropped (simulate.dropAnswer)");
         return Ok(lab_runtime::dropped::dropped_answer());
     }

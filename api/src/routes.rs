@@ -276,6 +276,25 @@ pub async fn get_job_trace(
     Ok(Json(json!({ "jobId": job_id, "deliveries": deliveries })))
 }
 
+/// `GET /runs/{runId}/traces`: what exercise 4's code did on each `POST /orders`
+/// of the run, oldest first (the newest 200).
+pub async fn get_run_traces(
+    State(state): State<AppState>,
+    crate::ids::RunId(run_id): crate::ids::RunId,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut redis = state.redis.clone();
+    let items: Vec<String> = tokio::time::timeout(
+        REDIS_TIMEOUT,
+        redis.lrange(keys::request_traces(&run_id), 0, -1),
+    )
+    .await??;
+    let requests: Vec<lab_schema::trace::Trace> = items
+        .iter()
+        .filter_map(|item| serde_json::from_str(item).ok())
+        .collect();
+    Ok(Json(json!({ "runId": run_id, "requests": requests })))
+}
+
 /// `GET /jobs/{jobId}`: the job's counters as the API and the worker recorded them.
 pub async fn get_job(
     State(state): State<AppState>,
@@ -384,7 +403,7 @@ pub async fn not_found() -> ApiError {
     ApiError::client(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /jobs/{jobId}/trace, GET /runs/{runId}, GET /runs/{runId}/events, GET /runs/{runId}/attempts, GET /workers, GET /metrics, GET / (the dashboard)",
+        "no such route; see GET /healthz, GET /readyz, POST /jobs, GET /jobs/{jobId}, GET /jobs/{jobId}/trace, GET /runs/{runId}, GET /runs/{runId}/events, GET /runs/{runId}/attempts, GET /runs/{runId}/traces, GET /workers, GET /metrics, GET / (the dashboard)",
     )
 }
 

@@ -58,6 +58,21 @@ impl Api {
         self
     }
 
+    /// `GET /runs/{runId}/traces`: what exercise 4's code did on each
+    /// `POST /orders` of the run, oldest first.
+    pub async fn request_traces(
+        &self,
+        run_id: &str,
+    ) -> anyhow::Result<Vec<lab_schema::trace::Trace>> {
+        #[derive(serde::Deserialize)]
+        struct Traces {
+            requests: Vec<lab_schema::trace::Trace>,
+        }
+        let url = format!("{}/runs/{run_id}/traces", self.base);
+        let traces: Traces = self.get_json(&url).await?;
+        Ok(traces.requests)
+    }
+
     /// `GET /jobs/{jobId}/trace`: what the handler did on each traced delivery
     /// of the job, oldest first.
     pub async fn job_trace(&self, job_id: &str) -> anyhow::Result<Vec<lab_schema::trace::Trace>> {

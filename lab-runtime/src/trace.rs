@@ -12,7 +12,9 @@
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
-use lab_schema::trace::{Line, MAX_DELIVERIES, MAX_LINES, Step, Trace, Traced, shorten};
+use lab_schema::trace::{
+    Line, MAX_DELIVERIES, MAX_LINES, MAX_REQUESTS, Step, Trace, Traced, shorten,
+};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -102,12 +104,18 @@ fn lock(recorder: &Shared) -> std::sync::MutexGuard<'_, Recorder> {
     recorder.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads every key the student's code wrote so far: its value (if it holds a
-/// string) and time to live, as `Key` lines under `step`. One round trip.
-pub async fn snapshot(redis: &mut ConnectionManager, recorder: Option<&Shared>, step_: Step) {
+/// Adds the step `step_` (with `detail`), then every key the student's code
+/// wrote so far under it: its value (if it holds a string) and time to live,
+/// as `Key` lines. One round trip.
+pub async fn snapshot(
+    redis: &mut ConnectionManager,
+    recorder: Option<&Shared>,
+    step_: Step,
+    detail: &str,
+) {
     let Some(recorder) = recorder else { return };
     let keys = lock(recorder).written.clone();
-    step(Some(recorder), step_, "");
+    step(Some(recorder), step_, detail);
     if keys.is_empty() {
         return;
     }
@@ -169,13 +177,32 @@ return out
 /// Writes a finished trace into `pipe`: appended to the job's list, which keeps
 /// the newest [`MAX_DELIVERIES`] and expires with the job's record.
 pub fn write(pipe: &mut Pipeline, job_id: &str, trace: &Trace) {
-    let key = lab_schema::keys::trace(job_id);
+    append(
+        pipe,
+        &lab_schema::keys::trace(job_id),
+        trace,
+        MAX_DELIVERIES,
+    );
+}
+
+/// Writes a finished request trace into `pipe`: appended to its run's list,
+/// which keeps the newest [`MAX_REQUESTS`] and expires with the run's records.
+pub fn write_request(pipe: &mut Pipeline, run_id: &str, trace: &Trace) {
+    append(
+        pipe,
+        &lab_schema::keys::request_traces(run_id),
+        trace,
+        MAX_REQUESTS,
+    );
+}
+
+fn append(pipe: &mut Pipeline, key: &str, trace: &Trace, keep: usize) {
     let json = serde_json::to_string(trace).unwrap_or_default();
-    pipe.rpush(&key, json)
+    pipe.rpush(key, json)
         .ignore()
-        .ltrim(&key, -(MAX_DELIVERIES as isize), -1)
+        .ltrim(key, -(keep as isize), -1)
         .ignore()
-        .expire(&key, lab_schema::RECORD_TTL_SECS as i64)
+        .expire(key, lab_schema::RECORD_TTL_SECS as i64)
         .ignore();
 }
 

@@ -136,6 +136,12 @@ pub mod keys {
         format!("trace:{job_id}")
     }
 
+    /// List: the traces of a run's `POST /orders` requests (exercise 4), one
+    /// JSON [`crate::trace::Trace`] each, oldest first.
+    pub fn request_traces(run_id: &str) -> String {
+        format!("trace-requests:{run_id}")
+    }
+
     /// The idempotency key of the exercise: `processed:<pipeline>:<jobId>`.
     pub fn processed(pipeline: &str, job_id: &str) -> String {
         format!("processed:{pipeline}:{job_id}")

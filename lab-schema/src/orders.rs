@@ -28,6 +28,16 @@ pub use crate::provider::LAB_RUN_ID;
 /// How long a stored answer is kept by default: 24 hours.
 pub const DEFAULT_KEY_TTL_SECS: u64 = 24 * 60 * 60;
 
+/// How long a reservation lives while its request is in flight, in seconds
+/// (`ctx.in_flight_secs` of exercise 4): far longer than any request takes,
+/// and short enough that a key whose API process died mid-request frees
+/// itself within a minute.
+pub const IN_FLIGHT_SECS: u64 = 60;
+
+/// The longest reservation `verify --exercise 4` accepts: twice
+/// [`IN_FLIGHT_SECS`] (a process that dies holding one locks its key that long).
+pub const RESERVATION_BOUND_SECS: u64 = 2 * IN_FLIGHT_SECS;
+
 /// Longest simulated delay of an order (`simulate.slowMs`).
 pub const MAX_SLOW_MS: u64 = 10_000;
 

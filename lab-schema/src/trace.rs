@@ -13,11 +13,18 @@
 //! per job, [`MAX_LINES`] lines per delivery, every text cut to
 //! [`MAX_TEXT`] characters. A delivery whose process was killed from outside
 //! (SIGKILL) leaves no trace: its start is in the run's event log.
+//!
+//! Every `POST /orders` (exercise 4) is traced the same way: what `begin`,
+//! `finish` and `release` sent, and the keys they wrote as they stood after
+//! each returned, in the list `trace-requests:<runId>`
+//! ([`crate::keys::request_traces`], at most [`MAX_REQUESTS`] per run).
 
 use serde::{Deserialize, Serialize};
 
 /// Deliveries kept per job (the newest).
 pub const MAX_DELIVERIES: usize = 32;
+/// Request traces kept per run (exercise 4's `POST /orders`, the newest).
+pub const MAX_REQUESTS: usize = 200;
 /// Lines kept per delivery (the first; the rest is counted in `dropped`).
 pub const MAX_LINES: usize = 48;
 /// Characters kept of one argument, reply or value.

@@ -140,7 +140,7 @@ impl JobContext {
     /// that `process_job` can return as it is.
     pub async fn apply_side_effect(&mut self, job: &Job) -> Result<(), JobError> {
         let recorder = self.redis.recorder().cloned();
-        trace::snapshot(self.redis.untraced(), recorder.as_ref(), Step::Effect).await;
+        trace::snapshot(self.redis.untraced(), recorder.as_ref(), Step::Effect, "").await;
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,
@@ -166,7 +166,7 @@ impl JobContext {
         charge: &Charge,
     ) -> Result<Charged, ProviderError> {
         let recorder = self.redis.recorder().cloned();
-        trace::snapshot(self.redis.untraced(), recorder.as_ref(), Step::Effect).await;
+        trace::snapshot(self.redis.untraced(), recorder.as_ref(), Step::Effect, "").await;
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,

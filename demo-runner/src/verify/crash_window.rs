@@ -166,7 +166,12 @@ impl Mistake for Ex2Mistake {
                 lease_ms,
             } => {
                 let left = remaining_ms
-                    .map(|ms| format!(" and still had {} to live when this check ended", human_ms(ms)))
+                    .map(|ms| {
+                        format!(
+                            " and still had {} to live when this check ended",
+                            human_ms(ms)
+                        )
+                    })
                     .unwrap_or_default();
                 let unit = if *ttl_ms == Some(lease_ms * 1000) {
                     " (EX counts seconds: ctx.lease_ms is milliseconds, so it goes with PX)"
@@ -189,9 +194,7 @@ impl Mistake for Ex2Mistake {
             Stuck {
                 waited_secs,
                 observed,
-            } => format!(
-                "the crashed job was not sent within {waited_secs} s: {observed}"
-            ),
+            } => format!("the crashed job was not sent within {waited_secs} s: {observed}"),
             Lost => "the job ended with no effect".to_string(),
             SameAs(check) => format!("the same mistake as {check}"),
         }
@@ -321,12 +324,15 @@ pub(super) async fn checks_with<T>(
         ended_with: paused_holders_end(&stale.traces),
     })
     .or_else(|| {
-        traces::shared_token(&crash_traces).map(|(value, _, _)| Ex2Mistake::TokenShared { value })
+        traces::shared_token(&crash_traces, lease_bound_ms(options.lease_ms))
+            .map(|(value, _, _)| Ex2Mistake::TokenShared { value })
     });
     let stale_trace = match &stale_mistake {
-        Some(Ex2Mistake::TokenShared { .. }) => traces::shared_token(&crash_traces)
-            .map(|(_, a, b)| traces::excerpt(&[a, b], 14))
-            .unwrap_or_default(),
+        Some(Ex2Mistake::TokenShared { .. }) => {
+            traces::shared_token(&crash_traces, lease_bound_ms(options.lease_ms))
+                .map(|(_, a, b)| traces::excerpt(&[a, b], 14))
+                .unwrap_or_default()
+        }
         _ => traces::excerpt(&stale.traces.iter().collect::<Vec<_>>(), 16),
     };
     // A failure that an earlier check already explains says so.
@@ -517,17 +523,29 @@ fn is_done(value: &str) -> bool {
 /// What a crashed job that never ended showed: its deliveries, how the last
 /// one returned, and the claim as the crashed holder left it.
 fn stuck_observation(crashes: &Crashes) -> String {
-    let Some(job) = crashes.jobs.iter().find(|j| j.deliveries_done == 0 || j.effects == 0) else {
+    let Some(job) = crashes
+        .jobs
+        .iter()
+        .find(|j| j.deliveries_done == 0 || j.effects == 0)
+    else {
         return "no crashed job was recorded (is a worker running?)".to_string();
     };
-    let index = crashes.jobs.iter().position(|j| j.job_id == job.job_id).unwrap_or(0);
+    let index = crashes
+        .jobs
+        .iter()
+        .position(|j| j.job_id == job.job_id)
+        .unwrap_or(0);
     let traces = crashes.traces.get(index).map(Vec::as_slice).unwrap_or(&[]);
     let mut seen = observe(job, traces);
     if let Some((key, value, pttl)) = traces::crashed(traces).and_then(traces::at_effect) {
         seen.push_str(&format!(
             "; when the worker died, {key} held {} with {}",
             value.as_deref().unwrap_or("nothing"),
-            if pttl < 0 { "no expiry".to_string() } else { format!("{} to live", human_ms(pttl as u64)) }
+            if pttl < 0 {
+                "no expiry".to_string()
+            } else {
+                format!("{} to live", human_ms(pttl as u64))
+            }
         ));
     } else if crashes.crashes == 0 {
         seen.push_str("; no worker crashed (was the job delivered? is a worker running, and restarted after a crash?)");
@@ -564,10 +582,12 @@ fn paused_holders_end(traces: &[Trace]) -> Option<String> {
             }
         )
     })?;
-    holder.lines[failed_at..].iter().find_map(|l| match &l.what {
-        lab_schema::trace::Traced::Command { .. } => Some(l.what.render()),
-        _ => None,
-    })
+    holder.lines[failed_at..]
+        .iter()
+        .find_map(|l| match &l.what {
+            lab_schema::trace::Traced::Command { .. } => Some(l.what.render()),
+            _ => None,
+        })
 }
 
 /// The trace lines under a failed crash check: the crashed holder's, then
@@ -610,7 +630,9 @@ async fn crash_before_effect(
 ) -> anyhow::Result<Crashes> {
     let run_id = new_run_id("verify-crash");
     // A restart takes a few seconds; a lease within the bound ends after it.
-    let limit = limit.min(Duration::from_millis(lease_bound_ms(lease.as_millis() as u64)) + Duration::from_secs(20));
+    let limit = limit.min(
+        Duration::from_millis(lease_bound_ms(lease.as_millis() as u64)) + Duration::from_secs(20),
+    );
     let started = Instant::now();
     let deadline = started + limit;
     let bound = lease_bound_ms(lease.as_millis() as u64);
@@ -627,7 +649,8 @@ async fn crash_before_effect(
         .await?;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let (_, done) = wait_run(api, &run_id, u64::from(n), left.min(Duration::from_secs(2))).await?;
+            let (_, done) =
+                wait_run(api, &run_id, u64::from(n), left.min(Duration::from_secs(2))).await?;
             if done {
                 break;
             }
@@ -737,4 +760,180 @@ async fn send_copies(
         settled,
         waited: start.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::traces::tests::trace;
+
+    fn job(effects: u64, done: u64) -> JobView {
+        serde_json::from_value(json!({
+            "jobId": "j", "runId": "r", "status": "completed", "submissions": 1,
+            "processAttempts": 2, "effects": effects, "duplicateSkips": 0,
+            "deliveriesDone": done, "deadLettered": 0,
+        }))
+        .unwrap()
+    }
+
+    /// One crashed job: the holder wrote `claim` (`> SET ...`), held `value`
+    /// with `pttl` at the effect, died; `then` is the redelivery's script.
+    fn crashes(
+        claim: &str,
+        value: &str,
+        pttl: i64,
+        then: &[&str],
+        effects: u64,
+        settled: bool,
+    ) -> Crashes {
+        let holder = trace(
+            "w1",
+            "1",
+            1,
+            &[
+                claim,
+                "! effect",
+                &format!("@ k {value} {pttl}"),
+                "! crashed before-effect",
+            ],
+        );
+        let again = trace("w1", "2", 2, then);
+        Crashes {
+            jobs: vec![job(effects, u64::from(settled))],
+            crashes: 1,
+            traces: vec![vec![holder, again]],
+            settled,
+            waited: Duration::from_secs(12),
+            read_at_ms: 5_000,
+        }
+    }
+
+    const RETRY: &[&str] = &[
+        "> SET k processing:b NX PX 3000 = (nil)",
+        "> GET k = \"processing:a\"",
+        "! returned Err(retry_later: held)",
+    ];
+
+    #[test]
+    fn a_lease_of_a_day_is_named_with_its_ttl_and_what_was_left_of_it() {
+        let c = crashes(
+            "> SET k processing:a NX EX 86400",
+            "processing:a",
+            86_399_990,
+            RETRY,
+            0,
+            false,
+        );
+        let mistake = judge_crashes(&c, 3000).unwrap();
+        let Ex2Mistake::LeaseTooLong {
+            ttl_ms,
+            remaining_ms,
+            ..
+        } = &mistake
+        else {
+            panic!("{mistake:?}");
+        };
+        assert_eq!(*ttl_ms, Some(86_400_000));
+        assert!(remaining_ms.unwrap() > 86_390_000);
+        assert!(
+            mistake.message().contains("86,400,000 ms (24 h 0 min)"),
+            "{}",
+            mistake.message()
+        );
+        assert_eq!(mistake.code(), "lease-too-long");
+    }
+
+    #[test]
+    fn a_lease_in_seconds_where_milliseconds_were_meant_says_ex_is_seconds() {
+        let c = crashes(
+            "> SET k processing:a NX EX 3000",
+            "processing:a",
+            2_999_000,
+            RETRY,
+            0,
+            false,
+        );
+        let message = judge_crashes(&c, 3000).unwrap().message();
+        assert!(message.contains("EX counts seconds"), "{message}");
+    }
+
+    #[test]
+    fn a_lease_without_expiry_is_too_long_even_when_the_command_shows_none() {
+        let c = crashes(
+            "> EVALSHA abc 1 k processing:a = 1",
+            "processing:a",
+            -1,
+            RETRY,
+            0,
+            false,
+        );
+        assert!(matches!(
+            judge_crashes(&c, 3000),
+            Some(Ex2Mistake::LeaseTooLong { ttl_ms: None, .. })
+        ));
+    }
+
+    #[test]
+    fn done_at_the_moment_of_the_effect_is_done_before_the_effect() {
+        let c = crashes(
+            "> SET k done NX EX 86400",
+            "done",
+            86_399_000,
+            &["> SET k done NX EX 86400 = (nil)", "! skipped k"],
+            0,
+            true,
+        );
+        assert_eq!(
+            judge_crashes(&c, 3000),
+            Some(Ex2Mistake::DoneBeforeEffect { lost: 1 })
+        );
+    }
+
+    #[test]
+    fn the_reference_passes_and_a_job_that_never_ends_says_what_it_saw() {
+        let ok = crashes(
+            "> SET k processing:a NX PX 3000",
+            "processing:a",
+            2990,
+            RETRY,
+            1,
+            true,
+        );
+        assert_eq!(judge_crashes(&ok, 3000), None);
+        let stuck = crashes(
+            "> SET k processing:a NX PX 3000",
+            "processing:a",
+            2990,
+            RETRY,
+            0,
+            false,
+        );
+        let mistake = judge_crashes(&stuck, 3000).unwrap();
+        assert_eq!(mistake.code(), "crashed-job-stuck");
+        let message = mistake.message();
+        assert!(
+            message.contains("returned Err(retry_later: held)"),
+            "{message}"
+        );
+        assert!(
+            message.contains("k held processing:a with 3.0 s to live"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_paused_holders_end_is_its_first_command_after_the_failed_effect() {
+        let holder = trace(
+            "w1",
+            "1",
+            1,
+            &[
+                "> SET k processing:a NX PX 3000",
+                "! effect",
+                "! effect-failed timeout",
+                "> DEL k = 1",
+            ],
+        );
+        assert_eq!(paused_holders_end(&[holder]).as_deref(), Some("DEL k -> 1"));
+    }
 }

@@ -17,8 +17,9 @@
 use std::time::Duration;
 
 use lab_schema::Exercise;
-use lab_schema::orders::{OrderView, error_code};
+use lab_schema::orders::{self, OrderView, error_code};
 use lab_schema::summary::plural;
+use lab_schema::trace::{Step, Trace};
 use serde_json::json;
 
 use super::{Check, Grader, Mistake, Options, Report};
@@ -109,6 +110,12 @@ enum Ex4Mistake {
         ttl: i64,
         policy: u64,
     },
+    /// `begin` reserved the key for longer than a request can be in flight.
+    ReservationTooLong {
+        key: String,
+        /// `None`: no expiry.
+        ttl_ms: Option<u64>,
+    },
     Unexpected {
         what: String,
     },
@@ -135,6 +142,7 @@ impl Mistake for Ex4Mistake {
             NoExpiry { .. } => "no-expiry",
             RecordGone { .. } => "record-gone",
             TtlNotPolicy { .. } => "ttl-not-policy",
+            ReservationTooLong { .. } => "reservation-too-long",
             Unexpected { .. } => "unexpected-answer",
         }
     }
@@ -186,6 +194,12 @@ impl Mistake for Ex4Mistake {
                 policy,
             } => format!(
                 "{record} expires in {ttl} s, where the published policy (GET /idempotency) keeps answers {policy} s: store the answer with the ttl finish is given"
+            ),
+            ReservationTooLong { key, ttl_ms } => format!(
+                "begin reserved {key} with {} while its request was in flight: an API process that dies between begin and finish locks the client's key that long, and every retry is refused (409). Reserve for ctx.in_flight_secs ({} s); only finish stores the answer for ctx.answer_ttl_secs. The lab accepts reservations up to {} s",
+                super::traces::ttl_text(*ttl_ms),
+                orders::IN_FLIGHT_SECS,
+                orders::RESERVATION_BOUND_SECS
             ),
             Unexpected { what } => format!("unexpected: {what}"),
         }
@@ -293,6 +307,7 @@ pub(super) async fn verify(api: &Api, _options: &Options) -> anyhow::Result<Repo
 
     // reused-key: another order with a used key.
     let c = new("reuse");
+    let reuse_run = c.run_id.clone();
     let first = c.call("app", Some("k"), &order("filters"));
     let other = OrderCall {
         body: order("kettle"),
@@ -373,6 +388,7 @@ pub(super) async fn verify(api: &Api, _options: &Options) -> anyhow::Result<Repo
         Some(order) => Some(api.order(&order.order_id).await?),
         None => None,
     };
+    let reuse_traces = api.request_traces(&reuse_run).await.unwrap_or_default();
 
     let retry_check = judge_retry(&retry, &retry_account, &pair, &click_account);
     let retry_failed = !retry_check.passed;
@@ -384,7 +400,7 @@ pub(super) async fn verify(api: &Api, _options: &Options) -> anyhow::Result<Repo
         judge_callers(&callers, &caller_accounts),
         judge_failure(&failure),
         judge_required(&required),
-        judge_ttl(ttl_order.as_ref(), policy.ttl_secs),
+        judge_ttl(ttl_order.as_ref(), policy.ttl_secs, &reuse_traces),
     ];
     Ok(Report {
         exercise: Exercise::RetriedPost,
@@ -734,15 +750,44 @@ fn judge_required(evidence: &Evidence) -> Check {
     )
 }
 
-fn judge_ttl(order: Option<&OrderView>, policy: u64) -> Check {
+/// The reservation `begin` left for the first request it let through: its
+/// key and PTTL (ms) right after `begin` returned, and that request's trace.
+fn reservation(traces: &[Trace]) -> Option<(String, i64, &Trace)> {
+    traces.iter().find_map(|trace| {
+        let proceeded = trace
+            .steps()
+            .any(|(s, d)| s == Step::Called && d.starts_with("begin -> Proceed"));
+        let (key, _, pttl) = *trace.keys_at(Step::Called).first()?;
+        proceeded.then(|| (key.to_string(), pttl, trace))
+    })
+}
+
+fn judge_ttl(order: Option<&OrderView>, policy: u64, traces: &[Trace]) -> Check {
     let record = order.and_then(|o| o.idempotency_record.clone());
     let ttl = order.and_then(|o| o.idempotency_record_ttl_secs);
+    let reserved = reservation(traces);
     let numbers = format!(
-        "record {}, TTL {}, published policy {policy} s",
+        "reservation {}, record {}, TTL {}, published policy {policy} s",
+        match &reserved {
+            Some((_, -1, _)) => "with no expiry".to_string(),
+            Some((_, ms, _)) => format!("for {}", lab_schema::trace::human_ms(*ms as u64)),
+            None => "not seen".to_string(),
+        },
         record.as_deref().unwrap_or("(none named)"),
         ttl.map(|t| format!("{t} s")).unwrap_or_else(|| "?".into())
     );
-    let mistake = match (order, record, ttl) {
+    let bound_ms = orders::RESERVATION_BOUND_SECS as i64 * 1000;
+    let too_long = reserved.as_ref().and_then(|(key, pttl, _)| {
+        (*pttl == -1 || *pttl > bound_ms).then(|| Ex4Mistake::ReservationTooLong {
+            key: key.clone(),
+            ttl_ms: (*pttl >= 0).then_some(*pttl as u64),
+        })
+    });
+    let shown = reserved
+        .as_ref()
+        .map(|(_, _, trace)| super::traces::excerpt(&[*trace], 10))
+        .unwrap_or_default();
+    let mistake = too_long.or(match (order, record, ttl) {
         (None, _, _) => Some(Ex4Mistake::Unexpected {
             what: "no order was made to read its record".into(),
         }),
@@ -760,11 +805,94 @@ fn judge_ttl(order: Option<&OrderView>, policy: u64) -> Check {
         }
         (_, Some(_), Some(_)) => None,
         (_, Some(record), None) => Some(Ex4Mistake::RecordGone { record }),
-    };
+    });
     Check::judged(
         TTL,
         numbers,
         mistake.as_ref().map(|m| m as _),
-        json!({"ttlSecs": ttl, "policySecs": policy}),
+        json!({
+            "ttlSecs": ttl,
+            "policySecs": policy,
+            "reservationPttlMs": reserved.as_ref().map(|(_, ms, _)| *ms),
+        }),
     )
+    .with_trace(shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::traces::tests::trace;
+
+    fn order_view(ttl: i64) -> OrderView {
+        OrderView {
+            order_id: "ord_1".into(),
+            run_id: "r".into(),
+            account: "app".into(),
+            idempotency_key: Some("k".into()),
+            status: "queued".into(),
+            idempotency_record: Some("idem:app/k".into()),
+            idempotency_record_ttl_secs: Some(ttl),
+        }
+    }
+
+    fn request(reserve: &str, pttl: i64) -> Trace {
+        trace(
+            "api",
+            "1",
+            1,
+            &[
+                reserve,
+                "! called begin -> Proceed(redis_key: Some(\"idem:app/k\"))",
+                &format!("@ idem:app/k in-flight {pttl}"),
+                "> SET idem:app/k answer EX 86400",
+                "! called finish -> Ok",
+                "@ idem:app/k answer 86400000",
+            ],
+        )
+    }
+
+    #[test]
+    fn a_reservation_with_the_answers_ttl_fails_ttl_though_the_answer_is_right() {
+        let traces = [request(
+            "> SET idem:app/k in-flight NX GET EX 86400 = (nil)",
+            86_399_999,
+        )];
+        let check = judge_ttl(Some(&order_view(86_399)), 86_400, &traces);
+        assert!(!check.passed);
+        let diagnosis = check.diagnosis.unwrap();
+        assert_eq!(diagnosis.code, "reservation-too-long");
+        assert!(
+            diagnosis.message.contains("86,399,999 ms"),
+            "{}",
+            diagnosis.message
+        );
+        assert!(
+            check.trace.iter().any(|l| l.contains("NX GET EX 86400")),
+            "{:?}",
+            check.trace
+        );
+    }
+
+    #[test]
+    fn a_reservation_for_the_in_flight_time_passes() {
+        let traces = [request(
+            "> SET idem:app/k in-flight NX GET EX 60 = (nil)",
+            59_990,
+        )];
+        let check = judge_ttl(Some(&order_view(86_399)), 86_400, &traces);
+        assert!(check.passed, "{:?}", check.diagnosis);
+        assert!(
+            check.numbers.contains("reservation for 60.0 s"),
+            "{}",
+            check.numbers
+        );
+    }
+
+    #[test]
+    fn a_reservation_without_expiry_is_too_long() {
+        let traces = [request("> EVALSHA abc 1 idem:app/k in-flight = 1", -1)];
+        let check = judge_ttl(Some(&order_view(86_399)), 86_400, &traces);
+        assert_eq!(check.diagnosis.unwrap().code, "reservation-too-long");
+    }
 }

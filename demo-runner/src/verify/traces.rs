@@ -23,7 +23,10 @@ pub(crate) struct ClaimWrite {
 pub(crate) fn claim_write(trace: &Trace) -> Option<ClaimWrite> {
     let commands: Vec<&[String]> = trace.commands().map(|(_, args, _)| args).collect();
     let (i, args) = commands.iter().enumerate().find(|(_, args)| {
-        let name = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+        let name = args
+            .first()
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
         matches!(
             name.as_str(),
             "SET" | "SETNX" | "SETEX" | "PSETEX" | "EVAL" | "EVALSHA"
@@ -43,7 +46,10 @@ pub(crate) fn claim_write(trace: &Trace) -> Option<ClaimWrite> {
         "SETEX" | "PSETEX" => args.get(3).cloned(),
         _ => args.get(2).cloned(),
     };
-    let mut ttl_ms = expiry_written(args, &key);
+    let mut ttl_ms = match name.as_str() {
+        "SETNX" => Some(None),
+        _ => expiry_written(args, &key),
+    };
     if ttl_ms == Some(None) {
         // SETNX then EXPIRE: the expiry comes from the next command on the key.
         if let Some(later) = commands[i + 1..]
@@ -70,12 +76,20 @@ pub(crate) fn at_effect(trace: &Trace) -> Option<(String, Option<String>, i64)> 
         .map(|(k, v, t)| (k.to_string(), v.map(str::to_string), *t))
 }
 
-/// Two holders (different attempts) that wrote the same claim value: the
-/// value, and the two traces.
-pub(crate) fn shared_token(traces: &[Trace]) -> Option<(String, &Trace, &Trace)> {
+/// Two holders (different attempts) that wrote the same lease (a claim
+/// written with a TTL of at most `lease_bound_ms`): the value, and the two
+/// traces. A claim written for longer is not a lease, and other checks judge it.
+pub(crate) fn shared_token(
+    traces: &[Trace],
+    lease_bound_ms: u64,
+) -> Option<(String, &Trace, &Trace)> {
     let written: Vec<(String, &Trace)> = traces
         .iter()
-        .filter_map(|t| claim_write(t).and_then(|c| c.value).map(|v| (v, t)))
+        .filter_map(|t| {
+            let claim = claim_write(t)?;
+            let lease = matches!(claim.ttl_ms, Some(Some(ms)) if ms <= lease_bound_ms);
+            lease.then_some(claim.value?).map(|v| (v, t))
+        })
         .collect();
     for (i, (value, first)) in written.iter().enumerate() {
         if let Some((_, second)) = written[i + 1..].iter().find(|(v, t)| {
@@ -103,7 +117,7 @@ pub(crate) fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -119,11 +133,24 @@ pub(crate) fn excerpt(traces: &[&Trace], max: usize) -> Vec<String> {
         if out.len() >= max {
             break;
         }
-        out.push(format!(
-            "delivery {} (attempt {}) on {}:",
-            trace.delivery_id, trace.attempt, trace.worker
-        ));
-        for line in trace.render().into_iter().skip(1) {
+        out.push(if trace.worker == "api" {
+            format!("request {}:", trace.delivery_id)
+        } else {
+            format!(
+                "delivery {} (attempt {}) on {}:",
+                trace.delivery_id, trace.attempt, trace.worker
+            )
+        });
+        let lines = trace.lines.iter().filter(|l| {
+            !matches!(
+                l.what,
+                lab_schema::trace::Traced::Step {
+                    step: Step::Delivered,
+                    ..
+                }
+            )
+        });
+        for line in lines.map(|l| format!("+{}ms {}", l.at_ms, l.what.render())) {
             if out.len() >= max {
                 out.push("  ...".to_string());
                 break;
@@ -191,7 +218,12 @@ pub(crate) mod tests {
 
     #[test]
     fn the_claim_is_the_first_set_with_its_ttl_wherever_it_was_given() {
-        let t = trace("w", "1", 1, &["> SET k processing:a NX PX 3000", "> GET k = (nil)"]);
+        let t = trace(
+            "w",
+            "1",
+            1,
+            &["> SET k processing:a NX PX 3000", "> GET k = (nil)"],
+        );
         assert_eq!(
             claim_write(&t),
             Some(ClaimWrite {
@@ -214,11 +246,16 @@ pub(crate) mod tests {
         let a = trace("w1", "1", 1, &["> SET k processing:1-0 NX PX 3000"]);
         let b = trace("w1", "2", 2, &["> SET k processing:1-0 NX PX 3000 = (nil)"]);
         let c = trace("w2", "3", 1, &["> SET k processing:w2/1-0/99 NX PX 3000"]);
-        let (value, _, second) = shared_token(&[a.clone(), c.clone(), b.clone()]).unwrap();
+        let three = [a.clone(), c.clone(), b.clone()];
+        let (value, _, second) = shared_token(&three, 12_000).unwrap();
         assert_eq!(value, "processing:1-0");
         assert_eq!(second.instance, "2");
         let d = trace("w1", "2", 2, &["> SET k processing:w1/1-0/100 NX PX 3000"]);
-        assert_eq!(shared_token(&[a, c, d]), None);
+        assert_eq!(shared_token(&[a.clone(), c, d], 12_000), None);
+        // Exercise 1's claim, a day long, is not a lease: its own checks judge it.
+        let one = trace("w1", "1", 1, &["> SET k 1 NX EX 86400"]);
+        let again = trace("w1", "2", 2, &["> SET k 1 NX EX 86400 = (nil)"]);
+        assert_eq!(shared_token(&[one, again], 12_000), None);
     }
 
     #[test]

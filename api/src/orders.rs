@@ -196,7 +196,7 @@ async fn place_order(
         ));
     }
 
-    let created = match place(ctx.redis.untraced(), &caller, &run_id, order, key, &held).await {
+    let created = match place(ctx.redis.untraced(), caller, run_id, order, key, &held).await {
         Ok(created) => created,
         Err(err) => {
             // Nothing was enqueued when the order's number could not be taken;

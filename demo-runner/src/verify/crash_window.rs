@@ -430,7 +430,10 @@ fn judge_crashes(crashes: &Crashes, lease_ms: u64) -> Option<Ex2Mistake> {
             let lost = crashes.jobs.iter().filter(|j| j.effects == 0).count() as u64;
             return Some(Ex2Mistake::DoneBeforeEffect { lost: lost.max(1) });
         }
-        if lease.ttl_ms.is_none_or(|ms| ms > bound) {
+        // A redelivery that skipped the job lost it through how it read the
+        // claim (judged below); one that waits is held up by the lease's length.
+        let skipped = traces.iter().any(|t| t.has_step(Step::Skipped));
+        if !skipped && lease.ttl_ms.is_none_or(|ms| ms > bound) {
             let remaining_ms = (lease.pttl_ms > 0).then(|| {
                 (lease.pttl_ms as u64)
                     .saturating_sub(crashes.read_at_ms.saturating_sub(lease.effect_at_ms))
@@ -536,7 +539,7 @@ fn stuck_observation(crashes: &Crashes) -> String {
         .position(|j| j.job_id == job.job_id)
         .unwrap_or(0);
     let traces = crashes.traces.get(index).map(Vec::as_slice).unwrap_or(&[]);
-    let mut seen = observe(job, traces);
+    let mut seen = traces::observed(job, traces);
     if let Some((key, value, pttl)) = traces::crashed(traces).and_then(traces::at_effect) {
         seen.push_str(&format!(
             "; when the worker died, {key} held {} with {}",
@@ -549,22 +552,6 @@ fn stuck_observation(crashes: &Crashes) -> String {
         ));
     } else if crashes.crashes == 0 {
         seen.push_str("; no worker crashed (was the job delivered? is a worker running, and restarted after a crash?)");
-    }
-    seen
-}
-
-/// What a job showed: its deliveries and effects, and how its last traced
-/// delivery returned.
-fn observe(job: &JobView, traces: &[Trace]) -> String {
-    let mut seen = format!(
-        "{} of the job, {}",
-        plural(job.process_attempts, "delivery"),
-        plural(job.effects, "effect")
-    );
-    if let Some(last) = traces.iter().rev().find(|t| !t.has_step(Step::Crashed))
-        && let Some((_, returned)) = last.steps().find(|(s, _)| *s == Step::Returned)
-    {
-        seen.push_str(&format!("; its last delivery returned {returned}"));
     }
     seen
 }
@@ -609,7 +596,7 @@ fn judge_copies(copies: &Copies, two: impl Fn(u64) -> Ex2Mistake) -> Option<Ex2M
     if !copies.settled && copies.job.effects <= 1 {
         return Some(Ex2Mistake::NotEnded {
             waited_secs: copies.waited.as_secs(),
-            observed: observe(&copies.job, &copies.traces),
+            observed: traces::observed(&copies.job, &copies.traces),
         });
     }
     match copies.job.effects {
@@ -841,6 +828,21 @@ mod tests {
             mistake.message()
         );
         assert_eq!(mistake.code(), "lease-too-long");
+    }
+
+    #[test]
+    fn a_day_long_claim_whose_redelivery_skipped_the_job_is_exercise_1s_claim() {
+        let skipped = &[
+            "> SET k 1 NX EX 86400 = (nil)",
+            "! skipped k",
+            "! returned Ok(())",
+        ];
+        let mut c = crashes("> SET k 1 NX EX 86400", "1", 86_399_000, skipped, 0, true);
+        c.jobs[0].claim_value = Some("1".into());
+        assert_eq!(
+            judge_crashes(&c, 3000),
+            Some(Ex2Mistake::OneStateClaim { lost: 1 })
+        );
     }
 
     #[test]

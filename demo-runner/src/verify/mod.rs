@@ -251,7 +251,8 @@ pub(super) const fn chain<const A: usize, const B: usize, const N: usize>(
 }
 
 /// Submits one copy and waits until `n` deliveries of the job are acknowledged
-/// and no attempt of its run is still out.
+/// and no attempt of its run is still out. `Err` is what the check saw when
+/// that had not happened within `limit` (the job and its trace).
 pub(crate) async fn submit_and_wait(
     api: &Api,
     exercise: Exercise,
@@ -259,19 +260,33 @@ pub(crate) async fn submit_and_wait(
     run_id: &str,
     n: u64,
     limit: Duration,
-) -> anyhow::Result<JobView> {
+) -> anyhow::Result<Result<JobView, Stuck>> {
     api.submit_to(exercise, job_id, run_id, serde_json::json!({}))
         .await?;
     let (_, done) = wait_run(api, run_id, n, limit).await?;
     let job = api.job(job_id).await?;
     if !done || job.deliveries_done < n {
-        anyhow::bail!(
-            "job {job_id} was not processed within {}s. {}",
-            limit.as_secs(),
-            crate::STUCK_HINT
-        );
+        return Ok(Err(Stuck::of(api, &job, limit).await));
     }
-    Ok(job)
+    Ok(Ok(job))
+}
+
+/// A job a check waited for in vain: how long, and what it showed then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stuck {
+    pub waited_secs: u64,
+    pub observed: String,
+}
+
+impl Stuck {
+    /// What `job` and its trace showed after waiting `waited`.
+    pub(crate) async fn of(api: &Api, job: &JobView, waited: Duration) -> Stuck {
+        let traces = api.job_trace(&job.job_id).await.unwrap_or_default();
+        Stuck {
+            waited_secs: waited.as_secs(),
+            observed: traces::observed(job, &traces),
+        }
+    }
 }
 
 /// Waits until the run has settled with `expected` submissions (see [`is_settled`]).

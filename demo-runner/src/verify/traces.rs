@@ -104,6 +104,23 @@ pub(crate) fn shared_token(
     None
 }
 
+/// What a job showed while a check waited for it: its deliveries and effects,
+/// and how its last traced delivery returned.
+pub(crate) fn observed(job: &lab_schema::JobView, traces: &[Trace]) -> String {
+    use lab_schema::summary::plural;
+    let mut seen = format!(
+        "{} of the job, {}",
+        plural(job.process_attempts, "delivery"),
+        plural(job.effects, "effect")
+    );
+    if let Some(last) = traces.iter().rev().find(|t| !t.has_step(Step::Crashed))
+        && let Some((_, returned)) = last.steps().find(|(s, _)| *s == Step::Returned)
+    {
+        seen.push_str(&format!("; its last delivery returned {returned}"));
+    }
+    seen
+}
+
 /// A claim's time to live as a student reads it.
 pub(crate) fn ttl_text(ttl_ms: Option<u64>) -> String {
     match ttl_ms {

@@ -59,6 +59,8 @@ pub(super) const CONCURRENT_ROUNDS: u32 = 3;
 /// The mistakes this exercise's checks can name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ex1Mistake {
+    /// A copy was not processed in time: what the check saw.
+    Stuck(crate::verify::Stuck),
     AttemptsNotCounted {
         delivered: u64,
         counted: u64,
@@ -135,6 +137,7 @@ impl Mistake for Ex1Mistake {
             EffectMissingAfterFailure => "effect-missing-after-failure",
             ManyEmails(_) => "duplicate-effect",
             NoOverlap => "inconclusive",
+            Stuck(_) => "job-stuck",
             SameAs(_) => super::SAME_MISTAKE,
         }
     }
@@ -142,6 +145,10 @@ impl Mistake for Ex1Mistake {
     fn message(&self) -> String {
         use Ex1Mistake::*;
         match self {
+            Stuck(stuck) => format!(
+                "the job had not ended after {} s: {}. Does process_job return on every path (Ok, or an error), and not wait for ever?",
+                stuck.waited_secs, stuck.observed
+            ),
             AttemptsNotCounted { delivered, counted } => format!(
                 "{delivered} deliveries but {counted} attempts counted: every delivery must be counted, duplicates too; keep ctx.mark_processing(job) as the first step of process_job"
             ),
@@ -416,6 +423,11 @@ fn judge_sequential(seq: &Sequential, conc: &Concurrent) -> Option<Ex1Mistake> {
     let job = &seq.job;
     let copies = u64::from(SEQUENTIAL_COPIES);
     let emails = job.effects;
+    if let Some(stuck) = &seq.stuck
+        && emails <= 1
+    {
+        return Some(Ex1Mistake::Stuck(stuck.clone()));
+    }
     if job.process_attempts != copies {
         return Some(Ex1Mistake::AttemptsNotCounted {
             delivered: copies,
@@ -461,6 +473,11 @@ fn judge_sequential(seq: &Sequential, conc: &Concurrent) -> Option<Ex1Mistake> {
 fn judge_concurrent(conc: &Concurrent) -> Option<Ex1Mistake> {
     let jobs = u64::from(CONCURRENT_JOBS);
     let run = &conc.run;
+    if let Some(stuck) = &conc.stuck
+        && run.observed_effects_total <= jobs
+    {
+        return Some(Ex1Mistake::Stuck(stuck.clone()));
+    }
     if run.observed_effects_total > jobs {
         if conc.first_job.idempotency() == Some(Idempotency::NotImplemented) {
             return Some(Ex1Mistake::GuardMissing {
@@ -496,6 +513,11 @@ fn judge_concurrent(conc: &Concurrent) -> Option<Ex1Mistake> {
 /// that gets through says nothing about the TTL.
 fn judge_late(late: &Late, claim_missing: bool) -> Option<Ex1Mistake> {
     let job = &late.job;
+    if let Some(stuck) = &late.stuck
+        && job.effects <= 1
+    {
+        return Some(Ex1Mistake::Stuck(stuck.clone()));
+    }
     match job.effects {
         1 => None,
         0 => Some(Ex1Mistake::JobLost),

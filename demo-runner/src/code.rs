@@ -50,6 +50,26 @@ const API: Runner = Runner {
 };
 
 /// How to rebuild and restart what runs `exercise`'s code, on both paths.
+/// The compiler's warnings about `exercise`'s student file, as `./lab` saved
+/// them at its last build (`LAB_WARNINGS_FILE`; none when it is not set, as
+/// under compose).
+pub fn compiler_warnings(exercise: Exercise) -> Vec<String> {
+    let Some(path) = std::env::var_os("LAB_WARNINGS_FILE") else {
+        return Vec::new();
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    warnings_about(&text, exercise.info().student_file)
+}
+
+/// The lines of `text` (cargo's short messages) that warn about `file`.
+fn warnings_about(text: &str, file: &str) -> Vec<String> {
+    let prefix = format!("{file}:");
+    text.lines()
+        .filter(|line| line.starts_with(&prefix) && line.contains(": warning"))
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn rebuild_hint(exercise: Exercise) -> &'static str {
     runner(exercise).rebuild
 }
@@ -271,6 +291,17 @@ mod tests {
             heartbeat_age_ms: 0,
             code: BTreeMap::from([("worker/src/job.rs".to_string(), hash.to_string())]),
         }
+    }
+
+    #[test]
+    fn only_the_exercise_files_warnings_are_its_clues() {
+        let text = "worker/src/job.rs:40:9: warning: unused `Result` that must be used\n\
+                    worker/src/crash_window.rs:3:5: warning: unused import\n\
+                    worker/src/job.rs:41:1: error: not a warning\n";
+        assert_eq!(
+            warnings_about(text, "worker/src/job.rs"),
+            ["worker/src/job.rs:40:9: warning: unused `Result` that must be used"]
+        );
     }
 
     #[test]

@@ -327,15 +327,26 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             );
             let report = verify::verify(exercise, &api, &options).await?;
             let code = code::report(&api, exercise).await;
+            let warnings = code::compiler_warnings(exercise);
             if cli.json {
                 let mut json: serde_json::Value = serde_json::from_str(&report.to_json())?;
                 json["worker_code"] = serde_json::json!(code.label);
                 json["worker_code_notes"] = serde_json::json!(code.lines);
+                json["compiler_warnings"] = serde_json::json!(warnings);
                 println!("{json}");
             } else {
                 print!("{}", report.to_text());
                 for line in &code.lines {
                     println!("{line}");
+                }
+                if !report.passed() && !warnings.is_empty() {
+                    println!(
+                        "the compiler warned about {} at the last build; a likely cause (a call without its .await? never runs; a value the handout asked for and left unused):",
+                        exercise.info().student_file
+                    );
+                    for line in &warnings {
+                        println!("  {line}");
+                    }
                 }
             }
             Ok(report.passed())

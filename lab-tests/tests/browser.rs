@@ -378,6 +378,27 @@ async fn the_dashboard_shows_the_bug_and_the_fix_live() {
         browser.eval("document.getElementById('verdict').textContent"),
         json!("✓ one effect per job")
     );
+    // A job's cell shows what the code did on each of its two deliveries: the
+    // claim that won, and the claim that found it taken.
+    browser.eval("document.querySelector('#grid .cell').dispatchEvent(new Event('click'))");
+    browser
+        .wait(
+            "the job's trace, per delivery",
+            "document.querySelectorAll('#job-detail pre.trace').length === 2",
+        )
+        .await;
+    let traces = browser.eval(
+        "[...document.querySelectorAll('#job-detail pre.trace')].map(p => p.textContent).join('\\n')",
+    );
+    let traces = traces.as_str().unwrap();
+    assert!(
+        traces.contains(" NX EX 86400 -> OK") && traces.contains(" NX EX 86400 -> (nil)"),
+        "one claim won, one found it taken: {traces}"
+    );
+    assert!(
+        traces.contains("[effect sent]") && traces.contains("[duplicate skipped]"),
+        "{traces}"
+    );
     let after_png = browser.screenshot("dashboard-after.png");
 
     // Before and after side by side, with the deltas.

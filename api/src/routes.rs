@@ -260,39 +260,35 @@ pub(crate) fn json_body(
     })
 }
 
-/// `GET /jobs/{jobId}/trace`: what the handler did on each traced delivery of
-/// the job, oldest first (`deliveries` is empty when the job was not traced).
-pub async fn get_job_trace(
-    State(state): State<AppState>,
-    JobId(job_id): JobId,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut redis = state.redis.clone();
-    let items: Vec<String> =
-        tokio::time::timeout(REDIS_TIMEOUT, redis.lrange(keys::trace(&job_id), 0, -1)).await??;
-    let deliveries: Vec<lab_schema::trace::Trace> = items
-        .iter()
-        .filter_map(|item| serde_json::from_str(item).ok())
-        .collect();
-    Ok(Json(json!({ "jobId": job_id, "deliveries": deliveries })))
-}
-
 /// `GET /runs/{runId}/traces`: what exercise 4's code did on each `POST /orders`
 /// of the run, oldest first (the newest 200).
 pub async fn get_run_traces(
     State(state): State<AppState>,
     crate::ids::RunId(run_id): crate::ids::RunId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let requests = traces(&state, &keys::request_traces(&run_id)).await?;
+    Ok(Json(json!({ "runId": run_id, "requests": requests })))
+}
+
+/// `GET /jobs/{jobId}/trace`: what the handler did on each traced delivery of
+/// the job, oldest first (`deliveries` is empty when the job was not traced).
+pub async fn get_job_trace(
+    State(state): State<AppState>,
+    JobId(job_id): JobId,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let deliveries = traces(&state, &keys::trace(&job_id)).await?;
+    Ok(Json(json!({ "jobId": job_id, "deliveries": deliveries })))
+}
+
+/// The traces kept in the list `key`, oldest first.
+async fn traces(state: &AppState, key: &str) -> Result<Vec<lab_schema::trace::Trace>, ApiError> {
     let mut redis = state.redis.clone();
-    let items: Vec<String> = tokio::time::timeout(
-        REDIS_TIMEOUT,
-        redis.lrange(keys::request_traces(&run_id), 0, -1),
-    )
-    .await??;
-    let requests: Vec<lab_schema::trace::Trace> = items
+    let items: Vec<String> =
+        tokio::time::timeout(REDIS_TIMEOUT, redis.lrange(key, 0, -1)).await??;
+    Ok(items
         .iter()
         .filter_map(|item| serde_json::from_str(item).ok())
-        .collect();
-    Ok(Json(json!({ "runId": run_id, "requests": requests })))
+        .collect())
 }
 
 /// `GET /jobs/{jobId}`: the job's counters as the API and the worker recorded them.

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use lab_runtime::backoff::Backoff;
 use lab_schema::code::RunningWorkers;
 use lab_schema::provider::{self, Faults, RunRequests};
+use lab_schema::trace::Trace;
 use lab_schema::{Exercise, JobView, RunAttempts, RunEvents, RunSummary};
 use serde_json::json;
 
@@ -60,29 +61,18 @@ impl Api {
 
     /// `GET /runs/{runId}/traces`: what exercise 4's code did on each
     /// `POST /orders` of the run, oldest first.
-    pub async fn request_traces(
-        &self,
-        run_id: &str,
-    ) -> anyhow::Result<Vec<lab_schema::trace::Trace>> {
-        #[derive(serde::Deserialize)]
-        struct Traces {
-            requests: Vec<lab_schema::trace::Trace>,
-        }
+    pub async fn request_traces(&self, run_id: &str) -> anyhow::Result<Vec<Trace>> {
         let url = format!("{}/runs/{run_id}/traces", self.base);
-        let traces: Traces = self.get_json(&url).await?;
-        Ok(traces.requests)
+        let mut answer: serde_json::Value = self.get_json(&url).await?;
+        Ok(serde_json::from_value(answer["requests"].take())?)
     }
 
     /// `GET /jobs/{jobId}/trace`: what the handler did on each traced delivery
     /// of the job, oldest first.
-    pub async fn job_trace(&self, job_id: &str) -> anyhow::Result<Vec<lab_schema::trace::Trace>> {
-        #[derive(serde::Deserialize)]
-        struct Traces {
-            deliveries: Vec<lab_schema::trace::Trace>,
-        }
+    pub async fn job_trace(&self, job_id: &str) -> anyhow::Result<Vec<Trace>> {
         let url = format!("{}/jobs/{job_id}/trace", self.base);
-        let traces: Traces = self.get_json(&url).await?;
-        Ok(traces.deliveries)
+        let mut answer: serde_json::Value = self.get_json(&url).await?;
+        Ok(serde_json::from_value(answer["deliveries"].take())?)
     }
 
     /// The same client, reading the provider at `url` (`--provider-url`).

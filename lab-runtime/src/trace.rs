@@ -113,9 +113,16 @@ pub async fn snapshot(
     step_: Step,
     detail: &str,
 ) {
+    step(recorder, step_, detail);
+    snapshot_keys(redis, recorder).await;
+}
+
+/// Every key the student's code wrote so far, as `Key` lines: its value (if it
+/// holds a string) and time to live. One round trip (none when not traced or
+/// nothing was written).
+pub async fn snapshot_keys(redis: &mut ConnectionManager, recorder: Option<&Shared>) {
     let Some(recorder) = recorder else { return };
     let keys = lock(recorder).written.clone();
-    step(Some(recorder), step_, detail);
     if keys.is_empty() {
         return;
     }

@@ -1,14 +1,16 @@
 //! The trace of a delivery (worker) or a request (api): each Redis command the
 //! student's code sent and its reply, in order, between the plumbing's own
-//! steps (delivered, effect sent, acknowledged, crashed, ...) and snapshots of
-//! the keys the student's code wrote (their value and time to live at the
-//! moment the effect was sent). The graders diagnose from it; the dashboard
-//! shows it. Students need not edit this file.
+//! steps (delivered, effect sent, crashed, returned, ...) and snapshots of the
+//! keys the student's code wrote (their value and time to live when the effect
+//! was about to crash or stall, the holders the checks judge by them; for
+//! exercise 4, after each of `begin`, `finish` and `release`). The graders
+//! diagnose from it; the dashboard shows it. Students need not edit this file.
 //!
 //! A job is traced when its submission asks (`"trace": true` on `POST /jobs`:
 //! `verify` and the class scenarios do, the load and the benchmarks do not).
-//! Each delivery's trace is written once, when the delivery ends (or just
-//! before a simulated crash kills its process), as one JSON element of the
+//! Each delivery's trace is written once, when the delivery ends (with the
+//! acknowledgements' batch, or just before a simulated crash kills its
+//! process), as one JSON element of the
 //! list `trace:<jobId>` ([`crate::keys::trace`]): at most [`MAX_DELIVERIES`]
 //! per job, [`MAX_LINES`] lines per delivery, every text cut to
 //! [`MAX_TEXT`] characters. A delivery whose process was killed from outside
@@ -96,7 +98,8 @@ pub enum Traced {
 pub enum Step {
     /// The delivery reached `process_job` (detail: how it was read).
     Delivered,
-    /// The side effect is about to be sent (the key snapshots follow).
+    /// The side effect is about to be sent (the key snapshots follow when it
+    /// is about to crash or stall).
     Effect,
     /// The side effect was sent.
     EffectSent,

@@ -140,7 +140,9 @@ impl JobContext {
     /// that `process_job` can return as it is.
     pub async fn apply_side_effect(&mut self, job: &Job) -> Result<(), JobError> {
         let recorder = self.redis.recorder().cloned();
-        trace::snapshot(self.redis.untraced(), recorder.as_ref(), Step::Effect, "").await;
+        // The keys are read only when the effect is about to crash or stall
+        // (effects.rs): what the checks judge a dead or paused holder by.
+        trace::step(recorder.as_ref(), Step::Effect, "");
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,
@@ -166,7 +168,9 @@ impl JobContext {
         charge: &Charge,
     ) -> Result<Charged, ProviderError> {
         let recorder = self.redis.recorder().cloned();
-        trace::snapshot(self.redis.untraced(), recorder.as_ref(), Step::Effect, "").await;
+        // The keys are read only when the effect is about to crash or stall
+        // (effects.rs): what the checks judge a dead or paused holder by.
+        trace::step(recorder.as_ref(), Step::Effect, "");
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,

@@ -173,6 +173,7 @@ async fn before_effect(
             && ms > 0
         {
             tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, stall_ms = ms, "stalling before the effect (simulated by the payload's stallMs): a paused worker still holding its claim");
+            lab_runtime::trace::snapshot_keys(redis, runner.trace).await;
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
     }
@@ -226,6 +227,8 @@ async fn crash_once(
 ) -> anyhow::Result<()> {
     let _gate = CRASH_GATE.lock().await;
     if first_time(redis, &keys::crash(&job.job_id)).await? {
+        // The claim as the holder leaves it, for its trace.
+        lab_runtime::trace::snapshot_keys(redis, runner.trace).await;
         crash(redis, job, runner, when).await;
     }
     Ok(())

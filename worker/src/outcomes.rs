@@ -347,6 +347,25 @@ pub(crate) struct Finished {
     pub(crate) attempt: String,
     /// What `process_job` recorded with `ctx.record_idempotency`, if anything.
     pub(crate) idempotency: Option<Idempotency>,
+    /// The delivery's trace, when its job is traced: written with the batch.
+    pub(crate) trace: Option<lab_schema::trace::Trace>,
+}
+
+/// Writes the traces of a batch of finished deliveries in one round trip,
+/// before the batch is acknowledged (a run that has settled has its traces).
+/// A trace that cannot be written is logged, never a reason to hold the batch.
+pub(crate) async fn write_traces(redis: &mut impl redis::aio::ConnectionLike, batch: &[Finished]) {
+    let mut pipe = redis::pipe();
+    let mut any = false;
+    for done in batch {
+        if let Some(trace) = &done.trace {
+            lab_runtime::trace::write(&mut pipe, &done.job_id, trace);
+            any = true;
+        }
+    }
+    if any && let Err(err) = pipe.query_async::<()>(redis).await {
+        tracing::warn!(error = %err, "could not write the deliveries' traces");
+    }
 }
 
 /// An entry to move to `jobs:dead`.

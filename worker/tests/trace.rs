@@ -1,7 +1,7 @@
 //! The trace of a delivery: what the handler sent to Redis through `ctx.redis`
 //! and the context's helpers, the keys it wrote as they stood when the effect
-//! was sent, and how it returned, written to `trace:<jobId>` when the job asked
-//! for it, and nothing when it did not.
+//! stalled (a paused holder), and how it returned, written to `trace:<jobId>`
+//! when the job asked for it, and nothing when it did not.
 
 use std::time::Duration;
 
@@ -36,7 +36,12 @@ impl Handler for Leasing {
     }
 }
 
-async fn enqueue(redis: &mut redis::aio::MultiplexedConnection, job_id: &str, traced: bool) {
+async fn enqueue(
+    redis: &mut redis::aio::MultiplexedConnection,
+    job_id: &str,
+    payload: &str,
+    traced: bool,
+) {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(keys::JOB_STREAM)
         .arg("*")
@@ -45,7 +50,7 @@ async fn enqueue(redis: &mut redis::aio::MultiplexedConnection, job_id: &str, tr
         .arg(entry::RUN_ID)
         .arg("run-trace-test")
         .arg(entry::PAYLOAD)
-        .arg("{}");
+        .arg(payload);
     if traced {
         cmd.arg(entry::TRACE).arg("1");
     }
@@ -53,7 +58,7 @@ async fn enqueue(redis: &mut redis::aio::MultiplexedConnection, job_id: &str, tr
 }
 
 #[tokio::test]
-async fn a_traced_delivery_records_the_handlers_commands_and_the_claim_at_the_effect() {
+async fn a_traced_delivery_records_the_handlers_commands_and_the_claim_of_a_paused_holder() {
     let server = RedisServer::start();
     let mut redis = redis::Client::open(server.url())
         .unwrap()
@@ -69,8 +74,9 @@ async fn a_traced_delivery_records_the_handlers_commands_and_the_claim_at_the_ef
         ..Config::default()
     };
     let mut worker = Worker::connect(Leasing, config).await.unwrap();
-    enqueue(&mut redis, "job-traced", true).await;
-    enqueue(&mut redis, "job-plain", false).await;
+    // The effect stalls 1 ms: the keys are read as the paused holder left them.
+    enqueue(&mut redis, "job-traced", r#"{"stallMs":[1]}"#, true).await;
+    enqueue(&mut redis, "job-plain", "{}", false).await;
     worker.step().await.unwrap();
     worker.step().await.unwrap();
 

@@ -1,6 +1,6 @@
 //! What the traces of a job's deliveries say about the student's mechanism
 //! (see `lab_schema::trace`): the claim each holder wrote (key, value, TTL),
-//! the claim as it stood when the effect was sent, whether two holders wrote
+//! the claim as a crashed or paused holder left it, whether two holders wrote
 //! the same lease, and the lines that show it to the student. Pure functions of
 //! the traces, unit-tested without a stack. Students need not edit this file.
 
@@ -67,7 +67,8 @@ pub(crate) fn crashed(traces: &[Trace]) -> Option<&Trace> {
     traces.iter().find(|t| t.has_step(Step::Crashed))
 }
 
-/// The claim as Redis held it when the effect was about to be sent: the first
+/// The claim as Redis held it when the effect was about to crash or stall
+/// (the keys are read then, see `lab_schema::trace`): the first
 /// key the code had written (its value, and its PTTL in ms).
 pub(crate) fn at_effect(trace: &Trace) -> Option<(String, Option<String>, i64)> {
     trace

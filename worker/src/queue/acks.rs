@@ -21,6 +21,7 @@ pub(crate) async fn acknowledge_loop(
     let scripts = Scripts::new();
     let mut batch = Vec::with_capacity(ACK_BATCH);
     while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        crate::outcomes::write_traces(&mut redis, &batch).await;
         let mut backoff = super::redis_backoff();
         loop {
             match scripts.acknowledge(&mut redis, &consumer, &batch).await {

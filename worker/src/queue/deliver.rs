@@ -249,11 +249,10 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             )))
         });
     let idempotency = ctx.idempotency.take();
-    if let Some(recorder) = &recorder {
-        write_trace(shared, &job, recorder, &handled).await;
-    }
+    let trace = recorder.as_ref().map(|r| traced(r, &handled));
     match handled {
         Ok(()) => {
+            // Written with the acknowledgement's batch: no round trip of its own.
             let attempt = Attempt::field(&job.delivery_id, &shared.consumer, started_ms);
             let _ = shared.acks.send(Finished {
                 delivery_id: job.delivery_id,
@@ -261,10 +260,12 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 run_id: job.run_id,
                 attempt,
                 idempotency,
+                trace,
             });
             Handled::Acknowledged
         }
         Err(err @ JobError::RetryLater { .. }) => {
+            write_trace(shared, &job, trace.as_ref()).await;
             // Not a failure: the lease renewal must stop first, or it would reset
             // the idle time this sets.
             drop(in_flight);
@@ -277,6 +278,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             Handled::RetryLater { reason }
         }
         Err(JobError::DeadLetter { reason }) => {
+            write_trace(shared, &job, trace.as_ref()).await;
             drop(in_flight);
             let failed = Outcome::AttemptFailed {
                 error: &reason,
@@ -296,6 +298,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             Handled::DeadLettered { reason }
         }
         Err(JobError::Failed(err)) => {
+            write_trace(shared, &job, trace.as_ref()).await;
             let error = format!("{err:#}");
             tracing::warn!(
                 job_id = %job.job_id,
@@ -315,14 +318,8 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
     }
 }
 
-/// Writes a traced delivery's trace, with how the handler returned, before the
-/// delivery's end is recorded (a run that has settled has all its traces).
-async fn write_trace<H>(
-    shared: &Shared<H>,
-    job: &Job,
-    recorder: &trace::Shared,
-    handled: &Result<(), JobError>,
-) {
+/// The finished trace of a delivery, with how the handler returned.
+fn traced(recorder: &trace::Shared, handled: &Result<(), JobError>) -> lab_schema::trace::Trace {
     let returned = match handled {
         Ok(()) => "Ok(())".to_string(),
         Err(JobError::RetryLater { reason }) => format!("Err(retry_later: {reason})"),
@@ -330,8 +327,15 @@ async fn write_trace<H>(
         Err(JobError::Failed(err)) => format!("Err({err:#})"),
     };
     trace::step(Some(recorder), Step::Returned, returned);
+    trace::finish(recorder)
+}
+
+/// Writes the trace of a delivery that did not succeed, before its end is
+/// recorded (a run that has settled has all its traces).
+async fn write_trace<H>(shared: &Shared<H>, job: &Job, trace: Option<&lab_schema::trace::Trace>) {
+    let Some(trace) = trace else { return };
     let mut pipe = redis::pipe();
-    trace::write(&mut pipe, &job.job_id, &trace::finish(recorder));
+    trace::write(&mut pipe, &job.job_id, trace);
     let mut redis = shared.redis.clone();
     if let Err(err) = pipe.query_async::<()>(&mut redis).await {
         tracing::warn!(job_id = %job.job_id, error = %err, "could not write the delivery's trace");

@@ -102,6 +102,7 @@ impl<H: Handler> Worker<H> {
         }
         if !finished.is_empty() {
             let mut redis = self.shared.redis.clone();
+            crate::outcomes::write_traces(&mut redis, &finished).await;
             self.shared
                 .scripts
                 .acknowledge(&mut redis, &self.shared.consumer, &finished)

@@ -7,9 +7,9 @@
 //! `exercises/regen.sh`). A new exercise's handout is tested by being there.
 //!
 //! What legitimately differs from run to run is masked before comparing: run and
-//! job ids, `elapsed_ms`, the observation timestamps, and the observation lines
+//! job ids, `elapsed_ms`, the observation timestamps, the observation lines
 //! between the first and the last (how many state changes a poll catches depends
-//! on timing).
+//! on timing), and the trace lines under a failed check (their header stays).
 
 use std::path::Path;
 
@@ -81,6 +81,9 @@ fn mask_code(line: &str) -> String {
     out
 }
 
+/// What `verify` prints above the trace lines of a failed check.
+const TRACE_HEADER: &str = "what your code did (from the trace):";
+
 /// The block with what varies between runs masked (see the file's header).
 fn masked(block: &str) -> Vec<String> {
     let lines: Vec<&str> = block.lines().collect();
@@ -88,7 +91,14 @@ fn masked(block: &str) -> Vec<String> {
         .filter(|&i| lines[i].starts_with('['))
         .collect();
     let mut out = Vec::new();
+    let mut in_trace = false;
     for (i, line) in lines.iter().enumerate() {
+        // The trace lines under a failed check name deliveries, tokens and
+        // times of their run: their header is compared, not their content.
+        if in_trace && line.starts_with("    ") {
+            continue;
+        }
+        in_trace = line.trim_start() == TRACE_HEADER;
         let mut line = mask_ids(line);
         if line.starts_with('[') {
             if Some(&i) != narration.last() {
@@ -345,4 +355,14 @@ fn masking_keeps_the_numbers() {
         masked(d),
         masked("worker_code=job.rs#3fa9c1\n# 1 worker running job.rs #3fa9c1, started 35 s ago\n")
     );
+}
+
+// A failed check's trace lines differ from run to run; that there are some does not.
+#[test]
+fn masking_keeps_the_trace_header_not_its_lines() {
+    let a = "FAIL x — n => why\n    what your code did (from the trace):\n    delivery 1-0 (attempt 1) on worker-1:\n      +0ms SET k v NX PX 3000 -> OK\nverdict: FAIL\n";
+    let b = "FAIL x — n => why\n    what your code did (from the trace):\n    delivery 2-0 (attempt 2) on worker-2:\nverdict: FAIL\n";
+    let c = "FAIL x — n => why\nverdict: FAIL\n";
+    assert_eq!(masked(a), masked(b));
+    assert_ne!(masked(a), masked(c));
 }

@@ -770,7 +770,8 @@ fn judge_ttl(order: Option<&OrderView>, policy: u64, traces: &[Trace]) -> Check 
         "reservation {}, record {}, TTL {}, published policy {policy} s",
         match &reserved {
             Some((_, -1, _)) => "with no expiry".to_string(),
-            Some((_, ms, _)) => format!("for {}", lab_schema::trace::human_ms(*ms as u64)),
+            // Whole seconds, rounded up: 59 999 ms right after `EX 60` reads 60 s.
+            Some((_, ms, _)) => format!("for {} s", (*ms as u64).div_ceil(1000)),
             None => "not seen".to_string(),
         },
         record.as_deref().unwrap_or("(none named)"),
@@ -883,7 +884,7 @@ mod tests {
         let check = judge_ttl(Some(&order_view(86_399)), 86_400, &traces);
         assert!(check.passed, "{:?}", check.diagnosis);
         assert!(
-            check.numbers.contains("reservation for 60.0 s"),
+            check.numbers.contains("reservation for 60 s"),
             "{}",
             check.numbers
         );

@@ -67,6 +67,12 @@ enum Ex1Mistake {
     },
     JobLost,
     JobsLost(u64),
+    /// Deliveries of different jobs claimed one key.
+    KeyNotPerJob {
+        key: String,
+        jobs: usize,
+        lost: u64,
+    },
     GuardMissing {
         emails: u64,
     },
@@ -119,6 +125,7 @@ impl Mistake for Ex1Mistake {
         match self {
             AttemptsNotCounted { .. } => "attempts-not-counted",
             JobLost | JobsLost(_) => "effect-lost",
+            KeyNotPerJob { .. } => "key-not-per-job",
             GuardMissing { .. } => "guard-missing",
             EffectBeforeClaim { .. } => "effect-before-claim",
             ClaimInMemory { .. } => "claim-in-process-memory",
@@ -154,6 +161,10 @@ impl Mistake for Ex1Mistake {
             ),
             JobLost => "no copy applied the effect: the job was lost".to_string(),
             JobsLost(n) => format!("{} got no effect at all", plural(*n, "job")),
+            KeyNotPerJob { key, jobs, lost } => format!(
+                "{} got no effect at all: {jobs} different jobs claimed the same key {key}, so the first job's claim made the others look like duplicates. The key must name the job (processed:<pipeline>:<jobId>): one claim per job",
+                plural(*lost, "job")
+            ),
             GuardMissing { emails } => format!(
                 "{emails} emails for one job: the guard is missing (idempotency=not-implemented: worker/src/job.rs still has the TODO)"
             ),
@@ -470,6 +481,23 @@ fn judge_sequential(seq: &Sequential, conc: &Concurrent) -> Option<Ex1Mistake> {
     }
 }
 
+/// A claim key that deliveries of more than one job wrote, and how many jobs
+/// wrote it (from the jobs' traces).
+fn shared_claim_key(traces: &[(String, Vec<lab_schema::trace::Trace>)]) -> Option<(String, usize)> {
+    let mut jobs_of: std::collections::BTreeMap<String, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for (job_id, traces) in traces {
+        for claim in traces.iter().filter_map(crate::verify::traces::claim_write) {
+            jobs_of.entry(claim.key).or_default().insert(job_id);
+        }
+    }
+    jobs_of
+        .into_iter()
+        .filter(|(_, jobs)| jobs.len() > 1)
+        .max_by_key(|(_, jobs)| jobs.len())
+        .map(|(key, jobs)| (key, jobs.len()))
+}
+
 fn judge_concurrent(conc: &Concurrent) -> Option<Ex1Mistake> {
     let jobs = u64::from(CONCURRENT_JOBS);
     let run = &conc.run;
@@ -501,7 +529,14 @@ fn judge_concurrent(conc: &Concurrent) -> Option<Ex1Mistake> {
         });
     }
     if run.lost_effects > 0 {
-        return Some(Ex1Mistake::JobsLost(run.lost_effects));
+        return Some(match shared_claim_key(&conc.traces) {
+            Some((key, jobs)) => Ex1Mistake::KeyNotPerJob {
+                key,
+                jobs,
+                lost: run.lost_effects,
+            },
+            None => Ex1Mistake::JobsLost(run.lost_effects),
+        });
     }
     if conc.overlap < 2 {
         return Some(Ex1Mistake::NoOverlap);
@@ -591,5 +626,40 @@ fn judge_failure(failure: &Failure) -> Option<Ex1Mistake> {
         Some(Ex1Mistake::EffectMissingAfterFailure)
     } else {
         Some(Ex1Mistake::ManyEmails(job.effects))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::traces::tests::trace;
+
+    #[test]
+    fn jobs_that_claimed_one_key_are_found_by_their_traces() {
+        let job = |id: &str, key: &str| {
+            (
+                id.to_string(),
+                vec![trace(
+                    "w1",
+                    "1",
+                    1,
+                    &[&format!("> SET {key} 1 NX EX 86400")],
+                )],
+            )
+        };
+        let shared = [
+            job("r-job-1", "processed:email:r"),
+            job("r-job-2", "processed:email:r"),
+            job("r-job-3", "processed:email:r"),
+        ];
+        assert_eq!(
+            shared_claim_key(&shared),
+            Some(("processed:email:r".to_string(), 3))
+        );
+        let own = [
+            job("r-job-1", "processed:email:r-job-1"),
+            job("r-job-2", "processed:email:r-job-2"),
+        ];
+        assert_eq!(shared_claim_key(&own), None);
     }
 }

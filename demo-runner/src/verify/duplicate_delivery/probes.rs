@@ -37,6 +37,8 @@ pub(crate) struct Concurrent {
     pub(crate) skipped_claims: Vec<(String, i64)>,
     /// The run was not processed in time: what the check saw.
     pub(crate) stuck: Option<Stuck>,
+    /// Each job's traced deliveries (its id, then its traces).
+    pub(crate) traces: Vec<(String, Vec<lab_schema::trace::Trace>)>,
 }
 
 /// What the late copy showed.
@@ -165,8 +167,13 @@ pub(crate) async fn concurrent_round(
     let mut overlap = 0;
     let mut skipped_claims = Vec::new();
     let mut first_job = None;
+    let mut traces = Vec::new();
     for n in 1..=CONCURRENT_JOBS {
         let job_id = format!("{run_id}-job-{n}");
+        traces.push((
+            job_id.clone(),
+            api.job_trace(&job_id).await.unwrap_or_default(),
+        ));
         let delivered_before_effect = events
             .events
             .iter()
@@ -196,6 +203,7 @@ pub(crate) async fn concurrent_round(
         first_job,
         skipped_claims,
         stuck,
+        traces,
     })
 }
 

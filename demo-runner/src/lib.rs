@@ -142,7 +142,7 @@ pub enum Command {
         /// Seconds between a job's first delivery and its late copy (must outlast a too-short TTL).
         #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         late_secs: u64,
-        /// Seconds to wait for the redelivery of a failed effect (longer than the workers' CLAIM_IDLE_MS).
+        /// Seconds to wait for the redelivery of a failed effect (its job asks to be delivered again a second after the failure).
         #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         redelivery_wait: u64,
         /// The workers' lease length in milliseconds (their LEASE_MS); exercise 2's checks time copies around it.

@@ -199,6 +199,12 @@ pub mod payload {
     /// workers) stalls that many milliseconds before the effect, as a worker that is
     /// paused (GC, swapping, a stopped container) while it holds a claim.
     pub const STALL_MS: &str = "stallMs";
+    /// `{"redeliverAfterMs": 1000}`: a delivery of this job that fails is
+    /// delivered again after this many milliseconds instead of the workers'
+    /// claim idle time (`verify` asks for it, so that a check of a failed
+    /// effect's redelivery does not wait 10 s). It still counts toward
+    /// `--max-deliveries`.
+    pub const REDELIVER_AFTER_MS: &str = "redeliverAfterMs";
 }
 
 /// Field names of a job hash (`job:<jobId>`); they are also the JSON keys of [`JobView`].

@@ -165,6 +165,32 @@ async fn retry_later_puts_the_delivery_back_without_counting_a_failure() {
 }
 
 #[tokio::test]
+async fn a_failed_job_that_asks_comes_back_sooner_and_the_failure_still_counts() {
+    let server = RedisServer::start();
+    let mut redis = connection(&server).await;
+    // The claim idle time is a minute: only the payload's 200 ms brings it back.
+    let mut worker = Worker::connect(Scripted, config(&server, "w-soon"))
+        .await
+        .unwrap();
+    let id = enqueue(&mut redis, "job-soon", r#"{"redeliverAfterMs":200}"#).await;
+
+    let first = worker.step().await.unwrap();
+    assert!(matches!(handled(&first).0, Handled::Failed { .. }));
+    let started = Instant::now();
+    let again = step_until_delivered(&mut worker, Duration::from_secs(5)).await;
+    let (how, source, deliveries) = handled(&again);
+    assert!(matches!(how, Handled::Failed { .. }));
+    assert_eq!(source, Source::Abandoned);
+    assert_eq!(deliveries, 2, "a failure counts toward --max-deliveries");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "came back after {:?}, not after the 200 ms it asked for",
+        started.elapsed()
+    );
+    assert_eq!(pending(&mut redis, &id).await.map(|p| p.1), Some(2));
+}
+
+#[tokio::test]
 async fn a_dead_letter_answer_moves_the_entry_at_once_with_its_reason() {
     let server = RedisServer::start();
     let mut redis = connection(&server).await;

@@ -312,10 +312,32 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 started_ms,
                 idempotency,
             };
+            let redeliver = redeliver_after(&job.payload);
+            if let Some(after) = redeliver {
+                // The renewal must stop first, or it would reset the idle time.
+                drop(in_flight);
+                let put_back = PutBack {
+                    deliveries,
+                    counted: true,
+                    after,
+                };
+                put_back_later(shared, &job, put_back).await;
+            }
             end_failed_attempt(shared, job, error.clone(), ended).await;
             Handled::Failed { error }
         }
     }
+}
+
+/// The payload's `redeliverAfterMs` (see `lab_schema::payload`), if any.
+fn redeliver_after(payload: &str) -> Option<std::time::Duration> {
+    if !payload.contains(lab_schema::payload::REDELIVER_AFTER_MS) {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    value[lab_schema::payload::REDELIVER_AFTER_MS]
+        .as_u64()
+        .map(std::time::Duration::from_millis)
 }
 
 /// The finished trace of a delivery, with how the handler returned.
@@ -358,7 +380,7 @@ if entry == nil or entry[2] ~= ARGV[3] or tonumber(entry[4]) ~= tonumber(ARGV[4]
   return 0
 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5],
-  'RETRYCOUNT', tonumber(ARGV[4]) - 1, 'JUSTID')
+  'RETRYCOUNT', ARGV[6], 'JUSTID')
 return 1
 ",
     )
@@ -376,7 +398,6 @@ async fn retry_later<H: Handler>(
     let started_ms = ended.started_ms;
     let config = &shared.config;
     let retry_after = super::retry_after(config);
-    let idle = config.claim_idle.saturating_sub(retry_after);
     tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, retry_in_ms = retry_after.as_millis() as u64, reason, "not yet: delivering this again later");
     let mut pipe = redis::pipe();
     Outcome::RetryLater { reason, started_ms }.record(&mut pipe, job, &shared.consumer);
@@ -386,19 +407,17 @@ async fn retry_later<H: Handler>(
     let mut redis = shared.redis.clone();
     // The script on its own, not in the pipeline: invoke_async loads it into
     // Redis when Redis does not know it yet (a pipeline would fail with NOSCRIPT).
-    let put_back = async {
-        let _: (u64,) = pipe.query_async(&mut redis).await?;
-        RETRY_LATER_SCRIPT
-            .key(lab_schema::keys::JOB_STREAM)
-            .arg(lab_schema::keys::WORKER_GROUP)
-            .arg(&job.delivery_id)
-            .arg(&*shared.consumer)
-            .arg(deliveries)
-            .arg(idle.as_millis() as u64)
-            .invoke_async::<u64>(&mut redis)
-            .await
+    let recorded: redis::RedisResult<(u64,)> = pipe.query_async(&mut redis).await;
+    let put_back = PutBack {
+        deliveries,
+        counted: false,
+        after: retry_after,
     };
-    match put_back.await {
+    let put = match recorded {
+        Ok(_) => put_back_script(shared, job, &put_back).await,
+        Err(err) => Err(err),
+    };
+    match put {
         Ok(1) => {}
         Ok(_) => {
             tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, "another worker took this delivery over meanwhile: leaving it to that worker")
@@ -406,6 +425,57 @@ async fn retry_later<H: Handler>(
         Err(err) => {
             tracing::warn!(error = %err, job_id = %job.job_id, "could not schedule the retry; the entry comes back after the claim idle time");
             end_failed_attempt(shared, job.clone(), err.to_string(), ended).await;
+        }
+    }
+}
+
+/// How an entry is put back to be delivered again soon.
+struct PutBack {
+    /// The delivery count it was delivered with.
+    deliveries: u64,
+    /// Whether this delivery counts toward `--max-deliveries` (a failure does,
+    /// a wait does not).
+    counted: bool,
+    /// How soon it comes back.
+    after: std::time::Duration,
+}
+
+/// Puts an entry back to be delivered again `after` from now (see
+/// [`RETRY_LATER_SCRIPT`]); `Ok(1)` when it was put back.
+async fn put_back_script<H>(
+    shared: &Shared<H>,
+    job: &Job,
+    put: &PutBack,
+) -> redis::RedisResult<u64> {
+    let idle = shared.config.claim_idle.saturating_sub(put.after);
+    let count = if put.counted {
+        put.deliveries
+    } else {
+        put.deliveries.saturating_sub(1)
+    };
+    let mut redis = shared.redis.clone();
+    RETRY_LATER_SCRIPT
+        .key(lab_schema::keys::JOB_STREAM)
+        .arg(lab_schema::keys::WORKER_GROUP)
+        .arg(&job.delivery_id)
+        .arg(&*shared.consumer)
+        .arg(put.deliveries)
+        .arg(idle.as_millis() as u64)
+        .arg(count)
+        .invoke_async::<u64>(&mut redis)
+        .await
+}
+
+/// A failed delivery whose job asked to come back sooner than the claim idle
+/// time (`redeliverAfterMs`): put back to be delivered again then. When that
+/// cannot be done, it comes back after the claim idle time as any other.
+async fn put_back_later<H>(shared: &Shared<H>, job: &Job, put: PutBack) {
+    match put_back_script(shared, job, &put).await {
+        Ok(_) => {
+            tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, redeliver_in_ms = put.after.as_millis() as u64, "failed: delivering this again sooner, as its payload asks")
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, job_id = %job.job_id, "could not put the failed delivery back; it comes back after the claim idle time")
         }
     }
 }

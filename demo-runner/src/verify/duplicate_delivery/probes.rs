@@ -232,6 +232,9 @@ pub(crate) async fn late_duplicate(
     })
 }
 
+/// How soon the failed attempt of [`effect_failure`]'s job is delivered again.
+const REDELIVER_AFTER_MS: u64 = 1_000;
+
 /// One job whose first effect attempt fails: its redelivery must apply the effect.
 pub(crate) async fn effect_failure(
     api: &Api,
@@ -245,7 +248,8 @@ pub(crate) async fn effect_failure(
         exercise,
         &job_id,
         &run_id,
-        json!({ payload::SIMULATE_EFFECT_FAILURE: payload::ONCE }),
+        // Back a second after the failure, not after the claim idle time (10 s).
+        json!({ payload::SIMULATE_EFFECT_FAILURE: payload::ONCE, payload::REDELIVER_AFTER_MS: REDELIVER_AFTER_MS }),
     )
     .await?;
     // First the failing attempt (its effect-failed event), then the redelivery.

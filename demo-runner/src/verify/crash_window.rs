@@ -714,6 +714,9 @@ async fn stale_holder(
     let faults = json!({
         payload::STALL_MS: [lease_ms + 1000, lease_ms.saturating_sub(700)],
         payload::SIMULATE_EFFECT_FAILURE: payload::ONCE,
+        // The paused holder's failed delivery comes back a second later, not
+        // after the claim idle time: the run settles 9 s sooner.
+        payload::REDELIVER_AFTER_MS: 1_000,
     });
     let copies = [
         (Duration::ZERO, faults.clone()),

@@ -315,7 +315,9 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
             one_job(
                 api,
                 "verify-lost",
-                json!({ "provider": { simulate::DROP_BEFORE_CHARGE: true } }),
+                // The failed delivery comes back a second later, not after the
+                // claim idle time (what it does then is the same).
+                json!({ "provider": { simulate::DROP_BEFORE_CHARGE: true }, payload::REDELIVER_AFTER_MS: 1_000 }),
                 timeout
             ),
             in_flight_conflict(api, lease, timeout),
@@ -531,8 +533,7 @@ async fn in_flight_conflict(api: &Api, lease: Duration, limit: Duration) -> anyh
             lab_schema::provider::MAX_SIMULATED_MS
         );
     }
-    let faults =
-        json!({ "provider": { simulate::FIRST_REQUEST_MS: slow_ms, simulate::FAIL_FIRST: true } });
+    let faults = json!({ "provider": { simulate::FIRST_REQUEST_MS: slow_ms, simulate::FAIL_FIRST: true }, payload::REDELIVER_AFTER_MS: 1_000 });
     let start = Instant::now();
     for at in [Duration::ZERO, lease + Duration::from_millis(500)] {
         tokio::time::sleep_until((start + at).into()).await;

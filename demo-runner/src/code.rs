@@ -61,7 +61,34 @@ pub fn compiler_warnings(exercise: Exercise) -> Vec<String> {
     warnings_about(&text, exercise.info().student_file)
 }
 
-/// The lines of `text` (cargo's short messages) that warn about `file`.
+/// The warnings about the students' files in cargo's human output: each
+/// `warning: <what>` whose `--> <file>:<line>:<col>` is a student file, as
+/// `<file>:<line>:<col>: warning: <what>`.
+pub fn student_warnings(cargo_output: &str) -> Vec<String> {
+    let files: Vec<&str> = Exercise::ALL
+        .iter()
+        .map(|e| e.info().student_file)
+        .collect();
+    let mut what: Option<&str> = None;
+    let mut out = Vec::new();
+    for line in cargo_output.lines() {
+        if line.starts_with("warning: ") {
+            what = Some(line);
+        } else if let Some(at) = line.trim_start().strip_prefix("--> ") {
+            let file = at.split(':').next().unwrap_or("");
+            if let Some(warning) = what.take()
+                && files.contains(&file)
+            {
+                out.push(format!("{at}: {warning}"));
+            }
+        } else if line.starts_with("error") {
+            what = None;
+        }
+    }
+    out
+}
+
+/// The lines of `text` (saved by [`student_warnings`]) that warn about `file`.
 fn warnings_about(text: &str, file: &str) -> Vec<String> {
     let prefix = format!("{file}:");
     text.lines()
@@ -291,6 +318,18 @@ mod tests {
             heartbeat_age_ms: 0,
             code: BTreeMap::from([("worker/src/job.rs".to_string(), hash.to_string())]),
         }
+    }
+
+    #[test]
+    fn cargo_warnings_about_student_files_are_read_from_its_human_output() {
+        let cargo = "warning: unused implementer of `Future` that must be used\n  \
+                     --> worker/src/job.rs:40:5\n   |\n40 |     ctx.apply_side_effect(job);\n\n\
+                     warning: unused import: `std::fmt`\n --> worker/src/effects.rs:3:5\n\n\
+                     warning: `worker` (lib) generated 2 warnings\n";
+        assert_eq!(
+            student_warnings(cargo),
+            ["worker/src/job.rs:40:5: warning: unused implementer of `Future` that must be used"]
+        );
     }
 
     #[test]

@@ -169,6 +169,11 @@ pub enum Command {
         /// next cargo build compiles it again.
         #[arg(long, requires = "built")]
         touch: bool,
+        /// Instead, read cargo's output on stdin and print its warnings about the
+        /// students' files, one line each (`file:line:col: warning: what`): what
+        /// `./lab` and the image save for `./lab check` and `verify`.
+        #[arg(long, conflicts_with = "built")]
+        warnings: bool,
     },
 }
 
@@ -351,7 +356,15 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             }
             Ok(report.passed())
         }
-        Command::Code { built, touch } if !built.is_empty() => {
+        Command::Code { warnings: true, .. } => {
+            let mut cargo_output = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut cargo_output)?;
+            for line in code::student_warnings(&cargo_output) {
+                println!("{line}");
+            }
+            Ok(true)
+        }
+        Command::Code { built, touch, .. } if !built.is_empty() => {
             for file in code::built_from_other_files(built, *touch)? {
                 println!("{file}");
             }

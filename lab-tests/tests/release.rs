@@ -110,5 +110,47 @@ async fn the_student_copy_has_no_answers_and_still_verifies() {
     assert_eq!(code, Some(0), "{report}");
     assert!(report.contains("verdict: PASS"), "{report}");
     drop(stack);
+
+    // A student whose exercise 1 no longer compiles puts the file back as it was
+    // handed out (no build needed), and keeps their version; bad input changes nothing.
+    let job = dest.join("worker/src/job.rs");
+    std::fs::write(&job, "this does not compile").unwrap();
+    let reset = |args: &[&str]| {
+        Command::new(dest.join("lab"))
+            .args(args)
+            .env("LAB_STATE_DIR", dest.with_extension("state"))
+            .output()
+            .expect("run ./lab reset")
+    };
+    let out = reset(&["reset", "--exercise", "9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("there is no exercise 9"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&job).unwrap(),
+        "this does not compile"
+    );
+    let out = reset(&["reset", "--exercise", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(&job).unwrap(),
+        std::fs::read(root.join("worker/src/job.rs")).unwrap(),
+        "the starter is back"
+    );
+    let kept: Vec<String> = files(&dest.join("lab-output/reset"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("lab-output/reset").join(&kept[0])).unwrap(),
+        "this does not compile"
+    );
+    let out = reset(&["reset", "--exercise", "1"]);
+    assert!(
+        text(&out.stderr).contains("already as it was handed out"),
+        "{}",
+        text(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dest);
 }

@@ -205,6 +205,10 @@ pub mod payload {
     /// effect's redelivery does not wait 10 s). It still counts toward
     /// `--max-deliveries`.
     pub const REDELIVER_AFTER_MS: &str = "redeliverAfterMs";
+    /// `{"leaseMs": 1000}`: the lease this job's handler is given
+    /// (`ctx.lease_ms`) instead of the workers' `--lease-ms`; its "not yet,
+    /// deliver me again later" waits follow it (a third of it).
+    pub const LEASE_MS: &str = "leaseMs";
 }
 
 /// Field names of a job hash (`job:<jobId>`); they are also the JSON keys of [`JobView`].

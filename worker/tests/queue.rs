@@ -24,7 +24,10 @@ impl Handler for Scripted {
             "ok" => Ok(()),
             "retry" => Err(ctx.retry_later("the test asked to come back")),
             "dead" => Err(ctx.dead_letter("the test says this can never succeed")),
-            _ => Err(anyhow::anyhow!("the test's handler failed").into()),
+            p if p.contains(r#""retry""#) => Err(ctx.retry_later("the test asked to come back")),
+            _ => {
+                Err(anyhow::anyhow!("the test's handler failed (lease {} ms)", ctx.lease_ms).into())
+            }
         }
     }
 }
@@ -188,6 +191,48 @@ async fn a_failed_job_that_asks_comes_back_sooner_and_the_failure_still_counts()
         started.elapsed()
     );
     assert_eq!(pending(&mut redis, &id).await.map(|p| p.1), Some(2));
+}
+
+#[tokio::test]
+async fn a_job_that_names_its_lease_gets_it_and_waits_a_third_of_it() {
+    let server = RedisServer::start();
+    let mut redis = connection(&server).await;
+    let mut config = config(&server, "w-lease");
+    config.claim_idle = Duration::from_secs(5);
+    let mut worker = Worker::connect(Scripted, config).await.unwrap();
+
+    // The handler is given the job's lease, not the workers' (300 ms here).
+    enqueue(&mut redis, "job-own-lease", r#"{"leaseMs":1500}"#).await;
+    let step = worker.step().await.unwrap();
+    assert!(
+        matches!(handled(&step).0, Handled::Failed { error } if error.contains("lease 1500 ms")),
+        "{step:?}"
+    );
+    enqueue(&mut redis, "job-default-lease", "{}").await;
+    let step = step_until_delivered(&mut worker, Duration::from_secs(5)).await;
+    assert!(
+        matches!(handled(&step).0, Handled::Failed { error } if error.contains("lease 300 ms")),
+        "{step:?}"
+    );
+
+    // "Not yet" comes back after a third of the job's lease (500 ms), not of the workers'.
+    enqueue(&mut redis, "job-own-wait", r#"{"leaseMs":1500,"retry":1}"#).await;
+    let step = step_until_delivered(&mut worker, Duration::from_secs(5)).await;
+    assert!(
+        matches!(handled(&step).0, Handled::RetryLater { .. }),
+        "{step:?}"
+    );
+    let started = Instant::now();
+    let again = step_until_delivered(&mut worker, Duration::from_secs(5)).await;
+    assert!(
+        matches!(handled(&again).0, Handled::RetryLater { .. }),
+        "{again:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "came back after {:?}, before a third of the job's lease",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

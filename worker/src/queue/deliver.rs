@@ -211,6 +211,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
     } = ready;
     let max = shared.config.max_deliveries;
     tracing::debug!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, exercise = job.exercise.number(), "delivery received");
+    let lease_ms = lease_of(&job.payload).unwrap_or(shared.config.lease_ms);
     let recorder = job.trace.then(|| {
         let recorder = trace::Recorder::start(
             &job.delivery_id,
@@ -232,7 +233,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             .clone()
             .unwrap_or_else(|| shared.config.pipeline.clone()),
         idempotency_ttl_secs: shared.config.idempotency_ttl_secs,
-        lease_ms: shared.config.lease_ms,
+        lease_ms,
         effect_delay: shared.config.effect_delay,
         provider: shared.provider.clone(),
         consumer: shared.consumer.clone(),
@@ -274,7 +275,12 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 idempotency,
             };
             let reason = err.to_string();
-            retry_later(shared, &job, &reason, deliveries, ended).await;
+            let put_back = PutBack {
+                deliveries,
+                counted: false,
+                after: super::retry_after_lease(&shared.config, lease_ms),
+            };
+            retry_later(shared, &job, &reason, put_back, ended).await;
             Handled::RetryLater { reason }
         }
         Err(JobError::DeadLetter { reason }) => {
@@ -331,13 +337,22 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
 
 /// The payload's `redeliverAfterMs` (see `lab_schema::payload`), if any.
 fn redeliver_after(payload: &str) -> Option<std::time::Duration> {
-    if !payload.contains(lab_schema::payload::REDELIVER_AFTER_MS) {
+    payload_ms(payload, lab_schema::payload::REDELIVER_AFTER_MS)
+        .map(std::time::Duration::from_millis)
+}
+
+/// The payload's `leaseMs` (see `lab_schema::payload`), if any: 100 ms to 10 min.
+fn lease_of(payload: &str) -> Option<u64> {
+    payload_ms(payload, lab_schema::payload::LEASE_MS).filter(|ms| (100..=600_000).contains(ms))
+}
+
+/// A number of milliseconds the payload sets for the plumbing (cheap when it sets none).
+fn payload_ms(payload: &str, name: &str) -> Option<u64> {
+    if !payload.contains(name) {
         return None;
     }
     let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-    value[lab_schema::payload::REDELIVER_AFTER_MS]
-        .as_u64()
-        .map(std::time::Duration::from_millis)
+    value[name].as_u64()
 }
 
 /// The finished trace of a delivery, with how the handler returned.
@@ -392,13 +407,11 @@ async fn retry_later<H: Handler>(
     shared: &Arc<Shared<H>>,
     job: &Job,
     reason: &str,
-    deliveries: u64,
+    put_back: PutBack,
     ended: Ended,
 ) {
     let started_ms = ended.started_ms;
-    let config = &shared.config;
-    let retry_after = super::retry_after(config);
-    tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, retry_in_ms = retry_after.as_millis() as u64, reason, "not yet: delivering this again later");
+    tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, retry_in_ms = put_back.after.as_millis() as u64, reason, "not yet: delivering this again later");
     let mut pipe = redis::pipe();
     Outcome::RetryLater { reason, started_ms }.record(&mut pipe, job, &shared.consumer);
     if let Some(value) = ended.idempotency {
@@ -408,11 +421,6 @@ async fn retry_later<H: Handler>(
     // The script on its own, not in the pipeline: invoke_async loads it into
     // Redis when Redis does not know it yet (a pipeline would fail with NOSCRIPT).
     let recorded: redis::RedisResult<(u64,)> = pipe.query_async(&mut redis).await;
-    let put_back = PutBack {
-        deliveries,
-        counted: false,
-        after: retry_after,
-    };
     let put = match recorded {
         Ok(_) => put_back_script(shared, job, &put_back).await,
         Err(err) => Err(err),

@@ -53,7 +53,12 @@ pub(crate) fn redis_backoff() -> Backoff {
 /// the lease, so a waiting delivery notices soon after a lease ends (never later
 /// than the claim idle time).
 pub(crate) fn retry_after(config: &Config) -> Duration {
-    Duration::from_millis(config.lease_ms / 3)
+    retry_after_lease(config, config.lease_ms)
+}
+
+/// [`retry_after`] for a job whose lease is `lease_ms` (its payload's `leaseMs`).
+pub(crate) fn retry_after_lease(config: &Config, lease_ms: u64) -> Duration {
+    Duration::from_millis(lease_ms / 3)
         .max(Duration::from_millis(50))
         .min(config.claim_idle)
 }

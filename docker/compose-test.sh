@@ -111,8 +111,12 @@ fi
 record() { # record <title> <command...>: runs it, shows and keeps its output
   local title="$1"; shift
   say "$ $title"
-  local out rc=0
-  out="$("$@" 2>&1)" || rc=$?
+  local out err rc=0
+  # Its output, then what it said on stderr: merged as they come, a stderr line could
+  # land in the middle of a stdout line (and hide a key=value line from the checks).
+  out="$("$@" 2>"$DIR/stderr")" || rc=$?
+  err="$(cat "$DIR/stderr")"
+  [ -z "$err" ] || out="$out${out:+$'\n'}$err"
   printf '%s\n' "$out" >&2
   { printf '### `%s`\n\n```\n%s\n```\n\n' "$title" "$out"; } >>"$REPORT"
   LAST="$out"

@@ -167,7 +167,8 @@ record "docker compose exec redis redis-cli KEYS 'processed:*'" dc exec -T redis
 
 # 3. A one-line edit of the exercise file, then `up --build -d`: only the worker crate compiles.
 cp worker/src/job.rs "$DIR/job.rs.ok"
-sed -i '1i // a one-line edit' worker/src/job.rs
+# (The edit names this run: a warm run must not find its build cached from the last one.)
+sed -i "1i // a one-line edit ($(date +%s))" worker/src/job.rs
 elapsed record "docker compose up --build -d  (after a one-line edit of worker/src/job.rs)" dc up --build -d
 ONE_LINE=$ELAPSED
 say "rebuild + restart after a one-line edit of job.rs: ${ONE_LINE}s"

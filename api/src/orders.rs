@@ -126,6 +126,19 @@ pub async fn create_order(
     placed
 }
 
+/// The trace of a student function that returned (`detail`: which, and what),
+/// with the keys its code wrote as they stand now.
+async fn returned_from(ctx: &mut OrderContext, detail: &str) {
+    let recorder = ctx.redis.recorder().cloned();
+    trace::snapshot(
+        ctx.redis.untraced(),
+        recorder.as_ref(),
+        Step::Called,
+        detail,
+    )
+    .await;
+}
+
 /// What `begin` returned, for the trace.
 fn begun_text(begun: &Begin) -> String {
     match begun {
@@ -148,14 +161,7 @@ async fn place_order(
     let key = &request.key;
     let ttl = state.key_ttl;
     let begun = tokio::time::timeout(REDIS_TIMEOUT, idempotency::begin(ctx, request)).await??;
-    let recorder = ctx.redis.recorder().cloned();
-    trace::snapshot(
-        ctx.redis.untraced(),
-        recorder.as_ref(),
-        Step::Called,
-        &format!("begin -> {}", begun_text(&begun)),
-    )
-    .await;
+    returned_from(ctx, &format!("begin -> {}", begun_text(&begun))).await;
     let held = match begun {
         Begin::Proceed(held) => held,
         Begin::Replay(stored) => {
@@ -181,13 +187,7 @@ async fn place_order(
     };
     if simulate.fail_first && first_time(ctx.redis.untraced(), &fault_key("fail")).await? {
         tokio::time::timeout(REDIS_TIMEOUT, idempotency::release(ctx, held)).await??;
-        trace::snapshot(
-            ctx.redis.untraced(),
-            recorder.as_ref(),
-            Step::Called,
-            "release -> Ok",
-        )
-        .await;
+        returned_from(ctx, "release -> Ok").await;
         tracing::info!(%caller, key = ?key.valid(), "order failed before enqueue (simulate.failFirst)");
         return Err(ApiError::client(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -218,13 +218,7 @@ async fn place_order(
         Ok(Err(err)) => format!("finish -> Err({err:#})"),
         Err(_) => "finish -> (timed out)".to_string(),
     };
-    trace::snapshot(
-        ctx.redis.untraced(),
-        recorder.as_ref(),
-        Step::Called,
-        &finished_text,
-    )
-    .await;
+    returned_from(ctx, &finished_text).await;
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {

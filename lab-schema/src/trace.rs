@@ -132,6 +132,13 @@ impl Trace {
         self.steps().any(|(s, _)| s == step)
     }
 
+    /// The index of the first line that records `step`.
+    pub fn line_of(&self, step: Step) -> Option<usize> {
+        self.lines
+            .iter()
+            .position(|line| matches!(line.what, Traced::Step { step: s, .. } if s == step))
+    }
+
     /// The plumbing's steps, in order, with their details.
     pub fn steps(&self) -> impl Iterator<Item = (Step, &str)> {
         self.lines.iter().filter_map(|line| match &line.what {

@@ -139,10 +139,7 @@ impl JobContext {
     /// On failure nothing was sent, and the error is a [`JobError::Failed`]
     /// that `process_job` can return as it is.
     pub async fn apply_side_effect(&mut self, job: &Job) -> Result<(), JobError> {
-        let recorder = self.redis.recorder().cloned();
-        // The keys are read only when the effect is about to crash or stall
-        // (effects.rs): what the checks judge a dead or paused holder by.
-        trace::step(recorder.as_ref(), Step::Effect, "");
+        let recorder = self.effect_starts();
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,
@@ -167,10 +164,7 @@ impl JobContext {
         job: &Job,
         charge: &Charge,
     ) -> Result<Charged, ProviderError> {
-        let recorder = self.redis.recorder().cloned();
-        // The keys are read only when the effect is about to crash or stall
-        // (effects.rs): what the checks judge a dead or paused holder by.
-        trace::step(recorder.as_ref(), Step::Effect, "");
+        let recorder = self.effect_starts();
         let runner = effects::Runner {
             consumer: &self.consumer,
             instance: &self.instance,
@@ -290,6 +284,16 @@ impl JobContext {
         JobError::DeadLetter {
             reason: reason.to_string(),
         }
+    }
+
+    /// The effect is about to be sent: a step of the trace, and the recorder
+    /// the effect's plumbing writes to. (The keys are read only when the effect
+    /// is about to crash or stall, in effects.rs: what the checks judge a dead
+    /// or paused holder by.)
+    fn effect_starts(&self) -> Option<trace::Shared> {
+        let recorder = self.redis.recorder().cloned();
+        trace::step(recorder.as_ref(), Step::Effect, "");
+        recorder
     }
 
     /// Writes one outcome (see `outcomes.rs`) and returns the job's count of it.

@@ -319,20 +319,20 @@ pub(super) async fn checks_with<T>(
         }
     });
     let crash_traces: Vec<Trace> = crashes.traces.iter().flatten().cloned().collect();
+    let shared = traces::shared_token(&crash_traces, lease_bound_ms(options.lease_ms));
     let stale_mistake = judge_copies(&stale, |emails| Ex2Mistake::EndWithoutToken {
         emails,
         ended_with: paused_holders_end(&stale.traces),
     })
     .or_else(|| {
-        traces::shared_token(&crash_traces, lease_bound_ms(options.lease_ms))
-            .map(|(value, _, _)| Ex2Mistake::TokenShared { value })
+        shared
+            .as_ref()
+            .map(|(value, _, _)| Ex2Mistake::TokenShared {
+                value: value.clone(),
+            })
     });
-    let stale_trace = match &stale_mistake {
-        Some(Ex2Mistake::TokenShared { .. }) => {
-            traces::shared_token(&crash_traces, lease_bound_ms(options.lease_ms))
-                .map(|(_, a, b)| traces::excerpt(&[a, b], 14))
-                .unwrap_or_default()
-        }
+    let stale_trace = match (&stale_mistake, &shared) {
+        (Some(Ex2Mistake::TokenShared { .. }), Some((_, a, b))) => traces::excerpt(&[a, b], 14),
         _ => traces::excerpt(&stale.traces.iter().collect::<Vec<_>>(), 16),
     };
     // A failure that an earlier check already explains says so.
@@ -433,7 +433,7 @@ fn judge_crashes(crashes: &Crashes, lease_ms: u64) -> Option<Ex2Mistake> {
         // A redelivery that skipped the job lost it through how it read the
         // claim (judged below); one that waits is held up by the lease's length.
         let skipped = traces.iter().any(|t| t.has_step(Step::Skipped));
-        if !skipped && lease.ttl_ms.is_none_or(|ms| ms > bound) {
+        if !skipped && lease.past(bound) {
             let remaining_ms = (lease.pttl_ms > 0).then(|| {
                 (lease.pttl_ms as u64)
                     .saturating_sub(crashes.read_at_ms.saturating_sub(lease.effect_at_ms))
@@ -485,6 +485,13 @@ struct CrashedLease {
     effect_at_ms: u64,
 }
 
+impl CrashedLease {
+    /// It lives longer than `bound_ms`, or for ever.
+    fn past(&self, bound_ms: u64) -> bool {
+        self.ttl_ms.is_none_or(|ms| ms > bound_ms)
+    }
+}
+
 /// The claim the crashed holder of these traces held when it died.
 fn crashed_lease(traces: &[Trace]) -> Option<CrashedLease> {
     let holder = traces::crashed(traces)?;
@@ -496,20 +503,10 @@ fn crashed_lease(traces: &[Trace]) -> Option<CrashedLease> {
         -1 => None,
         ms => Some(ms.max(0) as u64),
     });
-    let effect_at_ms = holder
-        .lines
-        .iter()
-        .find(|l| {
-            matches!(
-                l.what,
-                lab_schema::trace::Traced::Step {
-                    step: Step::Effect,
-                    ..
-                }
-            )
-        })
-        .map(|l| holder.started_ms + l.at_ms)
-        .unwrap_or(holder.started_ms);
+    let effect_at_ms = holder.started_ms
+        + holder
+            .line_of(Step::Effect)
+            .map_or(0, |i| holder.lines[i].at_ms);
     Some(CrashedLease {
         key,
         value,
@@ -560,15 +557,7 @@ fn stuck_observation(crashes: &Crashes) -> String {
 /// its first write after the failure, e.g. `DEL processed:email:j -> 1`.
 fn paused_holders_end(traces: &[Trace]) -> Option<String> {
     let holder = traces.iter().find(|t| t.has_step(Step::EffectFailed))?;
-    let failed_at = holder.lines.iter().position(|l| {
-        matches!(
-            l.what,
-            lab_schema::trace::Traced::Step {
-                step: Step::EffectFailed,
-                ..
-            }
-        )
-    })?;
+    let failed_at = holder.line_of(Step::EffectFailed)?;
     holder.lines[failed_at..]
         .iter()
         .find_map(|l| match &l.what {
@@ -617,12 +606,10 @@ async fn crash_before_effect(
 ) -> anyhow::Result<Crashes> {
     let run_id = new_run_id("verify-crash");
     // A restart takes a few seconds; a lease within the bound ends after it.
-    let limit = limit.min(
-        Duration::from_millis(lease_bound_ms(lease.as_millis() as u64)) + Duration::from_secs(20),
-    );
+    let bound = lease_bound_ms(lease.as_millis() as u64);
+    let limit = limit.min(Duration::from_millis(bound) + Duration::from_secs(20));
     let started = Instant::now();
     let deadline = started + limit;
-    let bound = lease_bound_ms(lease.as_millis() as u64);
     let mut settled = true;
     // One at a time: a crash takes down everything its worker has in flight.
     'jobs: for n in 1..=CRASHED_JOBS {
@@ -643,7 +630,7 @@ async fn crash_before_effect(
             }
             // No need to wait out a lease the checks will refuse anyway.
             let past_bound = crashed_lease(&api.job_trace(&job_id).await.unwrap_or_default())
-                .is_some_and(|l| l.ttl_ms.is_none_or(|ms| ms > bound));
+                .is_some_and(|l| l.past(bound));
             if past_bound || Instant::now() >= deadline {
                 settled = false;
                 break 'jobs;

@@ -113,10 +113,12 @@ fn connect<H: Handler>(
 }
 
 /// How often the loop scans for abandoned entries. The scan also picks up
-/// deliveries that asked to be retried later, so it runs at least every second.
+/// deliveries that asked to be retried later (a third of their lease, which a
+/// job may set shorter than the workers'), so it runs at least every 250 ms:
+/// one XAUTOCLAIM, cheap beside the deliveries.
 fn claim_every(config: &Config) -> Duration {
     (config.claim_idle / 2)
-        .min(Duration::from_secs(1))
+        .min(Duration::from_millis(250))
         .min(retry_after(config))
         .max(Duration::from_millis(50))
 }
@@ -163,18 +165,27 @@ impl Reader {
     }
 
     /// Up to `want` entries other consumers left unacknowledged for `claim_idle`.
+    /// A full batch may leave more behind (many deliveries asked to be retried
+    /// at once): then the next read scans again, instead of leaving the rest
+    /// for the next scan's turn.
     async fn abandoned(
         &mut self,
         config: &Config,
         want: usize,
     ) -> redis::RedisResult<Vec<(StreamId, u64)>> {
-        self.next_claim = Instant::now() + self.claim_every;
-        read::claim_abandoned(&mut self.conn, config, &mut self.claim_cursor, want).await
+        let claimed =
+            read::claim_abandoned(&mut self.conn, config, &mut self.claim_cursor, want).await?;
+        self.next_claim = if claimed.len() >= want {
+            Instant::now()
+        } else {
+            Instant::now() + self.claim_every
+        };
+        Ok(claimed)
     }
 
     /// What the loop reads next: old pending work while there is some, the
-    /// abandoned entries when their scan is due, else new entries (waiting up
-    /// to `read_block` for them).
+    /// abandoned entries when their scan is due, else new entries (waiting for
+    /// them up to `read_block`, and no later than the next scan).
     async fn next(
         &mut self,
         config: &Config,
@@ -185,7 +196,14 @@ impl Reader {
         } else if Instant::now() >= self.next_claim {
             self.abandoned(config, want).await
         } else {
-            read::read_new(&mut self.conn, config, want).await
+            let until_scan = self.next_claim.saturating_duration_since(Instant::now());
+            read::read_new(
+                &mut self.conn,
+                config,
+                want,
+                config.read_block.min(until_scan),
+            )
+            .await
         }
     }
 }

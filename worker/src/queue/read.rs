@@ -23,14 +23,16 @@ pub(crate) async fn ensure_group(redis: &mut ConnectionManager) -> redis::RedisR
     }
 }
 
-/// New entries for this consumer (XREADGROUP ... >), waiting up to `read_block`,
-/// each with its delivery count (1: this is its first delivery).
+/// New entries for this consumer (XREADGROUP ... >), waiting up to `block`
+/// (at least 1 ms: Redis reads BLOCK 0 as "for ever"), each with its delivery
+/// count (1: this is its first delivery).
 pub(crate) async fn read_new(
     redis: &mut ConnectionManager,
     config: &Config,
     count: usize,
+    block: std::time::Duration,
 ) -> redis::RedisResult<Vec<(StreamId, u64)>> {
-    let block = config.read_block.as_millis() as u64;
+    let block = (block.as_millis() as u64).max(1);
     let entries = read_group(redis, config, ">", count, Some(block)).await?;
     Ok(entries.into_iter().map(|id| (id, 1)).collect())
 }

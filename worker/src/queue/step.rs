@@ -79,7 +79,7 @@ impl<H: Handler> Worker<H> {
         }
         if entries.is_empty() {
             source = Source::New;
-            entries = read::read_new(&mut self.reader.conn, config, 1).await?;
+            entries = read::read_new(&mut self.reader.conn, config, 1, config.read_block).await?;
         }
         let Some((entry, deliveries)) = entries.into_iter().next() else {
             return Ok(Step::Idle);

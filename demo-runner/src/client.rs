@@ -31,6 +31,8 @@ pub struct Api {
     provider: String,
     /// Submissions ask the worker to trace their jobs (see `lab_schema::trace`).
     trace: bool,
+    /// Submissions ask for this lease (payload `leaseMs`) unless they name one.
+    lease_ms: Option<u64>,
 }
 
 impl Api {
@@ -48,6 +50,7 @@ impl Api {
             base,
             provider: DEFAULT_PROVIDER_URL.to_string(),
             trace: true,
+            lease_ms: None,
         })
     }
 
@@ -56,6 +59,14 @@ impl Api {
     /// benchmark measures without).
     pub fn tracing(mut self, trace: bool) -> Api {
         self.trace = trace;
+        self
+    }
+
+    /// The same client; its submissions give their jobs this lease (`ctx.lease_ms`,
+    /// payload `leaseMs`) unless their payload names one (`None`: the workers'
+    /// `--lease-ms`). `verify` times its checks with a lease it chose.
+    pub fn leasing(mut self, lease_ms: Option<u64>) -> Api {
+        self.lease_ms = lease_ms;
         self
     }
 
@@ -190,6 +201,12 @@ impl Api {
         payload: serde_json::Value,
     ) -> anyhow::Result<u32> {
         let url = format!("{}/jobs", self.base);
+        let mut payload = payload;
+        if let (Some(ms), Some(fields)) = (self.lease_ms, payload.as_object_mut()) {
+            fields
+                .entry(lab_schema::payload::LEASE_MS)
+                .or_insert(json!(ms));
+        }
         let mut body = json!({ "jobId": job_id, "runId": run_id, "payload": payload });
         if exercise != Exercise::default() {
             body["exercise"] = json!(exercise.number());

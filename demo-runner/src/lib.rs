@@ -145,8 +145,8 @@ pub enum Command {
         /// Seconds to wait for the redelivery of a failed effect (its job asks to be delivered again a second after the failure).
         #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         redelivery_wait: u64,
-        /// The workers' lease length in milliseconds (their LEASE_MS); exercise 2's checks time copies around it.
-        #[arg(long, value_name = "MS", env = "LEASE_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(2_000..=600_000))]
+        /// The lease verify's jobs ask for, in milliseconds (their payload's leaseMs: the handler's ctx.lease_ms); the checks of exercises 2 and 3 time their copies around it.
+        #[arg(long, value_name = "MS", default_value_t = verify::LEASE_MS, value_parser = clap::value_parser!(u64).range(100..=600_000))]
         lease_ms: u64,
     },
     /// List the exercises: number, folder, title, student file, program, scenarios.

@@ -41,8 +41,12 @@ pub(crate) const GRADER: Grader = Grader {
     verify: |api, options| Box::pin(verify(api, options)),
 };
 
-/// Jobs whose worker crashes before their effect.
+/// Jobs whose worker crashes before their effect, one after the other.
 const CRASHED_JOBS: u32 = 2;
+
+/// How many of them a later exercise sends: one, beside its own crash check
+/// (each crash waits for a restart and a lease, about 1.3 s).
+const CRASHED_JOBS_LATER: u32 = 1;
 
 /// The mistakes this exercise's own checks can name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,7 +269,8 @@ impl Copies {
 
 pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
     let exercise = Exercise::CrashWindow;
-    let (checks, ()) = checks_with(api, options, exercise, async { Ok(()) }).await?;
+    let (checks, (), ()) =
+        checks_with(api, options, exercise, async { Ok(()) }, async { Ok(()) }).await?;
     Ok(Report {
         exercise,
         checks,
@@ -274,14 +279,16 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
 }
 
 /// Runs this exercise's checks with jobs of `exercise` (a later exercise must
-/// still pass them), and `also` (a later exercise's own checks without crashes)
-/// at the same time as the checks that crash nothing.
-pub(super) async fn checks_with<T>(
+/// still pass them), with a later exercise's own checks: `crashing` (checks
+/// that crash a worker) alone, before this exercise's crashes, and `also`
+/// (checks without crashes) at the same time as the checks that crash nothing.
+pub(super) async fn checks_with<C, T>(
     api: &Api,
     options: &Options,
     exercise: Exercise,
+    crashing: impl std::future::Future<Output = anyhow::Result<C>>,
     also: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<(Vec<Check>, T)> {
+) -> anyhow::Result<(Vec<Check>, C, T)> {
     let timeout = Duration::from_secs(options.timeout_secs);
     let lease = Duration::from_millis(options.lease_ms);
     // The late copy must come after the first copy's lease would have run out.
@@ -289,13 +296,22 @@ pub(super) async fn checks_with<T>(
         late_secs: options.late_secs.max(lease.as_secs() + 2),
         ..options.clone()
     };
-    // The crashes first and alone: a crash kills every delivery its worker has in
-    // flight, which would disturb the other checks' jobs.
-    let crashes = crash_before_effect(api, exercise, timeout, lease).await?;
+    // The late probe's first copy before the crashes: its wait for the late
+    // copy overlaps them (nothing of it is in flight while they run).
+    let late = duplicate_delivery::late_start(api, exercise, timeout).await?;
+    // The crashes alone: a crash kills every delivery its worker has in flight,
+    // which would disturb the other checks' jobs.
+    let crashing = crashing.await?;
+    let jobs = if exercise == Exercise::CrashWindow {
+        CRASHED_JOBS
+    } else {
+        CRASHED_JOBS_LATER
+    };
+    let crashes = crash_before_effect(api, exercise, jobs, timeout, lease).await?;
     let (slow, stale, ex1, also) = tokio::try_join!(
         slow_effect_duplicate(api, exercise, lease, timeout),
         stale_holder(api, exercise, lease, timeout),
-        duplicate_delivery::gather(api, &ex1_options, exercise),
+        duplicate_delivery::gather(api, &ex1_options, exercise, Some(late)),
         also,
     )?;
     let ex1_checks = duplicate_delivery::judge(&ex1);
@@ -355,8 +371,8 @@ pub(super) async fn checks_with<T>(
         Check::judged(
             CRASH,
             format!(
-                "{} jobs whose worker crashed after the claim, before the effect ({}): {} with one effect, {} lost",
-                crashes.jobs.len(),
+                "{} whose worker crashed after the claim, before the effect ({}): {} with one effect, {} lost",
+                plural(crashes.jobs.len() as u64, "job"),
                 plural(crashes.crashes as u64, "crash"),
                 crashes.jobs.iter().filter(|j| j.effects == 1).count(),
                 lost
@@ -406,7 +422,7 @@ pub(super) async fn checks_with<T>(
             None => check,
         });
     }
-    Ok((checks, also))
+    Ok((checks, crashing, also))
 }
 
 /// The late check's second effect, from its numbers (2 when the copy got through).
@@ -601,6 +617,7 @@ fn judge_copies(copies: &Copies, two: impl Fn(u64) -> Ex2Mistake) -> Option<Ex2M
 async fn crash_before_effect(
     api: &Api,
     exercise: Exercise,
+    jobs: u32,
     limit: Duration,
     lease: Duration,
 ) -> anyhow::Result<Crashes> {
@@ -612,7 +629,7 @@ async fn crash_before_effect(
     let deadline = started + limit;
     let mut settled = true;
     // One at a time: a crash takes down everything its worker has in flight.
-    'jobs: for n in 1..=CRASHED_JOBS {
+    'jobs: for n in 1..=jobs {
         let job_id = format!("{run_id}-job-{n}");
         api.submit_to(
             exercise,
@@ -637,9 +654,10 @@ async fn crash_before_effect(
             }
         }
     }
+    let sent = jobs;
     let mut jobs = Vec::new();
     let mut job_traces = Vec::new();
-    for n in 1..=CRASHED_JOBS {
+    for n in 1..=sent {
         let job_id = format!("{run_id}-job-{n}");
         match api.job(&job_id).await {
             Ok(job) => jobs.push(job),
@@ -682,13 +700,18 @@ async fn slow_effect_duplicate(
     .await
 }
 
-/// A holder (A) that stalls a second past its lease and whose effect then
-/// fails; a copy (B) sent once A's lease ran out, which takes over and stalls
-/// for most of its own lease; a third copy (C) sent after A failed and released,
-/// while B still holds its lease. With tokens, only B sends; without, A's
-/// release removes B's lease and C sends too. Timeline for a lease L (ms):
-/// A wakes at L+1200, B holds from L+300 to 2L+300 and is done at 2L-200, C
-/// comes at L+1500: so L must be over 1700 ms (the default is 3000).
+/// The stale-holder check's lease, at least: its timeline needs room for
+/// three holders (see [`stale_holder`]).
+const STALE_LEASE_MS: u64 = 2_000;
+
+/// A holder (A) that stalls past its lease and whose effect then fails; a copy
+/// (B) sent once A's lease ran out, which takes over and stalls for most of its
+/// own lease; a third copy (C) sent after A failed and released, while B still
+/// holds its lease. With tokens, only B sends; without, A's release removes
+/// B's lease and C sends too. Timeline for a lease L of at least 2 s: A wakes
+/// at L+800 and fails at L+1000, B holds from L+300 and is done at 2L-200
+/// (its lease ends at 2L+300), C comes at L+1400: every step at least 300 ms
+/// from the next.
 async fn stale_holder(
     api: &Api,
     exercise: Exercise,
@@ -697,18 +720,20 @@ async fn stale_holder(
 ) -> anyhow::Result<Copies> {
     let run_id = new_run_id("verify-stale");
     let job_id = format!("{run_id}-job-1");
-    let lease_ms = lease.as_millis() as u64;
+    let lease_ms = (lease.as_millis() as u64).max(STALE_LEASE_MS);
     let faults = json!({
-        payload::STALL_MS: [lease_ms + 1000, lease_ms.saturating_sub(700)],
+        payload::LEASE_MS: lease_ms,
+        payload::STALL_MS: [lease_ms + 800, lease_ms - 700],
         payload::SIMULATE_EFFECT_FAILURE: payload::ONCE,
         // The paused holder's failed delivery comes back a second later, not
         // after the claim idle time: the run settles 9 s sooner.
         payload::REDELIVER_AFTER_MS: 1_000,
     });
+    let lease = Duration::from_millis(lease_ms);
     let copies = [
         (Duration::ZERO, faults.clone()),
         (lease + Duration::from_millis(300), faults.clone()),
-        (lease + Duration::from_millis(1500), faults),
+        (lease + Duration::from_millis(1400), faults),
     ];
     send_copies(api, exercise, &run_id, &job_id, &copies, limit).await
 }

@@ -306,9 +306,9 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
     let exercise = Exercise::DoubleCharge;
     let timeout = Duration::from_secs(options.timeout_secs);
     let lease = Duration::from_millis(options.lease_ms);
-    // The crashes first and alone: a crash kills every delivery its worker has
-    // in flight, which would disturb the other checks' jobs.
-    let crashed = crash_after_charge(api, timeout).await?;
+    // The crashes alone (before exercise 2's): a crash kills every delivery its
+    // worker has in flight, which would disturb the other checks' jobs.
+    let crashing = crash_after_charge(api, timeout);
     let ours = async {
         tokio::try_join!(
             dropped_answer(api, timeout),
@@ -324,8 +324,8 @@ pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Repor
             two_pipelines(api, timeout),
         )
     };
-    let (ex2_checks, (dropped, lost, in_flight, pipelines)) =
-        crash_window::checks_with(api, options, exercise, ours).await?;
+    let (ex2_checks, crashed, (dropped, lost, in_flight, pipelines)) =
+        crash_window::checks_with(api, options, exercise, crashing, ours).await?;
 
     let mut checks = vec![
         crashed,
@@ -404,15 +404,18 @@ struct OneJob {
 }
 
 /// A job whose first charge is made but its answer dropped; once that delivery
-/// has ended (given up and released its lease, to come back after the claim idle
-/// time; or, in a handler that retries by itself with the same key, been
+/// has ended (given up and released its lease, to come back a second later; or,
+/// in a handler that retries by itself with the same key, been
 /// acknowledged), the client, which got no answer either, submits the job again.
 /// The new copy takes the lease first: only a key that names the job, not the
 /// delivery, makes its charge a replay.
 async fn dropped_answer(api: &Api, limit: Duration) -> anyhow::Result<OneJob> {
     let run_id = new_run_id("verify-dropped");
     let job_id = format!("{run_id}-job-1");
-    let faults = json!({ "provider": { simulate::DROP_ANSWER: true } });
+    // The failed delivery comes back a second later, not after the claim idle
+    // time; the resubmitted copy is delivered long before.
+    let faults =
+        json!({ "provider": { simulate::DROP_ANSWER: true }, payload::REDELIVER_AFTER_MS: 1_000 });
     api.submit_to(Exercise::DoubleCharge, &job_id, &run_id, faults.clone())
         .await?;
     let deadline = Instant::now() + limit;
@@ -518,17 +521,17 @@ fn lost_check(one: &OneJob) -> Check {
     )
 }
 
-/// A charge the provider works on for a lease and 3 s and then fails (nothing
+/// A charge the provider works on for a lease and 1.5 s and then fails (nothing
 /// charged, its key released), and a copy sent once the first delivery's lease
 /// ran out: the copy takes the lease and asks the provider, which answers 409.
 /// Only a handler that waits ("not yet") charges the card in the end.
 async fn in_flight_conflict(api: &Api, lease: Duration, limit: Duration) -> anyhow::Result<Check> {
     let run_id = new_run_id("verify-in-flight");
     let job_id = format!("{run_id}-job-1");
-    let slow_ms = lease.as_millis() as u64 + 3_000;
+    let slow_ms = lease.as_millis() as u64 + 1_500;
     if slow_ms > lab_schema::provider::MAX_SIMULATED_MS {
         anyhow::bail!(
-            "--lease-ms {} is too long for the in-flight check: the provider simulates at most {} ms, and the check needs the lease plus 3 s",
+            "--lease-ms {} is too long for the in-flight check: the provider simulates at most {} ms, and the check needs the lease plus 1.5 s",
             lease.as_millis(),
             lab_schema::provider::MAX_SIMULATED_MS
         );

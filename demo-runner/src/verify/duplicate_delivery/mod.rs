@@ -25,7 +25,7 @@ use lab_schema::{EventKind, Exercise, Idempotency, RunEvents};
 use serde_json::json;
 
 use probes::{Concurrent, Failure, Late, Sequential};
-pub(crate) use probes::{Evidence, gather};
+pub(crate) use probes::{Evidence, gather, late_start};
 
 use super::{Check, Grader, Mistake, Options, Report};
 use crate::client::Api;
@@ -215,7 +215,7 @@ impl Mistake for Ex1Mistake {
 }
 
 pub(super) async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
-    let evidence = gather(api, options, Exercise::DuplicateDelivery).await?;
+    let evidence = gather(api, options, Exercise::DuplicateDelivery, None).await?;
     Ok(Report {
         exercise: Exercise::DuplicateDelivery,
         checks: judge(&evidence),

@@ -67,16 +67,26 @@ pub(crate) struct Evidence {
 
 /// Runs exercise 1's probes with jobs of `exercise` (the later exercises keep
 /// these checks); the late and the failure probes mostly wait, so they run
-/// alongside the others.
+/// alongside the others. `late` is the late probe's first copy when it was
+/// sent earlier (a later exercise sends it before its crashes, and the wait
+/// for the late copy overlaps them); `None`: it is sent now.
 pub(crate) async fn gather(
     api: &Api,
     options: &Options,
     exercise: Exercise,
+    late: Option<LateStart>,
 ) -> anyhow::Result<Evidence> {
     let timeout = Duration::from_secs(options.timeout_secs);
     let waiting = async {
+        let late = async {
+            let start = match late {
+                Some(start) => start,
+                None => late_start(api, exercise, timeout).await?,
+            };
+            late_copy(api, exercise, start, options.late_secs, timeout).await
+        };
         tokio::try_join!(
-            late_duplicate(api, exercise, options.late_secs, timeout),
+            late,
             effect_failure(api, exercise, options.redelivery_wait_secs, timeout),
         )
     };
@@ -207,20 +217,49 @@ pub(crate) async fn concurrent_round(
     })
 }
 
-/// One job, then a second copy `late_secs` after the first was processed.
-pub(crate) async fn late_duplicate(
+/// The late probe's first copy, processed: its job, and when.
+pub(crate) struct LateStart {
+    run_id: String,
+    job_id: String,
+    processed: tokio::time::Instant,
+    stuck: Option<Stuck>,
+}
+
+/// The late probe's first copy: one job, sent and processed.
+pub(crate) async fn late_start(
     api: &Api,
     exercise: Exercise,
+    limit: Duration,
+) -> anyhow::Result<LateStart> {
+    let run_id = new_run_id("verify-late");
+    let job_id = format!("{run_id}-job-1");
+    let stuck = submit_and_wait(api, exercise, &job_id, &run_id, 1, limit)
+        .await?
+        .err();
+    Ok(LateStart {
+        run_id,
+        job_id,
+        processed: tokio::time::Instant::now(),
+        stuck,
+    })
+}
+
+/// The late probe's second copy, sent `late_secs` after the first was processed.
+pub(crate) async fn late_copy(
+    api: &Api,
+    exercise: Exercise,
+    start: LateStart,
     late_secs: u64,
     limit: Duration,
 ) -> anyhow::Result<Late> {
-    let run_id = new_run_id("verify-late");
-    let job_id = format!("{run_id}-job-1");
-    let mut stuck = submit_and_wait(api, exercise, &job_id, &run_id, 1, limit)
-        .await?
-        .err();
+    let LateStart {
+        run_id,
+        job_id,
+        processed,
+        mut stuck,
+    } = start;
     if stuck.is_none() {
-        tokio::time::sleep(Duration::from_secs(late_secs)).await;
+        tokio::time::sleep_until(processed + Duration::from_secs(late_secs)).await;
         stuck = submit_and_wait(api, exercise, &job_id, &run_id, 2, limit)
             .await?
             .err();

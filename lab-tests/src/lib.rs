@@ -104,7 +104,7 @@ pub struct Stack {
     supervised: Vec<Supervised>,
 }
 
-/// A worker process started again 300 ms after it dies (a crash), under the same
+/// A worker process started again 200 ms after it dies (a crash), under the same
 /// name, as `./lab` and compose's restart policy do; stopped with the stack.
 struct Supervised {
     stop: Arc<AtomicBool>,
@@ -153,7 +153,7 @@ impl Supervised {
                             );
                         }
                         drop(guard);
-                        std::thread::sleep(Duration::from_millis(300));
+                        std::thread::sleep(Duration::from_millis(200));
                         *child.lock().unwrap() = Some(spawn());
                     }
                 }

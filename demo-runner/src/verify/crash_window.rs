@@ -71,6 +71,26 @@ enum Ex2Mistake {
     NoDoneMarker {
         emails: u64,
     },
+    /// done was written, with a TTL shorter than the wait before the next copy.
+    DoneExpired {
+        emails: u64,
+        command: String,
+        ttl_ms: u64,
+        /// From the done write to the next copy's delivery.
+        gap_ms: u64,
+        lease_ms: u64,
+    },
+    /// The write of done was refused by Redis (its condition did not hold).
+    DoneNotTaken {
+        emails: u64,
+        command: String,
+    },
+    /// done was written and lived, yet a copy sent again: what that copy did.
+    DoneIgnored {
+        emails: u64,
+        command: String,
+        copy: String,
+    },
     LeaseShorterThanEffect {
         emails: u64,
     },
@@ -116,6 +136,9 @@ impl Mistake for Ex2Mistake {
             CrashedJobSentTwice { .. } => "duplicate-effect",
             NoCrash => "inconclusive",
             NoDoneMarker { .. } => "no-done-marker",
+            DoneExpired { .. } => "done-expired",
+            DoneNotTaken { .. } => "done-not-written",
+            DoneIgnored { .. } => "done-ignored",
             LeaseShorterThanEffect { .. } => "lease-shorter-than-effect",
             EndWithoutToken { .. } => "end-without-token",
             LeaseTooLong { .. } => "lease-too-long",
@@ -152,6 +175,32 @@ impl Mistake for Ex2Mistake {
             NoCrash => "inconclusive: no worker crashed (were the jobs delivered?)".to_string(),
             NoDoneMarker { emails } => format!(
                 "{emails} emails for one job: a copy sent after the lease had run out found no claim and sent again. Once the effect is done, mark the claim done (compare-and-set to done, with the idempotency TTL), so later copies find it"
+            ),
+            DoneExpired {
+                emails,
+                command,
+                ttl_ms,
+                gap_ms,
+                lease_ms,
+            } => format!(
+                "{emails} emails for one job: after the email your code marked the claim done (`{command}`), with {}; the next copy came {} later, when done had expired, found no claim and sent again. done must outlast every duplicate: keep it for ctx.idempotency_ttl_secs (a day){}",
+                traces::ttl_text(Some(*ttl_ms)),
+                human_ms(*gap_ms),
+                if ttl_ms == lease_ms {
+                    " (that is the lease's length: the lease covers the work in progress, done everything after)"
+                } else {
+                    ""
+                }
+            ),
+            DoneNotTaken { emails, command } => format!(
+                "{emails} emails for one job: after the email your code tried to mark the claim done with `{command}`, and Redis did not write it (the key did not hold what the command expected), so a later copy found no done and sent again. Compare with the exact lease value your delivery wrote"
+            ),
+            DoneIgnored {
+                emails,
+                command,
+                copy,
+            } => format!(
+                "{emails} emails for one job: your code marked the claim done (`{command}`), yet a later copy sent again; that copy did: {copy}. A copy that finds done must skip the job"
             ),
             LeaseShorterThanEffect { emails } => format!(
                 "{emails} emails for one job: the lease ran out while the first delivery was still sending, and a copy took the claim. The lease must outlast the effect: use ctx.lease_ms"
@@ -322,16 +371,17 @@ pub(super) async fn checks_with<C, T>(
         .expect("exercise 1 judges a late copy");
 
     let crash = judge_crashes(&crashes, options.lease_ms);
-    let late = (!late_check.passed).then(|| Ex2Mistake::NoDoneMarker {
-        emails: late_job_effects(&late_check),
-    });
+    // Two emails for the late job: what the first delivery did about done (a
+    // lost or stuck job keeps exercise 1's diagnosis).
+    let late = (!late_check.passed && ex1.late.job.effects > 1)
+        .then(|| second_email(&ex1.late.traces, ex1.late.job.effects, options.lease_ms));
     // Two emails: at once (the lease ran out mid-effect), or one after the other
     // (nothing said done once the first was sent).
     let slow_mistake = judge_copies(&slow, |emails| {
         if slow.effects_overlapped() {
             Ex2Mistake::LeaseShorterThanEffect { emails }
         } else {
-            Ex2Mistake::NoDoneMarker { emails }
+            second_email(&slow.traces, emails, options.lease_ms)
         }
     });
     let crash_traces: Vec<Trace> = crashes.traces.iter().flatten().cloned().collect();
@@ -361,6 +411,10 @@ pub(super) async fn checks_with<C, T>(
         (Some(Ex2Mistake::TokenShared { value }), _) => Some(Ex2Mistake::TokenShared { value }),
         (Some(_), Some(first)) if first != own => Some(Ex2Mistake::SameAs(first)),
         (m, _) => m,
+    };
+    let late_trace = match &late {
+        Some(Ex2Mistake::SameAs(_)) | None => Vec::new(),
+        Some(_) => traces::excerpt(&ex1.late.traces.iter().collect::<Vec<_>>(), 14),
     };
     let late = explained(late, LATE);
     let slow_mistake = explained(slow_mistake, SLOW);
@@ -401,9 +455,10 @@ pub(super) async fn checks_with<C, T>(
         )
         .with_trace(traces::excerpt(&slow.traces.iter().collect::<Vec<_>>(), 14)),
         Check {
-            diagnosis: late.as_ref().map(|m| m.diagnosis()),
+            diagnosis: late.as_ref().map(|m| m.diagnosis()).or(late_check.diagnosis),
             ..late_check
-        },
+        }
+        .with_trace(late_trace),
         Check::judged(
             STALE,
             format!(
@@ -425,9 +480,46 @@ pub(super) async fn checks_with<C, T>(
     Ok((checks, crashing, also))
 }
 
-/// The late check's second effect, from its numbers (2 when the copy got through).
-fn late_job_effects(check: &Check) -> u64 {
-    check.data["effects"].as_u64().unwrap_or(2)
+/// A job with `emails` emails sent one after the other: what the delivery
+/// that sent first did about done, and when the copy that sent again came.
+fn second_email(traces: &[Trace], emails: u64, lease_ms: u64) -> Ex2Mistake {
+    let mut senders: Vec<&Trace> = traces
+        .iter()
+        .filter(|t| t.has_step(Step::EffectSent))
+        .collect();
+    senders.sort_by_key(|t| t.started_ms);
+    let mut senders = senders.into_iter();
+    let first = senders.next();
+    let Some(done) = first.and_then(traces::done_write) else {
+        return Ex2Mistake::NoDoneMarker { emails };
+    };
+    let command = done.command.clone();
+    if !done.taken {
+        return Ex2Mistake::DoneNotTaken { emails, command };
+    }
+    let Some(copy) = senders.next() else {
+        return Ex2Mistake::NoDoneMarker { emails };
+    };
+    let gap_ms = copy.started_ms.saturating_sub(done.at_ms);
+    match done.ttl_ms {
+        Some(Some(ttl_ms)) if ttl_ms <= gap_ms => Ex2Mistake::DoneExpired {
+            emails,
+            command,
+            ttl_ms,
+            gap_ms,
+            lease_ms,
+        },
+        _ => Ex2Mistake::DoneIgnored {
+            emails,
+            command,
+            copy: copy
+                .commands()
+                .take(3)
+                .map(|(_, args, reply)| format!("`{} -> {reply}`", args.join(" ")))
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+    }
 }
 
 /// The crash check's verdict: first what the crashed holder's trace shows
@@ -935,6 +1027,72 @@ mod tests {
         assert!(
             message.contains("k held processing:a with 3.0 s to live"),
             "{message}"
+        );
+    }
+
+    /// The first delivery (claims, sends, then runs `done`) and a copy that
+    /// came `gap_ms` after it and sent again.
+    fn sent_twice(done: &[&str], gap_ms: u64) -> Vec<Trace> {
+        let mut first = vec![
+            "> SET k processing:a NX PX 1000",
+            "! effect",
+            "! effect-sent",
+        ];
+        first.extend_from_slice(done);
+        let first = trace("w1", "1", 1, &first);
+        let mut copy = trace(
+            "w2",
+            "2",
+            1,
+            &[
+                "> SET k processing:b NX PX 1000 = OK",
+                "! effect",
+                "! effect-sent",
+            ],
+        );
+        copy.started_ms = gap_ms;
+        vec![copy, first]
+    }
+
+    #[test]
+    fn a_second_email_is_judged_by_what_the_first_delivery_did_about_done() {
+        // done kept for a second (the lease's length), the copy 5 s later.
+        let short = sent_twice(&["> compare_and_set k processing:a done 1 = true"], 5_000);
+        let mistake = second_email(&short, 2, 1000);
+        assert!(
+            matches!(mistake, Ex2Mistake::DoneExpired { ttl_ms: 1000, .. }),
+            "{mistake:?}"
+        );
+        let message = mistake.message();
+        assert!(
+            message.contains("compare_and_set k processing:a done 1 -> true")
+                && message.contains("a TTL of 1,000 ms")
+                && message.contains("the lease's length"),
+            "{message}"
+        );
+        assert_eq!(mistake.code(), "done-expired");
+        // No done at all: the lease alone.
+        let none = sent_twice(&["! returned Ok(())"], 5_000);
+        assert_eq!(
+            second_email(&none, 2, 1000),
+            Ex2Mistake::NoDoneMarker { emails: 2 }
+        );
+        // Redis refused the write (compared with another value).
+        let refused = sent_twice(
+            &["> compare_and_set k processing:x done 86400 = false"],
+            5_000,
+        );
+        assert_eq!(second_email(&refused, 2, 1000).code(), "done-not-written");
+        // done for a day, and the copy sent anyway: say what the copy did.
+        let ignored = sent_twice(&["> SET k done EX 86400 = OK"], 5_000);
+        let mistake = second_email(&ignored, 2, 1000);
+        assert_eq!(mistake.code(), "done-ignored");
+        assert!(
+            mistake
+                .message()
+                .contains("`SET k processing:b NX PX 1000 -> OK`"),
+            "{}",
+            mistake.message()
         );
     }
 

@@ -62,6 +62,86 @@ pub(crate) fn claim_write(trace: &Trace) -> Option<ClaimWrite> {
     Some(ClaimWrite { key, value, ttl_ms })
 }
 
+/// How a holder marked its claim done after its effect: the first write,
+/// after the effect was sent, of a value that says `done`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DoneWrite {
+    pub key: String,
+    /// The expiry it set, in ms (`Some(None)`: none; `None`: not known, a script).
+    pub ttl_ms: Option<Option<u64>>,
+    /// Redis took it (not `(nil)`, `false` or `0`).
+    pub taken: bool,
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// The command as the student reads it, with Redis's reply.
+    pub command: String,
+}
+
+/// The `done` write of the delivery that sent the effect: `SET k done ...`,
+/// `SETEX`/`PSETEX`, `ctx.compare_and_set(k, lease, done, ttl)`, or a script
+/// given `done` (its first key); an `EXPIRE` of the key right after counts.
+pub(crate) fn done_write(trace: &Trace) -> Option<DoneWrite> {
+    let sent = trace.line_of(Step::EffectSent)?;
+    let says_done = |a: &String| a.to_ascii_lowercase().contains("done");
+    let commands: Vec<(&[String], &str, String, u64)> = trace.lines[sent..]
+        .iter()
+        .filter_map(|line| match &line.what {
+            lab_schema::trace::Traced::Command { args, reply, .. } => Some((
+                args.as_slice(),
+                reply.as_str(),
+                line.what.render(),
+                trace.started_ms + line.at_ms,
+            )),
+            _ => None,
+        })
+        .collect();
+    for (i, (args, reply, command, at_ms)) in commands.iter().enumerate() {
+        let name = args
+            .first()
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
+        let arg = |i: usize| args.get(i).cloned();
+        let (key, ttl_ms) = match name.as_str() {
+            "SET" if args.get(2).is_some_and(says_done) => {
+                let key = arg(1)?;
+                let ttl = expiry_written(args, &key);
+                (key, ttl)
+            }
+            "SETEX" | "PSETEX" if args.get(3).is_some_and(says_done) => {
+                let key = arg(1)?;
+                let ttl = expiry_written(args, &key);
+                (key, ttl)
+            }
+            "COMPARE_AND_SET" if args.get(3).is_some_and(says_done) => {
+                let secs = args.get(4).and_then(|s| s.parse::<u64>().ok());
+                (arg(1)?, secs.map(|s| Some(s * 1000)))
+            }
+            "EVAL" | "EVALSHA" if args.iter().skip(3).any(says_done) => {
+                let key = (args.get(2)? != "0").then(|| arg(3))??;
+                (key, None)
+            }
+            _ => continue,
+        };
+        let ttl_ms = match ttl_ms {
+            // SET without expiry then EXPIRE: the expiry comes from the next command.
+            Some(None) => commands[i + 1..]
+                .iter()
+                .find_map(|(later, ..)| expiry_written(later, &key).filter(|t| t.is_some()))
+                .or(Some(None)),
+            ttl => ttl,
+        };
+        let taken = !matches!(*reply, "(nil)" | "false" | "0");
+        return Some(DoneWrite {
+            key,
+            ttl_ms,
+            taken,
+            at_ms: *at_ms,
+            command: command.clone(),
+        });
+    }
+    None
+}
+
 /// The trace of the delivery whose process crashed on purpose.
 pub(crate) fn crashed(traces: &[Trace]) -> Option<&Trace> {
     traces.iter().find(|t| t.has_step(Step::Crashed))
@@ -274,6 +354,78 @@ pub(crate) mod tests {
         let one = trace("w1", "1", 1, &["> SET k 1 NX EX 86400"]);
         let again = trace("w1", "2", 2, &["> SET k 1 NX EX 86400 = (nil)"]);
         assert_eq!(shared_token(&[one, again], 12_000), None);
+    }
+
+    #[test]
+    fn the_done_write_is_the_first_write_of_done_after_the_effect_with_its_ttl() {
+        let before = "> SET k processing:a NX PX 1000";
+        let helper = trace(
+            "w",
+            "1",
+            1,
+            &[
+                before,
+                "! effect",
+                "! effect-sent",
+                "> compare_and_set k processing:a done 1 = true",
+            ],
+        );
+        let done = done_write(&helper).unwrap();
+        assert_eq!(
+            (done.key.as_str(), done.ttl_ms, done.taken),
+            ("k", Some(Some(1000)), true)
+        );
+        assert_eq!(
+            done.command,
+            "compare_and_set k processing:a done 1 -> true"
+        );
+        let refused = trace(
+            "w",
+            "1",
+            1,
+            &[
+                before,
+                "! effect-sent",
+                "> compare_and_set k processing:b done 86400 = false",
+            ],
+        );
+        assert!(!done_write(&refused).unwrap().taken);
+        let set_then_expire = trace(
+            "w",
+            "1",
+            1,
+            &[
+                before,
+                "! effect-sent",
+                "> SET k done = OK",
+                "> PEXPIRE k 500 = 1",
+            ],
+        );
+        assert_eq!(
+            done_write(&set_then_expire).unwrap().ttl_ms,
+            Some(Some(500))
+        );
+        let forever = trace("w", "1", 1, &[before, "! effect-sent", "> SET k DONE = OK"]);
+        assert_eq!(done_write(&forever).unwrap().ttl_ms, Some(None));
+        let script = trace(
+            "w",
+            "1",
+            1,
+            &[
+                before,
+                "! effect-sent",
+                "> EVALSHA f00 1 k processing:a done 86400 = 1",
+            ],
+        );
+        assert_eq!(done_write(&script).unwrap().ttl_ms, None);
+        // done written before the effect, or never: no done write after it.
+        let early = trace(
+            "w",
+            "1",
+            1,
+            &["> SET k done NX EX 86400", "! effect-sent", "> DEL k = 1"],
+        );
+        assert_eq!(done_write(&early), None);
     }
 
     #[test]

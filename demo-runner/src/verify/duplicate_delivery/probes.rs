@@ -44,6 +44,8 @@ pub(crate) struct Concurrent {
 /// What the late copy showed.
 pub(crate) struct Late {
     pub(crate) job: JobView,
+    /// The job's traced deliveries, oldest first.
+    pub(crate) traces: Vec<lab_schema::trace::Trace>,
     pub(crate) late_secs: u64,
     /// A copy was not processed in time: what the check saw.
     pub(crate) stuck: Option<Stuck>,
@@ -266,6 +268,7 @@ pub(crate) async fn late_copy(
     }
     Ok(Late {
         job: api.job(&job_id).await?,
+        traces: api.job_trace(&job_id).await.unwrap_or_default(),
         late_secs,
         stuck,
     })

@@ -20,6 +20,8 @@ pub struct Job {
     pub(crate) pipeline: Option<String>,
     /// Whether the submission asked for this job's deliveries to be traced.
     pub(crate) trace: bool,
+    /// What the payload asks of the plumbing (faults, a lease, a sooner redelivery).
+    pub(crate) asks: crate::asks::Asks,
 }
 
 impl Job {
@@ -45,11 +47,13 @@ impl Job {
         if let Some(pipeline) = &pipeline {
             validate_pipeline(pipeline)?;
         }
+        let payload = entry.get::<String>(entry::PAYLOAD).unwrap_or_default();
         Ok(Job {
             job_id,
             run_id,
             delivery_id: entry.id.clone(),
-            payload: entry.get::<String>(entry::PAYLOAD).unwrap_or_default(),
+            asks: crate::asks::Asks::of(&payload),
+            payload,
             exercise,
             pipeline,
             trace: entry.get::<String>(entry::TRACE).as_deref() == Some("1"),

@@ -34,49 +34,6 @@ use crate::provider::{Charge, Charged, ProviderClient, ProviderError};
 /// Held by the job whose simulated crash is under way in this process.
 static CRASH_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The faults a job's payload asks for.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Faults {
-    fail_once: bool,
-    crash_before_effect: bool,
-    crash_after_effect: bool,
-    stall_ms: Vec<u64>,
-}
-
-impl Faults {
-    fn of(payload_json: &str) -> Faults {
-        // Cheap test first: almost no payload asks for a fault.
-        let asks = [
-            payload::SIMULATE_EFFECT_FAILURE,
-            payload::SIMULATE_CRASH,
-            payload::STALL_MS,
-        ]
-        .iter()
-        .any(|name| payload_json.contains(name));
-        if !asks {
-            return Faults::default();
-        }
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(payload_json) else {
-            return Faults::default();
-        };
-        let text = |name: &str| value.get(name).and_then(|v| v.as_str());
-        Faults {
-            fail_once: text(payload::SIMULATE_EFFECT_FAILURE) == Some(payload::ONCE),
-            crash_before_effect: text(payload::SIMULATE_CRASH) == Some(payload::BEFORE_EFFECT),
-            crash_after_effect: text(payload::SIMULATE_CRASH) == Some(payload::AFTER_EFFECT),
-            stall_ms: value
-                .get(payload::STALL_MS)
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .map(|ms| ms.as_u64().unwrap_or(0).min(60_000))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
-}
-
 /// Who runs the effect: the consumer name and this process's instance id.
 pub(crate) struct Runner<'a> {
     pub(crate) consumer: &'a str,
@@ -93,13 +50,13 @@ pub(crate) async fn apply(
     runner: &Runner<'_>,
     delay: Duration,
 ) -> anyhow::Result<()> {
-    let faults = before_effect(redis, job, runner, delay).await?;
+    before_effect(redis, job, runner, delay).await?;
     let consumer = runner.consumer;
     let mut pipe = redis::pipe();
     pipe.atomic();
     Outcome::EffectApplied.record(&mut pipe, job, consumer);
     let (effects,): (u64,) = pipe.query_async(redis).await?;
-    after_effect(redis, job, runner, &faults).await?;
+    after_effect(redis, job, runner).await?;
     if effects == 1 {
         tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, effects, "side effect applied (email sent)");
     } else {
@@ -120,7 +77,7 @@ pub(crate) async fn charge(
     charge: &Charge,
 ) -> Result<Charged, ProviderError> {
     let not_sent = |err: anyhow::Error| ProviderError::NotSent(format!("{err:#}"));
-    let faults = before_effect(redis, job, runner, Duration::ZERO)
+    before_effect(redis, job, runner, Duration::ZERO)
         .await
         .map_err(not_sent)?;
     let answer = provider.send(job, pipeline, charge).await;
@@ -137,7 +94,7 @@ pub(crate) async fn charge(
         }
     }
     if answer.is_ok()
-        && let Err(err) = after_effect(redis, job, runner, &faults).await
+        && let Err(err) = after_effect(redis, job, runner).await
     {
         // The card WAS charged: the answer stands, whatever the fault hook says.
         tracing::warn!(job_id = %job.job_id, error = %err, "the simulated crash after the charge could not be arranged");
@@ -152,9 +109,9 @@ async fn before_effect(
     job: &Job,
     runner: &Runner<'_>,
     delay: Duration,
-) -> anyhow::Result<Faults> {
+) -> anyhow::Result<()> {
     let consumer = runner.consumer;
-    let faults = Faults::of(&job.payload);
+    let faults = &job.asks;
     if faults.crash_before_effect {
         crash_once(redis, job, runner, payload::BEFORE_EFFECT).await?;
     }
@@ -187,7 +144,7 @@ async fn before_effect(
             payload::SIMULATE_EFFECT_FAILURE
         );
     }
-    Ok(faults)
+    Ok(())
 }
 
 /// What every side effect goes through once it happened: a crash `after-effect`.
@@ -195,9 +152,8 @@ async fn after_effect(
     redis: &mut ConnectionManager,
     job: &Job,
     runner: &Runner<'_>,
-    faults: &Faults,
 ) -> anyhow::Result<()> {
-    if faults.crash_after_effect {
+    if job.asks.crash_after_effect {
         crash_once(redis, job, runner, payload::AFTER_EFFECT).await?;
     }
     Ok(())
@@ -304,28 +260,4 @@ async fn fail_this_time(
         let _: (u64,) = pipe.query_async(redis).await?;
     }
     Ok(first)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Faults;
-
-    #[test]
-    fn only_the_documented_payloads_ask_for_faults() {
-        assert!(Faults::of(r#"{"simulateEffectFailure":"once"}"#).fail_once);
-        assert!(Faults::of(r#"{"template":"x","simulateEffectFailure":"once"}"#).fail_once);
-        assert!(!Faults::of(r#"{"simulateEffectFailure":"always"}"#).fail_once);
-        assert_eq!(
-            Faults::of(r#"{"template":"simulateEffectFailure"}"#),
-            Faults::default()
-        );
-        assert_eq!(Faults::of("{}"), Faults::default());
-        assert_eq!(Faults::of("not json simulateCrash"), Faults::default());
-        assert!(Faults::of(r#"{"simulateCrash":"before-effect"}"#).crash_before_effect);
-        assert!(!Faults::of(r#"{"simulateCrash":"after-effect"}"#).crash_before_effect);
-        assert_eq!(
-            Faults::of(r#"{"stallMs":[4000,0,"x"]}"#).stall_ms,
-            [4000, 0, 0]
-        );
-    }
 }

@@ -31,6 +31,7 @@
 //! a crash) first runs again what it had left pending. Each job names its
 //! exercise; `registry.rs` routes it to that exercise's `process_job`.
 
+mod asks;
 pub mod cli;
 mod context;
 mod delivery;

@@ -211,7 +211,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
     } = ready;
     let max = shared.config.max_deliveries;
     tracing::debug!(job_id = %job.job_id, delivery_id = %job.delivery_id, run_id = %job.run_id, exercise = job.exercise.number(), "delivery received");
-    let lease_ms = lease_of(&job.payload).unwrap_or(shared.config.lease_ms);
+    let lease_ms = job.asks.lease_ms.unwrap_or(shared.config.lease_ms);
     let recorder = job.trace.then(|| {
         let recorder = trace::Recorder::start(
             &job.delivery_id,
@@ -318,8 +318,7 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 started_ms,
                 idempotency,
             };
-            let redeliver = redeliver_after(&job.payload);
-            if let Some(after) = redeliver {
+            if let Some(after) = job.asks.redeliver_after {
                 // The renewal must stop first, or it would reset the idle time.
                 drop(in_flight);
                 let put_back = PutBack {
@@ -333,26 +332,6 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             Handled::Failed { error }
         }
     }
-}
-
-/// The payload's `redeliverAfterMs` (see `lab_schema::payload`), if any.
-fn redeliver_after(payload: &str) -> Option<std::time::Duration> {
-    payload_ms(payload, lab_schema::payload::REDELIVER_AFTER_MS)
-        .map(std::time::Duration::from_millis)
-}
-
-/// The payload's `leaseMs` (see `lab_schema::payload`), if any: 100 ms to 10 min.
-fn lease_of(payload: &str) -> Option<u64> {
-    payload_ms(payload, lab_schema::payload::LEASE_MS).filter(|ms| (100..=600_000).contains(ms))
-}
-
-/// A number of milliseconds the payload sets for the plumbing (cheap when it sets none).
-fn payload_ms(payload: &str, name: &str) -> Option<u64> {
-    if !payload.contains(name) {
-        return None;
-    }
-    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-    value[name].as_u64()
 }
 
 /// The finished trace of a delivery, with how the handler returned.

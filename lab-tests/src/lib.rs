@@ -104,6 +104,10 @@ pub struct Stack {
     supervised: Vec<Supervised>,
 }
 
+/// The claim idle time of the tests' workers: a failed delivery comes back
+/// after a second.
+const TEST_CLAIM_IDLE_MS: &str = "1000";
+
 /// A worker process started again 200 ms after it dies (a crash), under the same
 /// name, as `./lab` and compose's restart policy do; stopped with the stack.
 struct Supervised {
@@ -220,7 +224,7 @@ impl Stack {
     /// as `./lab` and compose restart them (exercise 2 crashes them on purpose).
     pub async fn with_two(workers: Workers<'_>) -> Stack {
         let mut stack = Stack::start().await;
-        stack.add_two_workers(workers);
+        stack.add_two_workers(workers, Some(TEST_CLAIM_IDLE_MS));
         stack
     }
 
@@ -233,6 +237,14 @@ impl Stack {
     /// [`Stack::with_two`] `workers` behind the API binary `api_binary`.
     pub async fn with_api_and(api_binary: &Path, workers: Workers<'_>) -> Stack {
         let mut stack = Stack::start().await;
+        stack.use_api_binary(api_binary).await;
+        stack.add_two_workers(workers, Some(TEST_CLAIM_IDLE_MS));
+        stack
+    }
+
+    /// Replaces this process's API with the API binary `api_binary`, run as a process.
+    async fn use_api_binary(&mut self, api_binary: &Path) {
+        let stack = self;
         let port = lab_testkit::free_port();
         let log = std::env::temp_dir().join(format!(
             "lab-test-api-{}-{}.log",
@@ -255,8 +267,6 @@ impl Stack {
             assert!(Instant::now() < deadline, "the api binary did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        stack.add_two_workers(workers);
-        stack
     }
 
     /// The stack that runs `exercise` with `binary`, the program its student
@@ -270,8 +280,21 @@ impl Stack {
         }
     }
 
-    /// Starts the two supervised workers of [`Stack::with_two`].
-    fn add_two_workers(&mut self, workers: Workers<'_>) {
+    /// Two supervised workers of `worker` with the lab's own settings (the
+    /// claim idle time of `./lab`, 10 s), behind the API binary `api_binary`
+    /// (`None`: this process's API): the stack a benchmark of `verify` measures.
+    pub async fn as_the_lab(api_binary: Option<&Path>, worker: &Path) -> Stack {
+        let mut stack = Stack::start().await;
+        if let Some(api) = api_binary {
+            stack.use_api_binary(api).await;
+        }
+        stack.add_two_workers(Workers::Binary(worker), None);
+        stack
+    }
+
+    /// Starts the two supervised workers of [`Stack::with_two`], with the
+    /// claim idle time `claim_idle_ms` (`None`: the workers' default).
+    fn add_two_workers(&mut self, workers: Workers<'_>, claim_idle_ms: Option<&'static str>) {
         let stack = self;
         let binary = match workers {
             Workers::Starter => starter_worker(),
@@ -291,13 +314,14 @@ impl Stack {
                 move || {
                     let mut command = Command::new(&binary);
                     command.args(["--redis-url", &url]).args([
-                        "--claim-idle-ms",
-                        "1000",
                         "--name",
                         &name,
                         "--provider-url",
                         &provider_url,
                     ]);
+                    if let Some(ms) = claim_idle_ms {
+                        command.args(["--claim-idle-ms", ms]);
+                    }
                     command
                 },
                 log,

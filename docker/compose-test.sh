@@ -285,7 +285,7 @@ expect_load 16 8 8
 
 # 5b. Only with COMPOSE_TEST_SCALE (e.g. "1 2 4 8"; CI leaves it unset): duplicate-load
 # 10000 2 end to end (submissions through the API, then the drain) with each number of
-# workers, effect delay 0 and 256 deliveries in flight each: the README's scaling table.
+# workers, effect delay 0 and 256 deliveries in flight each: the scaling table in docs/maintainers.md.
 SCALE_LINES=""
 for n in ${COMPOSE_TEST_SCALE:-}; do
   EFFECT_DELAY_MS=0 WORKER_CONCURRENCY=256 dc up -d --scale worker="$n" >/dev/null 2>&1 || die "up --scale worker=$n"

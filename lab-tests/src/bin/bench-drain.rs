@@ -26,7 +26,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             copies: 2,
             workers: 2,
             // The in-flight limit of a throughput setup; the class keeps the
-            // workers' default (8), see the README.
+            // workers' default (8), see docs/maintainers.md.
             worker_args: vec!["--concurrency".into(), DEFAULT_CONCURRENCY.to_string()],
             persistent: false,
             trace: false,

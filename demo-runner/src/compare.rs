@@ -88,8 +88,22 @@ impl Comparison {
         out.push_str(&format!("# {}\n", self.verdict));
         if let Some(note) = self.same_code() {
             out.push_str(&format!("# {note}\n"));
+        } else if let Some(next) = self.next_step() {
+            out.push_str(&format!("# {next}\n"));
         }
         out
+    }
+
+    /// What a "fixed" does not cover: compare judges these two runs' numbers;
+    /// the exercise's `verify` stages what a scenario does not.
+    fn next_step(&self) -> Option<String> {
+        let exercise = self.after.summary.exercise()?;
+        self.fixed.then(|| {
+            format!(
+                "compare judges these two runs' numbers only; verify --exercise {} checks what they cannot show (a failing effect, a late copy, a crash, a retry): run it next",
+                exercise.number()
+            )
+        })
     }
 
     /// Both runs were made by the same exercise code: said when it is so, since a
@@ -114,6 +128,7 @@ impl Comparison {
             "fixed": self.fixed,
             "verdict": self.verdict,
             "same_code": self.same_code(),
+            "next": self.next_step(),
         })
         .to_string()
     }

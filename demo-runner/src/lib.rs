@@ -319,10 +319,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 lease_ms: *lease_ms,
             };
             let wait = match exercise.info().component {
-                lab_schema::exercise::Component::Worker => format!(
-                    " (up to {}s: one check waits for a redelivery)",
-                    (*late_secs).max(*redelivery_wait) + 2
-                ),
+                lab_schema::exercise::Component::Worker => {
+                    format!(" (one check waits {late_secs} s for a late copy)")
+                }
                 lab_schema::exercise::Component::Api => String::new(),
             };
             eprintln!(

@@ -266,6 +266,7 @@ async fn check_evidence(stack: &Stack, dir: &Path) {
         "## `duplicate-load` after the fix",
         "## `duplicate-load` before and after",
         "# fixed: effects now equal unique jobs, 8 duplicate deliveries skipped",
+        "# compare judges these two runs' numbers only; verify --exercise 1 checks what they cannot show",
         "`duplicate-load` after the fix: 8 duplicate skips",
     ] {
         assert!(

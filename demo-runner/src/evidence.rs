@@ -1,7 +1,11 @@
-//! `evidence --out FILE.md`: what the handout asks students to turn in, in one
-//! Markdown file: the duplicate-observe output before and after the fix, the
-//! duplicate-load output after it (and the before/after table), and the worker's
-//! duplicate skips from the run's event log. Students need not edit this file.
+//! `evidence [--exercise N] --out FILE.md`: what the handout asks students to
+//! turn in, in one Markdown file. Exercise 1: the duplicate-observe output
+//! before and after the fix, the duplicate-load output after it (and the
+//! before/after table), and the worker's duplicate skips from the run's event
+//! log. Exercises 2 to 4: the scenario's output before and after the fix and
+//! their comparison, and what the workers recorded in the after run. Both end
+//! with `verify --exercise N`, run when the file is made (so its verdict is
+//! the running code's, not a pasted one). Students need not edit this file.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,8 +37,168 @@ const LOAD: &str = "duplicate-load";
 /// Skip lines quoted from the load run at most.
 const MAX_SKIP_LINES: usize = 12;
 
+/// The files a later exercise's handout saves its scenario to
+/// (`--save <name>-before.json`, `--save <name>-after.json`).
+pub fn saved_files(exercise: Exercise) -> (PathBuf, PathBuf) {
+    let name = match exercise {
+        Exercise::DuplicateDelivery => "load",
+        Exercise::CrashWindow => "crash",
+        Exercise::DoubleCharge => "charge",
+        Exercise::RetriedPost => "post",
+    };
+    (
+        PathBuf::from(format!("{name}-before.json")),
+        PathBuf::from(format!("{name}-after.json")),
+    )
+}
+
+/// Events of the after run quoted at most.
+const MAX_EVENT_LINES: usize = 16;
+
+/// A later exercise's evidence: its scenario before and after the fix (saved
+/// files), their comparison, what the workers recorded in the after run, and
+/// `verified`, the report of `verify --exercise N` just run.
+pub async fn build_pair(
+    api: &Api,
+    exercise: Exercise,
+    before: &Path,
+    after: &Path,
+    verified: &str,
+) -> anyhow::Result<String> {
+    let scenario = exercise.info().scenarios[0];
+    let before = load_as(before, scenario)?;
+    let after = load_as(after, scenario)?;
+    api.check_ready().await?;
+    let events = api.events(&after.summary.run_id).await.map_err(|err| {
+        anyhow::anyhow!(
+            "cannot read the events of {}: {err:#}",
+            after.summary.run_id
+        )
+    })?;
+    let mut md = header(api, exercise, &[&before, &after], &before, &after).await;
+    md.push_str(
+        "## My explanation
+
+",
+    );
+    md.push_str(
+        "_Replace this line with the three to five sentences the handout's \"What to turn in\" asks for._\n\n",
+    );
+    section(&mut md, &format!("`{scenario}` before the fix"), &before);
+    section(&mut md, &format!("`{scenario}` after the fix"), &after);
+    let comparison = Comparison::new(before, after.clone())?;
+    let _ = write!(md, "## `{scenario}` before and after\n\n```text\n");
+    md.push_str(&comparison.to_text());
+    md.push_str("```\n\n");
+    let _ = writeln!(
+        md,
+        "## What the workers recorded in the after run\n\nFrom the run's event log (`GET /runs/{{runId}}/events`, run `{}`): {}.\n",
+        after.summary.run_id,
+        event_counts(&events)
+    );
+    let notable: Vec<&RunEvent> = events
+        .events
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e.event,
+                EventKind::Delivery | EventKind::Effect | EventKind::RetryLater
+            )
+        })
+        .collect();
+    if !notable.is_empty() {
+        let _ = writeln!(
+            md,
+            "Besides deliveries, effects and \"not yet\" waits{}:\n",
+            if notable.len() > MAX_EVENT_LINES {
+                format!(", the first {MAX_EVENT_LINES}")
+            } else {
+                String::new()
+            }
+        );
+        md.push_str("```text\n");
+        for event in notable.iter().take(MAX_EVENT_LINES) {
+            md.push_str(&event_line(event));
+        }
+        md.push_str("```\n\n");
+    }
+    verify_section(&mut md, exercise, verified);
+    Ok(md)
+}
+
+/// `12 delivery, 6 effect, 6 duplicate-skip`: each kind of event, in the order met.
+fn event_counts(events: &RunEvents) -> String {
+    let mut counts: Vec<(EventKind, usize)> = Vec::new();
+    for event in &events.events {
+        match counts.iter_mut().find(|(kind, _)| *kind == event.event) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((event.event, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return "no event".to_string();
+    }
+    counts
+        .iter()
+        .map(|(kind, n)| format!("{n} {}", kind.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The title, the files, and which code made the runs and runs now.
+async fn header(
+    api: &Api,
+    exercise: Exercise,
+    files: &[&Saved],
+    before: &Saved,
+    after: &Saved,
+) -> String {
+    let mut md = String::new();
+    let info = exercise.info();
+    let _ = writeln!(
+        md,
+        "# Evidence: {} (exercise {})\n",
+        info.title, info.number
+    );
+    let _ = writeln!(
+        md,
+        "Made by `demo-runner evidence` from {}.\n",
+        files
+            .iter()
+            .map(|s| format!("`{}`", file_name(&s.path)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let code = crate::code::report(api, exercise).await;
+    let made_by = |saved: &Saved| {
+        saved
+            .summary
+            .worker_code
+            .as_deref()
+            .unwrap_or("(not recorded)")
+            .replace('#', " #")
+    };
+    let _ = writeln!(
+        md,
+        "Code: the runs before the fix were made by {}, after the fix by {}. Now:\n\n```text\n{}\n```\n",
+        made_by(before),
+        made_by(after),
+        code.lines.join("\n")
+    );
+    md
+}
+
+/// `verify --exercise N`'s report, run when the file was made.
+fn verify_section(md: &mut String, exercise: Exercise, verified: &str) {
+    let _ = write!(
+        md,
+        "## `verify --exercise {}`, run when this file was made\n\n```text\n{verified}```\n",
+        exercise.number()
+    );
+}
+
 /// Reads the saved files, fetches the after runs' events, and returns the Markdown.
-pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
+pub async fn build(api: &Api, sources: &Sources, verified: &str) -> anyhow::Result<String> {
     let observe_before = load_as(&sources.observe_before, OBSERVE)?;
     let observe_after = load_as(&sources.observe_after, OBSERVE)?;
     let load_after = load_as(&sources.load_after, LOAD)?;
@@ -62,45 +226,16 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
             )
         })?;
 
-    let mut md = String::new();
-    let info = EXERCISE.info();
-    let _ = writeln!(
-        md,
-        "# Evidence: {} (exercise {})\n",
-        info.title, info.number
-    );
-    let _ = writeln!(
-        md,
-        "Made by `demo-runner evidence` from {}.\n",
-        [
-            Some(&observe_before),
-            Some(&observe_after),
-            load_before.as_ref(),
-            Some(&load_after)
-        ]
-        .into_iter()
-        .flatten()
-        .map(|s| format!("`{}`", file_name(&s.path)))
-        .collect::<Vec<_>>()
-        .join(", ")
-    );
-    // Which code made the runs (saved with them), and which runs now.
-    let code = crate::code::report(api, EXERCISE).await;
-    let made_by = |saved: &Saved| {
-        saved
-            .summary
-            .worker_code
-            .as_deref()
-            .unwrap_or("(not recorded)")
-            .replace('#', " #")
-    };
-    let _ = writeln!(
-        md,
-        "Code: the runs before the fix were made by {}, after the fix by {}. Now:\n\n```text\n{}\n```\n",
-        made_by(&observe_before),
-        made_by(&load_after),
-        code.lines.join("\n")
-    );
+    let files: Vec<&Saved> = [
+        Some(&observe_before),
+        Some(&observe_after),
+        load_before.as_ref(),
+        Some(&load_after),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut md = header(api, EXERCISE, &files, &observe_before, &load_after).await;
     md.push_str("## My idempotency strategy\n\n");
     md.push_str(
         "_Replace this line with 3 to 5 sentences: the key you claim, the Redis command, \
@@ -156,7 +291,7 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
     for event in skips.iter().take(MAX_SKIP_LINES) {
         md.push_str(&event_line(event));
     }
-    md.push_str("```\n");
+    md.push_str("```\n\n");
     if skips.is_empty()
         && observe_events
             .events
@@ -166,9 +301,10 @@ pub async fn build(api: &Api, sources: &Sources) -> anyhow::Result<String> {
         let _ = writeln!(
             md,
             "\nNo duplicate skip was recorded: the after runs were taken without a working guard \
-             (or the guard does not call `{RECORD_SKIP}`)."
+             (or the guard does not call `{RECORD_SKIP}`).\n"
         );
     }
+    verify_section(&mut md, EXERCISE, verified);
     Ok(md)
 }
 

@@ -229,6 +229,8 @@ async fn fresh_outputs(exercise: Exercise, shown: &[Block]) -> Vec<(String, Stri
         }
         if solution && exercise == Exercise::DuplicateDelivery {
             check_evidence(&stack, &dir).await;
+        } else if solution {
+            check_later_evidence(exercise, &stack, &dir).await;
         }
     }
     fresh
@@ -268,6 +270,8 @@ async fn check_evidence(stack: &Stack, dir: &Path) {
         "# fixed: effects now equal unique jobs, 8 duplicate deliveries skipped",
         "# compare judges these two runs' numbers only; verify --exercise 1 checks what they cannot show",
         "`duplicate-load` after the fix: 8 duplicate skips",
+        "## `verify --exercise 1`, run when this file was made",
+        "verdict: PASS, 6 of 6 checks passed",
     ] {
         assert!(
             evidence.contains(heading),
@@ -286,6 +290,40 @@ async fn check_evidence(stack: &Stack, dir: &Path) {
     // The log line the handout tells students to look for is the one the worker writes.
     let context = std::fs::read_to_string(workspace_root().join("worker/src/context.rs")).unwrap();
     assert!(context.contains("duplicate delivery skipped: side effect NOT applied"));
+}
+
+/// A later exercise's `evidence --exercise N` builds the turn-in file from the
+/// two runs the handout saved (`<name>-before.json`, `<name>-after.json`) and
+/// verify's report, run then.
+async fn check_later_evidence(exercise: Exercise, stack: &Stack, dir: &Path) {
+    let n = exercise.number().to_string();
+    let out = format!("evidence-{n}.md");
+    let wrote = output(
+        stack,
+        dir,
+        &["evidence", "--exercise", &n, "--out", &out],
+        0,
+    )
+    .await;
+    assert!(wrote.starts_with("wrote "), "{wrote}");
+    let evidence = std::fs::read_to_string(dir.join(&out)).unwrap();
+    let scenario = exercise.info().scenarios[0];
+    for heading in [
+        format!("# Evidence: {} (exercise {n})", exercise.info().title),
+        "## My explanation".to_string(),
+        format!("## `{scenario}` before the fix"),
+        format!("## `{scenario}` after the fix"),
+        format!("## `{scenario}` before and after"),
+        "# fixed: ".to_string(),
+        "## What the workers recorded in the after run".to_string(),
+        format!("## `verify --exercise {n}`, run when this file was made"),
+        "verdict: PASS".to_string(),
+    ] {
+        assert!(
+            evidence.contains(&heading),
+            "{exercise}: missing {heading:?} in\n{evidence}"
+        );
+    }
 }
 
 // Every handout's outputs are what the starter and the solution print today.

@@ -48,6 +48,24 @@ pub struct Options {
 /// the effect (200 ms).
 pub const LEASE_MS: u64 = 1_000;
 
+/// [`Options::late_secs`] unless `verify --late-secs` says otherwise.
+pub const LATE_SECS: u64 = 5;
+
+/// [`Options::redelivery_wait_secs`] unless `verify --redelivery-wait` says otherwise.
+pub const REDELIVERY_WAIT_SECS: u64 = 30;
+
+impl Options {
+    /// `verify`'s defaults, waiting at most `timeout_secs` for a run.
+    pub fn defaults(timeout_secs: u64) -> Options {
+        Options {
+            late_secs: LATE_SECS,
+            redelivery_wait_secs: REDELIVERY_WAIT_SECS,
+            timeout_secs,
+            lease_ms: LEASE_MS,
+        }
+    }
+}
+
 /// A diagnosis: what went wrong, as a stable code (for `--json` and the
 /// tests) and a sentence for the student.
 #[derive(Debug, Clone, PartialEq, Eq)]

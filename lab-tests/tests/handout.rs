@@ -405,3 +405,87 @@ fn masking_keeps_the_trace_header_not_its_lines() {
     assert_eq!(masked(a), masked(b));
     assert_ne!(masked(a), masked(c));
 }
+
+/// `text` without `//` comments and whitespace: how a snippet is compared with a file.
+fn code_only(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.find("//") {
+            Some(at) => &line[..at],
+            None => line,
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect()
+}
+
+/// The student file of `exercise` with its reference solution applied.
+fn reference_file(exercise: Exercise) -> String {
+    let file = exercise.info().student_file;
+    let dir = scratch_dir(&format!("reference-{}", exercise.number()));
+    let copy = dir.join(file);
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(workspace_root().join(file), &copy).unwrap();
+    let applied = std::process::Command::new("git")
+        .arg("apply")
+        .arg(workspace_root().join(exercise.solution_patch()))
+        .current_dir(&dir)
+        .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        applied.success(),
+        "{exercise}: the solution no longer applies"
+    );
+    std::fs::read_to_string(copy).unwrap()
+}
+
+// Every piece of Rust a handout prints (its ```rust blocks, and each inline
+// statement: a `...;` with a call in it) is code that runs as printed: it is in
+// the reference solution (which compiles and passes verify, see the exercises
+// test) or in the starter, word for word but for spaces and comments. A snippet
+// that drops a `.await?` or renames a variable fails here, not in class.
+#[test]
+fn every_rust_snippet_in_a_handout_is_in_the_reference_or_the_starter() {
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for exercise in Exercise::ALL.iter().copied() {
+        let handout =
+            std::fs::read_to_string(workspace_root().join(exercise.folder()).join("README.md"))
+                .unwrap();
+        let starter =
+            std::fs::read_to_string(workspace_root().join(exercise.info().student_file)).unwrap();
+        let files = [code_only(&reference_file(exercise)), code_only(&starter)];
+        let mut snippets: Vec<String> = Vec::new();
+        // The fenced blocks (```rust ones are snippets), and the prose around them.
+        let mut prose = String::new();
+        for (i, part) in handout.split("```").enumerate() {
+            if i % 2 == 0 {
+                prose.push_str(part);
+            } else if let Some(code) = part.strip_prefix("rust\n") {
+                snippets.push(code.to_string());
+            }
+        }
+        for (i, part) in prose.split('`').enumerate() {
+            let statement = part.trim_end();
+            if i % 2 == 1 && !part.contains('\n') && statement.ends_with(';') && part.contains('(')
+            {
+                snippets.push(part.to_string());
+            }
+        }
+        for snippet in snippets {
+            seen += 1;
+            if !files.iter().any(|f| f.contains(&code_only(&snippet))) {
+                missing.push(format!("{exercise}: {snippet}"));
+            }
+        }
+    }
+    assert!(
+        seen > 10,
+        "only {seen} snippets found: is the parsing right?"
+    );
+    assert!(
+        missing.is_empty(),
+        "these snippets are in neither the reference nor the starter:\n{}",
+        missing.join("\n---\n")
+    );
+}

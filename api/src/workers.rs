@@ -50,8 +50,9 @@ fn running(
             if registered != instance || age > ALIVE_WITHIN_MS {
                 return None;
             }
-            // `<pid>-<start unix ms>`
-            let started_ms = instance.rsplit('-').next()?.parse().ok()?;
+            // `<pid>-<start unix ms>@<host>` (or without `@<host>`, as older workers wrote it)
+            let pid_ms = instance.split('@').next()?;
+            let started_ms = pid_ms.rsplit('-').next()?.parse().ok()?;
             Some(RunningWorker {
                 name: name.clone(),
                 started_ms,
@@ -86,6 +87,14 @@ mod tests {
                 "worker-3".to_string(),
                 "9-3000|worker/src/job.rs=77aa01".to_string(),
             ),
+            (
+                "worker-4".to_string(),
+                "10-4000@class-vm-2|worker/src/job.rs=3fa9c1".to_string(),
+            ),
+            (
+                "worker-5".to_string(),
+                "11-5000@class-vm-2|worker/src/job.rs=3fa9c1".to_string(),
+            ),
         ]);
         let registry = HashMap::from([
             ("worker-1".to_string(), "7-1000|99000".to_string()),
@@ -93,11 +102,25 @@ mod tests {
             ("worker-2".to_string(), "crashed:8-2000|99000".to_string()),
             // Silent for too long.
             ("worker-3".to_string(), "9-3000|1000".to_string()),
+            // Its instance names its host.
+            (
+                "worker-4".to_string(),
+                "10-4000@class-vm-2|99000".to_string(),
+            ),
+            // Stopped cleanly.
+            (
+                "worker-5".to_string(),
+                "stopped:11-5000@class-vm-2|99000".to_string(),
+            ),
         ]);
         let found = running(&code, &registry, 100_000);
-        assert_eq!(found.workers.len(), 1);
+        assert_eq!(found.workers.len(), 2);
         let one = &found.workers[0];
         assert_eq!((one.name.as_str(), one.started_ms), ("worker-1", 1000));
+        assert_eq!(
+            (found.workers[1].name.as_str(), found.workers[1].started_ms),
+            ("worker-4", 4000)
+        );
         assert_eq!(one.fingerprint_of("worker/src/job.rs"), Some("3fa9c1"));
     }
 }

@@ -121,11 +121,15 @@ impl Default for Config {
 /// name, and pid 1: the worker is the container's command), so it takes back
 /// its own pending work.
 pub fn default_consumer_name() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("worker-{}-{}", host_name(), std::process::id())
+}
+
+/// This machine's (or container's) host name, as names and instances use it.
+pub(crate) fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty() && lab_schema::validate_id("host", h).is_ok())
-        .unwrap_or_else(|| "local".to_string());
-    format!("worker-{host}-{}", std::process::id())
+        .unwrap_or_else(|| "local".to_string())
 }

@@ -79,36 +79,99 @@ pub(crate) async fn register<H>(shared: &Shared<H>) -> redis::RedisResult<()> {
 }
 
 /// A worker that stops cleanly no longer runs any code: its `worker-code` line
-/// goes (if it is still its own: a restarted process of the same name may have
-/// replaced it).
+/// goes, and its registry line says `stopped:` (each if it is still its own: a
+/// restarted process of the same name may have replaced it).
 pub(crate) async fn deregister<H>(shared: &Shared<H>) {
-    static DELETE_IF_OURS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    static END_IF_OURS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
         redis::Script::new(
             r"
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local line = redis.call('HGET', KEYS[2], ARGV[1])
+if line and string.sub(line, 1, string.len(ARGV[3]) + 1) == ARGV[3] .. '|' then
+  redis.call('HSET', KEYS[2], ARGV[1], 'stopped:' .. line)
 end
 return 0
 ",
         )
     });
     let mut redis = shared.redis.clone();
-    let _: redis::RedisResult<u64> = DELETE_IF_OURS
+    let _: redis::RedisResult<u64> = END_IF_OURS
         .key(keys::WORKER_CODE)
+        .key(keys::WORKERS)
         .arg(&*shared.consumer)
         .arg(format!("{}|{}", shared.instance, shared.code))
+        .arg(&*shared.instance)
         .invoke_async(&mut redis)
         .await;
+}
+
+/// How often the heartbeat is renewed (see [`keep_leases`]).
+fn heartbeat_every(config: &crate::Config) -> Duration {
+    // At least every 5 s: `GET /workers` counts a worker as running while its
+    // heartbeat is younger than 15 s, whatever the claim idle time.
+    (config.claim_idle / 3)
+        .min(Duration::from_secs(5))
+        .max(Duration::from_millis(30))
+}
+
+/// A heartbeat older than this belongs to a process that is gone.
+const HEARTBEAT_STALE_MS: u64 = 15_000;
+
+/// Another live process registered under this consumer name, described; `None`
+/// when the name is free: no line, a line that says `crashed:` or `stopped:`,
+/// a stale heartbeat, a process of this host that is gone (a worker restarted
+/// after a crash or a kill), or this very process id on this host (a container
+/// restarted after a crash: its worker is pid 1 again). A line of another host
+/// (or a host where processes cannot be looked up) is watched for one
+/// heartbeat: only a heartbeat that moves is a live namesake.
+pub(crate) async fn live_namesake<H>(shared: &Shared<H>) -> Option<String> {
+    let read = || async {
+        let mut redis = shared.redis.clone();
+        redis::cmd("HGET")
+            .arg(keys::WORKERS)
+            .arg(&*shared.consumer)
+            .query_async::<Option<String>>(&mut redis)
+            .await
+            .ok()
+            .flatten()
+    };
+    let ended =
+        |instance: &str| instance.starts_with("crashed:") || instance.starts_with("stopped:");
+    let line = read().await?;
+    let (instance, heartbeat) = lab_schema::parse_worker_value(&line)?;
+    if ended(instance) {
+        return None;
+    }
+    let age = lab_schema::now_ms().saturating_sub(heartbeat);
+    if age > HEARTBEAT_STALE_MS {
+        return None;
+    }
+    let described = format!("instance {instance}, heartbeat {age} ms ago");
+    let (pid, host) = match instance.split_once('@') {
+        Some((pid_ms, host)) => (pid_ms.split('-').next()?.parse::<u32>().ok(), host),
+        None => (None, ""),
+    };
+    let proc_fs = std::path::Path::new("/proc/self").exists();
+    if let Some(pid) = pid
+        && host == crate::host_name()
+        && proc_fs
+    {
+        let alive =
+            pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists();
+        return alive.then_some(described);
+    }
+    tokio::time::sleep(heartbeat_every(&shared.config) + Duration::from_millis(500)).await;
+    let again = read().await?;
+    let (now, _) = lab_schema::parse_worker_value(&again)?;
+    (again != line && !ended(now)).then_some(described)
 }
 
 /// Renews the leases of the deliveries in flight and the heartbeat, every
 /// `claim_idle / 3`, until the worker has finished its last delivery.
 pub(crate) async fn keep_leases<H>(shared: std::sync::Arc<Shared<H>>) {
-    // At least every 5 s: `GET /workers` counts a worker as running while its
-    // heartbeat is younger than 15 s, whatever the claim idle time.
-    let every = (shared.config.claim_idle / 3)
-        .min(Duration::from_secs(5))
-        .max(Duration::from_millis(30));
+    let every = heartbeat_every(&shared.config);
     let mut redis = shared.redis.clone();
     loop {
         tokio::time::sleep(every).await;

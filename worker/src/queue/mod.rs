@@ -93,7 +93,16 @@ fn connect<H: Handler>(
         config.read_block + Duration::from_secs(5),
     )?;
     let consumer: Arc<str> = config.consumer.clone().into();
-    let instance: Arc<str> = format!("{}-{}", std::process::id(), lab_schema::now_ms()).into();
+    // `<pid>-<start ms>@<host>`: unique, and it says where the process runs (a
+    // new process of the same name reads it to tell a dead predecessor from a
+    // live namesake, see `leases::live_namesake`).
+    let instance: Arc<str> = format!(
+        "{}-{}@{}",
+        std::process::id(),
+        lab_schema::now_ms(),
+        crate::host_name()
+    )
+    .into();
     let code = handler.code();
     let provider = crate::provider::ProviderClient::new(&config.provider_url)?;
     let claim_every = claim_every(&config);
@@ -254,6 +263,12 @@ pub async fn run<H: Handler>(
     let mut ready = false;
     let mut leases = None;
     let mut backoff = redis_backoff();
+    // Two live processes with one consumer name would take each other's work.
+    if let Some(namesake) = leases::live_namesake(&shared).await {
+        anyhow::bail!(
+            "another worker named {consumer} is running ({namesake}): give this one another name (WORKER_NAME, --name), or stop the other"
+        );
+    }
 
     while !*stopping.borrow() {
         if !ready {

@@ -38,14 +38,19 @@ const LOAD: &str = "duplicate-load";
 const MAX_SKIP_LINES: usize = 12;
 
 /// The files a later exercise's handout saves its scenario to
-/// (`--save <name>-before.json`, `--save <name>-after.json`).
+/// (`--save <name>-before.json`, `--save <name>-after.json`): the handouts'
+/// short names, else the scenario's own name.
 pub fn saved_files(exercise: Exercise) -> (PathBuf, PathBuf) {
-    let name = match exercise {
-        Exercise::DuplicateDelivery => "load",
-        Exercise::CrashWindow => "crash",
-        Exercise::DoubleCharge => "charge",
-        Exercise::RetriedPost => "post",
-    };
+    const SHORT: [(Exercise, &str); 4] = [
+        (Exercise::DuplicateDelivery, "load"),
+        (Exercise::CrashWindow, "crash"),
+        (Exercise::DoubleCharge, "charge"),
+        (Exercise::RetriedPost, "post"),
+    ];
+    let name = SHORT
+        .iter()
+        .find(|(e, _)| *e == exercise)
+        .map_or(exercise.info().scenarios[0], |(_, name)| *name);
     (
         PathBuf::from(format!("{name}-before.json")),
         PathBuf::from(format!("{name}-after.json")),

@@ -633,6 +633,164 @@ fn judge_failure(failure: &Failure) -> Option<Ex1Mistake> {
 mod tests {
     use super::*;
     use crate::verify::traces::tests::trace;
+    use lab_schema::{JobView, RunSummary};
+
+    /// A job's record: `effects` emails, `skips` recorded skips, the claim a
+    /// skip named with its TTL now.
+    fn job(effects: u64, skips: u64, idempotency: &str, claim_ttl: Option<i64>) -> JobView {
+        let mut view = serde_json::json!({
+            "jobId": "j", "runId": "r", "status": "completed", "submissions": 3,
+            "processAttempts": 3, "effects": effects, "duplicateSkips": skips,
+            "deliveriesDone": 3, "deadLettered": 0, "idempotency": idempotency,
+        });
+        if let Some(ttl) = claim_ttl {
+            view["claimKey"] = serde_json::json!("processed:email:j");
+            view["claimTtlSecs"] = serde_json::json!(ttl);
+        }
+        serde_json::from_value(view).unwrap()
+    }
+
+    fn run(skips: u64) -> RunSummary {
+        RunSummary {
+            duplicate_skips: skips,
+            ..RunSummary::default()
+        }
+    }
+
+    fn no_events() -> RunEvents {
+        serde_json::from_value(serde_json::json!({ "runId": "r", "events": [] })).unwrap()
+    }
+
+    fn sequential(job: JobView, run_skips: u64) -> Sequential {
+        Sequential {
+            first_skip: Some(job.clone()),
+            job,
+            run: run(run_skips),
+            events: no_events(),
+            stuck: None,
+        }
+    }
+
+    #[test]
+    fn a_late_copy_that_got_through_is_named_by_what_the_claim_showed() {
+        let late = |job: JobView| Late {
+            job,
+            traces: Vec::new(),
+            late_secs: 5,
+            stuck: None,
+        };
+        assert_eq!(
+            judge_late(&late(job(1, 1, "duplicate-skipped", None)), false),
+            None
+        );
+        // No skip at all, the claim was in Redis for the first copies: it ran out.
+        assert_eq!(
+            judge_late(&late(job(2, 0, "claimed", None)), false),
+            Some(Ex1Mistake::TtlTooShort { late_secs: 5 })
+        );
+        // The claim a skip named is gone from Redis: the expiry check says why.
+        assert_eq!(
+            judge_late(&late(job(2, 0, "claimed", None)), true),
+            Some(Ex1Mistake::SameAs(EXPIRES))
+        );
+        // Skipped, and sent anyway: the effect came before the claim.
+        assert!(matches!(
+            judge_late(&late(job(2, 1, "duplicate-skipped", None)), false),
+            Some(Ex1Mistake::EffectBeforeClaim {
+                emails: 2,
+                skips: 1
+            })
+        ));
+        assert_eq!(
+            judge_late(&late(job(0, 1, "duplicate-skipped", None)), false),
+            Some(Ex1Mistake::JobLost)
+        );
+    }
+
+    #[test]
+    fn a_failed_effect_is_judged_by_what_its_redelivery_did() {
+        let failure = |job: JobView, acknowledged: bool| Failure {
+            job,
+            failures: 1,
+            acknowledged,
+            wait_secs: 30,
+        };
+        assert_eq!(
+            judge_failure(&failure(job(1, 0, "claimed", None), true)),
+            None
+        );
+        // The redelivery found the claim and skipped: it was never released.
+        assert_eq!(
+            judge_failure(&failure(job(0, 1, "duplicate-skipped", None), true)),
+            Some(Ex1Mistake::ClaimNotReleasedOnFailure)
+        );
+        assert_eq!(
+            judge_failure(&failure(job(0, 0, "claimed", None), true)),
+            Some(Ex1Mistake::EffectMissingAfterFailure)
+        );
+        assert_eq!(
+            judge_failure(&failure(job(0, 0, "claimed", None), false)),
+            Some(Ex1Mistake::NoRedelivery { wait_secs: 30 })
+        );
+        assert_eq!(
+            judge_failure(&failure(job(2, 0, "claimed", None), true)),
+            Some(Ex1Mistake::ManyEmails(2))
+        );
+    }
+
+    #[test]
+    fn a_skip_counts_as_recorded_only_when_the_job_and_the_run_both_say_so() {
+        assert_eq!(
+            judge_recorded(&sequential(job(1, 2, "duplicate-skipped", Some(86_399)), 2)),
+            None
+        );
+        // One email, no skip written: the guard skipped without saying so.
+        assert_eq!(
+            judge_recorded(&sequential(job(1, 0, "claimed", None), 0)),
+            Some(Ex1Mistake::SkipNotRecorded)
+        );
+        assert_eq!(
+            judge_recorded(&sequential(job(3, 0, "claimed", None), 0)),
+            Some(Ex1Mistake::NoSkipToRecord)
+        );
+        // The job says two skips, the run's totals another number.
+        assert_eq!(
+            judge_recorded(&sequential(job(1, 2, "duplicate-skipped", Some(86_399)), 1)),
+            Some(Ex1Mistake::RecordsDisagree)
+        );
+    }
+
+    #[test]
+    fn the_claims_expiry_is_read_from_the_key_a_skip_named() {
+        let conc = |skipped: Vec<(String, i64)>| Concurrent {
+            round: 1,
+            run_id: "r".into(),
+            run: run(0),
+            events: no_events(),
+            overlap: 8,
+            first_job: job(1, 7, "duplicate-skipped", None),
+            skipped_claims: skipped,
+            stuck: None,
+            traces: Vec::new(),
+        };
+        let seq = |ttl: i64| sequential(job(1, 2, "duplicate-skipped", Some(ttl)), 2);
+        assert_eq!(judge_expires(&seq(86_399), &conc(Vec::new()), &None), None);
+        assert!(matches!(
+            judge_expires(&seq(-1), &conc(Vec::new()), &None),
+            Some(Ex1Mistake::ClaimNeverExpires { .. })
+        ));
+        assert!(matches!(
+            judge_expires(&seq(-2), &conc(Vec::new()), &None),
+            Some(Ex1Mistake::ClaimNotInRedis { .. })
+        ));
+        // No skip named a key while copies got through: the sequential check's mistake.
+        let unnamed = sequential(job(3, 0, "claimed", None), 0);
+        let mistake = Some(Ex1Mistake::KeyPerDelivery { emails: 3 });
+        assert_eq!(
+            judge_expires(&unnamed, &conc(Vec::new()), &mistake),
+            Some(Ex1Mistake::SameAs(SEQUENTIAL))
+        );
+    }
 
     #[test]
     fn jobs_that_claimed_one_key_are_found_by_their_traces() {

@@ -673,6 +673,63 @@ mod tests {
         assert_eq!(mistake.code(), "no-idempotency-key");
     }
 
+    /// `charged` charges made with `keys` (`None`: a request without a key).
+    fn charged(charged: u64, keys: &[Option<&str>]) -> Charges {
+        Charges {
+            charged,
+            keys: keys.iter().map(|k| k.map(str::to_string)).collect(),
+            ..Charges::default()
+        }
+    }
+
+    #[test]
+    fn two_charges_are_named_by_the_keys_they_were_sent_with() {
+        let code = |c: Charges| c.judge_once(&job("completed")).map(|m| m.code());
+        assert_eq!(code(charged(1, &[Some("charge:email:j")])), None);
+        assert_eq!(code(charged(2, &[None])), Some("no-idempotency-key"));
+        assert_eq!(
+            code(charged(
+                2,
+                &[Some("charge:email:j:1-0"), Some("charge:email:j:2-0")]
+            )),
+            Some("key-per-attempt")
+        );
+        // One key, charged twice: the provider did not dedupe by it (or it
+        // expired): named as such, not as a missing key.
+        assert_eq!(
+            code(charged(2, &[Some("charge:email:j")])),
+            Some("duplicate-charge")
+        );
+        let mut reused = charged(1, &[Some("charge:email:j")]);
+        reused.key_reused = 1;
+        assert_eq!(code(reused), Some("body-changes"));
+    }
+
+    #[test]
+    fn a_job_never_charged_is_named_by_what_the_provider_answered_it() {
+        let code = |c: Charges| c.judge_once(&job("completed")).map(|m| m.code());
+        let mut conflict = charged(0, &[Some("k")]);
+        conflict.in_flight = 1;
+        assert_eq!(code(conflict), Some("in-flight-taken-as-done"));
+        let mut lost = charged(0, &[Some("k")]);
+        lost.lost = 1;
+        assert_eq!(code(lost), Some("no-answer-taken-as-done"));
+        // Charged once, but the delivery gave up afterwards.
+        assert_eq!(
+            charged(1, &[Some("k")])
+                .judge_once(&job("failed"))
+                .map(|m| m.code()),
+            Some("job-not-completed")
+        );
+        // A fault that never happened, and nothing wrong: the check cannot tell.
+        assert_eq!(
+            charged(1, &[Some("k")])
+                .judge_fault(&job("completed"), 0, "no answer was dropped", None)
+                .map(|m| m.code()),
+            Some("inconclusive")
+        );
+    }
+
     #[test]
     fn no_request_at_all_is_said_so() {
         assert_eq!(

@@ -201,7 +201,9 @@ impl Mistake for Ex4Mistake {
                 orders::IN_FLIGHT_SECS,
                 orders::RESERVATION_BOUND_SECS
             ),
-            Unexpected { what } => format!("unexpected: {what}"),
+            Unexpected { what } => format!(
+                "none of the mistakes this check knows explains what your API did: {what}. Read those answers against the published rules (GET /idempotency)"
+            ),
         }
     }
 }

@@ -112,20 +112,8 @@ pub async fn build_pair(
         })
         .collect();
     if !notable.is_empty() {
-        let _ = writeln!(
-            md,
-            "Besides deliveries, effects and \"not yet\" waits{}:\n",
-            if notable.len() > MAX_EVENT_LINES {
-                format!(", the first {MAX_EVENT_LINES}")
-            } else {
-                String::new()
-            }
-        );
-        md.push_str("```text\n");
-        for event in notable.iter().take(MAX_EVENT_LINES) {
-            md.push_str(&event_line(event));
-        }
-        md.push_str("```\n\n");
+        let intro = "Besides deliveries, effects and \"not yet\" waits";
+        quote_events(&mut md, intro, &notable, MAX_EVENT_LINES);
     }
     verify_section(&mut md, exercise, verified);
     Ok(md)
@@ -191,6 +179,21 @@ async fn header(
         code.lines.join("\n")
     );
     md
+}
+
+/// `intro`, then the first `max` of `events`, one line each, in a text block.
+fn quote_events(md: &mut String, intro: &str, events: &[&RunEvent], max: usize) {
+    let first = if events.len() > max {
+        format!(", the first {max}")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(md, "{intro}{first}:\n");
+    md.push_str("```text\n");
+    for event in events.iter().take(max) {
+        md.push_str(&event_line(event));
+    }
+    md.push_str("```\n\n");
 }
 
 /// `verify --exercise N`'s report, run when the file was made.
@@ -281,22 +284,12 @@ pub async fn build(api: &Api, sources: &Sources, verified: &str) -> anyhow::Resu
     }
     md.push_str("```\n\n");
     let skips: Vec<&RunEvent> = skips(&load_events);
-    let _ = writeln!(
-        md,
-        "`{LOAD}` after the fix: {} duplicate skips (run `{}`){}:\n",
+    let intro = format!(
+        "`{LOAD}` after the fix: {} duplicate skips (run `{}`)",
         skips.len(),
-        load_after.summary.run_id,
-        if skips.len() > MAX_SKIP_LINES {
-            format!(", the first {MAX_SKIP_LINES}")
-        } else {
-            String::new()
-        }
+        load_after.summary.run_id
     );
-    md.push_str("```text\n");
-    for event in skips.iter().take(MAX_SKIP_LINES) {
-        md.push_str(&event_line(event));
-    }
-    md.push_str("```\n\n");
+    quote_events(&mut md, &intro, &skips, MAX_SKIP_LINES);
     if skips.is_empty()
         && observe_events
             .events

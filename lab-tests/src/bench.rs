@@ -459,3 +459,38 @@ fn redis_benchmark(port: u16, command: &str, requests: u32) -> anyhow::Result<f6
         })
         .ok_or_else(|| anyhow::anyhow!("redis-benchmark printed no rate: {text}"))
 }
+
+/// The exercise `--exercise N` names, or the usage error to print.
+pub fn exercise_numbered(n: u32) -> Result<Exercise, String> {
+    u8::try_from(n)
+        .ok()
+        .and_then(Exercise::from_number)
+        .ok_or_else(|| format!("no exercise {n} (there are {})", Exercise::numbers()))
+}
+
+/// A benchmark program's `main`: `parsed` (a usage error exits 2), then `run`
+/// on a tokio runtime (an error is printed after `name`, and exits 1).
+pub fn bench_main<A, F>(
+    name: &str,
+    parsed: Result<A, String>,
+    run: impl FnOnce(A) -> F,
+) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let args = match parsed {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -53,12 +53,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--exercise" => {
                 let n = number("--exercise", args.next())?;
-                let exercise = u8::try_from(n)
-                    .ok()
-                    .and_then(Exercise::from_number)
-                    .ok_or_else(|| {
-                        format!("no exercise {n} (there are {})", Exercise::numbers())
-                    })?;
+                let exercise = lab_tests::bench::exercise_numbered(n)?;
                 parsed.exercises.push(exercise);
             }
             "-h" | "--help" => return Err(USAGE.to_string()),
@@ -83,21 +78,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(&args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench-drain: error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    lab_tests::bench::bench_main(
+        "bench-drain",
+        parse(std::env::args().skip(1)),
+        |args| async move { run(&args).await },
+    )
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {

@@ -303,12 +303,23 @@ STOP=$ELAPSED
 record "docker compose down --volumes --rmi local" dc down --volumes --rmi local
 "$DOCKER" image inspect idempotency-lab:local >/dev/null 2>&1 && die "image idempotency-lab:local left after --rmi local"
 
+# 7. The dev container (.devcontainer/, for VS Code and Codespaces): its image builds, and
+# inside it, with the lab mounted where the editor mounts it, the native path's preflight
+# (./lab doctor: Rust, redis-server, the ports) says the machine is ready.
+elapsed record "docker build .devcontainer" "$DOCKER" build -q -t idempotency-lab-dev:ci -f .devcontainer/Dockerfile .devcontainer
+DEVCONTAINER=$ELAPSED
+record "./lab doctor  (in the dev container)" "$DOCKER" run --rm -v "$WORK:/workspaces/lab" -w /workspaces/lab idempotency-lab-dev:ci ./lab doctor \
+  || die "./lab doctor failed in the dev container"
+printf '%s\n' "$LAST" | grep -q "this machine is ready" || die "./lab doctor in the dev container did not say the machine is ready"
+"$DOCKER" image rm idempotency-lab-dev:ci >/dev/null
+
 {
   printf '## Timings\n\n'
   printf -- '- first `docker compose up --build -d` (cold unless COMPOSE_TEST_KEEP_CACHE=1): %ss\n' "$COLD"
   printf -- '- `docker compose up --build -d` after a one-line edit of worker/src/job.rs: %ss\n' "$ONE_LINE"
   printf '%s' "$REBUILD_LINES"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
+  printf -- '- the dev container image (.devcontainer/Dockerfile): %ss\n' "$DEVCONTAINER"
   [ -z "$SCALE_LINES" ] || printf '\n## Scaling (COMPOSE_TEST_SCALE)\n\n%s' "$SCALE_LINES"
 } >>"$REPORT"
 tail -n 5 "$REPORT" >&2

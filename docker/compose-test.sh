@@ -133,6 +133,14 @@ only_rebuilt() { # only_rebuilt <crate>: after an edit of an exercise file, only
     return 0
   fi
   say "crates compiled by the rebuild: ${rebuilt:-(none shown)}"
+  # A warm run's cache may hold another version's build of a student file (the last run
+  # ended with exercise 4's reference in the API): the build compiles that crate again too
+  # (demo-runner code --built), as it must. A cold run (CI) has no such cache.
+  if [ "${COMPOSE_TEST_KEEP_CACHE:-0}" = 1 ] && [ "$rebuilt" != "$1 " ] \
+    && printf '%s' "$rebuilt" | grep -qw "$1"; then
+    say "warm cache: also compiled another version's crate left in the cache; $1 compiled as it must"
+    return 0
+  fi
   case "$rebuilt" in "$1 ") ;; *) die "the rebuild should compile the $1 crate alone, compiled: ${rebuilt:-nothing}" ;; esac
 }
 only_worker_rebuilt() { only_rebuilt worker; }

@@ -40,7 +40,10 @@ use crate::order_context::{KeyHeader, OrderContext, OrderRequest, Refusal, Store
 use crate::routes::{Enqueue, enqueue, run_not_found};
 use crate::{AppState, REDIS_TIMEOUT, error::ApiError};
 
-/// A refusal of `begin` as the HTTP answer: its status, error body and headers.
+/// A refusal of `begin` as the HTTP answer: problem details (RFC 9457,
+/// `application/problem+json`) whose `type` points at the published rules
+/// (`GET /idempotency`, also linked as `describedby`), with the lab's `code` as
+/// an extension member (the code every other error of the API carries).
 fn refusal_response(refusal: Refusal, ttl: Duration) -> Response {
     let (status, code, message) = match refusal {
         Refusal::MissingKey => (
@@ -68,14 +71,58 @@ fn refusal_response(refusal: Refusal, ttl: Duration) -> Response {
                 .to_string(),
         ),
     };
-    let conflict = status == StatusCode::CONFLICT;
-    let mut response = ApiError::client(status, code, message).into_response();
-    if conflict {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let problem = serde_json::json!({
+        "type": lab_schema::orders::problem_type(code),
+        "title": refusal_title(code),
+        "status": status.as_u16(),
+        "detail": message,
+        "code": code,
+    });
+    let mut response = (status, problem.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(lab_schema::orders::PROBLEM_JSON),
+    );
+    headers.insert(
+        header::LINK,
+        HeaderValue::from_static("</idempotency>; rel=\"describedby\""),
+    );
+    if status == StatusCode::CONFLICT {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// The refusals, with their status and a title (the same for every occurrence).
+const REFUSALS: [(StatusCode, &str, &str); 4] = [
+    (
+        StatusCode::BAD_REQUEST,
+        error_code::KEY_MISSING,
+        "Idempotency-Key required",
+    ),
+    (
+        StatusCode::BAD_REQUEST,
+        error_code::KEY_MALFORMED,
+        "Idempotency-Key malformed",
+    ),
+    (
+        StatusCode::CONFLICT,
+        error_code::KEY_IN_FLIGHT,
+        "Idempotency-Key in flight",
+    ),
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        error_code::KEY_REUSED,
+        "Idempotency-Key reused for another request",
+    ),
+];
+
+fn refusal_title(code: &str) -> &'static str {
+    REFUSALS
+        .iter()
+        .find(|(_, c, _)| *c == code)
+        .map_or("Idempotency-Key refused", |(_, _, title)| title)
 }
 
 /// `POST /orders`: see the module's documentation.
@@ -489,7 +536,17 @@ pub async fn get_policy(State(state): State<AppState>) -> Json<IdempotencyPolicy
             "A retry with the same key and the same order (the same JSON, whatever the order of its keys and its spaces) gets the first answer again, with Idempotent-Replayed: true, and no new order.".into(),
             "The same key with another order: 422 idempotency_key_reused. While the first request with a key is in flight: 409 idempotency_key_in_flight, Retry-After: 1.".into(),
             format!("An answer is kept {} s after its request finished; a request that failed before the order was enqueued keeps nothing, so its retry runs.", state.key_ttl.as_secs()),
+            "A refusal is problem details (RFC 9457, application/problem+json): its type is one of the refusals below, its code the same as the type's fragment.".into(),
         ],
+        refusals: REFUSALS
+            .iter()
+            .map(|(status, code, title)| lab_schema::orders::RefusalType {
+                type_: lab_schema::orders::problem_type(code),
+                status: status.as_u16(),
+                code: code.to_string(),
+                title: title.to_string(),
+            })
+            .collect(),
     })
 }
 

@@ -40,7 +40,7 @@ pub struct Exchange {
 }
 
 /// The headers an [`Exchange`] keeps.
-const KEPT_HEADERS: [&str; 3] = ["content-type", REPLAYED, "retry-after"];
+const KEPT_HEADERS: [&str; 4] = ["content-type", REPLAYED, "retry-after", "link"];
 
 impl Exchange {
     /// The answer says `Idempotent-Replayed: true`.
@@ -67,8 +67,13 @@ impl Exchange {
 
     /// The `error.code` of an error answer.
     pub fn error_code(&self) -> Option<String> {
+        // A refusal is problem details with the code as a member; other errors
+        // are `{"error": {"code", "message"}}`.
         let json = self.json()?;
-        json["error"]["code"].as_str().map(str::to_string)
+        json["code"]
+            .as_str()
+            .or(json["error"]["code"].as_str())
+            .map(str::to_string)
     }
 
     /// `201`, `201 replayed`, `409 idempotency_key_in_flight`, `no answer`.

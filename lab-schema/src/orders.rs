@@ -143,4 +143,26 @@ pub struct IdempotencyPolicy {
     pub ttl_secs: u64,
     /// One sentence each: what a key is, its scope, and the answers.
     pub rules: Vec<String>,
+    /// The refusals `POST /orders` answers, as their problem types (RFC 9457).
+    #[serde(default)]
+    pub refusals: Vec<RefusalType>,
+}
+
+/// One refusal of `POST /orders`: the `type` of its problem details (RFC 9457,
+/// `application/problem+json`), which points here, and what it means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalType {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: u16,
+    pub code: String,
+    pub title: String,
+}
+
+/// The media type of a refusal's body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A refusal's problem `type`: a reference to its entry in `GET /idempotency`.
+pub fn problem_type(code: &str) -> String {
+    format!("/idempotency#{code}")
 }

@@ -85,11 +85,31 @@ async fn retried_post_counts_orders_per_logical_order_before_and_after() {
         // The raw exchanges: a lost answer, a replay, a conflict, a mismatch.
         "(the connection closed: no answer at all)",
         "HTTP/1.1 201 Created\ncontent-type: application/json\nidempotent-replayed: true",
-        "HTTP/1.1 409 Conflict\ncontent-type: application/json\nretry-after: 1",
-        "HTTP/1.1 422 Unprocessable Entity",
+        // A refusal is problem details (RFC 9457) pointing at the published rules.
+        "HTTP/1.1 409 Conflict\ncontent-type: application/problem+json\nretry-after: 1\nlink: </idempotency>; rel=\"describedby\"",
+        r#"{"type":"/idempotency#idempotency_key_in_flight","title":"Idempotency-Key in flight","status":409,"detail":"the first request with this Idempotency-Key is still being processed; retry in a moment to get its answer","code":"idempotency_key_in_flight"}"#,
+        "HTTP/1.1 422 Unprocessable Entity\ncontent-type: application/problem+json",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
+    // Each refusal's type is an entry of the published policy.
+    let policy: lab_schema::orders::IdempotencyPolicy =
+        reqwest::get(format!("{}/idempotency", after.api_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let types: Vec<&str> = policy.refusals.iter().map(|r| r.type_.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "/idempotency#idempotency_key_missing",
+            "/idempotency#idempotency_key_malformed",
+            "/idempotency#idempotency_key_in_flight",
+            "/idempotency#idempotency_key_reused",
+        ]
+    );
     let orders = dashboard_orders(&after, &dir, "after.json").await;
     assert_eq!(
         (&orders["orders"], &orders["extra"], &orders["withoutKey"]),

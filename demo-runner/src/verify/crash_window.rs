@@ -85,6 +85,12 @@ enum Ex2Mistake {
         emails: u64,
         command: String,
     },
+    /// done was written to another key than the claim the copies read.
+    DoneOnAnotherKey {
+        emails: u64,
+        command: String,
+        claim_key: String,
+    },
     /// done was written and lived, yet a copy sent again: what that copy did.
     DoneIgnored {
         emails: u64,
@@ -138,6 +144,7 @@ impl Mistake for Ex2Mistake {
             NoDoneMarker { .. } => "no-done-marker",
             DoneExpired { .. } => "done-expired",
             DoneNotTaken { .. } => "done-not-written",
+            DoneOnAnotherKey { .. } => "done-on-another-key",
             DoneIgnored { .. } => "done-ignored",
             LeaseShorterThanEffect { .. } => "lease-shorter-than-effect",
             EndWithoutToken { .. } => "end-without-token",
@@ -194,6 +201,13 @@ impl Mistake for Ex2Mistake {
             ),
             DoneNotTaken { emails, command } => format!(
                 "{emails} emails for one job: after the email your code tried to mark the claim done with `{command}`, and Redis did not write it (the key did not hold what the command expected), so a later copy found no done and sent again. Compare with the exact lease value your delivery wrote"
+            ),
+            DoneOnAnotherKey {
+                emails,
+                command,
+                claim_key,
+            } => format!(
+                "{emails} emails for one job: after the email your code wrote done with `{command}`, to another key than its claim {claim_key}; a later copy claimed {claim_key} once the lease had run out, found it free and sent again. Mark the claim itself done: compare-and-set {claim_key} from your lease value to done"
             ),
             DoneIgnored {
                 emails,
@@ -496,6 +510,15 @@ fn second_email(traces: &[Trace], emails: u64, lease_ms: u64) -> Ex2Mistake {
     let command = done.command.clone();
     if !done.taken {
         return Ex2Mistake::DoneNotTaken { emails, command };
+    }
+    if let Some(claim) = first.and_then(traces::claim_write)
+        && claim.key != done.key
+    {
+        return Ex2Mistake::DoneOnAnotherKey {
+            emails,
+            command,
+            claim_key: claim.key,
+        };
     }
     let Some(copy) = senders.next() else {
         return Ex2Mistake::NoDoneMarker { emails };
@@ -1083,6 +1106,15 @@ mod tests {
             5_000,
         );
         assert_eq!(second_email(&refused, 2, 1000).code(), "done-not-written");
+        // done written beside the claim, not to it.
+        let beside = sent_twice(&["> SET k:done done EX 86400 = OK"], 5_000);
+        let mistake = second_email(&beside, 2, 1000);
+        assert_eq!(mistake.code(), "done-on-another-key");
+        assert!(
+            mistake.message().contains("another key than its claim k;"),
+            "{}",
+            mistake.message()
+        );
         // done for a day, and the copy sent anyway: say what the copy did.
         let ignored = sent_twice(&["> SET k done EX 86400 = OK"], 5_000);
         let mistake = second_email(&ignored, 2, 1000);

@@ -536,9 +536,11 @@ fn second_email(traces: &[Trace], emails: u64, lease_ms: u64) -> Ex2Mistake {
             emails,
             command,
             copy: copy
-                .commands()
+                .lines
+                .iter()
+                .filter(|l| matches!(l.what, lab_schema::trace::Traced::Command { .. }))
                 .take(3)
-                .map(|(_, args, reply)| format!("`{} -> {reply}`", args.join(" ")))
+                .map(|l| format!("`{}`", l.what.render()))
                 .collect::<Vec<_>>()
                 .join(", "),
         },
@@ -769,13 +771,12 @@ async fn crash_before_effect(
             }
         }
     }
-    let sent = jobs;
-    let mut jobs = Vec::new();
+    let mut views = Vec::new();
     let mut job_traces = Vec::new();
-    for n in 1..=sent {
+    for n in 1..=jobs {
         let job_id = format!("{run_id}-job-{n}");
         match api.job(&job_id).await {
-            Ok(job) => jobs.push(job),
+            Ok(job) => views.push(job),
             Err(_) if !settled => break, // never submitted: the first one hung
             Err(err) => return Err(err),
         }
@@ -783,7 +784,7 @@ async fn crash_before_effect(
     }
     let events = api.events(&run_id).await?;
     Ok(Crashes {
-        jobs,
+        jobs: views,
         crashes: events.count(EventKind::Crashed),
         traces: job_traces,
         settled,

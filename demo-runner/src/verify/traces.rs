@@ -46,20 +46,27 @@ pub(crate) fn claim_write(trace: &Trace) -> Option<ClaimWrite> {
         "SETEX" | "PSETEX" => args.get(3).cloned(),
         _ => args.get(2).cloned(),
     };
-    let mut ttl_ms = match name.as_str() {
+    let written = match name.as_str() {
         "SETNX" => Some(None),
         _ => expiry_written(args, &key),
     };
-    if ttl_ms == Some(None) {
-        // SETNX then EXPIRE: the expiry comes from the next command on the key.
-        if let Some(later) = commands[i + 1..]
-            .iter()
-            .find_map(|later| expiry_written(later, &key).filter(|t| t.is_some()))
-        {
-            ttl_ms = Some(later);
-        }
-    }
+    let ttl_ms = or_expired_later(written, &key, commands[i + 1..].iter().copied());
     Some(ClaimWrite { key, value, ttl_ms })
+}
+
+/// The expiry a write of `key` set (`written`), or, when it set none, the one
+/// a later command gave the key (`SETNX` / `SET` then `EXPIRE`).
+fn or_expired_later<'a>(
+    written: Option<Option<u64>>,
+    key: &str,
+    mut later: impl Iterator<Item = &'a [String]>,
+) -> Option<Option<u64>> {
+    match written {
+        Some(None) => later
+            .find_map(|args| expiry_written(args, key).filter(|t| t.is_some()))
+            .or(Some(None)),
+        ttl => ttl,
+    }
 }
 
 /// How a holder marked its claim done after its effect: the first write,
@@ -101,13 +108,10 @@ pub(crate) fn done_write(trace: &Trace) -> Option<DoneWrite> {
             .map(|a| a.to_ascii_uppercase())
             .unwrap_or_default();
         let arg = |i: usize| args.get(i).cloned();
+        // SET k v; SETEX / PSETEX k ttl v.
+        let value_at = if name == "SET" { 2 } else { 3 };
         let (key, ttl_ms) = match name.as_str() {
-            "SET" if args.get(2).is_some_and(says_done) => {
-                let key = arg(1)?;
-                let ttl = expiry_written(args, &key);
-                (key, ttl)
-            }
-            "SETEX" | "PSETEX" if args.get(3).is_some_and(says_done) => {
+            "SET" | "SETEX" | "PSETEX" if args.get(value_at).is_some_and(says_done) => {
                 let key = arg(1)?;
                 let ttl = expiry_written(args, &key);
                 (key, ttl)
@@ -122,14 +126,8 @@ pub(crate) fn done_write(trace: &Trace) -> Option<DoneWrite> {
             }
             _ => continue,
         };
-        let ttl_ms = match ttl_ms {
-            // SET without expiry then EXPIRE: the expiry comes from the next command.
-            Some(None) => commands[i + 1..]
-                .iter()
-                .find_map(|(later, ..)| expiry_written(later, &key).filter(|t| t.is_some()))
-                .or(Some(None)),
-            ttl => ttl,
-        };
+        let later = commands[i + 1..].iter().map(|(later, ..)| *later);
+        let ttl_ms = or_expired_later(ttl_ms, &key, later);
         let taken = !matches!(*reply, "(nil)" | "false" | "0");
         return Some(DoneWrite {
             key,

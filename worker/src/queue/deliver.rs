@@ -364,7 +364,8 @@ async fn write_trace<H>(shared: &Shared<H>, job: &Job, trace: Option<&lab_schema
 /// the claim idle time and restores its delivery count, so a worker's next scan
 /// for abandoned entries takes it then, and waiting never counts toward
 /// `--max-deliveries`. KEYS: stream. ARGV: group, entry id, consumer, delivery
-/// count, idle ms. Returns 1 when it was put back, 0 when it is not ours any more.
+/// count, idle ms, the delivery count to restore. Returns 1 when it was put
+/// back, 0 when it is not ours any more.
 static RETRY_LATER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"

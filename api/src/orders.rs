@@ -45,9 +45,8 @@ use crate::{AppState, REDIS_TIMEOUT, error::ApiError};
 /// (`GET /idempotency`, also linked as `describedby`), with the lab's `code` as
 /// an extension member (the code every other error of the API carries).
 fn refusal_response(refusal: Refusal, ttl: Duration) -> Response {
-    let (status, code, message) = match refusal {
+    let (code, message) = match refusal {
         Refusal::MissingKey => (
-            StatusCode::BAD_REQUEST,
             error_code::KEY_MISSING,
             format!(
                 "POST /orders requires an Idempotency-Key header: a unique value per order \
@@ -55,25 +54,28 @@ fn refusal_response(refusal: Refusal, ttl: Duration) -> Response {
                 ttl.as_secs()
             ),
         ),
-        Refusal::MalformedKey(why) => (StatusCode::BAD_REQUEST, error_code::KEY_MALFORMED, why),
+        Refusal::MalformedKey(why) => (error_code::KEY_MALFORMED, why),
         Refusal::InFlight => (
-            StatusCode::CONFLICT,
             error_code::KEY_IN_FLIGHT,
             "the first request with this Idempotency-Key is still being processed; retry \
                  in a moment to get its answer"
                 .to_string(),
         ),
         Refusal::Mismatch => (
-            StatusCode::UNPROCESSABLE_ENTITY,
             error_code::KEY_REUSED,
             "this Idempotency-Key was used for another order (another body); use a new \
                  key for a new order"
                 .to_string(),
         ),
     };
+    let (status, _, title) = REFUSALS
+        .iter()
+        .copied()
+        .find(|(_, c, _)| *c == code)
+        .expect("every refusal has its row in REFUSALS");
     let problem = serde_json::json!({
         "type": lab_schema::orders::problem_type(code),
-        "title": refusal_title(code),
+        "title": title,
         "status": status.as_u16(),
         "detail": message,
         "code": code,
@@ -94,7 +96,7 @@ fn refusal_response(refusal: Refusal, ttl: Duration) -> Response {
     response
 }
 
-/// The refusals, with their status and a title (the same for every occurrence).
+/// The refusals: their status, code and title (the same for every occurrence).
 const REFUSALS: [(StatusCode, &str, &str); 4] = [
     (
         StatusCode::BAD_REQUEST,
@@ -117,13 +119,6 @@ const REFUSALS: [(StatusCode, &str, &str); 4] = [
         "Idempotency-Key reused for another request",
     ),
 ];
-
-fn refusal_title(code: &str) -> &'static str {
-    REFUSALS
-        .iter()
-        .find(|(_, c, _)| *c == code)
-        .map_or("Idempotency-Key refused", |(_, _, title)| title)
-}
 
 /// `POST /orders`: see the module's documentation.
 pub async fn create_order(

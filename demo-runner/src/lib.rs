@@ -261,6 +261,21 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             }
             saved::check_writable(out)?;
             let exercise = Exercise::try_from(*exercise).map_err(anyhow::Error::msg)?;
+            let (default_before, default_after) = evidence::saved_files(exercise);
+            let before = before.clone().unwrap_or(default_before);
+            let after = after.clone().unwrap_or(default_after);
+            // The saved files first: a missing one is said at once, not after verify.
+            let needed = if exercise == Exercise::DuplicateDelivery {
+                vec![observe_before, observe_after, load_after]
+            } else {
+                vec![&before, &after]
+            };
+            if let Some(missing) = needed.into_iter().find(|path| !path.is_file()) {
+                anyhow::bail!(
+                    "{} not found: save that run first (the handout's --save), or name the file",
+                    missing.display()
+                );
+            }
             let api = cli.api()?;
             api.check_ready().await?;
             // The verdict of the code running now, not a pasted one.
@@ -283,9 +298,6 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 };
                 evidence::build(&api, &sources, &verified).await?
             } else {
-                let (default_before, default_after) = evidence::saved_files(exercise);
-                let before = before.clone().unwrap_or(default_before);
-                let after = after.clone().unwrap_or(default_after);
                 evidence::build_pair(&api, exercise, &before, &after, &verified).await?
             };
             evidence::write(out, &markdown)?;

@@ -142,6 +142,10 @@ crate::named_enum! {
         Unavailable = "unavailable",
         /// The connection was closed with no answer before anything was charged (`dropBeforeCharge`).
         DroppedUncharged = "dropped-uncharged",
+        /// 429: the account is over its budget of requests per second; nothing charged.
+        RateLimited = "rate-limited",
+        /// 429: the account is banned for sending through its 429s; nothing charged.
+        Banned = "banned",
     }
 }
 
@@ -201,6 +205,10 @@ pub mod error_code {
     pub const CARD_DECLINED: &str = "card_declined";
     /// 503: the instructor's outage; nothing charged (`Retry-After` says when to retry).
     pub const PROVIDER_UNAVAILABLE: &str = "provider_unavailable";
+    /// 429: the account is over its budget of requests per second (`Retry-After`).
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// 429: the account is banned for a while for sending through its 429s (`Retry-After`).
+    pub const ACCOUNT_BANNED: &str = "account_banned";
     /// 503: the simulated upstream failure (`failFirst`); nothing charged, the key released.
     pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
     /// 503: the provider's Redis is not reachable; nothing charged.

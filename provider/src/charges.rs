@@ -1,7 +1,10 @@
 //! `POST /v1/charges`, step by step. Students need not edit this file.
 //!
 //! 1. Validate (`validate.rs`): a refusal is a 4xx and records nothing.
-//! 2. The instructor's outage: 503 `provider_unavailable` with `Retry-After`.
+//! 2. The account's rate limit: over its budget of requests per second, 429
+//!    `rate_limited`; an account that keeps sending through its 429s is banned
+//!    for a while (429 `account_banned` to every request), as real gateways do.
+//!    Then the instructor's outage: 503 `provider_unavailable` with `Retry-After`.
 //! 3. With an `Idempotency-Key`: reserve it atomically (one Lua script), or
 //!    answer 422 (another body), 409 (still running) or the stored answer again.
 //! 4. Execute: the simulated delays and faults, then the charge, written with
@@ -34,7 +37,7 @@ use redis::aio::ConnectionManager;
 use serde_json::json;
 
 use crate::error::{ProviderError, error_body};
-use crate::store::{self, Reservation, timed};
+use crate::store::{self, Rate, Reservation, duration_ms, timed};
 use crate::validate::{self, ChargeRequest};
 use crate::{AppState, REDIS_TIMEOUT};
 use lab_runtime::dropped;
@@ -111,6 +114,9 @@ impl IntoResponse for JsonReply {
 /// Steps 2 to 5 (the request is valid).
 async fn process(state: AppState, req: ChargeRequest) -> Result<Reply, ProviderError> {
     let mut redis = state.redis.clone();
+    if let Some(reply) = rate_limit(&state, &mut redis, &req).await? {
+        return Ok(Reply::Json(reply));
+    }
     let (outage_until_ms, instructor_slow_ms) = store::read_faults(&mut redis).await?;
     let now = now_ms();
     if outage_until_ms > now {
@@ -181,6 +187,52 @@ async fn process(state: AppState, req: ChargeRequest) -> Result<Reply, ProviderE
         let _ = store::release(&mut redis, &state.scripts, key, &token).await;
     }
     result
+}
+
+/// Step 2: counts the request against its account's budget; `Some`: the 429
+/// it is answered with instead.
+async fn rate_limit(
+    state: &AppState,
+    redis: &mut ConnectionManager,
+    req: &ChargeRequest,
+) -> Result<Option<JsonReply>, ProviderError> {
+    let limits = state.config.limits;
+    if limits.per_sec == 0 {
+        return Ok(None);
+    }
+    let budget = limits.per_sec;
+    let account = &req.account;
+    let (outcome, retry_ms, code, message) =
+        match store::count_request(redis, &state.scripts, account, limits, now_ms()).await? {
+            Rate::Ok => return Ok(None),
+            Rate::Limited { retry_ms } => (
+                RequestOutcome::RateLimited,
+                retry_ms,
+                error_code::RATE_LIMITED,
+                format!(
+                    "account {account} is over its budget of {budget} requests per second; \
+                     nothing was charged; retry after the Retry-After seconds, and slow down: \
+                     an account that keeps sending through its 429s is banned"
+                ),
+            ),
+            Rate::Banned { retry_ms, now } => (
+                RequestOutcome::Banned,
+                retry_ms,
+                error_code::ACCOUNT_BANNED,
+                format!(
+                    "account {account} {} for sending through its 429s (as many requests \
+                     refused in one second as its budget of {budget}); every request is refused \
+                     until the ban ends; nothing was charged",
+                    if now { "is banned from now" } else { "is banned" }
+                ),
+            ),
+        };
+    let secs = retry_ms.div_ceil(1000).max(1);
+    let line = format!("429 {code}: retry after {secs} s (nothing charged)");
+    log_request(redis, req, outcome, 429, None, &line).await?;
+    let mut reply = JsonReply::error(StatusCode::TOO_MANY_REQUESTS, code, &message);
+    reply.retry_after_secs = Some(secs);
+    Ok(Some(reply))
 }
 
 /// The key was not free: 422, 409, or the stored answer again. `None`: it was free.
@@ -528,6 +580,4 @@ fn new_token() -> String {
     format!("{process:016x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
+

@@ -28,6 +28,8 @@
 //! | `provider:charge-seq` | counter | the number of the last charge (`ch_<n>`) | forever |
 //! | `provider:ledger` | stream | one entry per charge: chargeId, account, idempotencyKey, runId, jobId, pipeline, deliveryId, amountCents, currency, customer | capped at [`LEDGER_MAX_LEN`] entries (MAXLEN ~) |
 //! | `provider:log:<runId>` | stream | the run's request log: one entry per charge request that passed validation, field `request` = a [`LoggedRequest`](lab_schema::provider::LoggedRequest) as JSON | capped at [`REQUEST_LOG_MAX_LEN`] (MAXLEN ~); expires [`RECORD_TTL_SECS`](lab_schema::RECORD_TTL_SECS) after its last entry |
+//! | `provider:rate:<account>` | hash | the account's requests in the current second: `window` (Unix second), `count`, `refused` | 2 s |
+//! | `provider:ban:<account>` | string | the account is banned (429 to every request) while it lives | `--ban-secs` |
 //! | `provider:faults` | hash | the instructor's faults: `outageUntilMs` (Unix ms; 0 or absent: none), `slowMs` | forever |
 //!
 //! A request refused by validation (4xx before the key is looked at) writes nothing at all.
@@ -75,7 +77,29 @@ pub const MAX_SIMULATED_MS: u64 = lab_schema::provider::MAX_SIMULATED_MS;
 /// Longest instructor's outage that `PUT /admin/faults` accepts: one day.
 pub const MAX_OUTAGE_SECS: u64 = 86_400;
 
-/// The provider's settings (`--key-ttl-secs`, `--running-timeout-secs`).
+/// An account's rate limit (`--rate-limit`, `--ban-secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per second and account; over it, 429 `rate_limited`. 0: no limit.
+    pub per_sec: u64,
+    /// How long an account is banned once as many of its requests were refused
+    /// in one second as its budget (it kept sending through its 429s).
+    pub ban: Duration,
+}
+
+impl Default for Limits {
+    /// 100 requests per second, a 30-second ban: a class's retry storm (a few
+    /// dozen jobs retried at once, in a loop) reaches both within its first
+    /// second; jobs that back off never come near.
+    fn default() -> Limits {
+        Limits {
+            per_sec: 100,
+            ban: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The provider's settings (`--key-ttl-secs`, `--running-timeout-secs`, the limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// How long an idempotency key and its stored answer are kept.
@@ -83,6 +107,8 @@ pub struct Config {
     /// How long a reservation whose request never finished (the provider was
     /// killed) keeps blocking its key, beyond the request's planned delay.
     pub running_timeout: Duration,
+    /// Each account's rate limit.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -90,6 +116,7 @@ impl Default for Config {
         Config {
             key_ttl: Duration::from_secs(86_400),
             running_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 }
@@ -168,7 +195,7 @@ async fn serve_state(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let config = state.config;
-    tracing::info!(%addr, key_ttl = ?config.key_ttl, running_timeout = ?config.running_timeout, "provider listening");
+    tracing::info!(%addr, key_ttl = ?config.key_ttl, running_timeout = ?config.running_timeout, rate_limit = config.limits.per_sec, ban = ?config.limits.ban, "provider listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -25,6 +25,13 @@ struct Args {
     #[arg(long, env = "PROVIDER_RUNNING_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     running_timeout_secs: u64,
+    /// Requests per second and account; over it, 429 rate_limited (0: no limit).
+    #[arg(long, env = "PROVIDER_RATE_LIMIT", default_value_t = 100)]
+    rate_limit: u64,
+    /// How long an account that kept sending through its 429s is banned, in seconds.
+    #[arg(long, env = "PROVIDER_BAN_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    ban_secs: u64,
 }
 
 #[tokio::main]
@@ -37,6 +44,10 @@ async fn main() -> anyhow::Result<()> {
     let config = provider::Config {
         key_ttl: Duration::from_secs(args.key_ttl_secs),
         running_timeout: Duration::from_secs(args.running_timeout_secs),
+        limits: provider::Limits {
+            per_sec: args.rate_limit,
+            ban: Duration::from_secs(args.ban_secs),
+        },
     };
     provider::serve(
         listener,

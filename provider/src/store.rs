@@ -44,6 +44,16 @@ pub const FAULTS: &str = "provider:faults";
 pub const OUTAGE_UNTIL_MS: &str = "outageUntilMs";
 pub const SLOW_MS: &str = "slowMs";
 
+/// `provider:rate:<account>`: the account's requests in the current second.
+pub fn rate(account: &str) -> String {
+    format!("provider:rate:{account}")
+}
+
+/// `provider:ban:<account>`: the account is banned while this key lives.
+pub fn ban(account: &str) -> String {
+    format!("provider:ban:{account}")
+}
+
 /// The field of a request log entry: the [`LoggedRequest`] as JSON.
 pub const LOG_FIELD: &str = "request";
 
@@ -84,10 +94,47 @@ end
 return 0
 "#;
 
+/// Counts one request of an account against its budget, atomically.
+///
+/// KEYS[1] the account's window ([`rate`]: a hash of `window` (Unix second),
+/// `count`, `refused`), KEYS[2] its ban ([`ban`]). ARGV[1] now (Unix ms),
+/// ARGV[2] the budget per second, ARGV[3] the ban's length (ms). Answers
+/// `{"ok", 0}`, `{"limited", ms until the next second}`, `{"banned", ms left}`
+/// (banned before this request) or `{"banned-now", ms}` (this request's second
+/// had as many requests refused as its budget: the account kept sending
+/// through its 429s, and is banned from now).
+const RATE_SCRIPT: &str = r#"
+local now, budget, ban_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then
+  return {'banned', left}
+end
+local window = math.floor(now / 1000)
+local found = redis.call('HMGET', KEYS[1], 'window', 'count', 'refused')
+local count, refused = 0, 0
+if tonumber(found[1]) == window then
+  count, refused = tonumber(found[2]) or 0, tonumber(found[3]) or 0
+end
+count = count + 1
+local answer = {'ok', 0}
+if count > budget then
+  refused = refused + 1
+  answer = {'limited', 1000 - now % 1000}
+  if refused >= budget then
+    redis.call('SET', KEYS[2], now, 'PX', ban_ms)
+    answer = {'banned-now', ban_ms}
+  end
+end
+redis.call('HSET', KEYS[1], 'window', window, 'count', count, 'refused', refused)
+redis.call('PEXPIRE', KEYS[1], 2000)
+return answer
+"#;
+
 /// The provider's Lua scripts, built once.
 pub struct Scripts {
     reserve: redis::Script,
     release: redis::Script,
+    rate: redis::Script,
 }
 
 impl Scripts {
@@ -95,6 +142,7 @@ impl Scripts {
         Scripts {
             reserve: redis::Script::new(RESERVE_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
+            rate: redis::Script::new(RATE_SCRIPT),
         }
     }
 }
@@ -114,6 +162,60 @@ pub enum Reservation {
         body: String,
         charge_id: Option<String>,
     },
+}
+
+/// What counting a request against its account's budget found ([`RATE_SCRIPT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// Within the budget.
+    Ok,
+    /// Over the budget of this second; the next second starts in `retry_ms`.
+    Limited { retry_ms: u64 },
+    /// Banned (`now`: by this very request); the ban ends in `retry_ms`.
+    Banned { retry_ms: u64, now: bool },
+}
+
+/// Runs [`RATE_SCRIPT`] for one request of `account`.
+pub async fn count_request(
+    redis: &mut ConnectionManager,
+    scripts: &Scripts,
+    account: &str,
+    limits: crate::Limits,
+    now_ms: u64,
+) -> Result<Rate, ProviderError> {
+    let (verdict, ms): (String, u64) = timed(
+        scripts
+            .rate
+            .key(rate(account))
+            .key(ban(account))
+            .arg(now_ms)
+            .arg(limits.per_sec)
+            .arg(duration_ms(limits.ban).max(1))
+            .invoke_async(redis),
+    )
+    .await?;
+    Ok(match verdict.as_str() {
+        "ok" => Rate::Ok,
+        "limited" => Rate::Limited { retry_ms: ms },
+        "banned" => Rate::Banned {
+            retry_ms: ms,
+            now: false,
+        },
+        "banned-now" => Rate::Banned {
+            retry_ms: ms,
+            now: true,
+        },
+        other => {
+            return Err(ProviderError::Internal(format!(
+                "the rate script answered {other:?}"
+            )));
+        }
+    })
+}
+
+/// A duration in whole milliseconds (saturating).
+pub fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A Redis call that fails after [`REDIS_TIMEOUT`] instead of hanging.

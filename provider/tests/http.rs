@@ -669,6 +669,77 @@ async fn an_outage_is_503_with_retry_after_until_cleared() {
     assert!(started.elapsed() >= Duration::from_millis(400));
 }
 
+// Over its budget of requests per second an account gets 429 rate_limited
+// with Retry-After; one that keeps sending through its 429s (as many refused in
+// one second as its budget) is banned: every request 429 account_banned until
+// the ban ends. Other accounts are not affected; nothing refused is charged,
+// and the request log keeps each refusal with its time.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_over_its_rate_is_limited_then_banned() {
+    let config = provider::Config {
+        limits: provider::Limits {
+            per_sec: 5,
+            ban: Duration::from_millis(1500),
+        },
+        ..provider::Config::default()
+    };
+    let provider = start_with(Some(RedisServer::start()), config).await;
+    let mut con = con(&provider).await;
+    // Start at the beginning of a second: the budget is counted per second.
+    let into_second = lab_schema::now_ms() % 1000;
+    tokio::time::sleep(Duration::from_millis(1000 - into_second + 20)).await;
+    let mut statuses = Vec::new();
+    let mut codes = Vec::new();
+    for i in 0..11 {
+        let job = format!("job-rate-{i}");
+        let answer = answer(
+            Charge::new(None, &job, &body("cus_1", 100))
+                .send(&provider)
+                .await,
+        )
+        .await;
+        statuses.push(answer.status.as_u16());
+        codes.push(answer.json["error"]["code"].as_str().unwrap_or("").to_string());
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = answer.retry_after.expect("a 429 says when to retry");
+            assert!((1..=2).contains(&retry_after), "{retry_after}");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 201, 429, 429, 429, 429, 429, 429],
+        "{codes:?}"
+    );
+    assert_eq!(&codes[5..9], ["rate_limited"; 4]);
+    assert_eq!(&codes[9..], ["account_banned"; 2], "the 5th refusal bans");
+    assert_eq!(effects(&mut con, "job-rate-5").await, 0, "a 429 charges nothing");
+
+    // Another account has its own budget.
+    let mut other = Charge::new(None, "job-other", &body("cus_1", 100));
+    other.account = "other";
+    assert_eq!(other.send(&provider).await.status(), StatusCode::CREATED);
+
+    // Still banned in the next second; free again once the ban ends.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let banned = answer(
+        Charge::new(None, "job-banned", &body("cus_1", 100))
+            .send(&provider)
+            .await,
+    )
+    .await;
+    assert_eq!(banned.json["error"]["code"], "account_banned");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let back = Charge::new(None, "job-back", &body("cus_1", 100));
+    assert_eq!(back.send(&provider).await.status(), StatusCode::CREATED);
+
+    let log = requests(&provider, "run-1").await.requests;
+    let outcomes: Vec<RequestOutcome> = log.iter().map(|r| r.outcome).collect();
+    let count = |o: RequestOutcome| outcomes.iter().filter(|&&x| x == o).count();
+    assert_eq!(count(RequestOutcome::RateLimited), 4, "{outcomes:?}");
+    assert_eq!(count(RequestOutcome::Banned), 3, "{outcomes:?}");
+    assert!(log.iter().all(|r| r.at_ms > 0));
+}
+
 // With a short key TTL the key is forgotten: the same key charges again after it.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_key_charges_again() {

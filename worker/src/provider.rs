@@ -46,9 +46,10 @@ pub enum ProviderError {
     /// 422: this idempotency key was used before with a DIFFERENT body. A bug in
     /// the caller: retrying the same request can never succeed.
     KeyReused(String),
-    /// 402 or another 4xx: refused for good (e.g. the card was declined).
+    /// 402 or another 4xx but 429: refused for good (e.g. the card was declined).
     Declined(String),
-    /// 5xx: the provider is down, or failed. Usually nothing was charged (an
+    /// 5xx or 429 (too many requests): the provider is down, failed, or asks us
+    /// to slow down. Usually nothing was charged (an
     /// outage, a failure before the charge), but a 5xx may come after the charge:
     /// retry with the same key, and the provider answers what really happened.
     Unavailable(String),
@@ -141,6 +142,19 @@ impl ProviderClient {
         pipeline: &str,
         charge: &Charge,
     ) -> Result<Charged, ProviderError> {
+        self.send_answer(job, pipeline, charge)
+            .await
+            .map_err(|refused| refused.error)
+    }
+
+    /// [`ProviderClient::send`], keeping the answer's status and `Retry-After`
+    /// when there is no charge in it.
+    pub(crate) async fn send_answer(
+        &self,
+        job: &Job,
+        pipeline: &str,
+        charge: &Charge,
+    ) -> Result<Charged, Refused> {
         let mut request = self
             .http
             .post(&self.charges_url)
@@ -153,19 +167,24 @@ impl ProviderClient {
         if let Some(key) = &charge.idempotency_key {
             request = request.header(contract::IDEMPOTENCY_KEY, key);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| ProviderError::NoAnswer(error_chain(&err)))?;
+        let no_answer = |err: reqwest::Error| Refused {
+            status: None,
+            retry_after: None,
+            error: ProviderError::NoAnswer(error_chain(&err)),
+        };
+        let response = request.send().await.map_err(no_answer)?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let replayed = response
             .headers()
             .get(contract::IDEMPOTENT_REPLAYED)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        let text = response
-            .text()
-            .await
-            .map_err(|err| ProviderError::NoAnswer(error_chain(&err)))?;
+        let text = response.text().await.map_err(no_answer)?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
             let charge_id = body
@@ -184,13 +203,28 @@ impl ProviderClient {
             .map(str::to_string)
             .unwrap_or_else(|| text.chars().take(200).collect());
         let message = format!("{}: {message}", status.as_u16());
-        Err(match status.as_u16() {
+        let error = match status.as_u16() {
             409 => ProviderError::InFlight,
             422 => ProviderError::KeyReused(message),
+            429 => ProviderError::Unavailable(message),
             400..=499 => ProviderError::Declined(message),
             _ => ProviderError::Unavailable(message),
+        };
+        Err(Refused {
+            status: Some(status.as_u16()),
+            retry_after,
+            error,
         })
     }
+}
+
+/// A charge request that got no charge: the answer's status and `Retry-After`
+/// (both `None` when no answer came), and what that means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) status: Option<u16>,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) error: ProviderError,
 }
 
 /// An error and its causes on one line ("error sending request: connection closed ...").

@@ -183,7 +183,10 @@ impl Charges {
                 RequestOutcome::InFlight => tally.in_flight += 1,
                 RequestOutcome::KeyReused => tally.key_reused += 1,
                 RequestOutcome::DroppedUncharged => tally.lost += 1,
-                RequestOutcome::Declined | RequestOutcome::Unavailable => {}
+                RequestOutcome::Declined
+                | RequestOutcome::Unavailable
+                | RequestOutcome::RateLimited
+                | RequestOutcome::Banned => {}
             }
         }
         tally

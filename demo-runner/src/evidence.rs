@@ -349,6 +349,7 @@ fn event_line(event: &RunEvent) -> String {
         EventKind::DeadLettered => "moved to the dead-letter stream",
         EventKind::RetryLater => "not yet: delivered again later",
         EventKind::Crashed => "worker CRASHED (simulated)",
+        EventKind::RetryScheduled => "failed: retry scheduled",
     };
     let mut line = format!(
         "{} {} {what} job_id={} delivery_id={}",

@@ -77,6 +77,12 @@ pub mod keys {
     pub const WORKER_GROUP: &str = "workers";
     /// Where the worker moves entries it cannot parse.
     pub const DEAD_LETTER_STREAM: &str = "jobs:dead";
+    /// Sorted set: the scheduled retries (exercise 5 on), scored by their due
+    /// time (Unix ms). A failed attempt's entry is acknowledged and added here
+    /// in one script; once due, a worker moves it back to [`JOB_STREAM`] in one
+    /// script (see `worker/src/queue/retries.rs`). Each member is the entry's
+    /// fields as JSON, with the attempt count and the first failure's time.
+    pub const RETRY_SET: &str = "jobs:retry";
     /// Hash: consumer name -> `<instance>|<heartbeat unix ms>` (see [`crate::WorkerInstance`]).
     pub const WORKERS: &str = "workers";
     /// Hash: consumer name -> `<instance>|<code>`: the exercise code the worker
@@ -160,7 +166,17 @@ pub mod entry {
     pub const PIPELINE: &str = "pipeline";
     /// `1` when the submission asked for the job's deliveries to be traced.
     pub const TRACE: &str = "trace";
+    /// Attempts of the job that failed and were scheduled again (absent: none),
+    /// written when the entry goes back to the queue from `jobs:retry`.
+    pub const FAILURES: &str = "failures";
+    /// When the job's first attempt failed (Unix ms), with [`FAILURES`].
+    pub const FIRST_FAILED_MS: &str = "firstFailedMs";
 }
+
+/// The most attempts of one job the worker schedules again: the lab's safety
+/// net for a retry policy that never gives up (exercise 5's starter). The next
+/// failure is dead-lettered whatever the policy says.
+pub const MAX_SCHEDULED_ATTEMPTS: u32 = 1000;
 
 /// The run's event log (`events:<runId>`): a capped stream that expires, so it
 /// never grows without bound. The worker appends to it in the same round trip
@@ -195,6 +211,16 @@ pub mod payload {
     /// was applied, before the handler can mark the job done: the window a claim
     /// in Redis cannot close (exercise 3 closes it at the provider).
     pub const AFTER_EFFECT: &str = "after-effect";
+    /// `{"simulateCrash": "before-schedule"}`: the worker dies once its handler
+    /// asked for a retry at a later time, before the retry is scheduled (the
+    /// entry is still pending: it comes back after the claim idle time).
+    pub const BEFORE_SCHEDULE: &str = "before-schedule";
+    /// `{"simulateCrash": "after-schedule"}`: the worker dies right after the
+    /// retry was scheduled (acknowledged and in `jobs:retry`).
+    pub const AFTER_SCHEDULE: &str = "after-schedule";
+    /// `{"simulateCrash": "after-move"}`: the worker that moves the job's due
+    /// retry back to the queue dies right after the move.
+    pub const AFTER_MOVE: &str = "after-move";
     /// `{"stallMs": [4000, 0, 2500]}`: the n-th effect attempt of this job (across
     /// workers) stalls that many milliseconds before the effect, as a worker that is
     /// paused (GC, swapping, a stopped container) while it holds a claim.
@@ -233,6 +259,10 @@ pub mod job_field {
     pub const ATTEMPT_FAILURES: &str = "attemptFailures";
     /// Deliveries of this job that asked to be delivered again later.
     pub const RETRIES_LATER: &str = "retriesLater";
+    /// Failed attempts of this job scheduled again (in `jobs:retry`) by the retry policy.
+    pub const RETRIES_SCHEDULED: &str = "retriesScheduled";
+    /// When the job's scheduled retry is due (Unix ms).
+    pub const NEXT_RETRY_MS: &str = "nextRetryMs";
     /// Worker crashes this job caused (`simulateCrash`).
     pub const CRASHES: &str = "crashes";
     /// An order's caller (`POST /orders`, `Authorization: Bearer <account>`).
@@ -254,6 +284,8 @@ pub mod run_field {
     pub const DEAD_LETTERED: &str = "deadLettered";
     /// Worker crashes the run's jobs caused (`simulateCrash`).
     pub const CRASHES: &str = "crashes";
+    /// Failed attempts of the run's jobs scheduled again by the retry policy.
+    pub const RETRIES_SCHEDULED: &str = "retriesScheduled";
 }
 
 /// Declares a string-valued enum: its serde name, `as_str` and `parse` agree by construction.
@@ -299,6 +331,8 @@ named_enum! {
     pub enum JobStatus {
         Queued = "queued",
         Processing = "processing",
+        /// An attempt failed; the retry is scheduled (in `jobs:retry`).
+        Scheduled = "scheduled",
         /// Every submission of the job has been delivered and acknowledged.
         Completed = "completed",
         /// A delivery of the job failed `--max-deliveries` times and was moved to `jobs:dead`.
@@ -326,6 +360,9 @@ named_enum! {
         RetryLater = "retry-later",
         /// The worker process died on purpose (`simulateCrash`): a real crash.
         Crashed = "crashed",
+        /// The attempt failed and the retry policy scheduled the job again; the
+        /// detail says when and why.
+        RetryScheduled = "retry-scheduled",
     }
 }
 

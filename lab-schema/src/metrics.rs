@@ -30,6 +30,9 @@ pub const FAILURES: &str = "lab_failures_total";
 /// Entries of parsed jobs moved to the dead-letter stream, by exercise.
 pub const DEAD_LETTERS: &str = "lab_dead_letters_total";
 
+/// Failed attempts scheduled again by the retry policy, by exercise.
+pub const RETRIES_SCHEDULED: &str = "lab_retries_scheduled_total";
+
 /// The `# HELP` text of each counter, in the order `GET /metrics` prints them.
 pub const COUNTER_HELP: &[(&str, &str)] = &[
     (
@@ -59,6 +62,10 @@ pub const COUNTER_HELP: &[(&str, &str)] = &[
     (
         DEAD_LETTERS,
         "Entries of parsed jobs moved to the dead-letter stream jobs:dead.",
+    ),
+    (
+        RETRIES_SCHEDULED,
+        "Failed attempts scheduled again by the retry policy (jobs:retry).",
     ),
 ];
 

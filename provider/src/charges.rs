@@ -223,7 +223,11 @@ async fn rate_limit(
                     "account {account} {} for sending through its 429s (as many requests \
                      refused in one second as its budget of {budget}); every request is refused \
                      until the ban ends; nothing was charged",
-                    if now { "is banned from now" } else { "is banned" }
+                    if now {
+                        "is banned from now"
+                    } else {
+                        "is banned"
+                    }
                 ),
             ),
         };
@@ -579,5 +583,3 @@ fn new_token() -> String {
     let process = *PROCESS.get_or_init(|| RandomState::new().hash_one(now_ms()));
     format!("{process:016x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
-
-

@@ -699,7 +699,12 @@ async fn an_account_over_its_rate_is_limited_then_banned() {
         )
         .await;
         statuses.push(answer.status.as_u16());
-        codes.push(answer.json["error"]["code"].as_str().unwrap_or("").to_string());
+        codes.push(
+            answer.json["error"]["code"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
         if answer.status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after = answer.retry_after.expect("a 429 says when to retry");
             assert!((1..=2).contains(&retry_after), "{retry_after}");
@@ -712,7 +717,11 @@ async fn an_account_over_its_rate_is_limited_then_banned() {
     );
     assert_eq!(&codes[5..9], ["rate_limited"; 4]);
     assert_eq!(&codes[9..], ["account_banned"; 2], "the 5th refusal bans");
-    assert_eq!(effects(&mut con, "job-rate-5").await, 0, "a 429 charges nothing");
+    assert_eq!(
+        effects(&mut con, "job-rate-5").await,
+        0,
+        "a 429 charges nothing"
+    );
 
     // Another account has its own budget.
     let mut other = Charge::new(None, "job-other", &body("cus_1", 100));

@@ -16,6 +16,11 @@ pub(crate) struct Asks {
     pub(crate) crash_before_effect: bool,
     /// `simulateCrash: "after-effect"`: the process dies right after the effect.
     pub(crate) crash_after_effect: bool,
+    /// `simulateCrash: "before-schedule"`, `"after-schedule"`, `"after-move"`:
+    /// the process dies at that step of a scheduled retry (`queue/retries.rs`).
+    pub(crate) crash_before_schedule: bool,
+    pub(crate) crash_after_schedule: bool,
+    pub(crate) crash_after_move: bool,
     /// `stallMs`: the n-th effect attempt first stalls that long (at most a minute).
     pub(crate) stall_ms: Vec<u64>,
     /// `leaseMs` (100 ms to 10 min): the handler's `ctx.lease_ms`.
@@ -48,6 +53,9 @@ impl Asks {
             fail_once: text(payload::SIMULATE_EFFECT_FAILURE) == Some(payload::ONCE),
             crash_before_effect: text(payload::SIMULATE_CRASH) == Some(payload::BEFORE_EFFECT),
             crash_after_effect: text(payload::SIMULATE_CRASH) == Some(payload::AFTER_EFFECT),
+            crash_before_schedule: text(payload::SIMULATE_CRASH) == Some(payload::BEFORE_SCHEDULE),
+            crash_after_schedule: text(payload::SIMULATE_CRASH) == Some(payload::AFTER_SCHEDULE),
+            crash_after_move: text(payload::SIMULATE_CRASH) == Some(payload::AFTER_MOVE),
             stall_ms: value
                 .get(payload::STALL_MS)
                 .and_then(|v| v.as_array())

@@ -53,6 +53,12 @@ pub enum JobError {
     /// a short wait, and does not count as a failure toward `--max-deliveries`.
     /// Make one with [`JobContext::retry_later`].
     RetryLater { reason: String },
+    /// "This attempt failed: try the job again after `delay`": the delivery is
+    /// acknowledged and the job scheduled again, in one atomic step, in the
+    /// retry set `jobs:retry`; it comes back when due, on whichever worker gets
+    /// there first, with `job.failures` one higher. Any delay works, from zero
+    /// to hours. Make one with [`JobContext::retry_in`] (exercise 5).
+    RetryIn { delay: Duration, reason: String },
     /// "This can never succeed": the delivery is moved to the dead-letter stream
     /// `jobs:dead` at once, with the reason, instead of being delivered again.
     /// Make one with [`JobContext::dead_letter`].
@@ -78,6 +84,9 @@ impl std::fmt::Display for JobError {
                 write!(f, "not yet, deliver again later: {reason}")
             }
             JobError::DeadLetter { reason } => write!(f, "dead-lettered by the handler: {reason}"),
+            JobError::RetryIn { delay, reason } => {
+                write!(f, "failed, retry in {} ms: {reason}", delay.as_millis())
+            }
             // `{:#}`: the error with its causes, on one line.
             JobError::Failed(err) => write!(f, "{err:#}"),
         }
@@ -274,6 +283,15 @@ impl JobContext {
     /// `return Err(ctx.retry_later("another delivery holds the lease"));`
     pub fn retry_later(&self, reason: &str) -> JobError {
         JobError::RetryLater {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The error that says "this attempt failed: try again after `delay`" (see
+    /// [`JobError::RetryIn`]): `return Err(ctx.retry_in(delay, "why"));`
+    pub fn retry_in(&self, delay: Duration, reason: &str) -> JobError {
+        JobError::RetryIn {
+            delay,
             reason: reason.to_string(),
         }
     }

@@ -22,6 +22,11 @@ pub struct Job {
     pub(crate) trace: bool,
     /// What the payload asks of the plumbing (faults, a lease, a sooner redelivery).
     pub(crate) asks: crate::asks::Asks,
+    /// How many attempts of this job failed and were scheduled again (0 on the
+    /// first delivery): it travels with the queue entry, never in a worker's memory.
+    pub failures: u32,
+    /// When the job's first attempt failed (Unix ms); `None` until one did.
+    pub first_failed_ms: Option<u64>,
 }
 
 impl Job {
@@ -48,6 +53,11 @@ impl Job {
             validate_pipeline(pipeline)?;
         }
         let payload = entry.get::<String>(entry::PAYLOAD).unwrap_or_default();
+        let number = |name: &str| {
+            entry
+                .get::<String>(name)
+                .and_then(|t| t.parse::<u64>().ok())
+        };
         Ok(Job {
             job_id,
             run_id,
@@ -57,6 +67,8 @@ impl Job {
             exercise,
             pipeline,
             trace: entry.get::<String>(entry::TRACE).as_deref() == Some("1"),
+            failures: number(entry::FAILURES).map_or(0, |n| n.min(u32::MAX as u64) as u32),
+            first_failed_ms: number(entry::FIRST_FAILED_MS),
         })
     }
 }

@@ -175,7 +175,7 @@ async fn first_time(redis: &mut ConnectionManager, marker: &str) -> anyhow::Resu
 /// One crash per process at a time: a second job flagged to crash waits here
 /// while the first takes the process down, and crashes in its own turn when it
 /// is delivered again.
-async fn crash_once(
+pub(crate) async fn crash_once(
     redis: &mut ConnectionManager,
     job: &Job,
     runner: &Runner<'_>,

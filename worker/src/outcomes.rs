@@ -42,6 +42,14 @@ pub(crate) enum Outcome<'a> {
     /// The handler asked to be delivered again later: the attempt ends, the
     /// delivery stays pending, and it is not counted toward `--max-deliveries`.
     RetryLater { reason: &'a str, started_ms: u64 },
+    /// The attempt (started at `started_ms`) failed and its retry is scheduled
+    /// `delay_ms` from now; `attempt` is the job's count of failed attempts.
+    RetryScheduled {
+        reason: &'a str,
+        delay_ms: u64,
+        attempt: u32,
+        started_ms: u64,
+    },
     /// The worker process is about to die on purpose (`simulateCrash`), `when`
     /// is `before-effect` or `after-effect`.
     Crashed { when: &'a str },
@@ -116,6 +124,21 @@ impl Outcome<'_> {
                     .hdel(keys::attempts(&job.run_id), attempt(started_ms))
                     .ignore();
                 push_event(pipe, job, EventKind::RetryLater, consumer, reason);
+            }
+            Outcome::RetryScheduled {
+                reason,
+                delay_ms,
+                attempt: failed,
+                started_ms,
+            } => {
+                pipe.hincr(&job_key, job_field::RETRIES_SCHEDULED, 1)
+                    .hdel(keys::attempts(&job.run_id), attempt(started_ms))
+                    .ignore()
+                    .hincr(&run_key, run_field::RETRIES_SCHEDULED, 1)
+                    .ignore();
+                count(pipe, metrics::RETRIES_SCHEDULED, job, ("worker", consumer));
+                let detail = format!("attempt {failed} failed, retry in {delay_ms} ms: {reason}");
+                push_event(pipe, job, EventKind::RetryScheduled, consumer, &detail);
             }
             Outcome::Crashed { when } => {
                 pipe.hincr(&job_key, job_field::CRASHES, 1)

@@ -114,3 +114,183 @@ async fn many_deliveries_retried_at_once_all_come_back_when_due() {
         "{JOBS} retries took {drained:?} to come back (due 100 ms after they asked)"
     );
 }
+
+/// Fails each job's first attempts, asking for a retry after `delays[n]` at
+/// its n-th failure; succeeds once they are used up. Writes down every
+/// delivery: the job, the failures it arrived with, its first failure, when.
+struct FailThenSucceed {
+    delays: Vec<Duration>,
+    seen: Arc<Mutex<Vec<(String, u32, Option<u64>, Instant)>>>,
+}
+
+impl Handler for FailThenSucceed {
+    async fn handle(&self, ctx: &mut JobContext, job: &Job) -> Result<(), JobError> {
+        self.seen.lock().unwrap().push((
+            job.job_id.clone(),
+            job.failures,
+            job.first_failed_ms,
+            Instant::now(),
+        ));
+        match self.delays.get(job.failures as usize) {
+            Some(&delay) => Err(ctx.retry_in(delay, "the test's failure")),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn fresh_queue(server: &RedisServer, jobs: usize) -> redis::aio::MultiplexedConnection {
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys::JOB_STREAM)
+        .arg(keys::WORKER_GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for n in 0..jobs {
+        let _: String = redis::cmd("XADD")
+            .arg(keys::JOB_STREAM)
+            .arg("*")
+            .arg(entry::JOB_ID)
+            .arg(format!("job-{n}"))
+            .arg(entry::RUN_ID)
+            .arg("run-scheduled-test")
+            .arg(entry::PAYLOAD)
+            .arg("{}")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    redis
+}
+
+fn config(server: &RedisServer, name: &str) -> Config {
+    Config {
+        redis_url: server.url(),
+        consumer: name.to_string(),
+        concurrency: 8,
+        claim_idle: Duration::from_secs(1),
+        effect_delay: Duration::ZERO,
+        ..Config::default()
+    }
+}
+
+/// Waits until `seen` has `n` deliveries (at most 10 s).
+async fn until_seen(seen: &Mutex<Vec<(String, u32, Option<u64>, Instant)>>, n: usize) {
+    let started = Instant::now();
+    while seen.lock().unwrap().len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} of {n} deliveries within 10 s",
+            seen.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// A failed attempt scheduled again comes back when due, not at the claim idle
+// time (1 s here): 1.5 s later, at once, 300 ms later. The count of failures
+// and the first failure's time come with the entry; nothing is left behind.
+#[tokio::test]
+async fn a_scheduled_retry_comes_back_when_due_with_its_count() {
+    let server = RedisServer::start();
+    let mut redis = fresh_queue(&server, 1).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = FailThenSucceed {
+        delays: [1500, 0, 300].map(Duration::from_millis).to_vec(),
+        seen: seen.clone(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker::run(handler, config(&server, "w-1"), async {
+        let _ = stopped.await;
+    }));
+    until_seen(&seen, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "one delivery per attempt: {seen:?}");
+    let failures: Vec<u32> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(failures, [0, 1, 2, 3]);
+    assert_eq!(seen[0].2, None);
+    let first_failed = seen[1]
+        .2
+        .expect("the first failure's time travels with the job");
+    assert!(seen[2..].iter().all(|s| s.2 == Some(first_failed)));
+    let gaps: Vec<u128> = seen
+        .windows(2)
+        .map(|w| w[1].3.duration_since(w[0].3).as_millis())
+        .collect();
+    assert!((1500..1800).contains(&gaps[0]), "due 1.5 s later: {gaps:?}");
+    assert!(gaps[1] < 200, "due at once: {gaps:?}");
+    assert!((300..600).contains(&gaps[2]), "due 300 ms later: {gaps:?}");
+
+    assert_eq!(unacknowledged(&mut redis).await, 0);
+    let left: u64 = redis::cmd("ZCARD")
+        .arg(keys::RETRY_SET)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the retry set is empty");
+    let scheduled: u64 = redis::cmd("HGET")
+        .arg(keys::job("job-0"))
+        .arg("retriesScheduled")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(scheduled, 3);
+}
+
+// Two workers move due retries at the same time: each retry goes back to the
+// queue once, by whichever gets there first, and runs once.
+#[tokio::test]
+async fn two_workers_move_each_due_retry_exactly_once() {
+    const JOBS: usize = 60;
+    let server = RedisServer::start();
+    let mut redis = fresh_queue(&server, JOBS).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    let mut stops = Vec::new();
+    for name in ["w-a", "w-b"] {
+        let handler = FailThenSucceed {
+            delays: vec![Duration::from_millis(200), Duration::ZERO],
+            seen: seen.clone(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        workers.push(tokio::spawn(worker::run(
+            handler,
+            config(&server, name),
+            async {
+                let _ = stopped.await;
+            },
+        )));
+    }
+    until_seen(&seen, 3 * JOBS).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for worker in workers {
+        worker.await.unwrap().unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3 * JOBS, "no attempt ran twice");
+    for n in 0..JOBS {
+        let mut failures: Vec<u32> = seen
+            .iter()
+            .filter(|s| s.0 == format!("job-{n}"))
+            .map(|s| s.1)
+            .collect();
+        failures.sort();
+        assert_eq!(failures, [0, 1, 2], "job-{n}");
+    }
+    assert_eq!(unacknowledged(&mut redis).await, 0);
+}

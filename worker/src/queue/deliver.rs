@@ -39,6 +39,9 @@ pub enum Handled {
     Acknowledged,
     /// The handler asked to be delivered again later ([`JobError::RetryLater`]).
     RetryLater { reason: String },
+    /// The attempt failed and the handler asked for a retry after a delay
+    /// ([`JobError::RetryIn`]): acknowledged and added to `jobs:retry`.
+    RetryScheduled { delay_ms: u64, reason: String },
     /// Moved to the dead-letter stream: the handler said it can never succeed
     /// ([`JobError::DeadLetter`]), the entry is not a job, or it failed on each
     /// of its `--max-deliveries` deliveries.
@@ -283,25 +286,23 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
             retry_later(shared, &job, &reason, put_back, ended).await;
             Handled::RetryLater { reason }
         }
+        Err(JobError::RetryIn { delay, reason }) => {
+            write_trace(shared, &job, trace.as_ref()).await;
+            drop(in_flight);
+            let ended = Ended {
+                started_ms,
+                idempotency,
+            };
+            super::retries::schedule(shared, &entry, &job, deliveries, delay, &reason, ended).await
+        }
         Err(JobError::DeadLetter { reason }) => {
             write_trace(shared, &job, trace.as_ref()).await;
             drop(in_flight);
-            let failed = Outcome::AttemptFailed {
-                error: &reason,
+            let ended = Ended {
                 started_ms,
+                idempotency,
             };
-            if let Err(err) = record(shared, &job, failed, idempotency).await {
-                // Not dead-lettered now: it comes back, and asks again.
-                let ended = Ended {
-                    started_ms,
-                    idempotency,
-                };
-                let error = format!("{reason} ({err})");
-                end_failed_attempt(shared, job, error.clone(), ended).await;
-                return Handled::Failed { error };
-            }
-            dead_letter(shared, &entry, Some(&job), &reason, deliveries).await;
-            Handled::DeadLettered { reason }
+            dead_letter_after(shared, &entry, &job, reason, deliveries, ended).await
         }
         Err(JobError::Failed(err)) => {
             write_trace(shared, &job, trace.as_ref()).await;
@@ -334,12 +335,39 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
     }
 }
 
+/// Ends a failed attempt and moves its entry to the dead-letter stream with
+/// `reason`. When the end cannot be recorded, it is not dead-lettered now: it
+/// comes back, and its handler decides again.
+pub(crate) async fn dead_letter_after<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    entry: &StreamId,
+    job: &Job,
+    reason: String,
+    deliveries: u64,
+    ended: Ended,
+) -> Handled {
+    let failed = Outcome::AttemptFailed {
+        error: &reason,
+        started_ms: ended.started_ms,
+    };
+    if let Err(err) = record(shared, job, failed, ended.idempotency).await {
+        let error = format!("{reason} ({err})");
+        end_failed_attempt(shared, job.clone(), error.clone(), ended).await;
+        return Handled::Failed { error };
+    }
+    dead_letter(shared, entry, Some(job), &reason, deliveries).await;
+    Handled::DeadLettered { reason }
+}
+
 /// The finished trace of a delivery, with how the handler returned.
 fn traced(recorder: &trace::Shared, handled: &Result<(), JobError>) -> lab_schema::trace::Trace {
     let returned = match handled {
         Ok(()) => "Ok(())".to_string(),
         Err(JobError::RetryLater { reason }) => format!("Err(retry_later: {reason})"),
         Err(JobError::DeadLetter { reason }) => format!("Err(dead_letter: {reason})"),
+        Err(JobError::RetryIn { delay, reason }) => {
+            format!("Err(retry_in {} ms: {reason})", delay.as_millis())
+        }
         Err(JobError::Failed(err)) => format!("Err({err:#})"),
     };
     trace::step(Some(recorder), Step::Returned, returned);
@@ -470,9 +498,9 @@ async fn put_back_later<H>(shared: &Shared<H>, job: &Job, put: PutBack) {
 
 /// An attempt that ended without an acknowledgement: when it started, and the
 /// guard its handler recorded (`ctx.record_idempotency`), written with its end.
-struct Ended {
-    started_ms: u64,
-    idempotency: Option<Idempotency>,
+pub(crate) struct Ended {
+    pub(crate) started_ms: u64,
+    pub(crate) idempotency: Option<Idempotency>,
 }
 
 /// Records that a failed attempt has ended. It must not stay "in flight", or its

@@ -15,6 +15,7 @@
 //! | `deliver.rs` | one delivery, start to end: parse, dead-letter or run the handler |
 //! | `leases.rs` | what is in flight here: lease renewal and the worker's heartbeat |
 //! | `acks.rs` | batched acknowledgements |
+//! | `retries.rs` | scheduled retries: the retry set `jobs:retry`, and moving due retries back |
 //! | `step.rs` | [`Worker::step`]: one delivery at a time, for tests |
 //!
 //! Entries that can never succeed do not circulate forever: an entry that
@@ -26,6 +27,7 @@ mod acks;
 mod deliver;
 mod leases;
 mod read;
+mod retries;
 mod step;
 
 pub use deliver::Handled;
@@ -262,6 +264,7 @@ pub async fn run<H: Handler>(
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut ready = false;
     let mut leases = None;
+    let mut mover = None;
     let mut backoff = redis_backoff();
     // Two live processes with one consumer name would take each other's work.
     if let Some(namesake) = leases::live_namesake(&shared).await {
@@ -283,6 +286,7 @@ pub async fn run<H: Handler>(
             }
             if leases.is_none() {
                 leases = Some(tokio::spawn(leases::keep_leases(shared.clone())));
+                mover = Some(tokio::spawn(retries::keep_moving(shared.clone())));
             }
         }
         // Wait for a free slot (or the signal), then read as many entries as there are free slots.
@@ -334,6 +338,10 @@ pub async fn run<H: Handler>(
     // Shutdown: wait until every in-flight delivery has finished, then flush the acks.
     tracing::info!("stopping: waiting for in-flight deliveries");
     let _all = slots.acquire_many(config.concurrency as u32).await?;
+    if let Some(mover) = mover {
+        mover.abort();
+        let _ = mover.await;
+    }
     if let Some(leases) = leases {
         leases.abort();
         let _ = leases.await; // drops its handle on the acknowledgement channel

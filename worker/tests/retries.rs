@@ -115,12 +115,16 @@ async fn many_deliveries_retried_at_once_all_come_back_when_due() {
     );
 }
 
+/// One delivery the handler saw: the job, the failures it arrived with, its
+/// first failure's time, when.
+type Seen = (String, u32, Option<u64>, Instant);
+
 /// Fails each job's first attempts, asking for a retry after `delays[n]` at
 /// its n-th failure; succeeds once they are used up. Writes down every
 /// delivery: the job, the failures it arrived with, its first failure, when.
 struct FailThenSucceed {
     delays: Vec<Duration>,
-    seen: Arc<Mutex<Vec<(String, u32, Option<u64>, Instant)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Handler for FailThenSucceed {
@@ -182,7 +186,7 @@ fn config(server: &RedisServer, name: &str) -> Config {
 }
 
 /// Waits until `seen` has `n` deliveries (at most 10 s).
-async fn until_seen(seen: &Mutex<Vec<(String, u32, Option<u64>, Instant)>>, n: usize) {
+async fn until_seen(seen: &Mutex<Vec<Seen>>, n: usize) {
     let started = Instant::now();
     while seen.lock().unwrap().len() < n {
         assert!(

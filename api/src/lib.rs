@@ -84,6 +84,7 @@ pub fn app(state: AppState) -> Router {
         .route("/jobs", post(routes::submit_job))
         .route("/jobs/{job_id}", get(routes::get_job))
         .route("/jobs/{job_id}/trace", get(routes::get_job_trace))
+        .route("/jobs/{job_id}/probe", get(routes::get_job_probe))
         .route(lab_schema::orders::ORDERS_PATH, post(orders::create_order))
         .route("/orders/{order_id}", get(orders::get_order))
         .route("/runs/{run_id}/orders", get(orders::get_run_orders))

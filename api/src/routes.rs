@@ -280,6 +280,27 @@ pub async fn get_job_trace(
     Ok(Json(json!({ "jobId": job_id, "deliveries": deliveries })))
 }
 
+/// `GET /jobs/{jobId}/probe`: what exercise 5's policy answered the grader's
+/// probe job (`lab_schema::probe`); 404 until the worker has written it.
+pub async fn get_job_probe(
+    State(state): State<AppState>,
+    JobId(job_id): JobId,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut redis = state.redis.clone();
+    let report: Option<String> =
+        tokio::time::timeout(REDIS_TIMEOUT, redis.get(lab_schema::probe::key(&job_id))).await??;
+    let report = report
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .ok_or_else(|| {
+            ApiError::client(
+                StatusCode::NOT_FOUND,
+                "probe_not_found",
+                format!("no probe report for job {job_id} (yet)"),
+            )
+        })?;
+    Ok(Json(report))
+}
+
 /// The traces kept in the list `key`, oldest first.
 async fn traces(state: &AppState, key: &str) -> Result<Vec<lab_schema::trace::Trace>, ApiError> {
     let mut redis = state.redis.clone();

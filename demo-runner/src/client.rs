@@ -86,6 +86,33 @@ impl Api {
         Ok(serde_json::from_value(answer["deliveries"].take())?)
     }
 
+    /// `GET /jobs/{jobId}/probe`: what exercise 5's policy answered a probe
+    /// job; `None` while the worker has not written it.
+    pub async fn job_probe(
+        &self,
+        job_id: &str,
+    ) -> anyhow::Result<Option<lab_schema::probe::ProbeReport>> {
+        let url = format!("{}/jobs/{job_id}/probe", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("{url}: {}", short_reason(&err)))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            bail!("{url} answered {}", response.status());
+        }
+        Ok(Some(
+            response
+                .json()
+                .await
+                .with_context(|| format!("{url}: not a probe report"))?,
+        ))
+    }
+
     /// The same client, reading the provider at `url` (`--provider-url`).
     pub fn with_provider(mut self, url: &str) -> Api {
         self.provider = url.trim_end_matches('/').to_string();

@@ -32,6 +32,7 @@ pub fn grader(exercise: Exercise) -> &'static Grader {
         Exercise::CrashWindow => &crash_window::GRADER,
         Exercise::DoubleCharge => &double_charge::GRADER,
         Exercise::RetriedPost => &retried_post::GRADER,
+        Exercise::RetryStorm => &crate::verify::retry_storm::GRADER,
     }
 }
 

@@ -27,6 +27,8 @@ pub enum Exercise {
     DoubleCharge,
     /// 4. The retried POST: an `Idempotency-Key` at the API's front door.
     RetriedPost,
+    /// 5. The retry storm: a retry policy with backoff, jitter, a cap, and dead letters.
+    RetryStorm,
 }
 
 /// The program the student file is built into.
@@ -77,6 +79,7 @@ impl Exercise {
         Exercise::CrashWindow,
         Exercise::DoubleCharge,
         Exercise::RetriedPost,
+        Exercise::RetryStorm,
     ];
 
     /// The registry entry.
@@ -117,6 +120,15 @@ impl Exercise {
                 component: Component::Api,
                 scenarios: &["retried-post"],
                 measures: Measures::Orders,
+            },
+            Exercise::RetryStorm => Info {
+                number: 5,
+                slug: "05-retry-storm",
+                title: "the retry storm",
+                student_file: "worker/src/retry_policy.rs",
+                component: Component::Worker,
+                scenarios: &["retry-storm"],
+                measures: Measures::Charges,
             },
         }
     }

@@ -22,6 +22,7 @@ pub mod exercise;
 pub mod measured;
 pub mod metrics;
 pub mod orders;
+pub mod probe;
 pub mod provider;
 pub mod summary;
 pub mod trace;

@@ -173,6 +173,18 @@ impl JobContext {
         job: &Job,
         charge: &Charge,
     ) -> Result<Charged, ProviderError> {
+        self.send_charge_answer(job, charge)
+            .await
+            .map_err(|refused| refused.error)
+    }
+
+    /// [`JobContext::send_charge`], keeping the status and `Retry-After` of an
+    /// answer without a charge (exercise 5's retry policy reads them).
+    pub(crate) async fn send_charge_answer(
+        &mut self,
+        job: &Job,
+        charge: &Charge,
+    ) -> Result<Charged, provider::Refused> {
         let recorder = self.effect_starts();
         let runner = effects::Runner {
             consumer: &self.consumer,
@@ -188,7 +200,10 @@ impl JobContext {
             charge,
         )
         .await;
-        trace_effect(recorder.as_ref(), &answer);
+        trace_effect(
+            recorder.as_ref(),
+            &answer.as_ref().map_err(|refused| &refused.error),
+        );
         answer
     }
 

@@ -29,7 +29,7 @@ use redis::aio::ConnectionManager;
 
 use crate::delivery::Job;
 use crate::outcomes::Outcome;
-use crate::provider::{Charge, Charged, ProviderClient, ProviderError};
+use crate::provider::{Charge, Charged, ProviderClient, ProviderError, Refused};
 
 /// Held by the job whose simulated crash is under way in this process.
 static CRASH_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -75,8 +75,12 @@ pub(crate) async fn charge(
     provider: &ProviderClient,
     pipeline: &str,
     charge: &Charge,
-) -> Result<Charged, ProviderError> {
-    let not_sent = |err: anyhow::Error| ProviderError::NotSent(format!("{err:#}"));
+) -> Result<Charged, Refused> {
+    let not_sent = |err: anyhow::Error| Refused {
+        status: None,
+        retry_after: None,
+        error: ProviderError::NotSent(format!("{err:#}")),
+    };
     before_effect(redis, job, runner, Duration::ZERO)
         .await
         .map_err(not_sent)?;
@@ -89,7 +93,8 @@ pub(crate) async fn charge(
         Ok(charged) => {
             tracing::info!(job_id = %job.job_id, delivery_id = %job.delivery_id, charge_id = %charged.charge_id, idempotency_key = key, "provider charged the card");
         }
-        Err(err) => {
+        Err(refused) => {
+            let err = &refused.error;
             tracing::warn!(job_id = %job.job_id, delivery_id = %job.delivery_id, idempotency_key = key, "charge not confirmed: {err}");
         }
     }

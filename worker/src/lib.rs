@@ -40,6 +40,7 @@ mod outcomes;
 mod provider;
 mod queue;
 mod registry;
+pub mod retry_storm;
 
 use std::future::Future;
 use std::time::Duration;

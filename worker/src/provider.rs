@@ -135,21 +135,9 @@ impl ProviderClient {
         })
     }
 
-    /// Sends `charge` for this delivery of `job` on behalf of `pipeline`.
+    /// Sends `charge` for this delivery of `job` on behalf of `pipeline`; an
+    /// answer without a charge keeps its status and `Retry-After`.
     pub(crate) async fn send(
-        &self,
-        job: &Job,
-        pipeline: &str,
-        charge: &Charge,
-    ) -> Result<Charged, ProviderError> {
-        self.send_answer(job, pipeline, charge)
-            .await
-            .map_err(|refused| refused.error)
-    }
-
-    /// [`ProviderClient::send`], keeping the answer's status and `Retry-After`
-    /// when there is no charge in it.
-    pub(crate) async fn send_answer(
         &self,
         job: &Job,
         pipeline: &str,

@@ -23,6 +23,8 @@ pub mod crash_window;
 pub mod double_charge;
 #[path = "job.rs"]
 pub mod job;
+#[path = "retry_policy.rs"]
+pub mod retry_policy;
 
 /// The future of one handler call. Boxed: each exercise's future has a size of
 /// its own, and a delivery of exercise 1 does not carry (and copy) the larger
@@ -58,6 +60,12 @@ fn row(exercise: Exercise) -> Row {
         Exercise::RetriedPost => Row {
             handle: |ctx, job| Box::pin(job::process_job(ctx, job)),
             source: None,
+        },
+        // Exercise 5's handler is plumbing (`retry_storm.rs`: exercise 3's
+        // charge); the student file is the retry policy it asks.
+        Exercise::RetryStorm => Row {
+            handle: |ctx, job| Box::pin(crate::retry_storm::process_job(ctx, job)),
+            source: Some(include_bytes!("retry_policy.rs")),
         },
     }
 }

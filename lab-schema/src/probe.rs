@@ -91,3 +91,95 @@ pub struct ProbeReport {
     pub code: String,
     pub cases: Vec<CaseReport>,
 }
+
+/// One call of the policy, as a probe makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call<'a> {
+    /// The failed attempts so far, this one included (1: the first failure).
+    pub attempt: u32,
+    /// Time since the first failure (ms).
+    pub since_ms: u64,
+    pub status: Option<u16>,
+    pub retry_after_ms: Option<u64>,
+    pub job_id: &'a str,
+}
+
+/// What the policy answered one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Retry after this many milliseconds.
+    Retry(u64),
+    DeadLetter(String),
+    /// The policy panicked, with this message.
+    Panicked(String),
+}
+
+/// Lives `case` with the policy `decide`: each life asks it after every
+/// failure, the time moving on by each delay it answers (plus the 1 ms an
+/// attempt takes), until it dead-letters or the case's limits are reached.
+pub fn live_case(case: &ProbeCase, mut decide: impl FnMut(&Call<'_>) -> Answer) -> CaseReport {
+    let lives = (0..case.lives.min(MAX_LIVES))
+        .map(|n| {
+            let job_id = if case.repeat {
+                format!("probe-{}", case.name)
+            } else {
+                format!("probe-{}-{n}", case.name)
+            };
+            live(case, &job_id, &mut decide)
+        })
+        .collect();
+    CaseReport {
+        name: case.name.clone(),
+        lives,
+    }
+}
+
+fn live(case: &ProbeCase, job_id: &str, decide: &mut impl FnMut(&Call<'_>) -> Answer) -> Life {
+    let mut life = Life {
+        delays_ms: Vec::new(),
+        calls: 0,
+        max_delay_ms: 0,
+        since_ms: 0,
+        end: LifeEnd::StillRetrying,
+    };
+    let max_calls = case.max_calls.min(MAX_CALLS);
+    while life.calls < max_calls && life.since_ms <= case.max_since_ms {
+        life.calls += 1;
+        let (attempt, since_ms) = if case.repeat {
+            (1, 0)
+        } else {
+            (life.calls, life.since_ms)
+        };
+        let call = Call {
+            attempt,
+            since_ms,
+            status: case.status,
+            retry_after_ms: case.retry_after_ms,
+            job_id,
+        };
+        match decide(&call) {
+            Answer::Retry(ms) => {
+                if life.delays_ms.len() < KEPT_DELAYS {
+                    life.delays_ms.push(ms);
+                }
+                life.max_delay_ms = life.max_delay_ms.max(ms);
+                life.since_ms = life.since_ms.saturating_add(ms).saturating_add(1);
+            }
+            Answer::DeadLetter(reason) => {
+                life.end = LifeEnd::DeadLettered {
+                    call: life.calls,
+                    reason,
+                };
+                return life;
+            }
+            Answer::Panicked(message) => {
+                life.end = LifeEnd::Panicked {
+                    call: life.calls,
+                    message,
+                };
+                return life;
+            }
+        }
+    }
+    life
+}

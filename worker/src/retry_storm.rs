@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use lab_schema::probe::{self, CaseReport, Life, LifeEnd, ProbeCase, ProbeReport};
+use lab_schema::probe::{self, Answer, CaseReport, ProbeCase, ProbeReport};
 use lab_schema::{Exercise, now_ms};
 
 use crate::context::{Guard, Job, JobContext, JobError};
@@ -143,73 +143,22 @@ async fn run_probe(ctx: &mut JobContext, job: &Job, cases: &[ProbeCase]) -> Resu
     Ok(())
 }
 
-/// Every life of one case.
-pub fn live_case(case: &ProbeCase) -> CaseReport {
-    let lives = (0..case.lives.min(probe::MAX_LIVES))
-        .map(|n| {
-            let job_id = if case.repeat {
-                format!("probe-{}", case.name)
-            } else {
-                format!("probe-{}-{n}", case.name)
-            };
-            live(case, &job_id)
-        })
-        .collect();
-    CaseReport {
-        name: case.name.clone(),
-        lives,
-    }
-}
-
-/// One job's life under `case`: the policy is asked after each failure, and
-/// the time moves on by each delay it answers (plus the 1 ms an attempt takes).
-fn live(case: &ProbeCase, job_id: &str) -> Life {
-    let mut life = Life {
-        delays_ms: Vec::new(),
-        calls: 0,
-        max_delay_ms: 0,
-        since_ms: 0,
-        end: LifeEnd::StillRetrying,
-    };
-    let max_calls = case.max_calls.min(probe::MAX_CALLS);
-    while life.calls < max_calls && life.since_ms <= case.max_since_ms {
-        life.calls += 1;
-        let (attempt, since_ms) = if case.repeat {
-            (1, 0)
-        } else {
-            (life.calls, life.since_ms)
-        };
+/// Every life of one case, asked of the student's policy.
+fn live_case(case: &ProbeCase) -> CaseReport {
+    probe::live_case(case, |call| {
         let failure = Failure {
-            attempt,
-            since_first_failure: Duration::from_millis(since_ms),
-            status: case.status,
-            retry_after: case.retry_after_ms.map(Duration::from_millis),
-            job_id: job_id.to_string(),
+            attempt: call.attempt,
+            since_first_failure: Duration::from_millis(call.since_ms),
+            status: call.status,
+            retry_after: call.retry_after_ms.map(Duration::from_millis),
+            job_id: call.job_id.to_string(),
         };
         match decide(&failure) {
             Ok(Decision::RetryAfter(delay)) => {
-                let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                if life.delays_ms.len() < probe::KEPT_DELAYS {
-                    life.delays_ms.push(ms);
-                }
-                life.max_delay_ms = life.max_delay_ms.max(ms);
-                life.since_ms = life.since_ms.saturating_add(ms).saturating_add(1);
+                Answer::Retry(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
             }
-            Ok(Decision::DeadLetter(reason)) => {
-                life.end = LifeEnd::DeadLettered {
-                    call: life.calls,
-                    reason,
-                };
-                return life;
-            }
-            Err(message) => {
-                life.end = LifeEnd::Panicked {
-                    call: life.calls,
-                    message,
-                };
-                return life;
-            }
+            Ok(Decision::DeadLetter(reason)) => Answer::DeadLetter(reason),
+            Err(message) => Answer::Panicked(message),
         }
-    }
-    life
+    })
 }

@@ -18,7 +18,7 @@
 //!   the longest of those 40 (each from the same distribution: a larger one has
 //!   a chance under 2^-40 for any jitter).
 
-use lab_schema::probe::{CaseReport, LifeEnd, ProbeCase, ProbeReport};
+use lab_schema::probe::{CaseReport, LifeEnd, MAX_CALLS, ProbeCase, ProbeReport};
 use serde_json::{Value, json};
 
 use super::{Check, Mistake};
@@ -516,7 +516,12 @@ pub(crate) fn judge(
         })
         .take(1)
         .collect();
-    checks.push(check(
+    // A life that ran out of time (a day) because its delays grew past the
+    // cap: the cap's mistake, not another one.
+    let out_of_time = still.is_some_and(|l| {
+        l.since_ms > GIVE_UP_WITHIN_MS && l.max_delay_ms > CAP_LIMIT_MS && l.calls < MAX_CALLS
+    });
+    let gives_up = check(
         GIVES_UP,
         match still {
             Some(l) => format!(
@@ -535,7 +540,12 @@ pub(crate) fn judge(
             max_delay_ms: l.max_delay_ms,
         }),
         json!({}),
-    ));
+    );
+    checks.push(if out_of_time {
+        gives_up.same_as(CAPPED)
+    } else {
+        gives_up
+    });
 
     // 7. Retry-After.
     let mut early_retries = Vec::new();
@@ -655,4 +665,204 @@ async fn verify(
         checks: judge(&report, &statuses),
         all_passed: "the policy backs off with jitter and a cap, honours Retry-After, gives up, and dead-letters what can never succeed",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lab_schema::probe::{Answer, Call, live_case};
+
+    /// A small random source for the policies' jitter (xorshift).
+    struct Rng(u64);
+
+    impl Rng {
+        fn upto(&mut self, max: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            if max == 0 { 0 } else { self.0 % (max + 1) }
+        }
+    }
+
+    /// The probe's report of `policy`.
+    fn report(mut policy: impl FnMut(&Call<'_>) -> Answer) -> ProbeReport {
+        ProbeReport {
+            code: "test".to_string(),
+            cases: cases().iter().map(|c| live_case(c, &mut policy)).collect(),
+        }
+    }
+
+    fn failed(report: &ProbeReport) -> Vec<(&'static str, &'static str)> {
+        let statuses: Vec<_> = cases()
+            .iter()
+            .map(|c| (c.name.clone(), c.status, c.retry_after_ms))
+            .collect();
+        judge(report, &statuses)
+            .into_iter()
+            .filter(|c| !c.passed)
+            .map(|c| (c.name, c.diagnosis.map_or("", |d| d.code)))
+            .collect()
+    }
+
+    fn permanent(status: Option<u16>) -> bool {
+        matches!(status, Some(400 | 402 | 404 | 422))
+    }
+
+    /// Exponential backoff from `base_ms`, capped at `cap_ms`, full jitter,
+    /// Retry-After honoured, dead-lettered after `max` attempts.
+    fn good(base_ms: u64, cap_ms: u64, max: u32) -> impl FnMut(&Call<'_>) -> Answer {
+        good_seeded(0x9e37_79b9_7f4a_7c15, base_ms, cap_ms, max)
+    }
+
+    fn good_seeded(
+        seed: u64,
+        base_ms: u64,
+        cap_ms: u64,
+        max: u32,
+    ) -> impl FnMut(&Call<'_>) -> Answer {
+        let mut rng = Rng(seed);
+        move |call| {
+            if permanent(call.status) {
+                return Answer::DeadLetter("permanent".into());
+            }
+            if call.attempt >= max {
+                return Answer::DeadLetter("gave up".into());
+            }
+            let exp = base_ms
+                .saturating_mul(1 << (call.attempt - 1).min(30))
+                .min(cap_ms);
+            Answer::Retry(rng.upto(exp).max(call.retry_after_ms.unwrap_or(0)))
+        }
+    }
+
+    #[test]
+    fn correct_policies_pass_every_check() {
+        assert_eq!(failed(&report(good(100, 30_000, 8))), []);
+        assert_eq!(failed(&report(good(250, 10_000, 20))), []);
+        // Equal jitter and a deadline instead of a count.
+        let mut rng = Rng(7);
+        let equal = report(move |call| {
+            if permanent(call.status) {
+                return Answer::DeadLetter("permanent".into());
+            }
+            if call.since_ms > 10 * 60_000 {
+                return Answer::DeadLetter("ten minutes".into());
+            }
+            let exp = 200u64
+                .saturating_mul(1 << (call.attempt - 1).min(20))
+                .min(20_000);
+            Answer::Retry((exp / 2 + rng.upto(exp / 2)).max(call.retry_after_ms.unwrap_or(0)))
+        });
+        assert_eq!(failed(&equal), []);
+    }
+
+    // Jitter is random: the verdicts must not flip from one run to the next.
+    // 500 seeds of full jitter (the spread a small base gives is the narrowest).
+    #[test]
+    fn a_jittered_policy_passes_whatever_the_random_draws() {
+        for seed in 1..=500u64 {
+            let policy = good_seeded(seed.wrapping_mul(0x2545_f491_4f6c_dd1d), 100, 30_000, 8);
+            assert_eq!(failed(&report(policy)), [], "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn the_starter_retries_at_once_forever() {
+        let starter = report(|_| Answer::Retry(0));
+        assert_eq!(
+            failed(&starter),
+            [
+                (PERMANENT, "permanent-retried"),
+                (BACKS_OFF, "immediate-retries"),
+                (JITTERED, crate::verify::SAME_MISTAKE),
+                (GIVES_UP, "never-gives-up"),
+                (RETRY_AFTER, "retry-after-ignored"),
+            ]
+        );
+    }
+
+    #[test]
+    fn each_mistake_fails_its_own_check() {
+        let mut base = good(100, 30_000, 8);
+        let no_jitter = report(|call| match base(call) {
+            Answer::Retry(_) => Answer::Retry(
+                (100u64 << (call.attempt - 1).min(20))
+                    .min(30_000)
+                    .max(call.retry_after_ms.unwrap_or(0)),
+            ),
+            other => other,
+        });
+        assert_eq!(failed(&no_jitter), [(JITTERED, "no-jitter")]);
+
+        let uncapped = report(good(100, u64::MAX, 30));
+        assert_eq!(
+            failed(&uncapped),
+            [
+                (CAPPED, "uncapped-growth"),
+                (GIVES_UP, crate::verify::SAME_MISTAKE)
+            ]
+        );
+
+        let never = report(good(100, 30_000, u32::MAX));
+        assert_eq!(failed(&never), [(GIVES_UP, "never-gives-up")]);
+
+        let mut base = good(100, 30_000, 8);
+        let too_permanent = report(|call| match call.status {
+            Some(429 | 409) => Answer::DeadLetter("refused".into()),
+            _ => base(call),
+        });
+        assert_eq!(
+            failed(&too_permanent),
+            [(TRANSIENT, "transient-dead-lettered")]
+        );
+
+        let mut base = good(100, 30_000, 8);
+        let ignores = report(|call| {
+            base(&Call {
+                retry_after_ms: None,
+                ..*call
+            })
+        });
+        assert_eq!(failed(&ignores), [(RETRY_AFTER, "retry-after-ignored")]);
+
+        let mut base = good(100, 30_000, 8);
+        let retries_declines = report(|call| {
+            if call.status == Some(402) {
+                return Answer::Retry(1000);
+            }
+            base(call)
+        });
+        assert_eq!(
+            failed(&retries_declines),
+            [(PERMANENT, "permanent-retried")]
+        );
+
+        // A count per job kept in memory, instead of call.attempt.
+        let mut counts = std::collections::HashMap::<String, u32>::new();
+        let mut base = good(100, 30_000, 8);
+        let memory = report(|call| {
+            let n = counts.entry(call.job_id.to_string()).or_default();
+            *n += 1;
+            base(&Call {
+                attempt: *n,
+                ..*call
+            })
+        });
+        assert_eq!(failed(&memory), [(FROM_THE_JOB, "counter-in-memory")]);
+    }
+
+    #[test]
+    fn a_panic_is_named() {
+        let panics = report(|call| {
+            if call.attempt > 3 {
+                Answer::Panicked("attempt to multiply with overflow".into())
+            } else {
+                Answer::Retry(100 << call.attempt)
+            }
+        });
+        assert!(
+            failed(&panics).contains(&(TRANSIENT, "policy-panicked"))
+                || !failed(&panics).is_empty()
+        );
+    }
 }

@@ -31,6 +31,7 @@ mod orders;
 mod registry;
 mod report;
 mod retried_post;
+mod retry_storm;
 mod saved;
 mod scenarios;
 mod verify;

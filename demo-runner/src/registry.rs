@@ -21,6 +21,7 @@ use crate::chaos::{Chaos, Load};
 use crate::client::Api;
 use crate::report::ScenarioRun;
 use crate::retried_post::RetriedPost;
+use crate::retry_storm::RetryStorm;
 use crate::scenarios::{CrashWindow, DoubleCharge, DuplicateLoad, DuplicateObserve};
 use crate::verify::{Grader, crash_window, double_charge, duplicate_delivery, retried_post};
 
@@ -101,6 +102,11 @@ scenarios! {
     /// another order, a missing key, and a failure before enqueue then a retry. Prints each
     /// case's answers and orders, then orders created per logical order.
     RetriedPost(RetriedPost) = "retried-post",
+    /// Exercise 5: the provider goes down for OUTAGE seconds while JOBS jobs are charged
+    /// (one with a declined card, one whose worker crashes mid-outage). Prints the requests
+    /// during the outage, the busiest 100 ms, the 429s and whether the account was banned,
+    /// how soon after the outage every job went through, and the declined card's fate.
+    RetryStorm(RetryStorm) = "retry-storm",
     /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
     /// every answer, and accepted versus processed (the benchmark).
     Load(Load) = "load",

@@ -128,7 +128,7 @@ impl Exercise {
                 student_file: "worker/src/retry_policy.rs",
                 component: Component::Worker,
                 scenarios: &["retry-storm"],
-                measures: Measures::Charges,
+                measures: Measures::Storm,
             },
         }
     }

@@ -23,6 +23,8 @@ pub enum Measures {
     Charges,
     /// Orders sent to `POST /orders`: [`Measured::Orders`].
     Orders,
+    /// Jobs charged through a provider outage: [`Measured::Storm`].
+    Storm,
     /// A benchmark's load: [`Measured::Load`].
     Load,
     /// A load with faults fired during it: [`Measured::Chaos`].
@@ -79,6 +81,35 @@ pub struct OrderCounts {
     pub statuses: String,
 }
 
+/// `retry-storm`: what the provider saw of the run's charges through its
+/// outage, from its own request log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StormFigures {
+    pub submitted: Submitted,
+    /// How long the provider's outage lasted.
+    pub outage_secs: u64,
+    /// Charge requests the provider received, in all.
+    pub requests: u64,
+    /// Charge requests received during the outage.
+    pub requests_in_outage: u64,
+    /// The most requests one job sent during the outage.
+    pub max_requests_per_job_in_outage: u64,
+    /// The most requests received in any 100 ms.
+    pub busiest_100ms: u64,
+    /// Requests answered 429 (over the account's budget, or banned).
+    pub rate_limited: u64,
+    /// Whether the account was banned.
+    pub banned: bool,
+    /// From the end of the outage to the last charge, in ms (`None`: nothing charged after it).
+    pub last_charge_after_outage_ms: Option<u64>,
+    /// Jobs with a permanent refusal (a declined card) moved to the dead letters,
+    /// and how many times the provider declined them (402).
+    pub declined_dead_lettered: u64,
+    pub declines: u64,
+    /// Jobs with only transient failures moved to the dead letters (should be none).
+    pub transient_dead_lettered: u64,
+}
+
 /// `load` and `chaos`: what the clients sent and how fast it was answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadFigures {
@@ -123,6 +154,8 @@ pub enum Measured {
     },
     /// `retried-post`.
     Orders(OrderCounts),
+    /// `retry-storm`.
+    Storm(StormFigures),
     /// `load`.
     Load(LoadFigures),
     /// `chaos`: a load, and whether each fault it was given ran (`None`: not given).
@@ -140,6 +173,7 @@ impl Measured {
             Measured::Jobs(submitted)
             | Measured::Crashes(submitted)
             | Measured::Charges { submitted, .. } => Some(submitted),
+            Measured::Storm(storm) => Some(&storm.submitted),
             Measured::Load(load) | Measured::Chaos { load, .. } => Some(&load.submitted),
             Measured::Totals | Measured::Orders(_) => None,
         }

@@ -78,6 +78,9 @@ pub mod body {
     /// Per-job faults, an object (see [`super::simulate`]). The worker copies the
     /// job payload's `provider` object here; the student's code never reads it.
     pub const SIMULATE: &str = "simulate";
+    /// Not a body field: the job payload's field naming the provider account
+    /// its charges go to (its own rate limit), e.g. one per `retry-storm` run.
+    pub const ACCOUNT: &str = "account";
 }
 
 /// The customer whose card is always declined (402 `card_declined`, a

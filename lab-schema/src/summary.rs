@@ -14,7 +14,9 @@ use serde_json::Value;
 
 use crate::Exercise;
 use crate::exercise::RECORD_SKIP;
-use crate::measured::{LoadFigures, Measured, Measures, OrderCounts, Submitted, measures_of};
+use crate::measured::{
+    LoadFigures, Measured, Measures, OrderCounts, StormFigures, Submitted, measures_of,
+};
 
 fn yes() -> bool {
     true
@@ -138,6 +140,34 @@ struct Wire {
     /// `retried-post`: answers sent again from the stored answer (`Idempotent-Replayed: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replays: Option<u64>,
+    /// `retry-storm`: how long the provider's outage lasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage_secs: Option<u64>,
+    /// `retry-storm`: charge requests received during the outage, and the
+    /// most one job sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_in_outage: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_job_in_outage: Option<u64>,
+    /// `retry-storm`: the most charge requests the provider received in any 100 ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busiest_100ms: Option<u64>,
+    /// `retry-storm`: requests the provider answered 429, and whether it banned the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banned: Option<bool>,
+    /// `retry-storm`: from the end of the outage to the last charge, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_charge_after_outage_ms: Option<u64>,
+    /// `retry-storm`: declined jobs moved to the dead letters, and how many times they were declined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declined_dead_lettered: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declines: Option<u64>,
+    /// `retry-storm`: jobs with only transient failures moved to the dead letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transient_dead_lettered: Option<u64>,
     /// Submissions the API answered 202.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<u64>,
@@ -244,6 +274,21 @@ impl From<RunSummary> for Wire {
                 wire.requests = Some(o.requests);
                 wire.statuses = Some(o.statuses);
             }
+            Measured::Storm(storm) => {
+                wire.crashes = Some(run.crashes);
+                submitted(&mut wire, storm.submitted);
+                wire.outage_secs = Some(storm.outage_secs);
+                wire.requests = Some(storm.requests);
+                wire.requests_in_outage = Some(storm.requests_in_outage);
+                wire.max_requests_per_job_in_outage = Some(storm.max_requests_per_job_in_outage);
+                wire.busiest_100ms = Some(storm.busiest_100ms);
+                wire.rate_limited = Some(storm.rate_limited);
+                wire.banned = Some(storm.banned);
+                wire.last_charge_after_outage_ms = storm.last_charge_after_outage_ms;
+                wire.declined_dead_lettered = Some(storm.declined_dead_lettered);
+                wire.declines = Some(storm.declines);
+                wire.transient_dead_lettered = Some(storm.transient_dead_lettered);
+            }
             Measured::Load(l) => load(&mut wire, l),
             Measured::Chaos {
                 load: l,
@@ -298,6 +343,20 @@ impl From<Wire> for RunSummary {
                 replays: wire.replays.unwrap_or(0),
                 requests: wire.requests.unwrap_or(0),
                 statuses: wire.statuses.clone().unwrap_or_default(),
+            }),
+            Some(Measures::Storm) => Measured::Storm(StormFigures {
+                submitted: submitted.clone(),
+                outage_secs: wire.outage_secs.unwrap_or(0),
+                requests: wire.requests.unwrap_or(0),
+                requests_in_outage: wire.requests_in_outage.unwrap_or(0),
+                max_requests_per_job_in_outage: wire.max_requests_per_job_in_outage.unwrap_or(0),
+                busiest_100ms: wire.busiest_100ms.unwrap_or(0),
+                rate_limited: wire.rate_limited.unwrap_or(0),
+                banned: wire.banned.unwrap_or(false),
+                last_charge_after_outage_ms: wire.last_charge_after_outage_ms,
+                declined_dead_lettered: wire.declined_dead_lettered.unwrap_or(0),
+                declines: wire.declines.unwrap_or(0),
+                transient_dead_lettered: wire.transient_dead_lettered.unwrap_or(0),
             }),
             Some(Measures::Load) => Measured::Load(load()),
             Some(Measures::Chaos) => Measured::Chaos {
@@ -397,6 +456,9 @@ impl RunSummary {
         if let Measured::Orders(orders) = &self.measured {
             return orders_verdict(orders);
         }
+        if let Measured::Storm(storm) = &self.measured {
+            return storm_verdict(self, storm);
+        }
         if self.lost_effects > 0 {
             if self.crashes > 0 {
                 return format!(
@@ -443,6 +505,55 @@ impl RunSummary {
             plural(self.duplicate_skips, "duplicate delivery")
         )
     }
+}
+
+/// The verdict of `retry-storm`: the storm, the dead letters, one charge per job.
+fn storm_verdict(run: &RunSummary, storm: &StormFigures) -> String {
+    let storm_text = format!(
+        "{} during the {} s outage (up to {} for one job; {} in the busiest 100 ms)",
+        plural(storm.requests_in_outage, "request"),
+        storm.outage_secs,
+        storm.max_requests_per_job_in_outage,
+        storm.busiest_100ms
+    );
+    if storm.rate_limited > 0 {
+        return format!(
+            "the retry storm: {storm_text}; the provider answered 429 {} time{}{} (the bug: retries at once, or together)",
+            storm.rate_limited,
+            if storm.rate_limited == 1 { "" } else { "s" },
+            if storm.banned {
+                " and BANNED the account"
+            } else {
+                ""
+            }
+        );
+    }
+    if storm.transient_dead_lettered > 0 {
+        return format!(
+            "{} dead-lettered for a failure that was only transient (a 429, a 409, an outage): they are never charged",
+            plural(storm.transient_dead_lettered, "job")
+        );
+    }
+    if storm.declines > storm.declined_dead_lettered {
+        return format!(
+            "a declined card was declined {} (the bug: a permanent refusal retried)",
+            plural(storm.declines, "time")
+        );
+    }
+    if run.duplicate_effects > 0 || run.lost_effects > 0 {
+        return format!(
+            "{} charged twice, {} never: retries must keep exercise 3's key",
+            plural(run.duplicate_effects, "job"),
+            plural(run.lost_effects, "job")
+        );
+    }
+    let after = storm
+        .last_charge_after_outage_ms
+        .map(|ms| format!(", the last {:.1} s after it ended", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    format!(
+        "{storm_text}, no 429: every job charged once{after}; the declined card dead-lettered at its first decline"
+    )
 }
 
 /// The verdict of `retried-post`: orders per logical order.

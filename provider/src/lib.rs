@@ -69,7 +69,7 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 pub const LEDGER_MAX_LEN: u64 = 100_000;
 
 /// Roughly how many requests a run's log `provider:log:<runId>` keeps.
-pub const REQUEST_LOG_MAX_LEN: u64 = 10_000;
+pub const REQUEST_LOG_MAX_LEN: u64 = 100_000;
 
 /// Longest simulated delay of one kind (`slowMs`, `firstRequestMs`, the instructor's `slowMs`).
 pub const MAX_SIMULATED_MS: u64 = lab_schema::provider::MAX_SIMULATED_MS;

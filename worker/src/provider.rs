@@ -25,6 +25,9 @@ pub struct Charge {
     /// The JSON body: customer, amount, currency, description. Built from the
     /// job, so it is the same on every delivery of the job.
     pub body: Value,
+    /// The provider account charged (`Authorization: Bearer <account>`): the
+    /// payload's `account`, else the lab's.
+    pub(crate) account: String,
 }
 
 /// The provider charged the card: now, or earlier (a replay).
@@ -106,9 +109,16 @@ pub(crate) fn charge_for(job: &Job) -> Charge {
     if let Some(faults) = payload.get("provider").filter(|v| v.is_object()) {
         body[contract::body::SIMULATE] = faults.clone();
     }
+    let account = payload
+        .get(contract::body::ACCOUNT)
+        .and_then(Value::as_str)
+        .filter(|a| lab_schema::validate_id("account", a).is_ok())
+        .unwrap_or(contract::LAB_ACCOUNT)
+        .to_string();
     Charge {
         idempotency_key: None,
         body,
+        account,
     }
 }
 
@@ -146,7 +156,7 @@ impl ProviderClient {
         let mut request = self
             .http
             .post(&self.charges_url)
-            .bearer_auth(contract::LAB_ACCOUNT)
+            .bearer_auth(&charge.account)
             .header(contract::LAB_RUN_ID, &job.run_id)
             .header(contract::LAB_JOB_ID, &job.job_id)
             .header(contract::LAB_DELIVERY_ID, &job.delivery_id)

@@ -44,6 +44,23 @@ pub(crate) const CAPPED: &str = "capped";
 pub(crate) const GIVES_UP: &str = "gives-up";
 pub(crate) const RETRY_AFTER: &str = "retry-after-honoured";
 pub(crate) const FROM_THE_JOB: &str = "attempt-from-the-job";
+pub(crate) const NO_STORM: &str = "outage-no-429";
+pub(crate) const CHARGED: &str = "charged-once-after-outage";
+
+/// A failing job must be retried at least this long before it is given up
+/// (ms): the provider's outages last seconds (20 s in the incident), and a
+/// job dead-lettered during one is lost work. With full jitter a count of
+/// attempts lasts a random time: the count must make even the luckiest of
+/// 40 jobs last this long (or give up on a deadline instead).
+pub(crate) const KEEP_TRYING_MS: u64 = 30_000;
+
+/// `verify`'s own outage and jobs: short, and enough jobs that waves show.
+pub(crate) const VERIFY_OUTAGE: std::time::Duration = std::time::Duration::from_secs(3);
+pub(crate) const VERIFY_JOBS: u32 = 13;
+
+/// Beyond what the policy's own delays predict, how late the last charge may
+/// be: the mover's tick, the request, the run being read (ms).
+pub(crate) const LATE_SLACK_MS: u64 = 2_000;
 
 /// The probe's checks, in the order they are printed.
 pub(crate) const PROBE_CHECKS: [&str; 8] = [
@@ -56,6 +73,9 @@ pub(crate) const PROBE_CHECKS: [&str; 8] = [
     RETRY_AFTER,
     FROM_THE_JOB,
 ];
+
+/// Every check: the probe's, then the real outage's.
+pub(crate) const CHECKS: [&str; 10] = super::chain(PROBE_CHECKS, [NO_STORM, CHARGED]);
 
 /// The failures the probe asks about: (case name, status, Retry-After ms).
 const TRANSIENT_503: &str = "transient-503";
@@ -149,6 +169,8 @@ pub(crate) enum PolicyMistake {
         delay_ms: u64,
         first_over: Option<u32>,
     },
+    /// A life dead-lettered less than [`KEEP_TRYING_MS`] after its first failure.
+    GivesUpTooSoon { calls: u32, since_ms: u64 },
     /// A life still retrying at its limits: (calls, time since the first failure, its last delays).
     NeverGivesUp {
         calls: u32,
@@ -175,6 +197,7 @@ impl Mistake for PolicyMistake {
             PolicyMistake::NoJitter(_) => "no-jitter",
             PolicyMistake::Uncapped { .. } => "uncapped-growth",
             PolicyMistake::NeverGivesUp { .. } => "never-gives-up",
+            PolicyMistake::GivesUpTooSoon { .. } => "gives-up-too-soon",
             PolicyMistake::RetryAfterIgnored(_) => "retry-after-ignored",
             PolicyMistake::CounterInMemory { .. } => "counter-in-memory",
         }
@@ -257,6 +280,11 @@ impl Mistake for PolicyMistake {
                 "a job that keeps failing (503) is still retried after {calls} failures over {} (delays up to {}): it never goes to the dead letters, where a person would look at it. Give up after a number of attempts (failure.attempt) or a deadline (failure.since_first_failure)",
                 human(*since_ms),
                 human(*max_delay_ms)
+            ),
+            PolicyMistake::GivesUpTooSoon { calls, since_ms } => format!(
+                "a job failing with 503 was dead-lettered after {calls} failures, {} after the first: an outage of {} (the incident's lasted 20 s) would send working jobs to the dead letters. Keep retrying for at least a minute: more attempts, or a deadline on failure.since_first_failure",
+                human(*since_ms),
+                human(*since_ms + 1000)
             ),
             PolicyMistake::RetryAfterIgnored(seen) => {
                 let what: Vec<String> = seen
@@ -521,26 +549,40 @@ pub(crate) fn judge(
     let out_of_time = still.is_some_and(|l| {
         l.since_ms > GIVE_UP_WITHIN_MS && l.max_delay_ms > CAP_LIMIT_MS && l.calls < MAX_CALLS
     });
-    let gives_up = check(
-        GIVES_UP,
-        match still {
-            Some(l) => format!(
-                "still retrying after {} failures over {}",
-                l.calls,
-                human(l.since_ms)
-            ),
-            None => format!(
-                "dead-lettered at failure {}",
-                ended.first().cloned().unwrap_or("-".into())
-            ),
-        },
-        still.map(|l| PolicyMistake::NeverGivesUp {
-            calls: l.calls,
-            since_ms: l.since_ms,
-            max_delay_ms: l.max_delay_ms,
-        }),
-        json!({}),
-    );
+    let too_soon = transient
+        .lives
+        .iter()
+        .filter_map(|l| match l.end {
+            LifeEnd::DeadLettered { call, .. } if call > 1 && l.since_ms < KEEP_TRYING_MS => {
+                Some((call, l.since_ms))
+            }
+            _ => None,
+        })
+        .min_by_key(|&(_, since)| since);
+    let gives_up =
+        check(
+            GIVES_UP,
+            match still {
+                Some(l) => format!(
+                    "still retrying after {} failures over {}",
+                    l.calls,
+                    human(l.since_ms)
+                ),
+                None => format!(
+                    "dead-lettered at failure {}",
+                    ended.first().cloned().unwrap_or("-".into())
+                ),
+            },
+            still
+                .map(|l| PolicyMistake::NeverGivesUp {
+                    calls: l.calls,
+                    since_ms: l.since_ms,
+                    max_delay_ms: l.max_delay_ms,
+                })
+                .or(too_soon
+                    .map(|(calls, since_ms)| PolicyMistake::GivesUpTooSoon { calls, since_ms })),
+            json!({}),
+        );
     checks.push(if out_of_time {
         gives_up.same_as(CAPPED)
     } else {
@@ -624,7 +666,7 @@ fn check(
 
 /// This exercise's row in `verify`'s table ([`super::grader`]).
 pub(crate) const GRADER: super::Grader = super::Grader {
-    checks: &PROBE_CHECKS,
+    checks: &CHECKS,
     verify: |api, options| Box::pin(verify(api, options)),
 };
 
@@ -660,11 +702,167 @@ async fn verify(
         .iter()
         .map(|c| (c.name.clone(), c.status, c.retry_after_ms))
         .collect();
+    let mut checks = judge(&report, &statuses);
+    let predicted = predicted_lateness_ms(&report, VERIFY_OUTAGE.as_millis() as u64);
+    let plan = crate::retry_storm::Plan {
+        jobs: VERIFY_JOBS,
+        outage: VERIFY_OUTAGE,
+        crashes: 0,
+    };
+    let wait = VERIFY_OUTAGE + std::time::Duration::from_millis(predicted + LATE_SLACK_MS);
+    let storm = plan.run(api, "verify-retry-storm", wait).await?;
+    checks.extend(judge_storm(&storm, predicted));
     Ok(super::Report {
         exercise: lab_schema::Exercise::RetryStorm,
-        checks: judge(&report, &statuses),
+        checks,
         all_passed: "the policy backs off with jitter and a cap, honours Retry-After, gives up, and dead-letters what can never succeed",
     })
+}
+
+/// How long after an outage of `outage_ms` the policy's own delays say the
+/// last job gets through: for each life of the 503 case, the first attempt at
+/// or after the outage's end (delays summed, 1 ms per attempt), minus the end.
+/// A life whose kept delays end before it (at once, or more than 16 attempts)
+/// adds its longest delay.
+pub(crate) fn predicted_lateness_ms(report: &ProbeReport, outage_ms: u64) -> u64 {
+    let Some(transient) = case(report, TRANSIENT_503) else {
+        return 0;
+    };
+    transient
+        .lives
+        .iter()
+        .map(|life| {
+            let mut t = 0u64;
+            for &d in &life.delays_ms {
+                t = t.saturating_add(d).saturating_add(1);
+                if t >= outage_ms {
+                    return t - outage_ms;
+                }
+            }
+            life.max_delay_ms
+        })
+        .max()
+        .unwrap_or(0)
+        .min(CAP_LIMIT_MS)
+}
+
+/// What the real outage showed: the provider's 429s, and one charge per job
+/// soon after it (as the policy's own delays predict).
+pub(crate) fn judge_storm(storm: &crate::retry_storm::Storm, predicted_ms: u64) -> Vec<Check> {
+    let f = &storm.figures;
+    let storm_numbers = format!(
+        "{} during the {} s outage (up to {} for one job), busiest 100 ms: {}, 429s: {}{}",
+        lab_schema::summary::plural(f.requests_in_outage, "request"),
+        f.outage_secs,
+        f.max_requests_per_job_in_outage,
+        f.busiest_100ms,
+        f.rate_limited,
+        if f.banned { " (account BANNED)" } else { "" }
+    );
+    let no_storm = Check {
+        name: NO_STORM,
+        passed: f.rate_limited == 0,
+        numbers: storm_numbers,
+        diagnosis: (f.rate_limited > 0).then(|| super::Diagnosis {
+            code: "observed-429",
+            message: format!(
+                "the provider rate-limited the account {} times{}: {} jobs' retries went over its budget of requests per second",
+                f.rate_limited,
+                match storm.banned_after_ms {
+                    Some(ms) => format!(" and banned it {} into the outage", human(ms)),
+                    None => String::new(),
+                },
+                storm.jobs.len()
+            ),
+        }),
+        data: json!({
+            "requestsInOutage": f.requests_in_outage,
+            "maxRequestsPerJobInOutage": f.max_requests_per_job_in_outage,
+            "busiest100ms": f.busiest_100ms,
+            "rateLimited": f.rate_limited,
+            "banned": f.banned,
+        }),
+        trace: Vec::new(),
+    };
+    let transient: Vec<(&String, &crate::retry_storm::JobStorm)> =
+        storm.jobs.iter().filter(|(_, j)| !j.declined).collect();
+    let uncharged = transient.iter().filter(|(_, j)| j.charged == 0).count();
+    let twice = transient.iter().filter(|(_, j)| j.charged > 1).count();
+    let dead = transient
+        .iter()
+        .filter(|(_, j)| j.dead_lettered.is_some())
+        .count();
+    let declined = storm.jobs.values().find(|j| j.declined);
+    // Its first requests may meet the outage (503); once the provider says 402,
+    // it is declined for good.
+    let declined_ok = declined.is_some_and(|j| j.declines == 1 && j.dead_lettered.is_some());
+    let allowed = predicted_ms + LATE_SLACK_MS;
+    let late = f.last_charge_after_outage_ms.is_some_and(|ms| ms > allowed);
+    let passed = uncharged == 0 && twice == 0 && dead == 0 && declined_ok && !late;
+    let mut observed = Vec::new();
+    if uncharged > 0 {
+        observed.push(format!(
+            "{uncharged} of {} jobs not charged {} after the outage ended",
+            transient.len(),
+            human(allowed)
+        ));
+    }
+    if dead > 0 {
+        observed.push(format!("{dead} dead-lettered for a transient failure"));
+    }
+    if twice > 0 {
+        observed.push(format!("{twice} charged twice"));
+    }
+    if late {
+        observed.push(format!(
+            "the last charge came {} after the outage",
+            human(f.last_charge_after_outage_ms.unwrap_or(0))
+        ));
+    }
+    if let Some(j) = declined
+        && !declined_ok
+    {
+        observed.push(format!(
+            "the provider declined the card {} and it was {}",
+            lab_schema::summary::plural(j.declines, "time"),
+            if j.dead_lettered.is_some() {
+                "dead-lettered"
+            } else {
+                "never dead-lettered"
+            }
+        ));
+    }
+    let charged = Check {
+        name: CHARGED,
+        passed,
+        numbers: format!(
+            "{} of {} jobs charged once, the last {} after the outage (your policy's delays predict {}; allowed {}); declined card: {}",
+            transient.iter().filter(|(_, j)| j.charged == 1).count(),
+            transient.len(),
+            f.last_charge_after_outage_ms.map_or("-".to_string(), human),
+            human(predicted_ms),
+            human(allowed),
+            declined.map_or("no request".to_string(), |j| format!(
+                "declined {}, {}",
+                lab_schema::summary::plural(j.declines, "time"),
+                if j.dead_lettered.is_some() {
+                    "dead-lettered"
+                } else {
+                    "not dead-lettered"
+                }
+            ))
+        ),
+        diagnosis: (!passed).then(|| super::Diagnosis {
+            code: "observed-outcome",
+            message: format!("observed: {}", observed.join("; ")),
+        }),
+        data: json!({
+            "uncharged": uncharged, "chargedTwice": twice, "transientDeadLettered": dead,
+            "lastChargeAfterOutageMs": f.last_charge_after_outage_ms, "predictedMs": predicted_ms,
+        }),
+        trace: Vec::new(),
+    };
+    vec![no_storm, charged]
 }
 
 #[cfg(test)]
@@ -737,8 +935,8 @@ mod tests {
 
     #[test]
     fn correct_policies_pass_every_check() {
-        assert_eq!(failed(&report(good(100, 30_000, 8))), []);
-        assert_eq!(failed(&report(good(250, 10_000, 20))), []);
+        assert_eq!(failed(&report(good(100, 30_000, 20))), []);
+        assert_eq!(failed(&report(good(250, 10_000, 30))), []);
         // Equal jitter and a deadline instead of a count.
         let mut rng = Rng(7);
         let equal = report(move |call| {
@@ -761,7 +959,7 @@ mod tests {
     #[test]
     fn a_jittered_policy_passes_whatever_the_random_draws() {
         for seed in 1..=500u64 {
-            let policy = good_seeded(seed.wrapping_mul(0x2545_f491_4f6c_dd1d), 100, 30_000, 8);
+            let policy = good_seeded(seed.wrapping_mul(0x2545_f491_4f6c_dd1d), 100, 30_000, 20);
             assert_eq!(failed(&report(policy)), [], "seed {seed}");
         }
     }
@@ -783,7 +981,7 @@ mod tests {
 
     #[test]
     fn each_mistake_fails_its_own_check() {
-        let mut base = good(100, 30_000, 8);
+        let mut base = good(100, 30_000, 20);
         let no_jitter = report(|call| match base(call) {
             Answer::Retry(_) => Answer::Retry(
                 (100u64 << (call.attempt - 1).min(20))
@@ -806,7 +1004,7 @@ mod tests {
         let never = report(good(100, 30_000, u32::MAX));
         assert_eq!(failed(&never), [(GIVES_UP, "never-gives-up")]);
 
-        let mut base = good(100, 30_000, 8);
+        let mut base = good(100, 30_000, 20);
         let too_permanent = report(|call| match call.status {
             Some(429 | 409) => Answer::DeadLetter("refused".into()),
             _ => base(call),
@@ -816,7 +1014,7 @@ mod tests {
             [(TRANSIENT, "transient-dead-lettered")]
         );
 
-        let mut base = good(100, 30_000, 8);
+        let mut base = good(100, 30_000, 20);
         let ignores = report(|call| {
             base(&Call {
                 retry_after_ms: None,
@@ -825,7 +1023,10 @@ mod tests {
         });
         assert_eq!(failed(&ignores), [(RETRY_AFTER, "retry-after-ignored")]);
 
-        let mut base = good(100, 30_000, 8);
+        let impatient = report(good(100, 30_000, 6));
+        assert_eq!(failed(&impatient), [(GIVES_UP, "gives-up-too-soon")]);
+
+        let mut base = good(100, 30_000, 20);
         let retries_declines = report(|call| {
             if call.status == Some(402) {
                 return Answer::Retry(1000);
@@ -839,7 +1040,7 @@ mod tests {
 
         // A count per job kept in memory, instead of call.attempt.
         let mut counts = std::collections::HashMap::<String, u32>::new();
-        let mut base = good(100, 30_000, 8);
+        let mut base = good(100, 30_000, 20);
         let memory = report(|call| {
             let n = counts.entry(call.job_id.to_string()).or_default();
             *n += 1;

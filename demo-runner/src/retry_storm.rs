@@ -162,7 +162,8 @@ fn measure(
         }
         match r.outcome {
             RequestOutcome::Charged | RequestOutcome::ChargedAnswerDropped => job.charged += 1,
-            RequestOutcome::Declined => {
+            // Declined, or the stored 402 replayed to a retry with the same key.
+            _ if r.status == 402 => {
                 job.declined = true;
                 job.declines += 1;
             }
@@ -303,9 +304,15 @@ mod tests {
     use lab_schema::provider::RequestOutcome as O;
 
     fn request(job: &str, outcome: O, at_ms: u64) -> LoggedRequest {
+        let status = match (job, outcome) {
+            ("d", _) => 402,
+            (_, O::Charged) => 201,
+            (_, O::RateLimited | O::Banned) => 429,
+            _ => 503,
+        };
         LoggedRequest {
             outcome,
-            status: 0,
+            status,
             job_id: job.to_string(),
             pipeline: "p".to_string(),
             delivery_id: "1-0".to_string(),
@@ -327,6 +334,7 @@ mod tests {
             request("a", O::Charged, 4200),
             request("b", O::Charged, 4700),
             request("d", O::Declined, 1001),
+            request("d", O::Replayed, 1003),
         ];
         let events = vec![lab_schema::RunEvent {
             id: "1-0".into(),
@@ -347,15 +355,15 @@ mod tests {
         );
         let f = &storm.figures;
         assert_eq!(f.outage_secs, 3);
-        assert_eq!(f.requests, 8);
-        assert_eq!(f.requests_in_outage, 6);
+        assert_eq!(f.requests, 9);
+        assert_eq!(f.requests_in_outage, 7);
         assert_eq!(f.max_requests_per_job_in_outage, 3);
-        assert_eq!(f.busiest_100ms, 5, "1000 to 1090");
+        assert_eq!(f.busiest_100ms, 6, "1000 to 1090");
         assert_eq!(f.rate_limited, 2);
         assert!(f.banned);
         assert_eq!(storm.banned_after_ms, Some(90));
         assert_eq!(f.last_charge_after_outage_ms, Some(700));
-        assert_eq!((f.declined_dead_lettered, f.declines), (1, 1));
+        assert_eq!((f.declined_dead_lettered, f.declines), (1, 2), "a replayed 402 counts");
         assert_eq!(f.transient_dead_lettered, 0);
     }
 }

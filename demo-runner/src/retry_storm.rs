@@ -363,7 +363,11 @@ mod tests {
         assert!(f.banned);
         assert_eq!(storm.banned_after_ms, Some(90));
         assert_eq!(f.last_charge_after_outage_ms, Some(700));
-        assert_eq!((f.declined_dead_lettered, f.declines), (1, 2), "a replayed 402 counts");
+        assert_eq!(
+            (f.declined_dead_lettered, f.declines),
+            (1, 2),
+            "a replayed 402 counts"
+        );
         assert_eq!(f.transient_dead_lettered, 0);
     }
 }

@@ -583,7 +583,13 @@ pub(crate) fn judge(
                     .map(|(calls, since_ms)| PolicyMistake::GivesUpTooSoon { calls, since_ms })),
             json!({}),
         );
-    checks.push(if out_of_time {
+    // A life that never got anywhere in time because every retry was at once:
+    // the backoff's mistake.
+    let at_once = matches!(backs_off, Some(PolicyMistake::Immediate { .. }))
+        && still.is_some_and(|l| l.max_delay_ms < IMMEDIATE_MS);
+    checks.push(if at_once {
+        gives_up.same_as(BACKS_OFF)
+    } else if out_of_time {
         gives_up.same_as(CAPPED)
     } else {
         gives_up
@@ -973,7 +979,7 @@ mod tests {
                 (PERMANENT, "permanent-retried"),
                 (BACKS_OFF, "immediate-retries"),
                 (JITTERED, crate::verify::SAME_MISTAKE),
-                (GIVES_UP, "never-gives-up"),
+                (GIVES_UP, crate::verify::SAME_MISTAKE),
                 (RETRY_AFTER, "retry-after-ignored"),
             ]
         );

@@ -137,6 +137,10 @@ impl Comparison {
 /// Whether the after run is fixed, and one line that says what is (still) wrong.
 fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
     let (b, a) = (&before.summary, &after.summary);
+    // A storm's before run is not expected to drain: it is compared first.
+    if let (Measured::Storm(bs), Measured::Storm(afs)) = (&b.measured, &a.measured) {
+        return storm_verdict(a, bs, afs);
+    }
     for (which, run) in [("before", b), ("after", a)] {
         if !run.drained {
             return (
@@ -281,5 +285,73 @@ fn orders_verdict(b: &OrderCounts, a: &OrderCounts) -> (bool, String) {
             plural(a.replays, "replayed answer"),
             plural(before_extra, "extra order")
         ),
+    )
+}
+
+/// `retry-storm` before and after: the storm gone, every job charged once.
+fn storm_verdict(
+    a: &lab_schema::RunSummary,
+    before: &lab_schema::measured::StormFigures,
+    after: &lab_schema::measured::StormFigures,
+) -> (bool, String) {
+    let requests = format!(
+        "requests during the outage {} -> {}, 429s {} -> {}",
+        before.requests_in_outage, after.requests_in_outage, before.rate_limited, after.rate_limited
+    );
+    if after.rate_limited > 0 {
+        return (false, format!("still a storm: {requests}"));
+    }
+    if !a.drained {
+        return (
+            false,
+            format!(
+                "not every job was charged or dead-lettered in the after run ({} of {}): {requests}",
+                a.processed_deliveries + a.dead_lettered,
+                a.total_submissions
+            ),
+        );
+    }
+    if after.transient_dead_lettered > 0 {
+        return (
+            false,
+            format!(
+                "{} dead-lettered after the fix for a transient failure: {requests}",
+                plural(after.transient_dead_lettered, "job")
+            ),
+        );
+    }
+    if after.declines > after.declined_dead_lettered {
+        return (
+            false,
+            format!(
+                "the declined card was still retried ({} declines): {requests}",
+                after.declines
+            ),
+        );
+    }
+    if a.duplicate_effects > 0 {
+        return (
+            false,
+            format!(
+                "{} after the fix: {requests}",
+                plural(a.duplicate_effects, "duplicate charge")
+            ),
+        );
+    }
+    if before.rate_limited == 0 {
+        return (
+            false,
+            format!(
+                "the before run had no storm (no 429): was it taken with the starter worker? {requests}"
+            ),
+        );
+    }
+    let last = after
+        .last_charge_after_outage_ms
+        .map(|ms| format!(", the last {:.1} s after the outage", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    (
+        true,
+        format!("fixed: {requests}; every job charged once{last}"),
     )
 }

@@ -29,6 +29,9 @@ pub struct RetryStorm {
     /// How long the provider is down, from just before the first job (seconds).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub outage_secs: u64,
+    /// How long to wait, once the outage is over, for every job to be charged or dead-lettered (seconds).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait_secs: u64,
 }
 
 impl RunScenario for RetryStorm {
@@ -37,8 +40,9 @@ impl RunScenario for RetryStorm {
             jobs: self.jobs,
             outage: Duration::from_secs(self.outage_secs),
             crashes: 1,
+            wait: Duration::from_secs(self.wait_secs),
         };
-        let storm = plan.run(run.api, run.name, run.timeout).await?;
+        let storm = plan.run(run.api, run.name).await?;
         let mut result = storm.scenario_run(run.name);
         result.narration = storm.narration();
         let to = |line: &String| {
@@ -60,6 +64,8 @@ pub(crate) struct Plan {
     /// Jobs (after the declined one) whose worker crashes right after their
     /// first retry is scheduled.
     pub(crate) crashes: u32,
+    /// How long after the outage the jobs have to be charged or dead-lettered.
+    pub(crate) wait: Duration,
 }
 
 /// One job's part of the storm, from the provider's log and the run's events.
@@ -87,14 +93,9 @@ pub(crate) struct Storm {
 }
 
 impl Plan {
-    /// Starts the outage, sends the jobs, waits until the run settles (or
-    /// `timeout`), and reads what happened.
-    pub(crate) async fn run(
-        &self,
-        api: &Api,
-        scenario: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<Storm> {
+    /// Starts the outage, sends the jobs, waits until the run settles (or the
+    /// wait after the outage is over), and reads what happened.
+    pub(crate) async fn run(&self, api: &Api, scenario: &str) -> anyhow::Result<Storm> {
         let run_id = new_run_id(scenario);
         // The run's own account: its rate limit and ban are its own.
         let account = format!("storm-{run_id}");
@@ -125,7 +126,8 @@ impl Plan {
                 .await?;
         }
         let expected = u64::from(self.jobs);
-        let run = wait_settled(api, &run_id, expected, started + timeout).await?;
+        let deadline = started + self.outage + self.wait;
+        let run = wait_settled(api, &run_id, expected, deadline).await?;
         let requests = api.provider_requests(&run_id).await?.requests;
         let events = api.events(&run_id).await?.events;
         let submitted = Submitted {
@@ -138,6 +140,7 @@ impl Plan {
             started,
             submitted,
             (outage_start, outage_end),
+            &format!("{run_id}-job-1"),
             &requests,
             &events,
         ))
@@ -150,10 +153,12 @@ fn measure(
     started: Instant,
     submitted: Submitted,
     (outage_start, outage_end): (u64, u64),
+    declined_job: &str,
     requests: &[LoggedRequest],
     events: &[lab_schema::RunEvent],
 ) -> Storm {
     let mut jobs: BTreeMap<String, JobStorm> = BTreeMap::new();
+    jobs.entry(declined_job.to_string()).or_default().declined = true;
     for r in requests {
         let job = jobs.entry(r.job_id.clone()).or_default();
         job.requests += 1;
@@ -163,10 +168,7 @@ fn measure(
         match r.outcome {
             RequestOutcome::Charged | RequestOutcome::ChargedAnswerDropped => job.charged += 1,
             // Declined, or the stored 402 replayed to a retry with the same key.
-            _ if r.status == 402 => {
-                job.declined = true;
-                job.declines += 1;
-            }
+            _ if r.status == 402 => job.declines += 1,
             _ => {}
         }
     }
@@ -273,12 +275,20 @@ impl Storm {
                 ms as f64 / 1000.0
             ),
         });
+        let transient = self.jobs.values().filter(|j| !j.declined).count();
+        let charged = self
+            .jobs
+            .values()
+            .filter(|j| !j.declined && j.charged > 0)
+            .count();
         lines.push(match f.last_charge_after_outage_ms {
-            Some(ms) => format!(
-                "after the outage: the last job was charged {:.1} s after it ended",
+            Some(ms) if charged == transient => format!(
+                "after the outage: every job charged, the last {:.1} s after it ended",
                 ms as f64 / 1000.0
             ),
-            None => "after the outage: nothing was charged".to_string(),
+            _ => format!(
+                "after the outage: {charged} of {transient} jobs charged when the scenario stopped waiting"
+            ),
         });
         let declined = self.jobs.values().find(|j| j.declined);
         lines.push(match declined {
@@ -286,6 +296,10 @@ impl Storm {
                 Some(reason) => format!(
                     "declined card: declined {}, then dead-lettered: {reason}",
                     lab_schema::summary::plural(j.declines, "time")
+                ),
+                None if j.declines == 0 => format!(
+                    "declined card: {} sent, none reached the card check (refused first: 503 or 429)",
+                    lab_schema::summary::plural(j.requests, "request")
                 ),
                 None => format!(
                     "declined card: declined {}, never dead-lettered",
@@ -350,6 +364,7 @@ mod tests {
             Instant::now(),
             Submitted::default(),
             (1000, 4000),
+            "d",
             &log,
             &events,
         );

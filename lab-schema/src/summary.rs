@@ -441,6 +441,11 @@ impl RunSummary {
 
     /// The numbers in one sentence (no `=` in it, so `key=value` parsers skip it).
     pub fn verdict(&self) -> String {
+        // A storm's numbers are its verdict, settled or not (its scenario stops
+        // waiting a while after the outage).
+        if let Measured::Storm(storm) = &self.measured {
+            return storm_verdict(self, storm);
+        }
         if !self.drained {
             return format!(
                 "not drained: {} of {} submissions processed so far",
@@ -455,9 +460,6 @@ impl RunSummary {
         }
         if let Measured::Orders(orders) = &self.measured {
             return orders_verdict(orders);
-        }
-        if let Measured::Storm(storm) = &self.measured {
-            return storm_verdict(self, storm);
         }
         if self.lost_effects > 0 {
             if self.crashes > 0 {
@@ -538,6 +540,14 @@ fn storm_verdict(run: &RunSummary, storm: &StormFigures) -> String {
         return format!(
             "a declined card was declined {} (the bug: a permanent refusal retried)",
             plural(storm.declines, "time")
+        );
+    }
+    if !run.drained {
+        return format!(
+            "{}: {} of {} jobs charged or dead-lettered when the scenario stopped waiting",
+            storm_text,
+            run.processed_deliveries + run.dead_lettered,
+            run.total_submissions
         );
     }
     if run.duplicate_effects > 0 || run.lost_effects > 0 {

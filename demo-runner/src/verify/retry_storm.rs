@@ -714,9 +714,9 @@ async fn verify(
         jobs: VERIFY_JOBS,
         outage: VERIFY_OUTAGE,
         crashes: 0,
+        wait: std::time::Duration::from_millis(predicted + LATE_SLACK_MS),
     };
-    let wait = VERIFY_OUTAGE + std::time::Duration::from_millis(predicted + LATE_SLACK_MS);
-    let storm = plan.run(api, "verify-retry-storm", wait).await?;
+    let storm = plan.run(api, "verify-retry-storm").await?;
     checks.extend(judge_storm(&storm, predicted));
     Ok(super::Report {
         exercise: lab_schema::Exercise::RetryStorm,

@@ -42,34 +42,48 @@ pub struct QueueStats {
     pub oldest_pending_age_ms: Option<u64>,
     /// Entries in the dead-letter stream `jobs:dead` (capped).
     pub dead_letters: u64,
+    /// Retries scheduled in `jobs:retry` (exercise 5), and when the next is due
+    /// from now, in milliseconds (0: due already; `None`: none scheduled).
+    pub retry_set: u64,
+    pub next_retry_in_ms: Option<u64>,
 }
 
 /// Reads [`QueueStats`]: two round trips, three when the group exists.
 pub async fn queue_stats(redis: &mut ConnectionManager) -> redis::RedisResult<QueueStats> {
-    let (stream_length, dead_letters, groups): (u64, u64, Option<StreamInfoGroupsReply>) = {
-        let (stream_length, dead_letters, exists): (u64, u64, bool) = redis::pipe()
-            .xlen(keys::JOB_STREAM)
-            .xlen(keys::DEAD_LETTER_STREAM)
-            .exists(keys::JOB_STREAM)
-            .query_async(redis)
-            .await?;
-        // XINFO GROUPS on a stream that does not exist is an error, not an empty list.
-        let groups = if exists {
-            Some(
-                redis::cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(keys::JOB_STREAM)
-                    .query_async(redis)
-                    .await?,
-            )
-        } else {
-            None
-        };
-        (stream_length, dead_letters, groups)
+    #[allow(clippy::type_complexity)]
+    let (stream_length, dead_letters, exists, retry_set, next_due): (
+        u64,
+        u64,
+        bool,
+        u64,
+        Vec<(String, f64)>,
+    ) = redis::pipe()
+        .xlen(keys::JOB_STREAM)
+        .xlen(keys::DEAD_LETTER_STREAM)
+        .exists(keys::JOB_STREAM)
+        .zcard(keys::RETRY_SET)
+        .zrange_withscores(keys::RETRY_SET, 0, 0)
+        .query_async(redis)
+        .await?;
+    // XINFO GROUPS on a stream that does not exist is an error, not an empty list.
+    let groups: Option<StreamInfoGroupsReply> = if exists {
+        Some(
+            redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(keys::JOB_STREAM)
+                .query_async(redis)
+                .await?,
+        )
+    } else {
+        None
     };
     let mut stats = QueueStats {
         stream_length,
         dead_letters,
+        retry_set,
+        next_retry_in_ms: next_due
+            .first()
+            .map(|(_, due)| (*due as u64).saturating_sub(now_ms())),
         ..QueueStats::default()
     };
     let Some(group) = groups
@@ -151,7 +165,11 @@ pub fn render(counters: &[(String, u64)], queue: &QueueStats) -> String {
     }
     // Every delivery of an entry after its first. Each entry acknowledged,
     // dead-lettered or pending had one first delivery; the rest were redeliveries.
-    let firsts = sum(metrics::ACKNOWLEDGED) + sum(metrics::DEAD_LETTERS) + queue.pending;
+    // A retry scheduled (exercise 5) ended its entry too: the retry is a new entry.
+    let firsts = sum(metrics::ACKNOWLEDGED)
+        + sum(metrics::DEAD_LETTERS)
+        + sum(metrics::RETRIES_SCHEDULED)
+        + queue.pending;
     let redeliveries = sum(metrics::DELIVERIES).saturating_sub(firsts);
     gauge_or_counter(
         &mut out,
@@ -160,7 +178,7 @@ pub fn render(counters: &[(String, u64)], queue: &QueueStats) -> String {
         "Deliveries of a queue entry after its first (derived: deliveries minus entries acknowledged, dead-lettered or pending).",
         redeliveries as f64,
     );
-    let gauges: [(&str, &str, f64); 5] = [
+    let gauges: [(&str, &str, f64); 7] = [
         (
             "lab_queue_stream_length",
             "Entries in jobs:stream (waiting or pending; acknowledged entries are deleted).",
@@ -185,6 +203,16 @@ pub fn render(counters: &[(String, u64)], queue: &QueueStats) -> String {
             "lab_dead_letter_stream_length",
             "Entries in the dead-letter stream jobs:dead (capped at 10000).",
             queue.dead_letters as f64,
+        ),
+        (
+            "lab_retry_set_size",
+            "Retries scheduled in jobs:retry, waiting for their due time (exercise 5).",
+            queue.retry_set as f64,
+        ),
+        (
+            "lab_retry_next_due_seconds",
+            "Seconds until the next scheduled retry is due (0 when due, or none scheduled).",
+            queue.next_retry_in_ms.unwrap_or(0) as f64 / 1000.0,
         ),
     ];
     for (name, help, value) in gauges {

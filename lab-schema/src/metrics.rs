@@ -27,8 +27,31 @@ pub const SIDE_EFFECTS: &str = "lab_side_effects_total";
 pub const DUPLICATE_SKIPS: &str = "lab_duplicate_skips_total";
 /// Failures, by exercise and outcome (`effect-failed`, `attempt-failed`, `crashed`).
 pub const FAILURES: &str = "lab_failures_total";
-/// Entries of parsed jobs moved to the dead-letter stream, by exercise.
+/// Entries of parsed jobs moved to the dead-letter stream, by exercise and
+/// reason class ([`DeadLetterClass`]).
 pub const DEAD_LETTERS: &str = "lab_dead_letters_total";
+
+/// Why an entry was dead-lettered, as the `reason` label of [`DEAD_LETTERS`]
+/// says it: a few fixed values (the reason's text is in the entry itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterClass {
+    /// The handler (exercise 5: the retry policy) said it can never succeed.
+    Handler,
+    /// It failed on each of its `--max-deliveries` deliveries.
+    MaxDeliveries,
+    /// The retry policy never gave up: the lab's safety net stopped it.
+    SafetyNet,
+}
+
+impl DeadLetterClass {
+    pub const fn label(self) -> &'static str {
+        match self {
+            DeadLetterClass::Handler => "handler",
+            DeadLetterClass::MaxDeliveries => "max-deliveries",
+            DeadLetterClass::SafetyNet => "safety-net",
+        }
+    }
+}
 
 /// Failed attempts scheduled again by the retry policy, by exercise.
 pub const RETRIES_SCHEDULED: &str = "lab_retries_scheduled_total";

@@ -38,7 +38,10 @@ pub(crate) enum Outcome<'a> {
     /// without an acknowledgement.
     AttemptFailed { error: &'a str, started_ms: u64 },
     /// The entry was moved to `jobs:dead` (counted by [`DEAD_LETTER_SCRIPT`]).
-    DeadLettered { reason: &'a str },
+    DeadLettered {
+        reason: &'a str,
+        class: lab_schema::metrics::DeadLetterClass,
+    },
     /// The handler asked to be delivered again later: the attempt ends, the
     /// delivery stays pending, and it is not counted toward `--max-deliveries`.
     RetryLater { reason: &'a str, started_ms: u64 },
@@ -147,15 +150,10 @@ impl Outcome<'_> {
                 count(pipe, metrics::FAILURES, job, ("outcome", "crashed"));
                 push_event(pipe, job, EventKind::Crashed, consumer, when);
             }
-            Outcome::DeadLettered { reason } => {
+            Outcome::DeadLettered { reason, class } => {
                 // The script counted it; this reads the count and logs the event.
                 pipe.hincr(&job_key, job_field::DEAD_LETTERED, 0);
-                count(
-                    pipe,
-                    metrics::DEAD_LETTERS,
-                    job,
-                    ("outcome", "dead-lettered"),
-                );
+                count(pipe, metrics::DEAD_LETTERS, job, ("reason", class.label()));
                 push_event(pipe, job, EventKind::DeadLettered, consumer, reason);
             }
         }
@@ -398,6 +396,8 @@ pub(crate) struct DeadLetter<'a> {
     /// could not be parsed (no API submission counted it, so no run counts it either).
     pub(crate) job: Option<&'a Job>,
     pub(crate) reason: &'a str,
+    /// Its reason's class, the metric's label.
+    pub(crate) class: lab_schema::metrics::DeadLetterClass,
     pub(crate) deliveries: u64,
 }
 
@@ -515,6 +515,7 @@ impl Scripts {
             let mut pipe = redis::pipe();
             Outcome::DeadLettered {
                 reason: dead.reason,
+                class: dead.class,
             }
             .record(&mut pipe, job, consumer);
             let _: (u64,) = pipe.query_async(redis).await?;

@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use lab_runtime::trace::{self, TracedConnection};
 use lab_schema::trace::Step;
+use lab_schema::metrics::DeadLetterClass;
 use lab_schema::{Attempt, Idempotency, now_ms};
 use redis::streams::StreamId;
 
@@ -80,7 +81,8 @@ impl Doomed {
             reason,
             deliveries,
         } = self;
-        dead_letter(shared, &entry, job.as_ref(), &reason, deliveries).await;
+        let class = DeadLetterClass::MaxDeliveries;
+        dead_letter(shared, &entry, job.as_ref(), &reason, class, deliveries).await;
         (job.map(|j| j.job_id), Handled::DeadLettered { reason })
     }
 }
@@ -302,7 +304,8 @@ async fn run<H: Handler>(shared: &Arc<Shared<H>>, ready: Ready, started_ms: u64)
                 started_ms,
                 idempotency,
             };
-            dead_letter_after(shared, &entry, &job, reason, deliveries, ended).await
+            let class = DeadLetterClass::Handler;
+            dead_letter_after(shared, &entry, &job, reason, class, deliveries, ended).await
         }
         Err(JobError::Failed(err)) => {
             write_trace(shared, &job, trace.as_ref()).await;
@@ -343,6 +346,7 @@ pub(crate) async fn dead_letter_after<H: Handler>(
     entry: &StreamId,
     job: &Job,
     reason: String,
+    class: DeadLetterClass,
     deliveries: u64,
     ended: Ended,
 ) -> Handled {
@@ -355,7 +359,7 @@ pub(crate) async fn dead_letter_after<H: Handler>(
         end_failed_attempt(shared, job.clone(), error.clone(), ended).await;
         return Handled::Failed { error };
     }
-    dead_letter(shared, entry, Some(job), &reason, deliveries).await;
+    dead_letter(shared, entry, Some(job), &reason, class, deliveries).await;
     Handled::DeadLettered { reason }
 }
 
@@ -564,12 +568,14 @@ async fn dead_letter<H>(
     entry: &StreamId,
     job: Option<&Job>,
     reason: &str,
+    class: DeadLetterClass,
     deliveries: u64,
 ) {
     let dead = DeadLetter {
         entry,
         job,
         reason,
+        class,
         deliveries,
     };
     let mut redis = shared.redis.clone();

@@ -122,8 +122,11 @@ pub(crate) async fn schedule<H: Handler>(
         let reason = format!(
             "{attempt} attempts failed and the retry policy still said retry ({reason}): the lab's safety net dead-letters it"
         );
-        return super::deliver::dead_letter_after(shared, entry, job, reason, deliveries, ended)
-            .await;
+        let class = lab_schema::metrics::DeadLetterClass::SafetyNet;
+        return super::deliver::dead_letter_after(
+            shared, entry, job, reason, class, deliveries, ended,
+        )
+        .await;
     }
     let runner = Runner {
         consumer: &shared.consumer,

@@ -296,7 +296,10 @@ fn storm_verdict(
 ) -> (bool, String) {
     let requests = format!(
         "requests during the outage {} -> {}, 429s {} -> {}",
-        before.requests_in_outage, after.requests_in_outage, before.rate_limited, after.rate_limited
+        before.requests_in_outage,
+        after.requests_in_outage,
+        before.rate_limited,
+        after.rate_limited
     );
     if after.rate_limited > 0 {
         return (false, format!("still a storm: {requests}"));

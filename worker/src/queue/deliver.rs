@@ -6,8 +6,8 @@
 use std::sync::{Arc, LazyLock};
 
 use lab_runtime::trace::{self, TracedConnection};
-use lab_schema::trace::Step;
 use lab_schema::metrics::DeadLetterClass;
+use lab_schema::trace::Step;
 use lab_schema::{Attempt, Idempotency, now_ms};
 use redis::streams::StreamId;
 

@@ -177,7 +177,7 @@ pub mod entry {
 /// The most attempts of one job the worker schedules again: the lab's safety
 /// net for a retry policy that never gives up (exercise 5's starter). The next
 /// failure is dead-lettered whatever the policy says.
-pub const MAX_SCHEDULED_ATTEMPTS: u32 = 1000;
+pub const MAX_SCHEDULED_ATTEMPTS: u32 = 5000;
 
 /// The run's event log (`events:<runId>`): a capped stream that expires, so it
 /// never grows without bound. The worker appends to it in the same round trip

@@ -562,7 +562,7 @@ fn storm_verdict(run: &RunSummary, storm: &StormFigures) -> String {
         .map(|ms| format!(", the last {:.1} s after it ended", ms as f64 / 1000.0))
         .unwrap_or_default();
     format!(
-        "{storm_text}, no 429: every job charged once{after}; the declined card dead-lettered at its first decline"
+        "no 429: every job charged once{after}; the declined card dead-lettered at its first decline; {storm_text}"
     )
 }
 

@@ -842,10 +842,13 @@ pub(crate) fn judge_storm(storm: &crate::retry_storm::Storm, predicted_ms: u64) 
         name: CHARGED,
         passed,
         numbers: format!(
-            "{} of {} jobs charged once, the last {} after the outage (your policy's delays predict {}; allowed {}); declined card: {}",
+            "{} of {} jobs charged once, {} (your policy's delays predict {}; allowed {}); declined card: {}",
             transient.iter().filter(|(_, j)| j.charged == 1).count(),
             transient.len(),
-            f.last_charge_after_outage_ms.map_or("-".to_string(), human),
+            f.last_charge_after_outage_ms.map_or("none after the outage".to_string(), |ms| format!(
+                "the last {} after the outage",
+                human(ms)
+            )),
             human(predicted_ms),
             human(allowed),
             declined.map_or("no request".to_string(), |j| format!(

@@ -444,8 +444,9 @@ async fn run_and_print(cli: &Cli, scenario: &Scenario) -> anyhow::Result<()> {
     let run = &result.summary;
     // A storm that did not drain is the storm's result (its scenario stops
     // waiting a while after the outage), not a run that could not finish.
-    let storm = matches!(run.measured, lab_schema::Measured::Storm(_));
-    if !storm && !(run.drained && run.settled) {
+    let finished =
+        matches!(run.measured, lab_schema::Measured::Storm(_)) || (run.drained && run.settled);
+    if !finished {
         let api = cli.api()?;
         let what = if run.drained { "settle" } else { "drain" };
         anyhow::bail!(

@@ -845,10 +845,10 @@ pub(crate) fn judge_storm(storm: &crate::retry_storm::Storm, predicted_ms: u64) 
             "{} of {} jobs charged once, {} (your policy's delays predict {}; allowed {}); declined card: {}",
             transient.iter().filter(|(_, j)| j.charged == 1).count(),
             transient.len(),
-            f.last_charge_after_outage_ms.map_or("none after the outage".to_string(), |ms| format!(
-                "the last {} after the outage",
-                human(ms)
-            )),
+            f.last_charge_after_outage_ms.map_or(
+                "none after the outage".to_string(),
+                |ms| format!("the last {} after the outage", human(ms))
+            ),
             human(predicted_ms),
             human(allowed),
             declined.map_or("no request".to_string(), |j| format!(

@@ -46,35 +46,8 @@ async fn unacknowledged(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
 #[tokio::test]
 async fn many_deliveries_retried_at_once_all_come_back_when_due() {
     let server = RedisServer::start();
-    let mut redis = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     const JOBS: usize = 40;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(keys::JOB_STREAM)
-        .arg(keys::WORKER_GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    for n in 0..JOBS {
-        let _: String = redis::cmd("XADD")
-            .arg(keys::JOB_STREAM)
-            .arg("*")
-            .arg(entry::JOB_ID)
-            .arg(format!("job-{n}"))
-            .arg(entry::RUN_ID)
-            .arg("run-retries-test")
-            .arg(entry::PAYLOAD)
-            .arg(r#"{"leaseMs":300}"#)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-    }
+    let mut redis = fresh_queue(&server, JOBS, r#"{"leaseMs":300}"#).await;
     let config = Config {
         redis_url: server.url(),
         consumer: "w-retries".to_string(),
@@ -142,7 +115,12 @@ impl Handler for FailThenSucceed {
     }
 }
 
-async fn fresh_queue(server: &RedisServer, jobs: usize) -> redis::aio::MultiplexedConnection {
+/// A queue with its group and `jobs` jobs (`job-<n>`) of one run, each with `payload`.
+async fn fresh_queue(
+    server: &RedisServer,
+    jobs: usize,
+    payload: &str,
+) -> redis::aio::MultiplexedConnection {
     let mut redis = redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -164,9 +142,9 @@ async fn fresh_queue(server: &RedisServer, jobs: usize) -> redis::aio::Multiplex
             .arg(entry::JOB_ID)
             .arg(format!("job-{n}"))
             .arg(entry::RUN_ID)
-            .arg("run-scheduled-test")
+            .arg("run-retries-test")
             .arg(entry::PAYLOAD)
-            .arg("{}")
+            .arg(payload)
             .query_async(&mut redis)
             .await
             .unwrap();
@@ -204,7 +182,7 @@ async fn until_seen(seen: &Mutex<Vec<Seen>>, n: usize) {
 #[tokio::test]
 async fn a_scheduled_retry_comes_back_when_due_with_its_count() {
     let server = RedisServer::start();
-    let mut redis = fresh_queue(&server, 1).await;
+    let mut redis = fresh_queue(&server, 1, "{}").await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let handler = FailThenSucceed {
         delays: [1500, 0, 300].map(Duration::from_millis).to_vec(),
@@ -258,7 +236,7 @@ async fn a_scheduled_retry_comes_back_when_due_with_its_count() {
 async fn two_workers_move_each_due_retry_exactly_once() {
     const JOBS: usize = 60;
     let server = RedisServer::start();
-    let mut redis = fresh_queue(&server, JOBS).await;
+    let mut redis = fresh_queue(&server, JOBS, "{}").await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut workers = Vec::new();
     let mut stops = Vec::new();

@@ -399,19 +399,25 @@ async fn write_trace<H>(shared: &Shared<H>, job: &Job, trace: Option<&lab_schema
 /// count, idle ms, the delivery count to restore. Returns 1 when it was put
 /// back, 0 when it is not ours any more.
 static RETRY_LATER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
+    redis::Script::new(&format!(
+        "{STILL_OURS}
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5],
+  'RETRYCOUNT', ARGV[6], 'JUSTID')
+return 1
+"
+    ))
+});
+
+/// The start of a script that acts on a delivery only while this consumer
+/// still owns it with the delivery count it was delivered with (another
+/// worker may have taken it over while this one was paused): returns 0
+/// otherwise. KEYS[1]: stream; ARGV[1..4]: group, entry id, consumer, count.
+pub(crate) const STILL_OURS: &str = r"
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 local entry = pending[1]
 if entry == nil or entry[2] ~= ARGV[3] or tonumber(entry[4]) ~= tonumber(ARGV[4]) then
   return 0
-end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5],
-  'RETRYCOUNT', ARGV[6], 'JUSTID')
-return 1
-",
-    )
-});
+end";
 
 /// "Deliver me again later": ends the attempt, and puts the entry back to be
 /// delivered about `retry_after` from now (see [`RETRY_LATER_SCRIPT`]).

@@ -47,20 +47,16 @@ const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 /// job's next-retry field. Returns 1 when scheduled, 0 when the entry is not
 /// ours any more.
 static SCHEDULE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-local entry = pending[1]
-if entry == nil or entry[2] ~= ARGV[3] or tonumber(entry[4]) ~= tonumber(ARGV[4]) then
-  return 0
-end
+    redis::Script::new(&format!(
+        "{}
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 redis.call('HSET', KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[5])
 return 1
 ",
-    )
+        super::deliver::STILL_OURS
+    ))
 });
 
 /// Moves the due retries back to the queue: each member leaves the set and

@@ -262,4 +262,41 @@ mod tests {
         assert!(text.contains("\nlab_redeliveries_total 2\n"), "{text}");
         assert!(text.contains("# TYPE lab_side_effects_total counter\n"));
     }
+
+    // Exercise 5: a retry scheduled ended its entry (the retry is a new one),
+    // and the retry set shows as two gauges.
+    #[test]
+    fn scheduled_retries_are_not_redeliveries_and_the_retry_set_is_shown() {
+        let counters = vec![
+            (
+                r#"lab_deliveries_total{exercise="5",worker="worker-1"}"#.to_string(),
+                5,
+            ),
+            (
+                r#"lab_retries_scheduled_total{exercise="5",worker="worker-1"}"#.to_string(),
+                3,
+            ),
+            ("lab_deliveries_acknowledged_total".to_string(), 1),
+            (
+                r#"lab_dead_letters_total{exercise="5",reason="handler"}"#.to_string(),
+                1,
+            ),
+        ];
+        let queue = QueueStats {
+            retry_set: 2,
+            next_retry_in_ms: Some(1500),
+            ..QueueStats::default()
+        };
+        let text = render(&counters, &queue);
+        assert!(text.contains("\nlab_redeliveries_total 0\n"), "{text}");
+        assert!(text.contains("\nlab_retry_set_size 2\n"), "{text}");
+        assert!(
+            text.contains("\nlab_retry_next_due_seconds 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lab_dead_letters_total{exercise=\"5\",reason=\"handler\"} 1"),
+            "{text}"
+        );
+    }
 }

@@ -359,11 +359,10 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
                 timeout_secs: cli.timeout,
                 lease_ms: *lease_ms,
             };
-            let wait = match exercise.info().component {
-                lab_schema::exercise::Component::Worker => {
-                    format!(" (one check waits {late_secs} s for a late copy)")
-                }
-                lab_schema::exercise::Component::Api => String::new(),
+            let wait = if verify::waits_for_a_late_copy(exercise) {
+                format!(" (one check waits {late_secs} s for a late copy)")
+            } else {
+                String::new()
             };
             eprintln!(
                 "verify: {exercise}, {} checks against {}{wait}",

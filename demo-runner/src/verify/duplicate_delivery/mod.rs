@@ -32,7 +32,7 @@ use crate::client::Api;
 
 pub(super) const SEQUENTIAL: &str = "sequential-duplicates";
 pub(super) const CONCURRENT: &str = "concurrent-duplicates";
-pub(super) const LATE: &str = "late-duplicate";
+pub(crate) const LATE: &str = "late-duplicate";
 pub(super) const RECORDED: &str = "skip-recorded";
 pub(super) const EXPIRES: &str = "claim-expires";
 pub(super) const FAILURE: &str = "effect-failure-redelivered";

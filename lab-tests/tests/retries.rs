@@ -1,0 +1,94 @@
+//! Exercise 5's scheduled retries with real worker processes that really die
+//! (SIGKILL to themselves) at each step of a retry: before the retry is
+//! scheduled, right after, and right after a due retry was moved back to the
+//! queue. Nothing accepted is lost, nothing runs twice, and the attempt count
+//! goes on where it was. Students need not edit this file.
+
+use std::time::Duration;
+
+use lab_schema::exercise::Component;
+use lab_schema::provider::{Faults, body};
+use lab_schema::{EventKind, Exercise, keys, payload};
+use lab_testkit::patched_binary;
+use lab_tests::{Stack, Workers};
+use redis::AsyncCommands;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_dies_at_any_step_of_a_retry_loses_nothing_and_duplicates_nothing() {
+    // A policy that backs off but ignores Retry-After (one of the exercise's
+    // wrong fixes): its jobs fail several times within the outage, which is
+    // what this test needs (the reference waits out the outage's Retry-After).
+    let binary = patched_binary(
+        Component::Worker,
+        "exercises/05-retry-storm/fixtures/wrong-retry-after-ignored.patch",
+    );
+    let stack = Stack::with_two(Workers::Binary(&binary)).await;
+    let api = stack.client();
+    // The provider is down for 2 s: every job's first attempts fail (503).
+    api.provider_faults(Some(&Faults {
+        outage_secs: 2,
+        slow_ms: 0,
+    }))
+    .await
+    .unwrap();
+    let run_id = "retries-crash-test";
+    let crashes = [
+        payload::BEFORE_SCHEDULE,
+        payload::AFTER_SCHEDULE,
+        payload::AFTER_MOVE,
+    ];
+    for (n, when) in crashes.iter().enumerate() {
+        api.submit_to(
+            Exercise::RetryStorm,
+            &format!("job-{when}"),
+            run_id,
+            json!({ body::ACCOUNT: "retries-test", body::CUSTOMER: format!("cus_{n}"), payload::SIMULATE_CRASH: when }),
+        )
+        .await
+        .unwrap();
+    }
+    let run = stack.wait_drained(run_id, Duration::from_secs(60)).await;
+    assert_eq!(run.crashes, 3, "each job crashed its worker once: {run:?}");
+    assert_eq!(run.dead_lettered, 0, "{run:?}");
+    assert_eq!(
+        (run.observed_effects_total, run.duplicate_effects),
+        (3, 0),
+        "one charge per job: {run:?}"
+    );
+    let mut redis = stack.redis().await;
+    let scheduled: u64 = redis.zcard(keys::RETRY_SET).await.unwrap();
+    assert_eq!(scheduled, 0, "nothing left in the retry set");
+    let stream: u64 = redis.xlen(keys::JOB_STREAM).await.unwrap();
+    assert_eq!(stream, 0, "nothing left in the queue");
+
+    // The attempt count went on across each crash: the failures each job's
+    // retries were scheduled after start at 1 and never go back (a count kept
+    // in a worker's memory would start again from 1 after the crash). A crash
+    // between an attempt's record and its schedule may record it twice.
+    let events = api.events(run_id).await.unwrap().events;
+    for when in crashes {
+        let job = format!("job-{when}");
+        let attempts: Vec<u32> = events
+            .iter()
+            .filter(|e| e.job_id == job && e.event == EventKind::RetryScheduled)
+            .filter_map(|e| {
+                e.detail
+                    .strip_prefix("attempt ")?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert_eq!(attempts.first(), Some(&1), "{job}: {attempts:?}");
+        assert!(
+            attempts.windows(2).all(|w| w[1] >= w[0]) && attempts.iter().any(|&a| a >= 2),
+            "{job}: the attempt count after its crash: {attempts:?}"
+        );
+        let crashed = events
+            .iter()
+            .any(|e| e.job_id == job && e.event == EventKind::Crashed && e.detail == when);
+        assert!(crashed, "{job} crashed its worker {when}");
+    }
+}

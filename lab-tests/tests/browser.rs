@@ -473,6 +473,61 @@ async fn the_dashboard_shows_the_bug_and_the_fix_live() {
     );
 }
 
+// Exercise 5's storm as the class sees it: the starter retries at once, the
+// provider answers 429, and the page says "retry storm", marks the retries
+// after a 429 on the timeline, and shows the retry set in the queue view.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_a_retry_storm() {
+    let Some(mut browser) = Browser::start() else {
+        return;
+    };
+    let mut stack = Stack::start().await;
+    stack.spawn_worker(&starter_worker(), &[]);
+    stack.spawn_worker(&starter_worker(), &[]);
+    let api = stack.client();
+    api.provider_faults(Some(&lab_schema::provider::Faults {
+        outage_secs: 3,
+        slow_ms: 0,
+    }))
+    .await
+    .unwrap();
+    for n in 1..=4 {
+        api.submit_to(
+            Exercise::RetryStorm,
+            &format!("storm-{n}"),
+            "storm-run",
+            json!({ "account": "browser-storm" }),
+        )
+        .await
+        .unwrap();
+    }
+    browser.open(&format!("{}/runs/storm-run", stack.api_url));
+    browser
+        .wait(
+            "the storm's verdict",
+            "document.getElementById('verdict').textContent.startsWith('✗ retry storm')",
+        )
+        .await;
+    assert_eq!(
+        browser.eval("document.getElementById('verdict').className"),
+        json!("bad")
+    );
+    browser
+        .wait(
+            "retries after a 429 on the timeline",
+            "[...document.querySelectorAll('#timeline .mark.retry-scheduled')].some(m => m.getAttribute('fill') === 'var(--limited)')",
+        )
+        .await;
+    let queue =
+        browser.eval("[...document.querySelectorAll('#queue dt')].map(dt => dt.textContent)");
+    let queue = queue.as_array().unwrap();
+    assert!(
+        queue.contains(&json!("scheduled retries")) && queue.contains(&json!("next retry due")),
+        "{queue:?}"
+    );
+    browser.screenshot("dashboard-storm.png");
+}
+
 /// `promtool check metrics` (Debian's `prometheus` package) accepts the text.
 fn check_with_promtool(metrics: &str) {
     let Ok(mut child) = Command::new("promtool")

@@ -485,13 +485,15 @@ async fn the_dashboard_shows_a_retry_storm() {
     stack.spawn_worker(&starter_worker(), &[]);
     stack.spawn_worker(&starter_worker(), &[]);
     let api = stack.client();
+    // 12 jobs retried at once during a 5 s outage: well over the provider's
+    // budget of 100 requests per second, even on a busy machine.
     api.provider_faults(Some(&lab_schema::provider::Faults {
-        outage_secs: 3,
+        outage_secs: 5,
         slow_ms: 0,
     }))
     .await
     .unwrap();
-    for n in 1..=4 {
+    for n in 1..=12 {
         api.submit_to(
             Exercise::RetryStorm,
             &format!("storm-{n}"),

@@ -154,3 +154,66 @@ async fn the_student_copy_has_no_answers_and_still_verifies() {
     );
     let _ = std::fs::remove_dir_all(&dest);
 }
+
+// `./lab release --challenge DIR`: each handout is the exercise's challenge
+// (no code), and each student file loses its TODO walk-through but not a line
+// of its code, so the copy builds and grades as the guided one does.
+#[test]
+fn the_challenge_copy_has_the_challenges_and_no_walkthrough() {
+    let root = workspace_root();
+    let dest = std::env::temp_dir().join(format!("lab-challenge-copy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dest);
+    let out = Command::new(root.join("lab"))
+        .args(["release", "--challenge", dest.to_str().unwrap()])
+        .env("LAB_STATE_DIR", dest.with_extension("state"))
+        .output()
+        .expect("run ./lab release --challenge");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let code_only = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .map(str::to_string)
+            .collect()
+    };
+    for exercise in Exercise::ALL {
+        let folder = exercise.folder();
+        let handout = std::fs::read_to_string(dest.join(&folder).join("README.md")).unwrap();
+        let challenge = std::fs::read_to_string(root.join(&folder).join("CHALLENGE.md")).unwrap();
+        assert_eq!(handout, challenge, "{folder}: the handout is the challenge");
+        assert!(
+            !handout.contains("```rust"),
+            "{folder}: the challenge shows no code"
+        );
+        assert!(
+            handout.contains(&format!("verify --exercise {}", exercise.number()))
+                || exercise.number() == 1,
+            "{folder}: the challenge says how it is checked"
+        );
+        let file = exercise.info().student_file;
+        let ours = std::fs::read_to_string(root.join(file)).unwrap();
+        let theirs = std::fs::read_to_string(dest.join(file)).unwrap();
+        assert_eq!(
+            code_only(&theirs),
+            code_only(&ours),
+            "{file}: the code is unchanged"
+        );
+        assert!(
+            theirs.lines().count() < ours.lines().count(),
+            "{file}: the walk-through is gone"
+        );
+        let todos: Vec<&str> = theirs.lines().filter(|l| l.contains("TODO")).collect();
+        assert!(
+            !todos.is_empty()
+                && todos
+                    .iter()
+                    .all(|l| l.contains("the challenge is in this exercise's README.md")),
+            "{file}: {todos:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("exercises/starters").join(file)).unwrap(),
+            theirs,
+            "{file}: ./lab reset gives the challenge's starter"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dest);
+}

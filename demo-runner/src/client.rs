@@ -269,8 +269,27 @@ impl Api {
 
     /// One `POST /jobs`, not retried: the answer's status, or why there was none.
     pub async fn post_job(&self, job_id: &str, run_id: &str) -> Posted {
-        let body =
-            json!({ "jobId": job_id, "runId": run_id, "payload": { "template": "welcome-email" } });
+        self.post_job_for(
+            Exercise::default(),
+            job_id,
+            run_id,
+            json!({ "template": "welcome-email" }),
+        )
+        .await
+    }
+
+    /// [`Api::post_job`] for a job of `exercise`, with `payload`.
+    pub async fn post_job_for(
+        &self,
+        exercise: Exercise,
+        job_id: &str,
+        run_id: &str,
+        payload: serde_json::Value,
+    ) -> Posted {
+        let mut body = json!({ "jobId": job_id, "runId": run_id, "payload": payload });
+        if exercise != Exercise::default() {
+            body["exercise"] = json!(exercise.number());
+        }
         match self
             .http
             .post(format!("{}/jobs", self.base))

@@ -68,7 +68,9 @@ pub async fn begin(ctx: &mut OrderContext, request: &OrderRequest<'_>) -> anyhow
     //      `use crate::order_context` line above);
     //   2. the Redis key, the caller and the key: `format!("idem:{}/{}", ...)`;
     //   3. the fingerprint of `request.body` (SHA-256 of its canonical JSON);
-    //   4. ONE atomic step in Redis that reserves the key or reads what holds it;
+    //   4. ONE atomic step in Redis that reserves the key or reads what holds it:
+    //      `SET <redis key> <value> NX GET EX <ctx.in_flight_secs>` (exercise 1's
+    //      claim; `GET` makes it answer what held the key, `nil` when it was free);
     //   5. free: `Begin::Proceed(Held { redis_key: Some(..), .. })`; taken:
     //      `Begin::Replay(..)` or `Begin::Refuse(..)`.
     // (`let _ = ...` only keeps the compiler quiet about unused arguments: delete it.)

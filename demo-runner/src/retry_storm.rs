@@ -252,7 +252,7 @@ impl Storm {
     /// What the class sees before the summary: the outage, the storm, the dead letters.
     pub(crate) fn narration(&self) -> Vec<String> {
         let f = &self.figures;
-        let transient = self.jobs.values().filter(|j| !j.declined).count().max(1) as u64;
+        let jobs = self.jobs.len().max(1) as u64;
         let mut lines = vec![
             format!(
                 "outage: the provider answered 503 for {} s; {} jobs, one with a declined card, one crashing its worker mid-outage",
@@ -262,7 +262,7 @@ impl Storm {
             format!(
                 "during the outage: {} requests, {:.1} per job on average, {} at most; busiest 100 ms: {} requests",
                 f.requests_in_outage,
-                f.requests_in_outage as f64 / transient as f64,
+                f.requests_in_outage as f64 / jobs as f64,
                 f.max_requests_per_job_in_outage,
                 f.busiest_100ms
             ),

@@ -56,7 +56,7 @@ pub(crate) const KEEP_TRYING_MS: u64 = 30_000;
 
 /// `verify`'s own outage and jobs: short, and enough jobs that waves show.
 pub(crate) const VERIFY_OUTAGE: std::time::Duration = std::time::Duration::from_secs(3);
-pub(crate) const VERIFY_JOBS: u32 = 13;
+pub(crate) const VERIFY_JOBS: u32 = 21;
 
 /// Beyond what the policy's own delays predict, how late the last charge may
 /// be: the mover's tick, the request, the run being read (ms).

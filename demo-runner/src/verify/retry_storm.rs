@@ -775,7 +775,8 @@ pub(crate) fn judge_storm(storm: &crate::retry_storm::Storm, predicted_ms: u64) 
                 "the provider rate-limited the account {} times{}: {} jobs' retries went over its budget of requests per second",
                 f.rate_limited,
                 match storm.banned_after_ms {
-                    Some(ms) => format!(" and banned it {} into the outage", human(ms)),
+                    // Always in seconds: the handout's masked output keeps one shape.
+                    Some(ms) => format!(" and banned it {:.1} s into the outage", ms as f64 / 1000.0),
                     None => String::new(),
                 },
                 storm.jobs.len()

@@ -242,6 +242,21 @@ async fn sigterm_finishes_and_acknowledges_in_flight_work() {
     assert!(run.drained);
 }
 
+/// The tests' chaos: 4 clients for 3 s over 20 jobs of `exercise`, the stack's
+/// first worker killed with SIGKILL at a third of the load (Redis is restarted by
+/// the test itself).
+fn short_chaos(stack: &Stack, exercise: Exercise) -> Scenario {
+    Scenario::Chaos(demo_runner::Chaos {
+        clients: 4,
+        duration_secs: 3,
+        jobs: 20,
+        interval_ms: 50,
+        kill_worker: Some(format!("kill -KILL {}", stack.workers[0].id())),
+        restart_redis: None,
+        exercise: exercise.number(),
+    })
+}
+
 // `chaos --exercise N` with the reference of exercises 2, 3 and 5 (a load of
 // the exercise's jobs while a worker is killed with SIGKILL and Redis, with
 // persistence, restarts): every accepted submission processed, and each job's
@@ -278,16 +293,7 @@ async fn chaos_keeps_one_effect_per_job_with_the_later_references() {
         for _ in 0..2 {
             stack.spawn_worker(&binary, &args(None));
         }
-        let kill = format!("kill -KILL {}", stack.workers[0].id());
-        let scenario = Scenario::Chaos(demo_runner::Chaos {
-            clients: 4,
-            duration_secs: 3,
-            jobs: 20,
-            interval_ms: 50,
-            kill_worker: Some(kill),
-            restart_redis: None,
-            exercise: exercise.number(),
-        });
+        let scenario = short_chaos(&stack, exercise);
         let client = stack.client();
         let chaos = tokio::spawn(async move {
             demo_runner::run_scenario_with(&client, &scenario, Duration::from_secs(60), false).await
@@ -349,16 +355,7 @@ async fn chaos_keeps_every_job_and_only_the_guard_keeps_one_effect() {
                 &["--effect-delay-ms", "100", "--claim-idle-ms", "1000"],
             );
         }
-        let kill = format!("kill -KILL {}", stack.workers[0].id());
-        let scenario = Scenario::Chaos(demo_runner::Chaos {
-            clients: 4,
-            duration_secs: 3,
-            jobs: 20,
-            interval_ms: 50,
-            kill_worker: Some(kill),
-            restart_redis: None,
-            exercise: 1,
-        });
+        let scenario = short_chaos(&stack, Exercise::DuplicateDelivery);
         let api_url = stack.api_url.clone();
         let chaos = tokio::spawn(async move {
             demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await

@@ -54,8 +54,9 @@ pub fn decide(failure: &Failure) -> Decision {
     //   3. Full jitter: wait a random delay between 0 and `exp`, so that jobs
     //      that failed together do not come back together:
     //          let ms = fastrand::u64(0..=exp.as_millis() as u64);
-    //   4. Honour `Retry-After`: never retry sooner than the provider asked.
-    //          if let Some(after) = failure.retry_after { delay = delay.max(after); }
+    //   4. Honour `Retry-After`: never retry sooner than the provider asked, and
+    //      keep the jitter on top (or every job told "3 s" comes back at once):
+    //          if let Some(after) = failure.retry_after { delay += after; }
     //   5. Give up some day: after a number of attempts (e.g. 8) or a deadline
     //      (`failure.since_first_failure`), dead-letter with the reason, where a
     //      person will look at it.

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
+use lab_schema::order_email::OrderEmail;
 use lab_schema::{
     DEFAULT_RUN_ID, Exercise, JobStatus, JobView, RECORD_TTL_SECS, RunAttempts, RunSummary, entry,
     job_field, keys, metrics, run_field, validate_id, validate_pipeline,
@@ -86,6 +87,21 @@ pub async fn submit_job(
     if let Some(pipeline) = &submission.pipeline {
         validate_pipeline(pipeline).map_err(|m| ApiError::bad_request("invalid_pipeline", m))?;
     }
+    // Exercise 6's jobs are order emails: their payload must say which one,
+    // and the job's record keeps it (the dashboard counts emails per order
+    // and action).
+    let order_email = match exercise {
+        Exercise::NewJobId => Some(
+            OrderEmail::from_text(&payload)
+                .map_err(|m| ApiError::bad_request("invalid_payload", m))?
+                .identity(),
+        ),
+        _ => None,
+    };
+    let job_fields: Vec<(&str, &str)> = order_email
+        .iter()
+        .map(|identity| (job_field::ORDER_EMAIL, identity.as_str()))
+        .collect();
     let (submission_no, delivery_id) = enqueue(
         &state.redis,
         Enqueue {
@@ -94,7 +110,7 @@ pub async fn submit_job(
             payload: &payload,
             exercise,
             pipeline: submission.pipeline.as_deref(),
-            job_fields: &[],
+            job_fields: &job_fields,
             trace: submission.trace,
         },
     )

@@ -41,12 +41,13 @@ const MAX_SKIP_LINES: usize = 12;
 /// (`--save <name>-before.json`, `--save <name>-after.json`): the handouts'
 /// short names, else the scenario's own name.
 pub fn saved_files(exercise: Exercise) -> (PathBuf, PathBuf) {
-    const SHORT: [(Exercise, &str); 5] = [
+    const SHORT: [(Exercise, &str); 6] = [
         (Exercise::DuplicateDelivery, "load"),
         (Exercise::CrashWindow, "crash"),
         (Exercise::DoubleCharge, "charge"),
         (Exercise::RetriedPost, "post"),
         (Exercise::RetryStorm, "storm"),
+        (Exercise::NewJobId, "new-jobid"),
     ];
     let name = SHORT
         .iter()

@@ -27,6 +27,7 @@ mod client;
 mod code;
 mod compare;
 mod evidence;
+mod new_jobid;
 mod orders;
 mod registry;
 mod report;
@@ -48,6 +49,7 @@ use lab_schema::Exercise;
 /// Each scenario's command-line arguments (`Scenario::DuplicateLoad(DuplicateLoad { .. })`).
 pub use chaos::{Chaos, Load};
 pub use client::Api;
+pub use new_jobid::NewJobId;
 pub use registry::{OTHER_SCENARIOS, Scenario, scenario_names};
 pub use report::ScenarioRun;
 pub use retried_post::RetriedPost;

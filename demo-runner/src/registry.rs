@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::chaos::{Chaos, Load};
 use crate::client::Api;
+use crate::new_jobid::NewJobId;
 use crate::report::ScenarioRun;
 use crate::retried_post::RetriedPost;
 use crate::retry_storm::RetryStorm;
@@ -34,6 +35,7 @@ pub fn grader(exercise: Exercise) -> &'static Grader {
         Exercise::DoubleCharge => &double_charge::GRADER,
         Exercise::RetriedPost => &retried_post::GRADER,
         Exercise::RetryStorm => &crate::verify::retry_storm::GRADER,
+        Exercise::NewJobId => &crate::verify::new_jobid::GRADER,
     }
 }
 
@@ -107,6 +109,11 @@ scenarios! {
     /// during the outage, the busiest 100 ms, the 429s and whether the account was banned,
     /// how soon after the outage every job went through, and the declined card's fate.
     RetryStorm(RetryStorm) = "retry-storm",
+    /// Exercise 6: order emails as a web frontend sends them: every email tried RETRIES+1
+    /// times, each retry under a NEW jobId; a second email (shipped) for every other order;
+    /// two orders per customer; some requests delivered twice under one jobId. Prints the
+    /// emails per (order, action): duplicates, and emails never sent.
+    NewJobId(NewJobId) = "new-jobid",
     /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
     /// every answer, and accepted versus processed (the benchmark).
     Load(Load) = "load",

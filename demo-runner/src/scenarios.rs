@@ -321,16 +321,21 @@ impl<P: Fn(u32) -> serde_json::Value> Wave<'_, P> {
 /// `<scenario>-<unix ms>-<random>`: unique per run (two containers started in
 /// the same millisecond still differ), valid as an id, and readable.
 pub(crate) fn new_run_id(scenario: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    // RandomState is seeded randomly per process: enough randomness without a crate.
-    let random = std::collections::hash_map::RandomState::new()
+    format!("{scenario}-{ms}-{:06x}", random() & 0xff_ffff)
+}
+
+/// A random number, different on every call: enough randomness for ids
+/// without a crate.
+pub(crate) fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState has keys of its own (seeded per process, then stepped).
+    std::collections::hash_map::RandomState::new()
         .build_hasher()
-        .finish();
-    format!("{scenario}-{ms}-{:06x}", random & 0xff_ffff)
+        .finish()
 }
 
 /// `duplicate-observe`'s command line.

@@ -29,6 +29,8 @@ pub enum Exercise {
     RetriedPost,
     /// 5. The retry storm: a retry policy with backoff, jitter, a cap, and dead letters.
     RetryStorm,
+    /// 6. The new jobId: a claim keyed on the business identity (the order and the action).
+    NewJobId,
 }
 
 /// The program the student file is built into.
@@ -80,6 +82,7 @@ impl Exercise {
         Exercise::DoubleCharge,
         Exercise::RetriedPost,
         Exercise::RetryStorm,
+        Exercise::NewJobId,
     ];
 
     /// The registry entry.
@@ -129,6 +132,15 @@ impl Exercise {
                 component: Component::Worker,
                 scenarios: &["retry-storm"],
                 measures: Measures::Storm,
+            },
+            Exercise::NewJobId => Info {
+                number: 6,
+                slug: "06-new-jobid",
+                title: "the new jobId",
+                student_file: "worker/src/order_email.rs",
+                component: Component::Worker,
+                scenarios: &["new-jobid"],
+                measures: Measures::Emails,
             },
         }
     }

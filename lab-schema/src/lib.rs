@@ -21,6 +21,7 @@ pub mod code;
 pub mod exercise;
 pub mod measured;
 pub mod metrics;
+pub mod order_email;
 pub mod orders;
 pub mod probe;
 pub mod provider;
@@ -272,6 +273,9 @@ pub mod job_field {
     pub const ORDER_KEY: &str = "orderKey";
     /// The Redis key of an order's idempotency record, as the API's exercise code named it.
     pub const ORDER_RECORD: &str = "orderRecord";
+    /// Exercise 6: which email the job asks for, `<orderId> <action>`
+    /// (`order_email::identity`), written by `POST /jobs`.
+    pub const ORDER_EMAIL: &str = "orderEmail";
 }
 
 /// Field names of a run hash (`run:<runId>`).

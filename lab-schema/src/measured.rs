@@ -25,6 +25,8 @@ pub enum Measures {
     Orders,
     /// Jobs charged through a provider outage: [`Measured::Storm`].
     Storm,
+    /// Order emails per (order, action): [`Measured::Emails`].
+    Emails,
     /// A benchmark's load: [`Measured::Load`].
     Load,
     /// A load with faults fired during it: [`Measured::Chaos`].
@@ -110,6 +112,25 @@ pub struct StormFigures {
     pub transient_dead_lettered: u64,
 }
 
+/// `new-jobid`: emails per (order, action), the business identity of an
+/// email, whatever `jobId` each request of it came with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmailFigures {
+    pub submitted: Submitted,
+    /// The distinct (order, action) pairs the run asked for: one email each.
+    pub order_emails: u64,
+    /// Emails sent (the run's ledger).
+    pub emails_sent: u64,
+    /// Emails beyond one per (order, action).
+    pub duplicate_emails: u64,
+    /// (order, action) pairs that got no email at all.
+    pub suppressed_emails: u64,
+    /// Submissions that were a client's retry under a NEW `jobId`.
+    pub new_jobid_retries: u64,
+    /// Submissions that repeated a `jobId` (plain redeliveries).
+    pub same_jobid_copies: u64,
+}
+
 /// `load` and `chaos`: what the clients sent and how fast it was answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadFigures {
@@ -156,6 +177,8 @@ pub enum Measured {
     Orders(OrderCounts),
     /// `retry-storm`.
     Storm(StormFigures),
+    /// `new-jobid`.
+    Emails(EmailFigures),
     /// `load`.
     Load(LoadFigures),
     /// `chaos`: a load, and whether each fault it was given ran (`None`: not given).
@@ -174,6 +197,7 @@ impl Measured {
             | Measured::Crashes(submitted)
             | Measured::Charges { submitted, .. } => Some(submitted),
             Measured::Storm(storm) => Some(&storm.submitted),
+            Measured::Emails(emails) => Some(&emails.submitted),
             Measured::Load(load) | Measured::Chaos { load, .. } => Some(&load.submitted),
             Measured::Totals | Measured::Orders(_) => None,
         }

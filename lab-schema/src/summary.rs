@@ -15,7 +15,8 @@ use serde_json::Value;
 use crate::Exercise;
 use crate::exercise::RECORD_SKIP;
 use crate::measured::{
-    LoadFigures, Measured, Measures, OrderCounts, StormFigures, Submitted, measures_of,
+    EmailFigures, LoadFigures, Measured, Measures, OrderCounts, StormFigures, Submitted,
+    measures_of,
 };
 
 fn yes() -> bool {
@@ -168,6 +169,21 @@ struct Wire {
     /// `retry-storm`: jobs with only transient failures moved to the dead letters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transient_dead_lettered: Option<u64>,
+    /// `new-jobid`: the (order, action) pairs asked for, the emails sent, those
+    /// beyond one per pair, and the pairs that got none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_emails: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emails_sent: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_emails: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_emails: Option<u64>,
+    /// `new-jobid`: retries sent under a new `jobId`, and copies of a `jobId` sent again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_jobid_retries: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_jobid_copies: Option<u64>,
     /// Submissions the API answered 202.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<u64>,
@@ -289,6 +305,15 @@ impl From<RunSummary> for Wire {
                 wire.declines = Some(storm.declines);
                 wire.transient_dead_lettered = Some(storm.transient_dead_lettered);
             }
+            Measured::Emails(e) => {
+                submitted(&mut wire, e.submitted);
+                wire.order_emails = Some(e.order_emails);
+                wire.emails_sent = Some(e.emails_sent);
+                wire.duplicate_emails = Some(e.duplicate_emails);
+                wire.suppressed_emails = Some(e.suppressed_emails);
+                wire.new_jobid_retries = Some(e.new_jobid_retries);
+                wire.same_jobid_copies = Some(e.same_jobid_copies);
+            }
             Measured::Load(l) => load(&mut wire, l),
             Measured::Chaos {
                 load: l,
@@ -357,6 +382,15 @@ impl From<Wire> for RunSummary {
                 declined_dead_lettered: wire.declined_dead_lettered.unwrap_or(0),
                 declines: wire.declines.unwrap_or(0),
                 transient_dead_lettered: wire.transient_dead_lettered.unwrap_or(0),
+            }),
+            Some(Measures::Emails) => Measured::Emails(EmailFigures {
+                submitted: submitted.clone(),
+                order_emails: wire.order_emails.unwrap_or(0),
+                emails_sent: wire.emails_sent.unwrap_or(0),
+                duplicate_emails: wire.duplicate_emails.unwrap_or(0),
+                suppressed_emails: wire.suppressed_emails.unwrap_or(0),
+                new_jobid_retries: wire.new_jobid_retries.unwrap_or(0),
+                same_jobid_copies: wire.same_jobid_copies.unwrap_or(0),
             }),
             Some(Measures::Load) => Measured::Load(load()),
             Some(Measures::Chaos) => Measured::Chaos {
@@ -461,6 +495,9 @@ impl RunSummary {
         if let Measured::Orders(orders) = &self.measured {
             return orders_verdict(orders);
         }
+        if let Measured::Emails(emails) = &self.measured {
+            return emails_verdict(emails);
+        }
         if self.lost_effects > 0 {
             if self.crashes > 0 {
                 return format!(
@@ -506,6 +543,39 @@ impl RunSummary {
             "{effects} for {jobs}, {} skipped{crashes}: exactly one effect per job",
             plural(self.duplicate_skips, "duplicate delivery")
         )
+    }
+}
+
+/// The verdict of `new-jobid`: one email per (order, action), whatever the
+/// `jobId`s. (Per `jobId` the numbers mislead here: a retry under a new
+/// `jobId` is a job of its own, whose right outcome is no email.)
+fn emails_verdict(e: &EmailFigures) -> String {
+    let sent = format!(
+        "{} for {} (order, action) pairs",
+        plural(e.emails_sent, "email"),
+        e.order_emails
+    );
+    let mut wrong = Vec::new();
+    if e.duplicate_emails > 0 {
+        wrong.push(format!(
+            "{} (a retry under a new jobId sent it again)",
+            plural(e.duplicate_emails, "duplicate email")
+        ));
+    }
+    if e.suppressed_emails > 0 {
+        wrong.push(format!(
+            "{} never sent (a different email of the order, or of another order, was taken for a duplicate)",
+            plural(e.suppressed_emails, "email")
+        ));
+    }
+    if wrong.is_empty() {
+        format!(
+            "{sent}, {} under a new jobId and {} of a jobId skipped: exactly one email per (order, action)",
+            plural(e.new_jobid_retries, "retry"),
+            plural(e.same_jobid_copies, "copy")
+        )
+    } else {
+        format!("{sent}: {} (the bug)", wrong.join(", "))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::effects;
 use crate::outcomes::Outcome;
 use crate::provider::{self, ProviderClient};
 pub use crate::provider::{Charge, Charged, ProviderError};
+pub use lab_schema::order_email::OrderEmail;
 
 /// Sets `KEYS[1]` to `ARGV[2]` (expiring after `ARGV[3]` seconds) only if it
 /// holds `ARGV[1]` now: one atomic step, so no other delivery can slip in between.
@@ -309,6 +310,14 @@ impl JobContext {
             delay,
             reason: reason.to_string(),
         }
+    }
+
+    /// Exercise 6: the order email this job asks for, read from its payload
+    /// (`job.payload`). A payload that is not an order email can never
+    /// succeed: the error dead-letters the delivery, with the reason.
+    pub fn order_email(&self, job: &Job) -> Result<OrderEmail, JobError> {
+        OrderEmail::from_text(&job.payload)
+            .map_err(|reason| self.dead_letter(&format!("not an order email: {reason}")))
     }
 
     /// The error that says "this can never succeed: stop delivering it" (see

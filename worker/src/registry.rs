@@ -23,6 +23,8 @@ pub mod crash_window;
 pub mod double_charge;
 #[path = "job.rs"]
 pub mod job;
+#[path = "order_email.rs"]
+pub mod order_email;
 #[path = "retry_policy.rs"]
 pub mod retry_policy;
 
@@ -66,6 +68,10 @@ fn row(exercise: Exercise) -> Row {
         Exercise::RetryStorm => Row {
             handle: |ctx, job| Box::pin(crate::retry_storm::process_job(ctx, job)),
             source: Some(include_bytes!("retry_policy.rs")),
+        },
+        Exercise::NewJobId => Row {
+            handle: |ctx, job| Box::pin(order_email::process_job(ctx, job)),
+            source: Some(include_bytes!("order_email.rs")),
         },
     }
 }

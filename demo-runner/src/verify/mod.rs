@@ -14,6 +14,7 @@
 pub(crate) mod crash_window;
 pub(crate) mod double_charge;
 pub(crate) mod duplicate_delivery;
+pub(crate) mod new_jobid;
 pub(crate) mod retried_post;
 pub(crate) mod retry_storm;
 pub(crate) mod traces;

@@ -1,0 +1,894 @@
+//! Exercise 6's checks (the new jobId: a claim keyed on the business identity
+//! of the email, the order and the action). Students need not edit this file.
+//!
+//! | check | what it sends | what it catches |
+//! |---|---|---|
+//! | `retry-new-jobid` | one email 5 times, in turn, each under a new jobId: first the jobId alone new, then the jobId and one more field of the request's noise (`requestId`, `requestedAtMs`, `retry`) | a key of the jobId; a key of the whole payload (or of any field new on every request) |
+//! | `different-action-sent` | an order's confirmation, then its shipped email | a key without the action (the order alone, the order and the customer) |
+//! | `other-order-sent` | the confirmations of two orders of one customer | a key without the order (the customer, the action) |
+//! | `fields-kept-apart` | 4 pairs of emails whose order and action make the same text when run together (no separator, or `-`), in either order | fields joined without a separator that cannot occur in them |
+//! | `redeliveries-skipped` | 6 emails, each jobId 6 times at once | the claim of exercise 1 broken (no claim, no `NX`, a key per delivery), skips not recorded |
+//! | `claim-expires` | (the first try's claim, as its trace shows it written) | a claim with no expiry, or shorter than the frontend's retries (an hour) |
+//!
+//! Each check judges the key the student's code claimed on every delivery
+//! (its trace: `SET <key> ...`, the first key it wrote), and names the keys:
+//! which field changed the key, which two emails got one key. The emails the
+//! ledger counted confirm it.
+
+use std::time::Duration;
+
+use lab_schema::Exercise;
+use lab_schema::exercise::RECORD_SKIP;
+use lab_schema::summary::plural;
+use lab_schema::trace::{Trace, human_ms};
+use serde_json::json;
+
+use super::traces::{claim_write, excerpt};
+use super::{Check, Grader, Mistake, Options, Report, wait_run};
+use crate::client::Api;
+use crate::new_jobid::{CONFIRMATION, Request, SHIPPED, submit_all};
+use crate::scenarios::{new_run_id, random};
+
+pub(super) const RETRY: &str = "retry-new-jobid";
+pub(super) const ACTION: &str = "different-action-sent";
+pub(super) const ORDER: &str = "other-order-sent";
+pub(super) const APART: &str = "fields-kept-apart";
+pub(super) const COPIES: &str = "redeliveries-skipped";
+pub(super) const EXPIRES: &str = "claim-expires";
+
+/// The checks, in the order they are printed.
+pub(super) const CHECKS: [&str; 6] = [RETRY, ACTION, ORDER, APART, COPIES, EXPIRES];
+
+/// This exercise's row in `verify`'s table ([`super::grader`]).
+pub(crate) const GRADER: Grader = Grader {
+    checks: &CHECKS,
+    verify: |api, options| Box::pin(verify(api, options)),
+};
+
+/// The frontend retries an email for up to an hour: a claim must outlive that.
+pub(crate) const MIN_CLAIM_TTL_MS: u64 = 3_600_000;
+/// Emails of `redeliveries-skipped`, and how many times each jobId is sent at once.
+const COPIES_EMAILS: usize = 6;
+const COPIES_EACH: u32 = 6;
+
+/// What changed from the first try, on each retry of `retry-new-jobid`.
+const RETRY_CHANGES: [&[&str]; 4] = [
+    &["jobId"],
+    &["jobId", "requestId"],
+    &["jobId", "requestedAtMs"],
+    &["jobId", "retry"],
+];
+
+/// What one request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sent {
+    pub request: Request,
+    /// Every delivery acknowledged in time.
+    pub done: bool,
+    pub emails: u64,
+    pub skips: u64,
+    /// Its deliveries' traces, oldest first.
+    pub traces: Vec<Trace>,
+}
+
+/// How one delivery claimed: the first key its code wrote, and the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub key: String,
+    /// The command, as sent (`SET k 1 NX EX 86400`).
+    pub command: String,
+    /// `NX` (or `SETNX`, or a script): only one delivery can win it.
+    pub exclusive: bool,
+    /// The expiry written (`Some(None)`: none; `None`: not known).
+    pub ttl_ms: Option<Option<u64>>,
+}
+
+impl Sent {
+    /// The claim of each delivery (`None`: it wrote none), oldest first.
+    pub(crate) fn claims(&self) -> Vec<Option<Claimed>> {
+        self.traces.iter().map(claimed).collect()
+    }
+
+    /// The key its first delivery claimed.
+    pub(crate) fn key(&self) -> Option<String> {
+        self.traces.first().and_then(claimed).map(|c| c.key)
+    }
+
+    fn identity(&self) -> String {
+        self.request.email.identity()
+    }
+
+    /// `ord-1 shipped` with the key it claimed, for a sentence.
+    fn with_key(&self) -> String {
+        match self.key() {
+            Some(key) => format!("{} claimed `{key}`", self.identity()),
+            None => format!("{} claimed no key", self.identity()),
+        }
+    }
+}
+
+/// The claim a delivery's code wrote first (see `traces::claim_write`).
+fn claimed(trace: &Trace) -> Option<Claimed> {
+    let write = claim_write(trace)?;
+    // The command that wrote it: the first write, as `claim_write` finds it.
+    let args = trace.commands().map(|(_, args, _)| args).find(|args| {
+        let name = args
+            .first()
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
+        matches!(
+            name.as_str(),
+            "SET" | "SETNX" | "SETEX" | "PSETEX" | "EVAL" | "EVALSHA"
+        )
+    })?;
+    let name = args[0].to_ascii_uppercase();
+    let exclusive = name == "SETNX"
+        || name.starts_with("EVAL")
+        || args.iter().skip(2).any(|a| a.eq_ignore_ascii_case("NX"));
+    Some(Claimed {
+        key: write.key,
+        command: args.join(" "),
+        exclusive,
+        ttl_ms: write.ttl_ms,
+    })
+}
+
+/// Everything the checks judge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Evidence {
+    /// The first try, then one retry per [`RETRY_CHANGES`].
+    pub retry: Vec<Sent>,
+    /// An order's confirmation, then its shipped email.
+    pub action: Vec<Sent>,
+    /// The confirmations of two orders of one customer.
+    pub order: Vec<Sent>,
+    /// Pairs of emails whose fields run together; the first of each sent first.
+    pub apart: Vec<(Sent, Sent)>,
+    /// Emails sent [`COPIES_EACH`] times under one jobId each, at once.
+    pub copies: Vec<Sent>,
+    /// How long a request was waited for.
+    pub waited_secs: u64,
+}
+
+/// The pairs of `fields-kept-apart`: two different emails (order, action)
+/// whose order id and action make the same text when joined without a
+/// separator, or with `-`, order first or action first. `t` makes the order
+/// ids the run's own.
+pub(crate) fn collision_pairs(t: &str) -> [((String, String), (String, String)); 4] {
+    let pair =
+        |o1: String, a1: &str, o2: String, a2: &str| ((o1, a1.to_string()), (o2, a2.to_string()));
+    [
+        // order + action: "ord-T-1" "2nd-reminder" = "ord-T-12" "nd-reminder"
+        pair(
+            format!("ord-{t}-1"),
+            "2nd-reminder",
+            format!("ord-{t}-12"),
+            "nd-reminder",
+        ),
+        // order - action: "ord-T-1" "-" "2-reminder" = "ord-T-1-2" "-" "reminder"
+        pair(
+            format!("ord-{t}-1"),
+            "2-reminder",
+            format!("ord-{t}-1-2"),
+            "reminder",
+        ),
+        // action + order: "reminder" "2ord-T-3" = "reminder2" "ord-T-3"
+        pair(
+            format!("2ord-{t}-3"),
+            "reminder",
+            format!("ord-{t}-3"),
+            "reminder2",
+        ),
+        // action - order: "reminder" "-" "2-ord-T-4" = "reminder-2" "-" "ord-T-4"
+        pair(
+            format!("2-ord-{t}-4"),
+            "reminder",
+            format!("ord-{t}-4"),
+            "reminder-2",
+        ),
+    ]
+}
+
+/// Sends the checks' emails and reads what came of them.
+async fn gather(api: &Api, options: &Options) -> anyhow::Result<Evidence> {
+    let t = format!("{:06x}", random() & 0xff_ffff);
+    let limit = Duration::from_secs(options.timeout_secs.max(10));
+    let customer = format!("cus-{t}");
+    let request = |job: &str, order: &str, action: &str| {
+        Request::new(format!("{job}-{t}"), order, action, &customer, 0)
+    };
+    // retry-new-jobid: each retry new in the jobId and (but the first) one more field.
+    let first = request("verify-retry-1", &format!("ord-{t}-r"), CONFIRMATION);
+    let mut retry = vec![first.clone()];
+    for (i, changes) in RETRY_CHANGES.iter().enumerate() {
+        let mut next = first.clone();
+        next.job_id = format!("verify-retry-{}-{t}", i + 2);
+        for change in changes.iter() {
+            match *change {
+                "requestId" => next.email.request_id = format!("{}-again", first.email.request_id),
+                "requestedAtMs" => next.email.requested_at_ms += 1_500 * (i as u64 + 1),
+                "retry" => next.email.retry += 1,
+                _ => {}
+            }
+        }
+        retry.push(next);
+    }
+    let order_a = format!("ord-{t}-a");
+    let action = vec![
+        request("verify-action-1", &order_a, CONFIRMATION),
+        request("verify-action-2", &order_a, SHIPPED),
+    ];
+    let order = vec![
+        request("verify-order-1", &format!("ord-{t}-b"), CONFIRMATION),
+        request("verify-order-2", &format!("ord-{t}-c"), CONFIRMATION),
+    ];
+    let mut apart = Vec::new();
+    for (i, ((o1, a1), (o2, a2))) in collision_pairs(&t).iter().enumerate() {
+        apart.push(request(&format!("verify-apart-{}a", i + 1), o1, a1));
+        apart.push(request(&format!("verify-apart-{}b", i + 1), o2, a2));
+    }
+    // The groups are independent emails: each in turn within its group, the
+    // groups side by side.
+    let (retry, action, order, apart) = tokio::try_join!(
+        in_turn(api, "verify-new-jobid-retry", retry, limit),
+        in_turn(api, "verify-new-jobid-action", action, limit),
+        in_turn(api, "verify-new-jobid-order", order, limit),
+        in_turn(api, "verify-new-jobid-apart", apart, limit),
+    )?;
+    let copies: Vec<Request> = (1..=COPIES_EMAILS)
+        .map(|n| {
+            let mut r = request(
+                &format!("verify-copies-{n}"),
+                &format!("ord-{t}-d{n}"),
+                CONFIRMATION,
+            );
+            r.copies = COPIES_EACH;
+            r
+        })
+        .collect();
+    let copies = at_once(api, "verify-new-jobid-copies", copies, limit).await?;
+    let mut pairs = Vec::new();
+    let mut apart = apart.into_iter();
+    while let (Some(a), Some(b)) = (apart.next(), apart.next()) {
+        pairs.push((a, b));
+    }
+    Ok(Evidence {
+        retry,
+        action,
+        order,
+        apart: pairs,
+        copies,
+        waited_secs: limit.as_secs(),
+    })
+}
+
+/// Sends `requests` one after the other, each once the one before was processed.
+async fn in_turn(
+    api: &Api,
+    scenario: &str,
+    requests: Vec<Request>,
+    limit: Duration,
+) -> anyhow::Result<Vec<Sent>> {
+    let run_id = new_run_id(scenario);
+    let mut sent = Vec::new();
+    let mut submitted = 0;
+    for request in requests {
+        submitted += submit_all(api, &run_id, std::slice::from_ref(&request))
+            .await?
+            .0;
+        let (_, done) = wait_run(api, &run_id, submitted, limit).await?;
+        sent.push(read(api, request, done).await?);
+    }
+    Ok(sent)
+}
+
+/// Sends every copy of every request at once, and waits for them all.
+async fn at_once(
+    api: &Api,
+    scenario: &str,
+    requests: Vec<Request>,
+    limit: Duration,
+) -> anyhow::Result<Vec<Sent>> {
+    let run_id = new_run_id(scenario);
+    let (submitted, _) = submit_all(api, &run_id, &requests).await?;
+    let (_, done) = wait_run(api, &run_id, submitted, limit).await?;
+    let mut sent = Vec::new();
+    for request in requests {
+        sent.push(read(api, request, done).await?);
+    }
+    Ok(sent)
+}
+
+/// What came of `request`: its job's record and its deliveries' traces.
+async fn read(api: &Api, request: Request, run_done: bool) -> anyhow::Result<Sent> {
+    let job = api.job(&request.job_id).await?;
+    let mut traces = api.job_trace(&request.job_id).await?;
+    traces.sort_by_key(|t| t.started_ms);
+    Ok(Sent {
+        done: run_done && job.deliveries_done + job.dead_lettered >= u64::from(request.copies),
+        request,
+        emails: job.effects,
+        skips: job.duplicate_skips,
+        traces,
+    })
+}
+
+async fn verify(api: &Api, options: &Options) -> anyhow::Result<Report> {
+    let evidence = gather(api, options).await?;
+    Ok(judge(&evidence))
+}
+
+/// The report of the evidence.
+pub(crate) fn judge(e: &Evidence) -> Report {
+    let retry = check_retry(e);
+    let retry_failed = !retry.passed;
+    let mut checks = vec![
+        retry,
+        check_action(e),
+        check_order(e),
+        check_apart(e),
+        check_copies(e),
+        check_expires(e),
+    ];
+    // With no claim at all, the later checks fail for the reason the first names.
+    let no_claim = checks[0]
+        .diagnosis
+        .as_ref()
+        .is_some_and(|d| d.code == "no-claim");
+    if retry_failed && no_claim {
+        for check in checks.iter_mut().skip(1) {
+            if check
+                .diagnosis
+                .as_ref()
+                .is_some_and(|d| d.code == "no-claim")
+            {
+                *check = check.clone().same_as(RETRY);
+            }
+        }
+    }
+    Report {
+        exercise: Exercise::NewJobId,
+        checks,
+        all_passed: "one email per (order, action): retries under new jobIds and plain duplicates skipped, every other email sent",
+    }
+}
+
+/// The mistakes this exercise's checks can name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ex6Mistake {
+    /// A request was not processed in time.
+    NotProcessed {
+        email: String,
+        waited_secs: u64,
+    },
+    /// No delivery of the email sent it.
+    NeverSent {
+        email: String,
+        tries: usize,
+    },
+    /// The first delivery wrote no claim before sending.
+    NoClaim {
+        email: String,
+    },
+    /// A retry that changed only `fields` claimed another key.
+    KeyFromJobId {
+        first: String,
+        retry: String,
+    },
+    KeyFromNoise {
+        fields: Vec<&'static str>,
+        first: String,
+        retry: String,
+    },
+    /// Every try claimed one key, and still more than one sent.
+    ClaimNotHeld {
+        key: String,
+        emails: u64,
+        commands: Vec<String>,
+    },
+    /// A different email got the first one's key and was skipped.
+    KeyWithoutAction {
+        order: String,
+        key: String,
+    },
+    KeyWithoutOrder {
+        first: String,
+        second: String,
+        key: String,
+    },
+    FieldsRunTogether {
+        first: String,
+        second: String,
+        key: String,
+    },
+    /// An email was skipped although its key differed.
+    WronglySkipped {
+        email: String,
+        key: Option<String>,
+        other: String,
+    },
+    /// Deliveries of one jobId sent more than once.
+    ClaimNotExclusive {
+        command: String,
+        emails: u64,
+    },
+    KeyPerDelivery {
+        keys: Vec<String>,
+        emails: u64,
+    },
+    DuplicatesSent {
+        email: String,
+        emails: u64,
+        copies: u32,
+    },
+    SkipNotRecorded {
+        skipped: u64,
+        recorded: u64,
+    },
+    ClaimNeverExpires {
+        key: String,
+    },
+    TtlTooShort {
+        key: String,
+        ttl_ms: u64,
+    },
+}
+
+impl Mistake for Ex6Mistake {
+    fn code(&self) -> &'static str {
+        use Ex6Mistake::*;
+        match self {
+            NotProcessed { .. } => "not-processed",
+            NeverSent { .. } => "email-never-sent",
+            NoClaim { .. } => "no-claim",
+            KeyFromJobId { .. } => "key-from-job-id",
+            KeyFromNoise { .. } => "key-from-request-noise",
+            ClaimNotHeld { .. } => "claim-not-held",
+            KeyWithoutAction { .. } => "key-without-action",
+            KeyWithoutOrder { .. } => "key-without-order",
+            FieldsRunTogether { .. } => "fields-run-together",
+            WronglySkipped { .. } => "wrongly-skipped",
+            ClaimNotExclusive { .. } => "claim-not-exclusive",
+            KeyPerDelivery { .. } => "key-per-delivery",
+            DuplicatesSent { .. } => "duplicates-sent",
+            SkipNotRecorded { .. } => "skip-not-recorded",
+            ClaimNeverExpires { .. } => "claim-never-expires",
+            TtlTooShort { .. } => "ttl-too-short",
+        }
+    }
+
+    fn message(&self) -> String {
+        use Ex6Mistake::*;
+        match self {
+            NotProcessed { email, waited_secs } => format!(
+                "{email} was not processed within {waited_secs} s: is a worker running (`./lab status`), and does `process_job` return?"
+            ),
+            NeverSent { email, tries } => format!(
+                "none of the {} of {email} sent it: the first must send (see what your code did below)",
+                plural(*tries as u64, "delivery")
+            ),
+            NoClaim { email } => format!(
+                "the first delivery of {email} wrote no claim before sending: claim the email's key with `SET <key> 1 NX EX <ttl>` first, as exercise 1 does"
+            ),
+            KeyFromJobId { first, retry } => format!(
+                "a retry that changed nothing but the jobId claimed a new key: `{first}`, then `{retry}`: your key is built from the jobId, which the frontend makes new on every retry, so every retry sends the email again. Build it from the order and the action"
+            ),
+            KeyFromNoise {
+                fields,
+                first,
+                retry,
+            } => format!(
+                "your key changed when only the {} of the request changed: `{first}`, then `{retry}`. That is new on every request, so every retry looks like a new email (a hash of the whole payload has it too). Build the key from the fields that say which email it is: the order and the action",
+                fields.join(" and the ")
+            ),
+            ClaimNotHeld {
+                key,
+                emails,
+                commands,
+            } => format!(
+                "every try claimed `{key}`, and still {emails} emails went out: the claim did not stop them ({})",
+                commands.join("; ")
+            ),
+            KeyWithoutAction { order, key } => format!(
+                "{order}'s shipped email claimed `{key}`, the key its confirmation had already claimed, and was skipped: the key does not say which email of the order it is. Put the action in it"
+            ),
+            KeyWithoutOrder { first, second, key } => format!(
+                "{second} claimed `{key}`, the key {first} had already claimed, and was skipped: the key does not say which order it is for (one customer, two orders). Put the order id in it"
+            ),
+            FieldsRunTogether { first, second, key } => format!(
+                "{first} and {second} are two different emails, and both claimed `{key}`: the second was never sent. Their fields run together into the same text; put a separator between them that cannot occur inside them (`:`; order ids and actions are letters, digits and `-` only), or hash the fields with one"
+            ),
+            WronglySkipped { email, key, other } => format!(
+                "{email} was skipped as a duplicate of {other}, though it claimed {}: see what your code did below",
+                key.as_deref()
+                    .map_or("no key".to_string(), |k| format!("`{k}`"))
+            ),
+            ClaimNotExclusive { command, emails } => format!(
+                "{emails} deliveries of one jobId sent the email: each claimed with `{command}`, which succeeds every time without NX. Claim with `SET <key> 1 NX EX <ttl>`"
+            ),
+            KeyPerDelivery { keys, emails } => format!(
+                "{emails} deliveries of one jobId (one payload) sent the email, each claiming a key of its own ({}): the key must be the same for every delivery of an email",
+                keys.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            DuplicatesSent {
+                email,
+                emails,
+                copies,
+            } => format!(
+                "{copies} deliveries of {email} under one jobId sent {emails} emails: see what your code did below"
+            ),
+            SkipNotRecorded { skipped, recorded } => format!(
+                "{skipped} duplicate deliveries sent nothing, but only {recorded} were recorded as skipped: call {RECORD_SKIP} when the claim fails"
+            ),
+            ClaimNeverExpires { key } => format!(
+                "your claim `{key}` never expires: every email ever sent keeps a key in Redis forever. Give it a TTL (EX), longer than the frontend's retries (an hour): `ctx.idempotency_ttl_secs` is a day"
+            ),
+            TtlTooShort { key, ttl_ms } => format!(
+                "your claim `{key}` expires after {}: the frontend retries for up to an hour, and a retry after the claim expired sends the email again. Give it at least an hour (`ctx.idempotency_ttl_secs` is a day)",
+                human_ms(*ttl_ms)
+            ),
+        }
+    }
+}
+
+/// The first request not processed in time, as a mistake.
+fn unprocessed<'a>(
+    sent: impl IntoIterator<Item = &'a Sent>,
+    waited_secs: u64,
+) -> Option<Ex6Mistake> {
+    sent.into_iter()
+        .find(|s| !s.done)
+        .map(|s| Ex6Mistake::NotProcessed {
+            email: format!("{} (job {})", s.identity(), s.request.job_id),
+            waited_secs,
+        })
+}
+
+/// The trace lines of `sent`'s deliveries, for the student.
+fn lines_of(sent: &[&Sent], max: usize) -> Vec<String> {
+    let traces: Vec<&Trace> = sent.iter().flat_map(|s| s.traces.iter()).collect();
+    excerpt(&traces, max)
+}
+
+fn check_retry(e: &Evidence) -> Check {
+    let sent = &e.retry;
+    let emails: u64 = sent.iter().map(|s| s.emails).sum();
+    let skips: u64 = sent.iter().map(|s| s.skips).sum();
+    let numbers = format!(
+        "one email tried {} times, each retry under a new jobId: {}, {} skipped",
+        sent.len(),
+        plural(emails, "email"),
+        skips
+    );
+    let data = json!({
+        "tries": sent.len(),
+        "emails": emails,
+        "skips": skips,
+        "keys": sent.iter().map(Sent::key).collect::<Vec<_>>(),
+    });
+    let mistake = unprocessed(sent, e.waited_secs).or_else(|| {
+        let first = sent.first()?;
+        if emails == 0 {
+            return Some(Ex6Mistake::NeverSent {
+                email: first.identity(),
+                tries: sent.len(),
+            });
+        }
+        if emails == 1 {
+            return None;
+        }
+        let Some(k0) = first.key() else {
+            return Some(Ex6Mistake::NoClaim {
+                email: first.identity(),
+            });
+        };
+        // Which fields, changed alone with the jobId, changed the key.
+        let changed: Vec<(&[&str], String)> = RETRY_CHANGES
+            .iter()
+            .zip(&sent[1..])
+            .filter_map(|(changes, s)| s.key().filter(|k| *k != k0).map(|k| (*changes, k)))
+            .collect();
+        if let Some((_, k1)) = changed.iter().find(|(c, _)| c.len() == 1) {
+            return Some(Ex6Mistake::KeyFromJobId {
+                first: k0,
+                retry: k1.clone(),
+            });
+        }
+        if let Some((_, k)) = changed.first() {
+            return Some(Ex6Mistake::KeyFromNoise {
+                fields: changed.iter().map(|(c, _)| c[1]).collect(),
+                first: k0,
+                retry: k.clone(),
+            });
+        }
+        Some(Ex6Mistake::ClaimNotHeld {
+            key: k0,
+            emails,
+            commands: sent
+                .iter()
+                .flat_map(Sent::claims)
+                .flatten()
+                .map(|c| c.command)
+                .take(3)
+                .collect(),
+        })
+    });
+    let shown: Vec<&Sent> = sent.iter().filter(|s| s.emails > 0).take(2).collect();
+    Check::judged(
+        RETRY,
+        numbers,
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        data,
+    )
+    .with_trace(lines_of(&shown, 14))
+}
+
+/// `first` then `second`, two different emails: both must be sent. `same_key`
+/// names the mistake when the second claimed the first's key and was skipped.
+fn check_both_sent(
+    name: &'static str,
+    what: &str,
+    first: &Sent,
+    second: &Sent,
+    waited_secs: u64,
+    same_key: impl Fn(String) -> Ex6Mistake,
+) -> (Option<Ex6Mistake>, String, serde_json::Value) {
+    let numbers = format!("{what}: {} and {}", emails_of(first), emails_of(second));
+    let data = json!({
+        "check": name,
+        "first": { "email": first.identity(), "emails": first.emails, "key": first.key() },
+        "second": { "email": second.identity(), "emails": second.emails, "key": second.key() },
+    });
+    let mistake = unprocessed([first, second], waited_secs).or_else(|| {
+        for sent in [first, second] {
+            if sent.emails == 0 && sent.skips == 0 {
+                return Some(Ex6Mistake::NeverSent {
+                    email: sent.identity(),
+                    tries: sent.traces.len().max(1),
+                });
+            }
+        }
+        if first.emails == 0 {
+            return Some(Ex6Mistake::WronglySkipped {
+                email: first.identity(),
+                key: first.key(),
+                other: "an email sent before it".to_string(),
+            });
+        }
+        if second.emails > 0 {
+            return None;
+        }
+        match (first.key(), second.key()) {
+            (Some(k1), Some(k2)) if k1 == k2 => Some(same_key(k1)),
+            (_, key) => Some(Ex6Mistake::WronglySkipped {
+                email: second.identity(),
+                key,
+                other: first.with_key(),
+            }),
+        }
+    });
+    (mistake, numbers, data)
+}
+
+fn emails_of(sent: &Sent) -> String {
+    format!("{} {}", sent.identity(), plural(sent.emails, "email"))
+}
+
+fn check_action(e: &Evidence) -> Check {
+    let [first, second] = [&e.action[0], &e.action[1]];
+    let (mistake, numbers, data) = check_both_sent(
+        ACTION,
+        "an order's confirmation, then its shipped email",
+        first,
+        second,
+        e.waited_secs,
+        |key| Ex6Mistake::KeyWithoutAction {
+            order: second.request.email.order_id.clone(),
+            key,
+        },
+    );
+    Check::judged(
+        ACTION,
+        numbers,
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        data,
+    )
+    .with_trace(lines_of(&[first, second], 14))
+}
+
+fn check_order(e: &Evidence) -> Check {
+    let [first, second] = [&e.order[0], &e.order[1]];
+    let (mistake, numbers, data) = check_both_sent(
+        ORDER,
+        "one customer's two orders, a confirmation each",
+        first,
+        second,
+        e.waited_secs,
+        |key| Ex6Mistake::KeyWithoutOrder {
+            first: first.identity(),
+            second: second.identity(),
+            key,
+        },
+    );
+    Check::judged(
+        ORDER,
+        numbers,
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        data,
+    )
+    .with_trace(lines_of(&[first, second], 14))
+}
+
+fn check_apart(e: &Evidence) -> Check {
+    let emails: u64 = e.apart.iter().map(|(a, b)| a.emails + b.emails).sum();
+    let mut keys: Vec<String> = e
+        .apart
+        .iter()
+        .flat_map(|(a, b)| [a.key(), b.key()])
+        .flatten()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let numbers = format!(
+        "{} pairs of emails whose order and action run together into the same text: {} of {} sent, {} different keys",
+        e.apart.len(),
+        emails,
+        e.apart.len() * 2,
+        keys.len()
+    );
+    let mut found = None;
+    for (first, second) in &e.apart {
+        let (mistake, _, _) = check_both_sent(APART, "", first, second, e.waited_secs, |key| {
+            Ex6Mistake::FieldsRunTogether {
+                first: first.identity(),
+                second: second.identity(),
+                key,
+            }
+        });
+        if let Some(mistake) = mistake {
+            found = Some((mistake, [first, second]));
+            break;
+        }
+    }
+    let data = json!({ "pairs": e.apart.len(), "emails": emails, "keys": keys.len() });
+    let shown = found
+        .as_ref()
+        .map(|(_, pair)| lines_of(pair, 14))
+        .unwrap_or_default();
+    let mistake = found.map(|(m, _)| m);
+    Check::judged(
+        APART,
+        numbers,
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        data,
+    )
+    .with_trace(shown)
+}
+
+fn check_copies(e: &Evidence) -> Check {
+    let emails: u64 = e.copies.iter().map(|s| s.emails).sum();
+    let skips: u64 = e.copies.iter().map(|s| s.skips).sum();
+    let submitted: u64 = e.copies.iter().map(|s| u64::from(s.request.copies)).sum();
+    let numbers = format!(
+        "{} emails, each jobId delivered {} times at once: {} sent, {} skipped",
+        e.copies.len(),
+        COPIES_EACH,
+        plural(emails, "email"),
+        skips
+    );
+    let data = json!({ "emails": emails, "skips": skips, "deliveries": submitted });
+    let mut shown = Vec::new();
+    let mistake = unprocessed(&e.copies, e.waited_secs).or_else(|| {
+        if let Some(lost) = e.copies.iter().find(|s| s.emails == 0) {
+            shown = lines_of(&[lost], 14);
+            return Some(Ex6Mistake::NeverSent {
+                email: lost.identity(),
+                tries: lost.request.copies as usize,
+            });
+        }
+        if let Some(many) = e.copies.iter().find(|s| s.emails > 1) {
+            shown = lines_of(&[many], 20);
+            let claims: Vec<Claimed> = many.claims().into_iter().flatten().collect();
+            if claims.is_empty() {
+                return Some(Ex6Mistake::NoClaim {
+                    email: many.identity(),
+                });
+            }
+            if let Some(open) = claims.iter().find(|c| !c.exclusive) {
+                return Some(Ex6Mistake::ClaimNotExclusive {
+                    command: open.command.clone(),
+                    emails: many.emails,
+                });
+            }
+            let mut keys: Vec<String> = claims.iter().map(|c| c.key.clone()).collect();
+            keys.dedup();
+            if keys.len() > 1 {
+                keys.truncate(3);
+                return Some(Ex6Mistake::KeyPerDelivery {
+                    keys,
+                    emails: many.emails,
+                });
+            }
+            return Some(Ex6Mistake::DuplicatesSent {
+                email: many.identity(),
+                emails: many.emails,
+                copies: many.request.copies,
+            });
+        }
+        let duplicates = submitted - e.copies.len() as u64;
+        (skips < duplicates).then_some(Ex6Mistake::SkipNotRecorded {
+            skipped: duplicates,
+            recorded: skips,
+        })
+    });
+    Check::judged(
+        COPIES,
+        numbers,
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        data,
+    )
+    .with_trace(shown)
+}
+
+fn check_expires(e: &Evidence) -> Check {
+    let claim = e
+        .retry
+        .iter()
+        .chain(&e.action)
+        .chain(&e.order)
+        .filter(|s| s.emails > 0)
+        .find_map(|s| s.traces.first().and_then(claimed));
+    let (numbers, mistake) = match &claim {
+        None => (
+            "no claim written by a delivery that sent its email".to_string(),
+            e.retry
+                .first()
+                .filter(|s| s.done)
+                .map(|s| Ex6Mistake::NoClaim {
+                    email: s.identity(),
+                }),
+        ),
+        Some(c) => match c.ttl_ms {
+            Some(None) => (
+                format!("`{}` written with no expiry", c.key),
+                Some(Ex6Mistake::ClaimNeverExpires { key: c.key.clone() }),
+            ),
+            Some(Some(ms)) if ms < MIN_CLAIM_TTL_MS => (
+                format!("`{}` written with a TTL of {}", c.key, human_ms(ms)),
+                Some(Ex6Mistake::TtlTooShort {
+                    key: c.key.clone(),
+                    ttl_ms: ms,
+                }),
+            ),
+            Some(Some(ms)) => (
+                format!(
+                    "`{}` written with a TTL of {} (at least an hour)",
+                    c.key,
+                    human_ms(ms)
+                ),
+                None,
+            ),
+            // A script wrote it: its expiry is not in the arguments.
+            None => (
+                format!(
+                    "`{}` written by a script; its expiry is not in the trace",
+                    c.key
+                ),
+                None,
+            ),
+        },
+    };
+    let data = json!({
+        "key": claim.as_ref().map(|c| c.key.clone()),
+        "ttl_ms": claim.as_ref().and_then(|c| c.ttl_ms.flatten()),
+    });
+    Check::judged(
+        EXPIRES,
+        numbers,
+        mistake.as_ref().map(|m| m as &dyn Mistake),
+        data,
+    )
+}

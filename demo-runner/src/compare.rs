@@ -163,6 +163,9 @@ fn verdict(before: &Saved, after: &Saved) -> (bool, String) {
     if let (Measured::Orders(b), Measured::Orders(a)) = (&b.measured, &a.measured) {
         return orders_verdict(b, a);
     }
+    if let (Measured::Emails(b), Measured::Emails(a)) = (&b.measured, &a.measured) {
+        return emails_verdict(b, a);
+    }
     let mut note = String::new();
     if (b.unique_jobs, b.total_submissions) != (a.unique_jobs, a.total_submissions) {
         note = format!(
@@ -284,6 +287,39 @@ fn orders_verdict(b: &OrderCounts, a: &OrderCounts) -> (bool, String) {
             plural(created, "order"),
             plural(a.replays, "replayed answer"),
             plural(before_extra, "extra order")
+        ),
+    )
+}
+
+/// `new-jobid` before and after: one email per (order, action), none lost.
+/// (Per `jobId` the numbers mislead: a retry under a new jobId is right to
+/// send nothing.)
+fn emails_verdict(
+    before: &lab_schema::measured::EmailFigures,
+    after: &lab_schema::measured::EmailFigures,
+) -> (bool, String) {
+    let figures = format!(
+        "duplicate emails {} -> {}, emails never sent {} -> {}",
+        before.duplicate_emails,
+        after.duplicate_emails,
+        before.suppressed_emails,
+        after.suppressed_emails
+    );
+    if after.duplicate_emails > 0 || after.suppressed_emails > 0 {
+        return (
+            false,
+            format!(
+                "still broken: {} for {} (order, action) pairs: {figures}",
+                plural(after.emails_sent, "email"),
+                after.order_emails
+            ),
+        );
+    }
+    (
+        true,
+        format!(
+            "fixed: {figures}; one email per (order, action), {} under a new jobId skipped",
+            plural(after.new_jobid_retries, "retry")
         ),
     )
 }

@@ -97,14 +97,6 @@ impl Sent {
     fn identity(&self) -> String {
         self.request.email.identity()
     }
-
-    /// `ord-1 shipped` with the key it claimed, for a sentence.
-    fn with_key(&self) -> String {
-        match self.key() {
-            Some(key) => format!("{} claimed `{key}`", self.identity()),
-            None => format!("{} claimed no key", self.identity()),
-        }
-    }
 }
 
 /// The claim a delivery's code wrote first (see `traces::claim_write`).
@@ -150,10 +142,58 @@ pub(crate) struct Evidence {
     pub waited_secs: u64,
 }
 
+impl Evidence {
+    /// Every request the checks sent.
+    fn all(&self) -> impl Iterator<Item = &Sent> {
+        self.retry
+            .iter()
+            .chain(&self.action)
+            .chain(&self.order)
+            .chain(self.apart.iter().flat_map(|(a, b)| [a, b]))
+            .chain(&self.copies)
+    }
+
+    /// Another email (not a try of `sent`'s own) that was sent under the key
+    /// `sent` claimed: what `sent` was taken for a duplicate of.
+    fn holder_of(&self, sent: &Sent) -> Option<&Sent> {
+        let key = sent.key()?;
+        self.all().find(|other| {
+            other.identity() != sent.identity()
+                && other.emails > 0
+                && other.key().as_deref() == Some(key.as_str())
+        })
+    }
+
+    /// Why `skipped` was not sent: the email that holds its key, and what the
+    /// two differ in (the fields the key lacks, or runs together); `None`
+    /// when no other email holds it.
+    fn why_skipped(&self, skipped: &Sent) -> Option<Ex6Mistake> {
+        let holder = self.holder_of(skipped)?;
+        let key = holder.key()?;
+        let (a, b) = (&holder.request.email, &skipped.request.email);
+        let (first, second) = (holder.identity(), skipped.identity());
+        Some(match (a.order_id == b.order_id, a.action == b.action) {
+            (true, _) => Ex6Mistake::KeyWithoutAction {
+                order: b.order_id.clone(),
+                first,
+                second,
+                key,
+            },
+            (false, true) => Ex6Mistake::KeyWithoutOrder { first, second, key },
+            // Both differ: either the key names neither, or it runs them together.
+            (false, false) if !key.contains(&a.order_id) && !key.contains(&b.order_id) => {
+                Ex6Mistake::KeyWithoutOrder { first, second, key }
+            }
+            (false, false) => Ex6Mistake::FieldsRunTogether { first, second, key },
+        })
+    }
+}
+
 /// The pairs of `fields-kept-apart`: two different emails (order, action)
 /// whose order id and action make the same text when joined without a
 /// separator, or with `-`, order first or action first. `t` makes the order
-/// ids the run's own.
+/// ids the run's own; no two emails share an order, so that a key of the
+/// order alone passes.
 pub(crate) fn collision_pairs(t: &str) -> [((String, String), (String, String)); 4] {
     let pair =
         |o1: String, a1: &str, o2: String, a2: &str| ((o1, a1.to_string()), (o2, a2.to_string()));
@@ -165,11 +205,11 @@ pub(crate) fn collision_pairs(t: &str) -> [((String, String), (String, String));
             format!("ord-{t}-12"),
             "nd-reminder",
         ),
-        // order - action: "ord-T-1" "-" "2-reminder" = "ord-T-1-2" "-" "reminder"
+        // order - action: "ord-T-5" "-" "2-reminder" = "ord-T-5-2" "-" "reminder"
         pair(
-            format!("ord-{t}-1"),
+            format!("ord-{t}-5"),
             "2-reminder",
-            format!("ord-{t}-1-2"),
+            format!("ord-{t}-5-2"),
             "reminder",
         ),
         // action + order: "reminder" "2ord-T-3" = "reminder2" "ord-T-3"
@@ -189,16 +229,32 @@ pub(crate) fn collision_pairs(t: &str) -> [((String, String), (String, String));
     ]
 }
 
-/// Sends the checks' emails and reads what came of them.
-async fn gather(api: &Api, options: &Options) -> anyhow::Result<Evidence> {
-    let t = format!("{:06x}", random() & 0xff_ffff);
-    let limit = Duration::from_secs(options.timeout_secs.max(10));
-    let customer = format!("cus-{t}");
-    let request = |job: &str, order: &str, action: &str| {
-        Request::new(format!("{job}-{t}"), order, action, &customer, 0)
+/// The emails of each check, before they are sent (`t`: the run's own digits).
+#[derive(Debug, Clone)]
+pub(crate) struct Planned {
+    pub retry: Vec<Request>,
+    pub action: Vec<Request>,
+    pub order: Vec<Request>,
+    /// The pairs, one after the other.
+    pub apart: Vec<Request>,
+    pub copies: Vec<Request>,
+}
+
+pub(crate) fn planned(t: &str) -> Planned {
+    // Each group of emails has a customer of its own (but `other-order-sent`'s
+    // two orders, which share one): a key of the customer must not make one
+    // check's emails collide with another's.
+    let request = |job: &str, order: &str, action: &str, customer: &str| {
+        Request::new(
+            format!("{job}-{t}"),
+            order,
+            action,
+            &format!("cus-{t}-{customer}"),
+            0,
+        )
     };
     // retry-new-jobid: each retry new in the jobId and (but the first) one more field.
-    let first = request("verify-retry-1", &format!("ord-{t}-r"), CONFIRMATION);
+    let first = request("verify-retry-1", &format!("ord-{t}-r"), CONFIRMATION, "r");
     let mut retry = vec![first.clone()];
     for (i, changes) in RETRY_CHANGES.iter().enumerate() {
         let mut next = first.clone();
@@ -215,48 +271,80 @@ async fn gather(api: &Api, options: &Options) -> anyhow::Result<Evidence> {
     }
     let order_a = format!("ord-{t}-a");
     let action = vec![
-        request("verify-action-1", &order_a, CONFIRMATION),
-        request("verify-action-2", &order_a, SHIPPED),
+        request("verify-action-1", &order_a, CONFIRMATION, "a"),
+        request("verify-action-2", &order_a, SHIPPED, "a"),
     ];
     let order = vec![
-        request("verify-order-1", &format!("ord-{t}-b"), CONFIRMATION),
-        request("verify-order-2", &format!("ord-{t}-c"), CONFIRMATION),
+        request("verify-order-1", &format!("ord-{t}-b"), CONFIRMATION, "b"),
+        request("verify-order-2", &format!("ord-{t}-c"), CONFIRMATION, "b"),
     ];
     let mut apart = Vec::new();
-    for (i, ((o1, a1), (o2, a2))) in collision_pairs(&t).iter().enumerate() {
-        apart.push(request(&format!("verify-apart-{}a", i + 1), o1, a1));
-        apart.push(request(&format!("verify-apart-{}b", i + 1), o2, a2));
+    for (i, ((o1, a1), (o2, a2))) in collision_pairs(t).iter().enumerate() {
+        let customer = format!("p{}", i + 1);
+        apart.push(request(
+            &format!("verify-apart-{}a", i + 1),
+            o1,
+            a1,
+            &customer,
+        ));
+        apart.push(request(
+            &format!("verify-apart-{}b", i + 1),
+            o2,
+            a2,
+            &customer,
+        ));
     }
-    // The groups are independent emails: each in turn within its group, the
-    // groups side by side.
-    let (retry, action, order, apart) = tokio::try_join!(
-        in_turn(api, "verify-new-jobid-retry", retry, limit),
-        in_turn(api, "verify-new-jobid-action", action, limit),
-        in_turn(api, "verify-new-jobid-order", order, limit),
-        in_turn(api, "verify-new-jobid-apart", apart, limit),
-    )?;
-    let copies: Vec<Request> = (1..=COPIES_EMAILS)
+    let copies = (1..=COPIES_EMAILS)
         .map(|n| {
             let mut r = request(
                 &format!("verify-copies-{n}"),
                 &format!("ord-{t}-d{n}"),
                 CONFIRMATION,
+                &format!("d{n}"),
             );
             r.copies = COPIES_EACH;
             r
         })
         .collect();
-    let copies = at_once(api, "verify-new-jobid-copies", copies, limit).await?;
+    Planned {
+        retry,
+        action,
+        order,
+        apart,
+        copies,
+    }
+}
+
+/// Pairs the `fields-kept-apart` emails as they were sent.
+fn in_pairs(apart: Vec<Sent>) -> Vec<(Sent, Sent)> {
     let mut pairs = Vec::new();
     let mut apart = apart.into_iter();
     while let (Some(a), Some(b)) = (apart.next(), apart.next()) {
         pairs.push((a, b));
     }
+    pairs
+}
+
+/// Sends the checks' emails and reads what came of them.
+async fn gather(api: &Api, options: &Options) -> anyhow::Result<Evidence> {
+    // Digits of a fixed width: the handout's outputs mask digits.
+    let t = format!("{:08}", random() % 100_000_000);
+    let limit = Duration::from_secs(options.timeout_secs.max(10));
+    let plan = planned(&t);
+    // The groups are independent emails: each in turn within its group, the
+    // groups side by side.
+    let (retry, action, order, apart) = tokio::try_join!(
+        in_turn(api, "verify-new-jobid-retry", plan.retry, limit),
+        in_turn(api, "verify-new-jobid-action", plan.action, limit),
+        in_turn(api, "verify-new-jobid-order", plan.order, limit),
+        in_turn(api, "verify-new-jobid-apart", plan.apart, limit),
+    )?;
+    let copies = at_once(api, "verify-new-jobid-copies", plan.copies, limit).await?;
     Ok(Evidence {
         retry,
         action,
         order,
-        apart: pairs,
+        apart: in_pairs(apart),
         copies,
         waited_secs: limit.as_secs(),
     })
@@ -386,9 +474,11 @@ enum Ex6Mistake {
         emails: u64,
         commands: Vec<String>,
     },
-    /// A different email got the first one's key and was skipped.
+    /// A different email (`second`) claimed the key `first` held, and was skipped.
     KeyWithoutAction {
         order: String,
+        first: String,
+        second: String,
         key: String,
     },
     KeyWithoutOrder {
@@ -401,11 +491,10 @@ enum Ex6Mistake {
         second: String,
         key: String,
     },
-    /// An email was skipped although its key differed.
+    /// An email was skipped, and no other email holds its key.
     WronglySkipped {
         email: String,
         key: Option<String>,
-        other: String,
     },
     /// Deliveries of one jobId sent more than once.
     ClaimNotExclusive {
@@ -489,17 +578,22 @@ impl Mistake for Ex6Mistake {
                 "every try claimed `{key}`, and still {emails} emails went out: the claim did not stop them ({})",
                 commands.join("; ")
             ),
-            KeyWithoutAction { order, key } => format!(
-                "{order}'s shipped email claimed `{key}`, the key its confirmation had already claimed, and was skipped: the key does not say which email of the order it is. Put the action in it"
+            KeyWithoutAction {
+                order,
+                first,
+                second,
+                key,
+            } => format!(
+                "{second} claimed `{key}`, the key {first} had already claimed, and was skipped: the key does not say which email of {order} it is (the action). Put the action in it"
             ),
             KeyWithoutOrder { first, second, key } => format!(
-                "{second} claimed `{key}`, the key {first} had already claimed, and was skipped: the key does not say which order it is for (one customer, two orders). Put the order id in it"
+                "{second} claimed `{key}`, the key {first} had already claimed, and was skipped: the key does not say which order it is for. Put the order id in it"
             ),
             FieldsRunTogether { first, second, key } => format!(
                 "{first} and {second} are two different emails, and both claimed `{key}`: the second was never sent. Their fields run together into the same text; put a separator between them that cannot occur inside them (`:`; order ids and actions are letters, digits and `-` only), or hash the fields with one"
             ),
-            WronglySkipped { email, key, other } => format!(
-                "{email} was skipped as a duplicate of {other}, though it claimed {}: see what your code did below",
+            WronglySkipped { email, key } => format!(
+                "{email} was skipped as a duplicate, though no other email was sent under the key it claimed ({}): see what your code did below",
                 key.as_deref()
                     .map_or("no key".to_string(), |k| format!("`{k}`"))
             ),
@@ -629,12 +723,11 @@ fn check_retry(e: &Evidence) -> Check {
 /// `first` then `second`, two different emails: both must be sent. `same_key`
 /// names the mistake when the second claimed the first's key and was skipped.
 fn check_both_sent(
+    e: &Evidence,
     name: &'static str,
     what: &str,
     first: &Sent,
     second: &Sent,
-    waited_secs: u64,
-    same_key: impl Fn(String) -> Ex6Mistake,
 ) -> (Option<Ex6Mistake>, String, serde_json::Value) {
     let numbers = format!("{what}: {} and {}", emails_of(first), emails_of(second));
     let data = json!({
@@ -642,35 +735,35 @@ fn check_both_sent(
         "first": { "email": first.identity(), "emails": first.emails, "key": first.key() },
         "second": { "email": second.identity(), "emails": second.emails, "key": second.key() },
     });
-    let mistake = unprocessed([first, second], waited_secs).or_else(|| {
-        for sent in [first, second] {
-            if sent.emails == 0 && sent.skips == 0 {
-                return Some(Ex6Mistake::NeverSent {
-                    email: sent.identity(),
-                    tries: sent.traces.len().max(1),
-                });
-            }
-        }
-        if first.emails == 0 {
-            return Some(Ex6Mistake::WronglySkipped {
-                email: first.identity(),
-                key: first.key(),
-                other: "an email sent before it".to_string(),
+    let mistake = unprocessed([first, second], e.waited_secs).or_else(|| {
+        let skipped = [first, second].into_iter().find(|s| s.emails == 0)?;
+        if skipped.skips == 0 {
+            return Some(Ex6Mistake::NeverSent {
+                email: skipped.identity(),
+                tries: skipped.traces.len().max(1),
             });
         }
-        if second.emails > 0 {
-            return None;
-        }
-        match (first.key(), second.key()) {
-            (Some(k1), Some(k2)) if k1 == k2 => Some(same_key(k1)),
-            (_, key) => Some(Ex6Mistake::WronglySkipped {
-                email: second.identity(),
-                key,
-                other: first.with_key(),
-            }),
-        }
+        Some(
+            e.why_skipped(skipped)
+                .unwrap_or(Ex6Mistake::WronglySkipped {
+                    email: skipped.identity(),
+                    key: skipped.key(),
+                }),
+        )
     });
     (mistake, numbers, data)
+}
+
+/// The traces that show why one of `first` and `second` was not sent: the
+/// email that holds its key, then its own.
+fn shown(e: &Evidence, first: &Sent, second: &Sent) -> Vec<String> {
+    match [first, second].into_iter().find(|s| s.emails == 0) {
+        Some(skipped) => match e.holder_of(skipped) {
+            Some(holder) => lines_of(&[holder, skipped], 14),
+            None => lines_of(&[skipped], 14),
+        },
+        None => lines_of(&[first, second], 14),
+    }
 }
 
 fn emails_of(sent: &Sent) -> String {
@@ -680,15 +773,11 @@ fn emails_of(sent: &Sent) -> String {
 fn check_action(e: &Evidence) -> Check {
     let [first, second] = [&e.action[0], &e.action[1]];
     let (mistake, numbers, data) = check_both_sent(
+        e,
         ACTION,
         "an order's confirmation, then its shipped email",
         first,
         second,
-        e.waited_secs,
-        |key| Ex6Mistake::KeyWithoutAction {
-            order: second.request.email.order_id.clone(),
-            key,
-        },
     );
     Check::judged(
         ACTION,
@@ -696,22 +785,17 @@ fn check_action(e: &Evidence) -> Check {
         mistake.as_ref().map(|m| m as &dyn Mistake),
         data,
     )
-    .with_trace(lines_of(&[first, second], 14))
+    .with_trace(shown(e, first, second))
 }
 
 fn check_order(e: &Evidence) -> Check {
     let [first, second] = [&e.order[0], &e.order[1]];
     let (mistake, numbers, data) = check_both_sent(
+        e,
         ORDER,
         "one customer's two orders, a confirmation each",
         first,
         second,
-        e.waited_secs,
-        |key| Ex6Mistake::KeyWithoutOrder {
-            first: first.identity(),
-            second: second.identity(),
-            key,
-        },
     );
     Check::judged(
         ORDER,
@@ -719,7 +803,7 @@ fn check_order(e: &Evidence) -> Check {
         mistake.as_ref().map(|m| m as &dyn Mistake),
         data,
     )
-    .with_trace(lines_of(&[first, second], 14))
+    .with_trace(shown(e, first, second))
 }
 
 fn check_apart(e: &Evidence) -> Check {
@@ -741,31 +825,21 @@ fn check_apart(e: &Evidence) -> Check {
     );
     let mut found = None;
     for (first, second) in &e.apart {
-        let (mistake, _, _) = check_both_sent(APART, "", first, second, e.waited_secs, |key| {
-            Ex6Mistake::FieldsRunTogether {
-                first: first.identity(),
-                second: second.identity(),
-                key,
-            }
-        });
+        let (mistake, _, _) = check_both_sent(e, APART, "", first, second);
         if let Some(mistake) = mistake {
-            found = Some((mistake, [first, second]));
+            found = Some((mistake, shown(e, first, second)));
             break;
         }
     }
     let data = json!({ "pairs": e.apart.len(), "emails": emails, "keys": keys.len() });
-    let shown = found
-        .as_ref()
-        .map(|(_, pair)| lines_of(pair, 14))
-        .unwrap_or_default();
-    let mistake = found.map(|(m, _)| m);
+    let (mistake, shown) = found.unzip();
     Check::judged(
         APART,
         numbers,
         mistake.as_ref().map(|m| m as &dyn Mistake),
         data,
     )
-    .with_trace(shown)
+    .with_trace(shown.unwrap_or_default())
 }
 
 fn check_copies(e: &Evidence) -> Check {
@@ -784,10 +858,10 @@ fn check_copies(e: &Evidence) -> Check {
     let mistake = unprocessed(&e.copies, e.waited_secs).or_else(|| {
         if let Some(lost) = e.copies.iter().find(|s| s.emails == 0) {
             shown = lines_of(&[lost], 14);
-            return Some(Ex6Mistake::NeverSent {
+            return Some(e.why_skipped(lost).unwrap_or(Ex6Mistake::NeverSent {
                 email: lost.identity(),
                 tries: lost.request.copies as usize,
-            });
+            }));
         }
         if let Some(many) = e.copies.iter().find(|s| s.emails > 1) {
             shown = lines_of(&[many], 20);
@@ -891,4 +965,256 @@ fn check_expires(e: &Evidence) -> Check {
         mistake.as_ref().map(|m| m as &dyn Mistake),
         data,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::verify::traces::tests::trace;
+
+    /// How a simulated student's code claims: its key, and the command it sends.
+    struct Code {
+        key: fn(&Request) -> String,
+        /// `SET <key> 1 NX EX <ttl>` (false: without NX).
+        nx: bool,
+        ttl: Option<u64>,
+    }
+
+    impl Code {
+        fn key(key: fn(&Request) -> String) -> Code {
+            Code {
+                key,
+                nx: true,
+                ttl: Some(86_400),
+            }
+        }
+    }
+
+    /// What a real stack does with `code`: each delivery claims, in the
+    /// order the checks send them, and sends the email when it wins.
+    fn simulate(code: &Code) -> Report {
+        let plan = planned("00001234");
+        let mut held: HashSet<String> = HashSet::new();
+        let mut deliver = |request: &Request| -> Sent {
+            let mut sent = Sent {
+                request: request.clone(),
+                done: true,
+                emails: 0,
+                skips: 0,
+                traces: Vec::new(),
+            };
+            for _ in 0..request.copies {
+                let key = (code.key)(request);
+                let won = !code.nx || held.insert(key.clone());
+                held.insert(key.clone());
+                let mut command = format!("> SET {key} 1");
+                if code.nx {
+                    command.push_str(" NX");
+                }
+                if let Some(ttl) = code.ttl {
+                    command.push_str(&format!(" EX {ttl}"));
+                }
+                command.push_str(if won { " = OK" } else { " = (nil)" });
+                let script = if won {
+                    sent.emails += 1;
+                    vec![
+                        command.as_str(),
+                        "! effect",
+                        "! effect-sent",
+                        "! returned ok",
+                    ]
+                } else {
+                    sent.skips += 1;
+                    vec![command.as_str(), "! skipped", "! returned ok"]
+                };
+                sent.traces.push(trace("worker-1", "1-1", 1, &script));
+            }
+            sent
+        };
+        let mut send = |requests: &[Request]| requests.iter().map(&mut deliver).collect::<Vec<_>>();
+        let evidence = Evidence {
+            retry: send(&plan.retry),
+            action: send(&plan.action),
+            order: send(&plan.order),
+            apart: in_pairs(send(&plan.apart)),
+            copies: send(&plan.copies),
+            waited_secs: 10,
+        };
+        judge(&evidence)
+    }
+
+    /// The failing checks, each with its diagnosis code.
+    fn failures(report: &Report) -> Vec<(&'static str, &'static str)> {
+        report
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| (c.name, c.diagnosis.as_ref().map_or("", |d| d.code)))
+            .collect()
+    }
+
+    fn order(r: &Request) -> &str {
+        &r.email.order_id
+    }
+    fn action(r: &Request) -> &str {
+        &r.email.action
+    }
+
+    #[test]
+    fn the_collision_pairs_collide_when_joined_without_a_separator_or_with_a_dash() {
+        let pairs = collision_pairs("00001234");
+        let joins: [fn(&str, &str) -> String; 4] = [
+            |o, a| format!("{o}{a}"),
+            |o, a| format!("{o}-{a}"),
+            |o, a| format!("{a}{o}"),
+            |o, a| format!("{a}-{o}"),
+        ];
+        for (join, ((o1, a1), (o2, a2))) in joins.iter().zip(&pairs) {
+            assert_eq!(join(o1, a1), join(o2, a2), "{o1} {a1} / {o2} {a2}");
+            assert_ne!((o1, a1), (o2, a2));
+        }
+        let mut orders: Vec<&String> = pairs.iter().flat_map(|(a, b)| [&a.0, &b.0]).collect();
+        orders.sort();
+        orders.dedup();
+        assert_eq!(orders.len(), 8, "no two emails share an order");
+        for ((o1, a1), (o2, a2)) in &pairs {
+            for name in [o1, a1, o2, a2] {
+                lab_schema::order_email::validate_name("field", name).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn the_starter_fails_only_the_retry_check_naming_the_job_id() {
+        let report = simulate(&Code::key(|r| format!("processed:email:{}", r.job_id)));
+        assert_eq!(failures(&report), [(RETRY, "key-from-job-id")]);
+        let text = report.to_text();
+        assert!(text.contains("`processed:email:verify-retry-1-00001234`, then `processed:email:verify-retry-2-00001234`"), "{text}");
+    }
+
+    #[test]
+    fn each_wrong_key_fails_its_own_check_with_what_the_key_did() {
+        let cases: Vec<(&str, fn(&Request) -> String, Vec<(&str, &str)>)> = vec![
+            (
+                "whole payload",
+                |r| format!("k:{}", r.email.to_payload()),
+                vec![(RETRY, "key-from-request-noise")],
+            ),
+            (
+                "retry counter",
+                |r| format!("k:{}:{}:{}", order(r), action(r), r.email.retry),
+                vec![(RETRY, "key-from-request-noise")],
+            ),
+            (
+                "request id",
+                |r| format!("k:{}:{}", order(r), r.email.request_id),
+                vec![(RETRY, "key-from-request-noise")],
+            ),
+            (
+                "jobId added",
+                |r| format!("k:{}:{}:{}", order(r), action(r), r.job_id),
+                vec![(RETRY, "key-from-job-id")],
+            ),
+            (
+                "order alone",
+                |r| format!("k:{}", order(r)),
+                vec![(ACTION, "key-without-action")],
+            ),
+            (
+                "order and customer",
+                |r| format!("k:{}:{}", r.email.customer, order(r)),
+                vec![(ACTION, "key-without-action")],
+            ),
+            (
+                "customer and action",
+                |r| format!("k:{}:{}", r.email.customer, action(r)),
+                vec![(ORDER, "key-without-order")],
+            ),
+            (
+                // Every confirmation shares one key, across the checks: each names it.
+                "action alone",
+                |r| format!("k:{}", action(r)),
+                vec![
+                    (ACTION, "key-without-order"),
+                    (ORDER, "key-without-order"),
+                    (APART, "key-without-order"),
+                    (COPIES, "key-without-order"),
+                ],
+            ),
+            (
+                "no separator",
+                |r| format!("k:{}{}", order(r), action(r)),
+                vec![(APART, "fields-run-together")],
+            ),
+            (
+                "dash",
+                |r| format!("k:{}-{}", order(r), action(r)),
+                vec![(APART, "fields-run-together")],
+            ),
+            (
+                "action first, no separator",
+                |r| format!("k:{}{}", action(r), order(r)),
+                vec![(APART, "fields-run-together")],
+            ),
+            (
+                "action first, dash",
+                |r| format!("k-{}-{}", action(r), order(r)),
+                vec![(APART, "fields-run-together")],
+            ),
+        ];
+        for (what, key, expected) in cases {
+            let report = simulate(&Code::key(key));
+            assert_eq!(failures(&report), expected, "{what}:\n{}", report.to_text());
+        }
+    }
+
+    #[test]
+    fn correct_keys_pass_whatever_their_shape() {
+        let keys: [fn(&Request) -> String; 4] = [
+            |r| format!("order-email:email:{}:{}", order(r), action(r)),
+            |r| format!("e|{}|{}|{}", r.email.customer, action(r), order(r)),
+            |r| format!("e:{}", serde_json::json!([order(r), action(r)])),
+            |r| format!("e:{}.{}:{}", order(r).len(), order(r), action(r)),
+        ];
+        for key in keys {
+            let report = simulate(&Code::key(key));
+            assert!(report.passed(), "{}", report.to_text());
+        }
+    }
+
+    #[test]
+    fn a_broken_claim_is_named_from_its_command() {
+        let key = |r: &Request| format!("k:{}:{}", order(r), action(r));
+        let report = simulate(&Code {
+            key,
+            nx: false,
+            ttl: Some(86_400),
+        });
+        let failed = failures(&report);
+        assert_eq!(failed[0], (RETRY, "claim-not-held"), "{}", report.to_text());
+        assert!(
+            failed.contains(&(COPIES, "claim-not-exclusive")),
+            "{failed:?}"
+        );
+        let report = simulate(&Code {
+            key,
+            nx: true,
+            ttl: None,
+        });
+        assert_eq!(failures(&report), [(EXPIRES, "claim-never-expires")]);
+        let report = simulate(&Code {
+            key,
+            nx: true,
+            ttl: Some(60),
+        });
+        assert_eq!(failures(&report), [(EXPIRES, "ttl-too-short")]);
+        assert!(
+            report.to_text().contains("expires after 1.0 min")
+                || report.to_text().contains("60.0 s"),
+            "{}",
+            report.to_text()
+        );
+    }
 }

@@ -530,6 +530,46 @@ async fn the_dashboard_shows_a_retry_storm() {
     browser.screenshot("dashboard-storm.png");
 }
 
+// Exercise 6: the grid's cells are the emails (order, action), not the jobIds,
+// and the verdict counts emails per (order, action): the starter's retry under
+// a new jobId is a duplicate email, though each jobId sent once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_counts_emails_per_order_and_action() {
+    let Some(mut browser) = Browser::start() else {
+        return;
+    };
+    let mut stack = Stack::start().await;
+    stack.spawn_worker(&starter_worker(), &[]);
+    let api = stack.client();
+    let email = |action: &str, request: &str| {
+        json!({ "orderId": "ord-7", "action": action, "customer": "cus-1", "requestId": request })
+    };
+    for (job, payload) in [
+        ("email-1", email("confirmation", "req-1")),
+        ("email-2", email("confirmation", "req-2")),
+        ("email-3", email("shipped", "req-3")),
+    ] {
+        api.submit_to(Exercise::NewJobId, job, "emails-run", payload)
+            .await
+            .unwrap();
+    }
+    browser.open(&format!("{}/runs/emails-run", stack.api_url));
+    browser
+        .wait(
+            "the emails' verdict",
+            "document.getElementById('verdict').textContent.startsWith('✗ not one email per (order, action): 1 duplicate, 0 never sent (2 emails, 3 jobIds)')",
+        )
+        .await;
+    let cells = browser.eval(
+        "[...document.querySelectorAll('#grid .cell')].map(c => c.dataset.job + '=' + c.dataset.effects)",
+    );
+    assert_eq!(
+        cells,
+        json!(["ord-7 confirmation=2", "ord-7 shipped=1"]),
+        "one cell per email"
+    );
+}
+
 /// `promtool check metrics` (Debian's `prometheus` package) accepts the text.
 fn check_with_promtool(metrics: &str) {
     let Ok(mut child) = Command::new("promtool")

@@ -429,7 +429,12 @@ fn orders_per_request<'a>(
 
 /// Per job: the six counts, the caller and the key of an order (exercise 4),
 /// and the order email it asks for (exercise 6).
-type JobRow = ([Option<u64>; 6], Option<String>, Option<String>, Option<String>);
+type JobRow = (
+    [Option<u64>; 6],
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// Exercise 6 judged as it teaches it: emails per (order, action). When the
 /// run's jobs are order emails, their rows are summed per email (the grid

@@ -126,6 +126,12 @@ async fn run(
         Exercise::DuplicateDelivery | Exercise::CrashWindow => {
             json!({ "template": "welcome-email" })
         }
+        // Exercise 6: order emails, one order per job (`per_job` names it).
+        Exercise::NewJobId => json!({
+            "orderId": format!("ord-{}", crate::new_jobid::run_token(&run_id)),
+            "action": "confirmation",
+            "customer": "cus-chaos",
+        }),
         _ => json!({ lab_schema::provider::body::ACCOUNT: format!("chaos-{run_id}") }),
     };
     let mut clients = tokio::task::JoinSet::new();
@@ -138,6 +144,7 @@ async fn run(
             while Instant::now() < end {
                 let n = next_job.fetch_add(1, Ordering::Relaxed) % jobs + 1;
                 let job_id = format!("{run_id}-job-{n}");
+                let send = per_job(&send, n);
                 submit_until_accepted(&api, &send, &job_id, &run_id, &tally).await?;
                 if !interval.is_zero() {
                     tokio::time::sleep(interval).await;
@@ -196,6 +203,21 @@ async fn run(
         load,
         fired,
     })
+}
+
+/// Job `n`'s submission: the load's payload, and for exercise 6 an order of
+/// its own (`ord-<run>-<n>`), so that each job is one email.
+fn per_job(
+    (exercise, payload): &(Exercise, serde_json::Value),
+    n: u64,
+) -> (Exercise, serde_json::Value) {
+    let mut payload = payload.clone();
+    if *exercise == Exercise::NewJobId
+        && let Some(order) = payload.get("orderId").and_then(|o| o.as_str())
+    {
+        payload["orderId"] = json!(format!("{order}-{n}"));
+    }
+    (*exercise, payload)
 }
 
 /// One submission, repeated with capped backoff (50 ms doubling to 1 s) while
@@ -328,7 +350,7 @@ pub struct Chaos {
     /// Shell command that restarts Redis, run at two thirds of the load (e.g. "./lab restart redis").
     #[arg(long, value_name = "COMMAND")]
     pub restart_redis: Option<String>,
-    /// The exercise whose jobs are sent: 1 (the default), 2, 3 or 5 (exercise 4's
+    /// The exercise whose jobs are sent: 1 (the default), 2, 3, 5 or 6 (exercise 4's
     /// requests are orders at the API's front door, not a queue load).
     #[arg(long, default_value_t = 1, value_parser = chaos_exercise)]
     pub exercise: u8,

@@ -541,9 +541,7 @@ async fn the_dashboard_counts_emails_per_order_and_action() {
     let mut stack = Stack::start().await;
     stack.spawn_worker(&starter_worker(), &[]);
     let api = stack.client();
-    let email = |action: &str, request: &str| {
-        json!({ "orderId": "ord-7", "action": action, "customer": "cus-1", "requestId": request })
-    };
+    let email = |action: &str, request: &str| json!({ "orderId": "ord-7", "action": action, "customer": "cus-1", "requestId": request });
     for (job, payload) in [
         ("email-1", email("confirmation", "req-1")),
         ("email-2", email("confirmation", "req-2")),

@@ -1,4 +1,4 @@
-//! What adding an exercise takes: `new-exercise.patch` adds exercise 6, a
+//! What adding an exercise takes: `new-exercise.patch` adds exercise 7, a
 //! throwaway, to a scratch copy of the lab (its folder, its student file, its
 //! grader and one entry per binary), and the copy builds it, runs its
 //! scenario, grades it and lists it. Nothing else of the lab is edited: the
@@ -15,7 +15,7 @@ const PATCH: &str = "lab-tests/tests/new-exercise.patch";
 
 /// The files an exercise has of its own.
 const OWN: [&str; 3] = [
-    "exercises/06-throwaway/",
+    "exercises/07-throwaway/",
     "worker/src/throwaway.rs",
     "demo-runner/src/verify/throwaway.rs",
 ];
@@ -78,7 +78,7 @@ async fn a_new_exercise_is_its_folder_its_files_and_one_entry_per_binary() {
         .map(|(file, hunks)| format!("{file} ({hunks})"))
         .collect();
     eprintln!(
-        "adding exercise 6: {} files of its own; entries in {} files, places (hunks) per file: {}",
+        "adding exercise 7: {} files of its own; entries in {} files, places (hunks) per file: {}",
         files.len() - entries.len(),
         entries.len(),
         entries.join(", ")
@@ -97,14 +97,14 @@ async fn a_new_exercise_is_its_folder_its_files_and_one_entry_per_binary() {
     assert_eq!(code, Some(0));
     assert!(
         listed.contains(
-            "6\t06-throwaway\ta throwaway\tworker/src/throwaway.rs\tworker\tthrowaway-load"
+            "7\t07-throwaway\ta throwaway\tworker/src/throwaway.rs\tworker\tthrowaway-load"
         ),
         "{listed}"
     );
     let (_, help) = demo(&demo_runner, &stack, &["--help"]);
     assert!(help.contains("throwaway-load"), "{help}");
 
-    // 4. Run: its scenario sends jobs of exercise 6, which the starter handles
+    // 4. Run: its scenario sends jobs of exercise 7, which the starter handles
     // without a guard (one effect per delivery), and the summary names its file.
     let (code, json) = demo(
         &demo_runner,
@@ -121,7 +121,7 @@ async fn a_new_exercise_is_its_folder_its_files_and_one_entry_per_binary() {
     assert!(code_label.starts_with("throwaway.rs#"), "{summary}");
 
     // 5. Graded: its one check fails the starter, with its diagnosis.
-    let (code, report) = demo(&demo_runner, &stack, &["verify", "--exercise", "6"]);
+    let (code, report) = demo(&demo_runner, &stack, &["verify", "--exercise", "7"]);
     assert_eq!(code, Some(1), "{report}");
     assert!(report.contains("FAIL one-effect-per-job"), "{report}");
     assert!(

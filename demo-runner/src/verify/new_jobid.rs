@@ -1096,7 +1096,13 @@ mod tests {
 
     #[test]
     fn each_wrong_key_fails_its_own_check_with_what_the_key_did() {
-        let cases: Vec<(&str, fn(&Request) -> String, Vec<(&str, &str)>)> = vec![
+        /// A mistake: what it is, its key, the checks it fails with their diagnoses.
+        type Case = (
+            &'static str,
+            fn(&Request) -> String,
+            Vec<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "whole payload",
                 |r| format!("k:{}", r.email.to_payload()),

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use lab_schema::order_email::OrderEmail;
+use lab_schema::order_email::{OrderEmail, unique_lock};
 use lab_schema::{
     DEFAULT_RUN_ID, Exercise, JobStatus, JobView, RECORD_TTL_SECS, RunAttempts, RunSummary, entry,
     job_field, keys, metrics, run_field, validate_id, validate_pipeline,
@@ -41,6 +41,9 @@ struct Submission {
     /// Record what the handler does on each delivery (`GET /jobs/{jobId}/trace`).
     #[serde(default)]
     trace: bool,
+    /// Exercise 6's demonstration: an enqueue-time unique lock
+    /// (`lab_schema::order_email::unique_lock`).
+    unique_lock: Option<serde_json::Value>,
 }
 
 /// `POST /jobs`: validate, then enqueue one delivery, always (duplicates included).
@@ -93,16 +96,43 @@ pub async fn submit_job(
     let order_email = match exercise {
         Exercise::NewJobId => Some(
             OrderEmail::from_text(&payload)
-                .map_err(|m| ApiError::bad_request("invalid_payload", m))?
-                .identity(),
+                .map_err(|m| ApiError::bad_request("invalid_payload", m))?,
         ),
         _ => None,
     };
-    let job_fields: Vec<(&str, &str)> = order_email
+    let lock = match (&submission.unique_lock, &order_email) {
+        (None, _) => None,
+        (Some(ask), Some(email)) => Some(UniqueLock::ask(ask, email)?),
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "uniqueLock is for exercise 6's order emails (\"exercise\": 6)",
+            ));
+        }
+    };
+    let mut payload = payload;
+    if let Some(lock) = &lock {
+        if let Some(holder) = lock.take(&state.redis, &job_id).await? {
+            // Held: the job is dropped, and the client is told all is well (as
+            // a unique job's push answers), with who holds the lock.
+            return Ok((
+                StatusCode::OK,
+                Json(json!({
+                    "jobId": job_id,
+                    "runId": run_id,
+                    "deduplicated": true,
+                    "lockedBy": holder,
+                })),
+            ));
+        }
+        payload = lock.into_payload(&payload);
+    }
+    let identity = order_email.as_ref().map(OrderEmail::identity);
+    let job_fields: Vec<(&str, &str)> = identity
         .iter()
         .map(|identity| (job_field::ORDER_EMAIL, identity.as_str()))
         .collect();
-    let (submission_no, delivery_id) = enqueue(
+    let enqueued = enqueue(
         &state.redis,
         Enqueue {
             job_id: &job_id,
@@ -114,7 +144,12 @@ pub async fn submit_job(
             trace: submission.trace,
         },
     )
-    .await?;
+    .await;
+    if let (Err(_), Some(lock)) = (&enqueued, &lock) {
+        // Nothing was enqueued (or the outcome is unknown): no lock for it.
+        lock.release(&state.redis).await;
+    }
+    let (submission_no, delivery_id) = enqueued?;
     // Debug, not info: at thousands of submissions a second nobody reads it, and
     // formatting and writing it cost more than the rest of the request.
     tracing::debug!(job_id = %job_id, run_id = %run_id, delivery_id = %delivery_id, submission = submission_no, "enqueued");
@@ -127,6 +162,90 @@ pub async fn submit_job(
             "submission": submission_no,
         })),
     ))
+}
+
+/// Exercise 6's demonstration: the unique lock a submission asked for.
+struct UniqueLock {
+    key: String,
+    mode: &'static str,
+    ttl_ms: u64,
+}
+
+impl UniqueLock {
+    /// Reads `{"mode": ..., "on": ..., "ttlMs": ...}` for `email`.
+    fn ask(ask: &serde_json::Value, email: &OrderEmail) -> Result<UniqueLock, ApiError> {
+        let bad = |m: String| ApiError::bad_request("invalid_field", format!("uniqueLock: {m}"));
+        let text = |name: &str| ask.get(name).and_then(|v| v.as_str());
+        let mode = match text("mode") {
+            Some(unique_lock::UNTIL_EXECUTING) => unique_lock::UNTIL_EXECUTING,
+            Some(unique_lock::UNTIL_EXECUTED) => unique_lock::UNTIL_EXECUTED,
+            other => {
+                return Err(bad(format!(
+                    "mode must be \"{}\" or \"{}\"; got {other:?}",
+                    unique_lock::UNTIL_EXECUTING,
+                    unique_lock::UNTIL_EXECUTED
+                )));
+            }
+        };
+        let on = match text("on") {
+            None | Some(unique_lock::ON_ORDER) => unique_lock::ON_ORDER,
+            Some(unique_lock::ON_EMAIL) => unique_lock::ON_EMAIL,
+            Some(other) => {
+                return Err(bad(format!(
+                    "on must be \"{}\" or \"{}\"; got {other:?}",
+                    unique_lock::ON_ORDER,
+                    unique_lock::ON_EMAIL
+                )));
+            }
+        };
+        let ttl_ms = match ask.get("ttlMs") {
+            None => unique_lock::DEFAULT_TTL_MS,
+            Some(v) => v
+                .as_u64()
+                .filter(|ms| (1..=86_400_000).contains(ms))
+                .ok_or_else(|| bad(format!("ttlMs must be 1 to 86400000 ms; got {v}")))?,
+        };
+        Ok(UniqueLock {
+            key: unique_lock::key(email, on),
+            mode,
+            ttl_ms,
+        })
+    }
+
+    /// Takes the lock for `job_id`; `Some(holder)` when another job holds it.
+    async fn take(
+        &self,
+        redis: &redis::aio::ConnectionManager,
+        job_id: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let mut redis = redis.clone();
+        let taken: bool = redis::cmd("SET")
+            .arg(&self.key)
+            .arg(job_id)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl_ms)
+            .query_async(&mut redis)
+            .await?;
+        if taken {
+            return Ok(None);
+        }
+        let holder: Option<String> = redis.get(&self.key).await?;
+        Ok(Some(holder.unwrap_or_default()))
+    }
+
+    /// Gives the lock up (the job it was taken for was not enqueued).
+    async fn release(&self, redis: &redis::aio::ConnectionManager) {
+        let mut redis = redis.clone();
+        let _: Result<(), _> = redis.del(&self.key).await;
+    }
+
+    /// The payload with the lock the worker releases.
+    fn into_payload(&self, payload: &str) -> String {
+        let mut value: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+        value[unique_lock::FIELD] = json!({ "key": self.key, "mode": self.mode });
+        value.to_string()
+    }
 }
 
 /// One job to enqueue.

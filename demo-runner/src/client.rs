@@ -267,6 +267,47 @@ impl Api {
         unreachable!("the last attempt returns")
     }
 
+    /// `POST /jobs` of an order email (exercise 6) with an enqueue-time unique
+    /// lock (`lab_schema::order_email::unique_lock`): enqueued, or dropped
+    /// because another job holds the lock. One request, not retried.
+    pub async fn submit_unique(
+        &self,
+        job_id: &str,
+        run_id: &str,
+        payload: serde_json::Value,
+        lock: serde_json::Value,
+    ) -> anyhow::Result<Enqueued> {
+        let mut body = json!({
+            "jobId": job_id,
+            "runId": run_id,
+            "payload": payload,
+            "exercise": Exercise::NewJobId.number(),
+            "uniqueLock": lock,
+        });
+        if self.trace {
+            body["trace"] = json!(true);
+        }
+        let url = format!("{}/jobs", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("POST /jobs for {job_id}: {}", short_reason(&err)))?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        match status {
+            reqwest::StatusCode::ACCEPTED => Ok(Enqueued::Accepted),
+            reqwest::StatusCode::OK if answer["deduplicated"] == json!(true) => {
+                Ok(Enqueued::Deduplicated {
+                    locked_by: answer["lockedBy"].as_str().unwrap_or("").to_string(),
+                })
+            }
+            _ => bail!("POST /jobs for {job_id} answered {status}: {answer}"),
+        }
+    }
+
     /// One `POST /jobs`, not retried: the answer's status, or why there was none.
     pub async fn post_job(&self, job_id: &str, run_id: &str) -> Posted {
         self.post_job_for(
@@ -373,4 +414,13 @@ pub(crate) fn short_reason(err: &reqwest::Error) -> String {
     } else {
         source.to_string()
     }
+}
+
+/// What `POST /jobs` with a unique lock answered ([`Api::submit_unique`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// `202`: enqueued.
+    Accepted,
+    /// `200` with `"deduplicated": true`: dropped, the lock held by another job.
+    Deduplicated { locked_by: String },
 }

@@ -35,6 +35,7 @@ mod retried_post;
 mod retry_storm;
 mod saved;
 mod scenarios;
+mod unique_lock;
 mod verify;
 mod wait;
 
@@ -54,6 +55,7 @@ pub use registry::{OTHER_SCENARIOS, Scenario, scenario_names};
 pub use report::ScenarioRun;
 pub use retried_post::RetriedPost;
 pub use scenarios::{CrashAt, CrashWindow, DoubleCharge, DuplicateLoad, DuplicateObserve};
+pub use unique_lock::{LockOn, UniqueLockDemo};
 
 /// What to check when deliveries are not being processed.
 pub(crate) const STUCK_HINT: &str = "Is a worker running, and does process_job succeed? Look for \

@@ -24,6 +24,7 @@ use crate::report::ScenarioRun;
 use crate::retried_post::RetriedPost;
 use crate::retry_storm::RetryStorm;
 use crate::scenarios::{CrashWindow, DoubleCharge, DuplicateLoad, DuplicateObserve};
+use crate::unique_lock::UniqueLockDemo;
 use crate::verify::{Grader, crash_window, double_charge, duplicate_delivery, retried_post};
 
 /// The grader of `exercise`: its checks and the `verify` that runs them. The
@@ -114,6 +115,11 @@ scenarios! {
     /// two orders per customer; some requests delivered twice under one jobId. Prints the
     /// emails per (order, action): duplicates, and emails never sent.
     NewJobId(NewJobId) = "new-jobid",
+    /// Exercise 6, the instructor's demonstration: the same order emails through a unique
+    /// lock at the API (released when the job starts, then when it ends) in front of a worker
+    /// with no guard, then through an idempotent worker with no lock. Prints side by side the
+    /// duplicates that got through and the emails the lock dropped.
+    UniqueLock(UniqueLockDemo) = "unique-lock",
     /// CLIENTS clients submit duplicates for SECS seconds; prints requests/s, the status of
     /// every answer, and accepted versus processed (the benchmark).
     Load(Load) = "load",

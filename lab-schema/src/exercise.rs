@@ -139,7 +139,7 @@ impl Exercise {
                 title: "the new jobId",
                 student_file: "worker/src/order_email.rs",
                 component: Component::Worker,
-                scenarios: &["new-jobid"],
+                scenarios: &["new-jobid", "unique-lock"],
                 measures: Measures::Emails,
             },
         }

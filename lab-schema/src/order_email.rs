@@ -148,6 +148,49 @@ pub fn validate_name(what: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The instructor's demonstration beside exercise 6 (`unique-lock`): an
+/// enqueue-time unique lock at the API, as Sidekiq's unique jobs and BullMQ's
+/// deduplication offer, in front of a worker with no guard of its own.
+///
+/// `POST /jobs` with `"uniqueLock": {"mode": "until-executed", "on": "order",
+/// "ttlMs": 30000}` for an order email first takes the lock `unique-lock:<orderId>`
+/// (or `unique-lock:<orderId>:<action>` with `"on": "email"`) with `SET NX PX`,
+/// holding the jobId. Taken: the job is not enqueued, and the answer is `200`
+/// with `"deduplicated": true` and the jobId that holds it (a client sees
+/// success: the job is dropped silently). Free: the job is enqueued, its
+/// payload carrying the lock (`{"key": ..., "mode": ...}`), and the worker
+/// releases it when the job starts (`until-executing`) or once it has
+/// returned (`until-executed`), if it still holds it. A worker that dies
+/// meanwhile leaves it until its TTL.
+pub mod unique_lock {
+    /// The body field of `POST /jobs`, and the payload field the worker reads.
+    pub const FIELD: &str = "uniqueLock";
+    pub const UNTIL_EXECUTING: &str = "until-executing";
+    pub const UNTIL_EXECUTED: &str = "until-executed";
+    /// What the lock is keyed on: the order (one job per order at a time, as
+    /// unique jobs are usually keyed: on the record's id), or the email.
+    pub const ON_ORDER: &str = "order";
+    pub const ON_EMAIL: &str = "email";
+    /// The lock's TTL unless the request names one.
+    pub const DEFAULT_TTL_MS: u64 = 30_000;
+
+    /// The lock key of an email.
+    pub fn key(email: &super::OrderEmail, on: &str) -> String {
+        match on {
+            ON_EMAIL => format!("unique-lock:{}:{}", email.order_id, email.action),
+            _ => format!("unique-lock:{}", email.order_id),
+        }
+    }
+
+    /// The payload field that picks the demonstration's worker instead of
+    /// the student's file: `unguarded` (no guard: the lock is all there is)
+    /// or `idempotent` (a claim with a lease, then `done`, keyed on the order
+    /// and the action: exercises 2 and 6 together).
+    pub const DEMO_WORKER: &str = "demoWorker";
+    pub const UNGUARDED: &str = "unguarded";
+    pub const IDEMPOTENT: &str = "idempotent";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

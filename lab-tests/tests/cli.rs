@@ -461,7 +461,7 @@ async fn exercises_lists_the_registry() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(
-            "--save applies to the scenarios only (duplicate-observe, duplicate-load, crash-window, double-charge, retried-post, retry-storm, new-jobid, load, chaos)"
+            "--save applies to the scenarios only (duplicate-observe, duplicate-load, crash-window, double-charge, retried-post, retry-storm, new-jobid, unique-lock, load, chaos)"
         ),
         "{stderr}"
     );

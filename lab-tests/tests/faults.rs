@@ -668,3 +668,69 @@ async fn the_dead_letter_stream_is_capped() {
         "jobs:dead holds {dead} of {total}"
     );
 }
+
+// Exercise 6's demonstration, for real: a unique lock at the API lets
+// duplicates through (a retry during a slow send when it is released at the
+// start, a late retry in both modes) and, released at the end, drops the
+// order's next email while a crashed worker holds it; the idempotent worker
+// with no lock sends each email exactly once. The workers crash for real.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unique_lock_lets_duplicates_through_and_drops_an_email_the_idempotent_worker_does_neither()
+ {
+    use lab_tests::Workers;
+    let stack = Stack::with_two(Workers::Starter).await;
+    let run = stack
+        .scenario(Scenario::UniqueLock(demo_runner::UniqueLockDemo {
+            lock_on: demo_runner::LockOn::Order,
+            ttl_secs: 30,
+        }))
+        .await;
+    let table: Vec<Vec<String>> = run
+        .narration
+        .iter()
+        .map(|line| {
+            line.split_whitespace()
+                .rev()
+                .take(3)
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    let row = |label: &str| {
+        let i = run
+            .narration
+            .iter()
+            .position(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label}:\n{}", run.narration.join("\n")));
+        table[i].clone()
+    };
+    // Columns, reversed: idempotent worker, until-executed, until-executing.
+    assert_eq!(
+        row("duplicate emails"),
+        ["0", "1", "2"],
+        "{:#?}",
+        run.narration
+    );
+    assert_eq!(
+        row("emails never sent"),
+        ["0", "1", "0"],
+        "{:#?}",
+        run.narration
+    );
+    assert_eq!(
+        row("  of them retries"),
+        ["-", "1", "0"],
+        "{:#?}",
+        run.narration
+    );
+    assert_eq!(
+        row("  of them other emails"),
+        ["-", "1", "0"],
+        "{:#?}",
+        run.narration
+    );
+    assert_eq!(
+        run.summary.observed_effects_total, 4,
+        "the idempotent worker's run: 4 emails"
+    );
+}

@@ -41,6 +41,7 @@ mod provider;
 mod queue;
 mod registry;
 pub mod retry_storm;
+mod unique_lock;
 
 use std::future::Future;
 use std::time::Duration;

@@ -69,8 +69,10 @@ fn row(exercise: Exercise) -> Row {
             handle: |ctx, job| Box::pin(crate::retry_storm::process_job(ctx, job)),
             source: Some(include_bytes!("retry_policy.rs")),
         },
+        // Exercise 6's jobs go to the student file, but for the instructor's
+        // unique-lock demonstration (`unique_lock.rs`), which says so in the payload.
         Exercise::NewJobId => Row {
-            handle: |ctx, job| Box::pin(order_email::process_job(ctx, job)),
+            handle: |ctx, job| Box::pin(crate::unique_lock::process_job(ctx, job)),
             source: Some(include_bytes!("order_email.rs")),
         },
     }

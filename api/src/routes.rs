@@ -125,7 +125,7 @@ pub async fn submit_job(
                 })),
             ));
         }
-        payload = lock.into_payload(&payload);
+        payload = lock.with_lock(&payload);
     }
     let identity = order_email.as_ref().map(OrderEmail::identity);
     let job_fields: Vec<(&str, &str)> = identity
@@ -241,7 +241,7 @@ impl UniqueLock {
     }
 
     /// The payload with the lock the worker releases.
-    fn into_payload(&self, payload: &str) -> String {
+    fn with_lock(&self, payload: &str) -> String {
         let mut value: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
         value[unique_lock::FIELD] = json!({ "key": self.key, "mode": self.mode });
         value.to_string()

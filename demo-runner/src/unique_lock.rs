@@ -353,7 +353,9 @@ mod tests {
             lines[0].contains("lock until-executing")
                 && lines[0].ends_with("no lock, idempotent worker")
         );
-        let cells = |line: &str| line.split_whitespace().rev().take(3).collect::<Vec<_>>();
+        fn cells(line: &str) -> Vec<&str> {
+            line.split_whitespace().rev().take(3).collect()
+        }
         assert_eq!(cells(&lines[1]), ["0", "1", "2"]);
         assert_eq!(cells(&lines[2]), ["0", "1", "0"]);
         assert_eq!(cells(&lines[3]), ["-", "2", "0"]);

@@ -298,7 +298,9 @@ impl Sent {
 
 /// The three columns side by side.
 pub(crate) fn table(outcomes: &[Outcome]) -> Vec<String> {
-    let rows: [(&str, fn(&Outcome) -> u64); 5] = [
+    /// A row: its label, and its figure of a column.
+    type Row = (&'static str, fn(&Outcome) -> u64);
+    let rows: [Row; 5] = [
         ("duplicate emails (got through)", |o| o.duplicate_emails),
         ("emails never sent", |o| o.never_sent),
         ("enqueues refused by the lock", |o| {

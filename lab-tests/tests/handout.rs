@@ -335,7 +335,21 @@ async fn handout_outputs_match_the_code() {
             .unwrap_or_else(|_| panic!("{exercise} has no handout at {}", path.display()));
         let shown = blocks(&handout);
         assert!(!shown.is_empty(), "{exercise}: the handout shows no output");
-        let fresh = fresh_outputs(exercise, &shown).await;
+        let mut fresh = fresh_outputs(exercise, &shown).await;
+        let differs = |fresh: &[(String, String)]| {
+            fresh.iter().any(|(name, new)| {
+                let block = shown.iter().find(|b| &b.name == name).unwrap();
+                masked_varying(&block.body, &block.varies) != masked_varying(new, &block.varies)
+            })
+        };
+        if std::env::var_os("REGEN_HANDOUT").is_none() && differs(&fresh) {
+            // What a storm does depends on the machine's speed: on a machine
+            // the rest of the suite starves of CPU, exercise 5's starter can
+            // retry slower than the provider's budget and never be banned. One
+            // more run before failing; a handout that is out of date fails both.
+            eprintln!("{exercise}: an output differs from the handout; running them once more");
+            fresh = fresh_outputs(exercise, &shown).await;
+        }
         if std::env::var_os("REGEN_HANDOUT").is_some() {
             for (name, body) in &fresh {
                 handout = replace_block(&handout, name, body);

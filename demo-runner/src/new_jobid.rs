@@ -43,14 +43,7 @@ impl RunScenario for NewJobId {
         let started = Instant::now();
         let deadline = started + run.timeout;
         let waves = plan(&run_id, self.orders, self.retries);
-        let say = |line: String| {
-            if run.narrate_to_stdout {
-                println!("{line}");
-            } else {
-                eprintln!("{line}");
-            }
-            line
-        };
+        let say = |line: String| run.say(line);
         let mut narration = vec![say(intro(self.orders, self.retries, &waves))];
         let (mut submitted, mut retries) = (0, 0);
         for wave in &waves {

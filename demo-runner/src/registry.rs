@@ -51,6 +51,19 @@ pub struct Run<'a> {
     pub narrate_to_stdout: bool,
 }
 
+impl Run<'_> {
+    /// Prints a narrated observation where they go, and hands it back (for
+    /// the summary's narration).
+    pub fn say(&self, line: String) -> String {
+        if self.narrate_to_stdout {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+        line
+    }
+}
+
 /// A scenario: its command-line arguments, and how it runs with them.
 pub trait RunScenario {
     fn run(&self, run: &Run<'_>) -> impl Future<Output = anyhow::Result<ScenarioRun>>;

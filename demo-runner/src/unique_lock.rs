@@ -96,14 +96,7 @@ impl RunScenario for UniqueLockDemo {
     async fn run(&self, run: &Run<'_>) -> anyhow::Result<ScenarioRun> {
         let started = Instant::now();
         let deadline = started + run.timeout;
-        let say = |line: String| {
-            if run.narrate_to_stdout {
-                println!("{line}");
-            } else {
-                eprintln!("{line}");
-            }
-            line
-        };
+        let say = |line: String| run.say(line);
         let on = match self.lock_on {
             LockOn::Order => ON_ORDER,
             LockOn::Email => ON_EMAIL,

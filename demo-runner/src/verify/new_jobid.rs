@@ -23,7 +23,7 @@ use lab_schema::summary::plural;
 use lab_schema::trace::{Trace, human_ms};
 use serde_json::json;
 
-use super::traces::{claim_write, excerpt};
+use super::traces::{claim_write, excerpt, first_claim_command};
 use super::{Check, Grader, Mistake, Options, Report, wait_run};
 use crate::client::Api;
 use crate::new_jobid::{CONFIRMATION, Request, SHIPPED, submit_all};
@@ -102,17 +102,7 @@ impl Sent {
 /// The claim a delivery's code wrote first (see `traces::claim_write`).
 fn claimed(trace: &Trace) -> Option<Claimed> {
     let write = claim_write(trace)?;
-    // The command that wrote it: the first write, as `claim_write` finds it.
-    let args = trace.commands().map(|(_, args, _)| args).find(|args| {
-        let name = args
-            .first()
-            .map(|a| a.to_ascii_uppercase())
-            .unwrap_or_default();
-        matches!(
-            name.as_str(),
-            "SET" | "SETNX" | "SETEX" | "PSETEX" | "EVAL" | "EVALSHA"
-        )
-    })?;
+    let (_, args) = first_claim_command(trace)?;
     let name = args[0].to_ascii_uppercase();
     let exclusive = name == "SETNX"
         || name.starts_with("EVAL")
@@ -412,8 +402,18 @@ pub(crate) fn judge(e: &Evidence) -> Report {
     let retry_failed = !retry.passed;
     let mut checks = vec![
         retry,
-        check_action(e),
-        check_order(e),
+        check_pair(
+            e,
+            ACTION,
+            "an order's confirmation, then its shipped email",
+            &e.action,
+        ),
+        check_pair(
+            e,
+            ORDER,
+            "one customer's two orders, a confirmation each",
+            &e.order,
+        ),
         check_apart(e),
         check_copies(e),
         check_expires(e),
@@ -770,35 +770,12 @@ fn emails_of(sent: &Sent) -> String {
     format!("{} {}", sent.identity(), plural(sent.emails, "email"))
 }
 
-fn check_action(e: &Evidence) -> Check {
-    let [first, second] = [&e.action[0], &e.action[1]];
-    let (mistake, numbers, data) = check_both_sent(
-        e,
-        ACTION,
-        "an order's confirmation, then its shipped email",
-        first,
-        second,
-    );
+/// Two different emails of `pair`, sent one after the other: both must go out.
+fn check_pair(e: &Evidence, name: &'static str, what: &str, pair: &[Sent]) -> Check {
+    let [first, second] = [&pair[0], &pair[1]];
+    let (mistake, numbers, data) = check_both_sent(e, name, what, first, second);
     Check::judged(
-        ACTION,
-        numbers,
-        mistake.as_ref().map(|m| m as &dyn Mistake),
-        data,
-    )
-    .with_trace(shown(e, first, second))
-}
-
-fn check_order(e: &Evidence) -> Check {
-    let [first, second] = [&e.order[0], &e.order[1]];
-    let (mistake, numbers, data) = check_both_sent(
-        e,
-        ORDER,
-        "one customer's two orders, a confirmation each",
-        first,
-        second,
-    );
-    Check::judged(
-        ORDER,
+        name,
         numbers,
         mistake.as_ref().map(|m| m as &dyn Mistake),
         data,

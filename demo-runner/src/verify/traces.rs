@@ -22,16 +22,7 @@ pub(crate) struct ClaimWrite {
 /// same key) gave it.
 pub(crate) fn claim_write(trace: &Trace) -> Option<ClaimWrite> {
     let commands: Vec<&[String]> = trace.commands().map(|(_, args, _)| args).collect();
-    let (i, args) = commands.iter().enumerate().find(|(_, args)| {
-        let name = args
-            .first()
-            .map(|a| a.to_ascii_uppercase())
-            .unwrap_or_default();
-        matches!(
-            name.as_str(),
-            "SET" | "SETNX" | "SETEX" | "PSETEX" | "EVAL" | "EVALSHA"
-        )
-    })?;
+    let (i, args) = first_claim_command(trace)?;
     let name = args[0].to_ascii_uppercase();
     if name.starts_with("EVAL") {
         let key = (args.get(2)? != "0").then(|| args.get(3).cloned())??;
@@ -52,6 +43,25 @@ pub(crate) fn claim_write(trace: &Trace) -> Option<ClaimWrite> {
     };
     let ttl_ms = or_expired_later(written, &key, commands[i + 1..].iter().copied());
     Some(ClaimWrite { key, value, ttl_ms })
+}
+
+/// The first command of `trace` that writes a claim (`SET`, `SETNX`, `SETEX`,
+/// `PSETEX` or a script), with its index among the trace's commands.
+pub(crate) fn first_claim_command(trace: &Trace) -> Option<(usize, &[String])> {
+    trace
+        .commands()
+        .map(|(_, args, _)| args)
+        .enumerate()
+        .find(|(_, args)| {
+            let name = args
+                .first()
+                .map(|a| a.to_ascii_uppercase())
+                .unwrap_or_default();
+            matches!(
+                name.as_str(),
+                "SET" | "SETNX" | "SETEX" | "PSETEX" | "EVAL" | "EVALSHA"
+            )
+        })
 }
 
 /// The expiry a write of `key` set (`written`), or, when it set none, the one

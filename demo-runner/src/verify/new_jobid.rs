@@ -914,10 +914,11 @@ fn check_expires(e: &Evidence) -> Check {
                     ttl_ms: ms,
                 }),
             ),
+            // Passing, the key is not named: the handout prints this line, and
+            // the reference's key is the answer.
             Some(Some(ms)) => (
                 format!(
-                    "`{}` written with a TTL of {} (at least an hour)",
-                    c.key,
+                    "the first claim that sent an email was written with a TTL of {} (at least an hour)",
                     human_ms(ms)
                 ),
                 None,

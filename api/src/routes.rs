@@ -212,26 +212,25 @@ impl UniqueLock {
         })
     }
 
-    /// Takes the lock for `job_id`; `Some(holder)` when another job holds it.
+    /// Takes the lock for `job_id` in one command (`SET NX GET`: the holder
+    /// when it is held, nil when this call took it); `Some(holder)` when
+    /// another job holds it.
     async fn take(
         &self,
         redis: &redis::aio::ConnectionManager,
         job_id: &str,
     ) -> Result<Option<String>, ApiError> {
         let mut redis = redis.clone();
-        let taken: bool = redis::cmd("SET")
+        let holder: Option<String> = redis::cmd("SET")
             .arg(&self.key)
             .arg(job_id)
             .arg("NX")
+            .arg("GET")
             .arg("PX")
             .arg(self.ttl_ms)
             .query_async(&mut redis)
             .await?;
-        if taken {
-            return Ok(None);
-        }
-        let holder: Option<String> = redis.get(&self.key).await?;
-        Ok(Some(holder.unwrap_or_default()))
+        Ok(holder)
     }
 
     /// Gives the lock up (the job it was taken for was not enqueued).

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use lab_runtime::backoff::Backoff;
 use lab_schema::measured::{LoadFigures, Submitted};
+use lab_schema::order_email::field;
 use lab_schema::{Exercise, Measured, RunSummary};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -128,9 +129,9 @@ async fn run(
         }
         // Exercise 6: order emails, one order per job (`per_job` names it).
         Exercise::NewJobId => json!({
-            "orderId": format!("ord-{}", crate::new_jobid::run_token(&run_id)),
-            "action": "confirmation",
-            "customer": "cus-chaos",
+            field::ORDER_ID: format!("ord-{}", crate::new_jobid::run_token(&run_id)),
+            field::ACTION: "confirmation",
+            field::CUSTOMER: "cus-chaos",
         }),
         _ => json!({ lab_schema::provider::body::ACCOUNT: format!("chaos-{run_id}") }),
     };
@@ -213,9 +214,9 @@ fn per_job(
 ) -> (Exercise, serde_json::Value) {
     let mut payload = payload.clone();
     if *exercise == Exercise::NewJobId
-        && let Some(order) = payload.get("orderId").and_then(|o| o.as_str())
+        && let Some(order) = payload.get(field::ORDER_ID).and_then(|o| o.as_str())
     {
-        payload["orderId"] = json!(format!("{order}-{n}"));
+        payload[field::ORDER_ID] = json!(format!("{order}-{n}"));
     }
     (*exercise, payload)
 }

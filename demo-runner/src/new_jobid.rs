@@ -206,7 +206,7 @@ pub(crate) struct EmailTally {
 /// Emails per (order, action).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Tally {
-    /// Keyed by `order_email::identity`, in the order first sent.
+    /// Keyed by `OrderEmail::identity`, in the order first sent.
     pub per_email: BTreeMap<(usize, String), EmailTally>,
 }
 

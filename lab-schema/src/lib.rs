@@ -274,7 +274,7 @@ pub mod job_field {
     /// The Redis key of an order's idempotency record, as the API's exercise code named it.
     pub const ORDER_RECORD: &str = "orderRecord";
     /// Exercise 6: which email the job asks for, `<orderId> <action>`
-    /// (`order_email::identity`), written by `POST /jobs`.
+    /// (`OrderEmail::identity`), written by `POST /jobs`.
     pub const ORDER_EMAIL: &str = "orderEmail";
 }
 

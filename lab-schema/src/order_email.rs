@@ -118,14 +118,8 @@ impl OrderEmail {
     /// Which email this is, for people: `ord-1042 confirmation` (a space
     /// cannot occur in either part).
     pub fn identity(&self) -> String {
-        identity(&self.order_id, &self.action)
+        format!("{} {}", self.order_id, self.action)
     }
-}
-
-/// `ord-1042 confirmation`: an order and an action, for people and for the
-/// job records that name the email a job sent.
-pub fn identity(order_id: &str, action: &str) -> String {
-    format!("{order_id} {action}")
 }
 
 /// The rule of order ids, actions and customers: 1 to [`MAX_NAME_LEN`]

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use lab_schema::order_email::unique_lock;
 use lab_schema::payload;
 
 /// The payload's requests to the plumbing.
@@ -27,6 +28,11 @@ pub(crate) struct Asks {
     pub(crate) lease_ms: Option<u64>,
     /// `redeliverAfterMs`: a failed delivery comes back this soon.
     pub(crate) redeliver_after: Option<Duration>,
+    /// Exercise 6's demonstration (`lab_schema::order_email::unique_lock`):
+    /// the unique lock the API took for this job (its key and mode), and the
+    /// worker that runs it instead of the student's file.
+    pub(crate) unique_lock: Option<(String, String)>,
+    pub(crate) demo_worker: Option<String>,
 }
 
 impl Asks {
@@ -38,6 +44,8 @@ impl Asks {
             payload::STALL_MS,
             payload::LEASE_MS,
             payload::REDELIVER_AFTER_MS,
+            unique_lock::FIELD,
+            unique_lock::DEMO_WORKER,
         ]
         .iter()
         .any(|name| payload_json.contains(name));
@@ -67,6 +75,11 @@ impl Asks {
                 .unwrap_or_default(),
             lease_ms: ms(payload::LEASE_MS).filter(|ms| (100..=600_000).contains(ms)),
             redeliver_after: ms(payload::REDELIVER_AFTER_MS).map(Duration::from_millis),
+            unique_lock: value.get(unique_lock::FIELD).and_then(|lock| {
+                let text = |name: &str| lock.get(name)?.as_str().map(str::to_string);
+                Some((text("key")?, text("mode")?))
+            }),
+            demo_worker: text(unique_lock::DEMO_WORKER).map(str::to_string),
         }
     }
 }
@@ -103,5 +116,18 @@ mod tests {
             Asks::of(r#"{"redeliverAfterMs":1000}"#).redeliver_after,
             Some(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn a_unique_lock_and_a_demonstration_worker_are_read_from_the_payload() {
+        let asks = Asks::of(
+            r#"{"orderId":"o","uniqueLock":{"key":"unique-lock:o","mode":"until-executed"},"demoWorker":"unguarded"}"#,
+        );
+        assert_eq!(
+            asks.unique_lock,
+            Some(("unique-lock:o".to_string(), "until-executed".to_string()))
+        );
+        assert_eq!(asks.demo_worker.as_deref(), Some("unguarded"));
+        assert_eq!(Asks::of(r#"{"uniqueLock":{"key":"k"}}"#).unique_lock, None);
     }
 }

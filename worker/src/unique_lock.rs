@@ -7,9 +7,8 @@
 //! worker goes to the student's `order_email::process_job`, as always.
 
 use lab_schema::order_email::unique_lock::{
-    DEMO_WORKER, FIELD, IDEMPOTENT, UNGUARDED, UNTIL_EXECUTED, UNTIL_EXECUTING,
+    IDEMPOTENT, UNGUARDED, UNTIL_EXECUTED, UNTIL_EXECUTING,
 };
-use serde_json::Value;
 
 use crate::context::{Guard, Job, JobContext, JobError};
 use crate::registry::order_email;
@@ -23,16 +22,12 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// job starts (`until-executing`) or once it returned `Ok` (`until-executed`),
 /// around the worker its payload names.
 pub(crate) async fn process_job(ctx: &mut JobContext, job: &Job) -> Result<(), JobError> {
-    let payload: Value = serde_json::from_str(&job.payload).unwrap_or_default();
-    let lock = payload.get(FIELD).and_then(|lock| {
-        let text = |name: &str| lock.get(name)?.as_str().map(str::to_string);
-        Some((text("key")?, text("mode")?))
-    });
-    let worker = payload.get(DEMO_WORKER).and_then(Value::as_str);
+    // Read with the payload's other asks of the plumbing (`asks.rs`).
+    let (lock, worker) = (&job.asks.unique_lock, job.asks.demo_worker.as_deref());
     if lock.is_none() && worker.is_none() {
         return order_email::process_job(ctx, job).await;
     }
-    if let Some((key, mode)) = &lock
+    if let Some((key, mode)) = lock
         && mode == UNTIL_EXECUTING
     {
         release(ctx, key, &job.job_id).await;
@@ -43,7 +38,7 @@ pub(crate) async fn process_job(ctx: &mut JobContext, job: &Job) -> Result<(), J
         _ => order_email::process_job(ctx, job).await,
     };
     if result.is_ok()
-        && let Some((key, mode)) = &lock
+        && let Some((key, mode)) = lock
         && mode == UNTIL_EXECUTED
     {
         release(ctx, key, &job.job_id).await;
@@ -111,12 +106,8 @@ async fn idempotent(ctx: &mut JobContext, job: &Job) -> Result<(), JobError> {
         ctx.compare_and_delete(&key, &token).await?;
         return Err(err);
     }
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("done")
-        .arg("EX")
-        .arg(ctx.idempotency_ttl_secs)
-        .query_async(&mut ctx.redis)
+    // Done, if the lease is still ours (exercise 2's last step).
+    ctx.compare_and_set(&key, &token, "done", ctx.idempotency_ttl_secs)
         .await?;
     ctx.record_idempotency(job, Guard::Claimed).await?;
     Ok(())

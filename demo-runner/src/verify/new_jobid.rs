@@ -7,7 +7,7 @@
 //! | `different-action-sent` | an order's confirmation, then its shipped email | a key without the action (the order alone, the order and the customer) |
 //! | `other-order-sent` | the confirmations of two orders of one customer | a key without the order (the customer, the action) |
 //! | `fields-kept-apart` | 4 pairs of emails whose order and action make the same text when run together (no separator, or `-`), in either order | fields joined without a separator that cannot occur in them |
-//! | `redeliveries-skipped` | 6 emails, each jobId 6 times at once | the claim of exercise 1 broken (no claim, no `NX`, a key per delivery), skips not recorded |
+//! | `redeliveries-skipped` | 6 emails, each jobId 6 times at once | the claim of exercise 1 broken (no claim, no `NX`, a key per delivery, the claim written after the email), skips not recorded |
 //! | `claim-expires` | (the first try's claim, as its trace shows it written) | a claim with no expiry, or shorter than the frontend's retries (an hour) |
 //!
 //! Each check judges the key the student's code claimed on every delivery
@@ -20,7 +20,7 @@ use std::time::Duration;
 use lab_schema::Exercise;
 use lab_schema::exercise::RECORD_SKIP;
 use lab_schema::summary::plural;
-use lab_schema::trace::{Trace, human_ms};
+use lab_schema::trace::{Step, Trace, Traced, human_ms};
 use serde_json::json;
 
 use super::traces::{claim_write, excerpt, first_claim_command};
@@ -81,6 +81,8 @@ pub(crate) struct Claimed {
     pub exclusive: bool,
     /// The expiry written (`Some(None)`: none; `None`: not known).
     pub ttl_ms: Option<Option<u64>>,
+    /// Written after the email was sent: too late to stop anything.
+    pub after_effect: bool,
 }
 
 impl Sent {
@@ -102,7 +104,19 @@ impl Sent {
 /// The claim a delivery's code wrote first (see `traces::claim_write`).
 fn claimed(trace: &Trace) -> Option<Claimed> {
     let write = claim_write(trace)?;
-    let (_, args) = first_claim_command(trace)?;
+    let (i, args) = first_claim_command(trace)?;
+    // Where the claim stands among the trace's lines: its i-th command.
+    let claim_line = trace
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l.what, Traced::Command { .. }))
+        .nth(i)
+        .map(|(n, _)| n);
+    let after_effect = matches!(
+        (trace.line_of(Step::EffectSent), claim_line),
+        (Some(sent), Some(claim)) if sent < claim
+    );
     let name = args[0].to_ascii_uppercase();
     let exclusive = name == "SETNX"
         || name.starts_with("EVAL")
@@ -112,6 +126,7 @@ fn claimed(trace: &Trace) -> Option<Claimed> {
         command: args.join(" "),
         exclusive,
         ttl_ms: write.ttl_ms,
+        after_effect,
     })
 }
 
@@ -469,6 +484,11 @@ enum Ex6Mistake {
         retry: String,
     },
     /// Every try claimed one key, and still more than one sent.
+    /// The email was sent before the claim was written.
+    EffectBeforeClaim {
+        key: String,
+        emails: u64,
+    },
     ClaimNotHeld {
         key: String,
         emails: u64,
@@ -532,6 +552,7 @@ impl Mistake for Ex6Mistake {
             NoClaim { .. } => "no-claim",
             KeyFromJobId { .. } => "key-from-job-id",
             KeyFromNoise { .. } => "key-from-request-noise",
+            EffectBeforeClaim { .. } => "effect-before-claim",
             ClaimNotHeld { .. } => "claim-not-held",
             KeyWithoutAction { .. } => "key-without-action",
             KeyWithoutOrder { .. } => "key-without-order",
@@ -569,6 +590,9 @@ impl Mistake for Ex6Mistake {
             } => format!(
                 "your key changed when only the {} of the request changed: `{first}`, then `{retry}`. That is new on every request, so every retry looks like a new email (a hash of the whole payload has it too). Build the key from the fields that say which email it is: the order and the action",
                 fields.join(" and the ")
+            ),
+            EffectBeforeClaim { key, emails } => format!(
+                "{emails} emails went out, each sent BEFORE its delivery claimed `{key}` (the trace: [effect sent], then the SET): a claim written after the email cannot stop it. Claim first, and send only when the claim was won"
             ),
             ClaimNotHeld {
                 key,
@@ -697,6 +721,14 @@ fn check_retry(e: &Evidence) -> Check {
                 first: k0,
                 retry: k.clone(),
             });
+        }
+        if sent
+            .iter()
+            .flat_map(Sent::claims)
+            .flatten()
+            .any(|c| c.after_effect)
+        {
+            return Some(Ex6Mistake::EffectBeforeClaim { key: k0, emails });
         }
         Some(Ex6Mistake::ClaimNotHeld {
             key: k0,
@@ -848,6 +880,12 @@ fn check_copies(e: &Evidence) -> Check {
                     email: many.identity(),
                 });
             }
+            if let Some(late) = claims.iter().find(|c| c.after_effect) {
+                return Some(Ex6Mistake::EffectBeforeClaim {
+                    key: late.key.clone(),
+                    emails: many.emails,
+                });
+            }
             if let Some(open) = claims.iter().find(|c| !c.exclusive) {
                 return Some(Ex6Mistake::ClaimNotExclusive {
                     command: open.command.clone(),
@@ -958,6 +996,8 @@ mod tests {
         /// `SET <key> 1 NX EX <ttl>` (false: without NX).
         nx: bool,
         ttl: Option<u64>,
+        /// Sends the email first, then claims (and skips nothing).
+        effect_first: bool,
     }
 
     impl Code {
@@ -966,6 +1006,7 @@ mod tests {
                 key,
                 nx: true,
                 ttl: Some(86_400),
+                effect_first: false,
             }
         }
     }
@@ -995,7 +1036,13 @@ mod tests {
                     command.push_str(&format!(" EX {ttl}"));
                 }
                 command.push_str(if won { " = OK" } else { " = (nil)" });
-                let script = if won {
+                let script = if code.effect_first {
+                    // Sent whatever the claim answers, then skipped when it lost.
+                    sent.emails += 1;
+                    sent.skips += u64::from(!won);
+                    let end = if won { "! returned ok" } else { "! skipped" };
+                    vec!["! effect", "! effect-sent", command.as_str(), end]
+                } else if won {
                     sent.emails += 1;
                     vec![
                         command.as_str(),
@@ -1175,6 +1222,7 @@ mod tests {
             key,
             nx: false,
             ttl: Some(86_400),
+            effect_first: false,
         });
         let failed = failures(&report);
         assert_eq!(failed[0], (RETRY, "claim-not-held"), "{}", report.to_text());
@@ -1186,12 +1234,14 @@ mod tests {
             key,
             nx: true,
             ttl: None,
+            effect_first: false,
         });
         assert_eq!(failures(&report), [(EXPIRES, "claim-never-expires")]);
         let report = simulate(&Code {
             key,
             nx: true,
             ttl: Some(60),
+            effect_first: false,
         });
         assert_eq!(failures(&report), [(EXPIRES, "ttl-too-short")]);
         assert!(
@@ -1199,6 +1249,33 @@ mod tests {
                 || report.to_text().contains("60.0 s"),
             "{}",
             report.to_text()
+        );
+    }
+
+    // Sending first, then claiming: every check that sends one email several
+    // times fails, and says the email went out before the claim.
+    #[test]
+    fn an_email_sent_before_its_claim_is_named_from_the_order_of_steps() {
+        let key = |r: &Request| format!("k:{}:{}", order(r), action(r));
+        let report = simulate(&Code {
+            key,
+            nx: true,
+            ttl: Some(86_400),
+            effect_first: true,
+        });
+        assert_eq!(
+            failures(&report),
+            [
+                (RETRY, "effect-before-claim"),
+                (COPIES, "effect-before-claim")
+            ],
+            "{}",
+            report.to_text()
+        );
+        assert!(
+            report
+                .to_text()
+                .contains("each sent BEFORE its delivery claimed `k:")
         );
     }
 }

@@ -27,6 +27,7 @@ mod client;
 mod code;
 mod compare;
 mod evidence;
+pub mod grading;
 mod new_jobid;
 mod orders;
 mod registry;

@@ -14,11 +14,13 @@
 //! - [`provider`]: the contract of the provider, exercise 3's payment gateway.
 //! - [`orders`]: the contract of `POST /orders`, exercise 4's route.
 //! - [`code`]: the fingerprint of the exercise code a worker runs.
+//! - [`grade`]: the result file `./lab grade` writes and `class-report` reads.
 
 use serde::{Deserialize, Serialize};
 
 pub mod code;
 pub mod exercise;
+pub mod grade;
 pub mod measured;
 pub mod metrics;
 pub mod order_email;

@@ -20,6 +20,11 @@ use crate::client::Api;
 /// Where `./lab` and compose say the repository is.
 const SOURCE_DIR_ENV: &str = "LAB_SOURCE_DIR";
 
+/// The repository, as `./lab` and compose say (`None`: not said).
+pub fn source_dir() -> Option<PathBuf> {
+    std::env::var_os(SOURCE_DIR_ENV).map(PathBuf::from)
+}
+
 /// What the running workers say of the code of one exercise.
 #[derive(Debug, Clone, Default)]
 pub struct CodeReport {
@@ -110,7 +115,7 @@ fn runner(exercise: Exercise) -> Runner {
 
 /// Reads the running workers and compares their code with the file on disk.
 pub async fn report(api: &Api, exercise: Exercise) -> CodeReport {
-    let source_dir = std::env::var_os(SOURCE_DIR_ENV).map(PathBuf::from);
+    let source_dir = source_dir();
     match api.workers().await {
         Ok(running) => judge(
             exercise,

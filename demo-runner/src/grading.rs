@@ -419,7 +419,12 @@ pub(crate) mod tests {
     #[test]
     fn gradescope_scores_each_check() {
         let exercise = Exercise::DuplicateDelivery;
-        let failing = result("bob", exercise, &["concurrent-duplicates"], "check-then-set");
+        let failing = result(
+            "bob",
+            exercise,
+            &["concurrent-duplicates"],
+            "check-then-set",
+        );
         let points = Points::parse("1 concurrent-duplicates 4").unwrap();
         let json = gradescope(std::slice::from_ref(&failing), &points);
         let tests = json["tests"].as_array().unwrap();
@@ -447,7 +452,12 @@ pub(crate) mod tests {
     fn junit_has_a_case_per_check_and_escapes() {
         let exercise = Exercise::DuplicateDelivery;
         let xml = junit(&[
-            result("bob", exercise, &["concurrent-duplicates"], "check-then-set"),
+            result(
+                "bob",
+                exercise,
+                &["concurrent-duplicates"],
+                "check-then-set",
+            ),
             not_built("carol", exercise),
         ]);
         let n = grader(exercise).checks.len();

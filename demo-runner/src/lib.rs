@@ -23,6 +23,7 @@
 //! failed), 2 on usage errors.
 
 mod chaos;
+pub mod class_report;
 mod client;
 mod code;
 mod compare;
@@ -163,6 +164,19 @@ pub enum Command {
         /// The lease verify's jobs ask for, in milliseconds (their payload's leaseMs: the handler's ctx.lease_ms); the checks of exercises 2 and 3 time their copies around it.
         #[arg(long, value_name = "MS", default_value_t = verify::LEASE_MS, value_parser = clap::value_parser!(u64).range(100..=600_000))]
         lease_ms: u64,
+    },
+    /// The whole class on one page: reads every result file `./lab grade` wrote under
+    /// DIR and writes DIR/class-report.md and DIR/class-report.html (the API serves the
+    /// latter at /class-report): per exercise, the mistakes ranked by how many students
+    /// made them, the fix rate per check, and students x checks.
+    ClassReport {
+        /// The class folder (./lab grade's --out; default grades, in lab-output/).
+        #[arg(default_value = "grades")]
+        dir: PathBuf,
+        /// The grading machine's seal key (./lab keeps it in .lab/grade-key): a result
+        /// whose seal holds under it was graded there (evidence); any other is a claim.
+        #[arg(long, value_name = "FILE", env = "LAB_GRADE_KEY_FILE")]
+        key: Option<PathBuf>,
     },
     /// List the exercises: number, folder, title, student file, program, scenarios.
     ///
@@ -418,6 +432,13 @@ pub async fn run(cli: &Cli) -> anyhow::Result<bool> {
             for line in code::stale(&cli.api()?).await? {
                 println!("{line}");
             }
+            Ok(true)
+        }
+        Command::ClassReport { dir, key } => {
+            // No key file yet (nothing graded on this machine): every result is a claim.
+            let key = key.as_ref().and_then(|k| std::fs::read(k).ok());
+            let source = code::source_dir().unwrap_or_else(|| PathBuf::from("."));
+            print!("{}", class_report::write(dir, key.as_deref(), &source)?);
             Ok(true)
         }
         Command::Exercises => {

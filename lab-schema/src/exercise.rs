@@ -167,6 +167,11 @@ impl Exercise {
         format!("exercises/{}", self.info().slug)
     }
 
+    /// The instructor guide, from the repository root.
+    pub fn instructor_guide(self) -> String {
+        format!("{}/INSTRUCTOR.md", self.folder())
+    }
+
     /// The reference solution, a patch of the student file.
     pub fn solution_patch(self) -> String {
         format!("{}/solution.patch", self.folder())

@@ -314,6 +314,9 @@ mod tests {
             parse(&broken.to_string()),
             Err(Unreadable::Corrupt(_))
         ));
-        assert_eq!(parse(&serde_json::to_string(&sample()).unwrap()), Ok(sample()));
+        assert_eq!(
+            parse(&serde_json::to_string(&sample()).unwrap()),
+            Ok(sample())
+        );
     }
 }

@@ -74,6 +74,39 @@ async fn page() -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
 }
 
+/// Where `GET /class-report` reads the class report unless `CLASS_REPORT_FILE`
+/// says otherwise: `class-report`'s page in `./lab grade`'s folder, from the
+/// API's working directory.
+pub const CLASS_REPORT_FILE: &str = "lab-output/grades/class-report.html";
+
+/// `GET /class-report`: the class report `./lab demo class-report` wrote (one
+/// self-contained page, for the projector), read at each request; 404 with
+/// how to make one when there is none yet.
+pub async fn class_report(State(state): State<AppState>) -> Response {
+    let path = state.class_report.clone();
+    let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await;
+    match read.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+        Ok(page) => ([(header::CACHE_CONTROL, "no-cache")], Html(page)).into_response(),
+        Err(_) => (
+            axum::http::StatusCode::NOT_FOUND,
+            Html(format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>No class report yet</title></head><body>\
+                 <h1>No class report yet</h1><p>Grade the class, then write the report:</p>\
+                 <pre>./lab grade submissions/* --exercise 1\n./lab demo class-report</pre>\
+                 <p>(This page reads {}.)</p></body></html>",
+                state
+                    .class_report
+                    .display()
+                    .to_string()
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            )),
+        )
+            .into_response(),
+    }
+}
+
 /// `GET /runs/{runId}`: the page for a browser (it asks for `text/html`), the
 /// run's JSON summary for everyone else (the documented route, unchanged).
 pub async fn run_page_or_json(

@@ -62,6 +62,8 @@ pub struct AppState {
     pub key_ttl: Duration,
     /// When this API started (Unix ms), as `GET /workers` reports it.
     pub started_ms: u64,
+    /// The class report `GET /class-report` serves (`CLASS_REPORT_FILE`).
+    pub class_report: std::path::PathBuf,
 }
 
 impl AppState {
@@ -73,6 +75,9 @@ impl AppState {
             redis,
             key_ttl: orders::DEFAULT_TTL,
             started_ms: lab_schema::now_ms(),
+            class_report: std::env::var_os("CLASS_REPORT_FILE")
+                .map(Into::into)
+                .unwrap_or_else(|| dashboard::CLASS_REPORT_FILE.into()),
         })
     }
 }
@@ -97,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::get_metrics))
+        .route("/class-report", get(dashboard::class_report))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -365,3 +365,52 @@ async fn an_open_page_does_not_hold_up_shutdown() {
     let text = reader.await.unwrap();
     assert!(text.contains("event: reconnect"), "{text}");
 }
+
+// `GET /class-report` serves the page `class-report` wrote (read at each
+// request: a new report shows without a restart), and says how to make one
+// when there is none.
+#[tokio::test]
+async fn the_class_report_is_served_when_written() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("lab-api-class-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("class-report.html");
+    let _ = std::fs::remove_file(&file);
+    let port = lab_testkit::free_port();
+    let mut api = Command::new(env!("CARGO_BIN_EXE_api"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--redis-url", &redis.url()])
+        .env("CLASS_REPORT_FILE", &file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/class-report");
+    let start = Instant::now();
+    let missing = loop {
+        if let Ok(response) = reqwest::get(&url).await {
+            break response;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the api did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let text = missing.text().await.unwrap();
+    assert!(text.contains("./lab demo class-report"), "{text}");
+    std::fs::write(&file, "<!doctype html><title>Class report: x</title>").unwrap();
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("Class report: x"));
+    let _ = api.kill();
+    let _ = api.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -200,14 +200,26 @@ pub fn ranked(results: &[&Read]) -> Vec<Ranked> {
 /// The instructor guide's row for a diagnosis code: the mistake as the guide
 /// names it, and the section it is in (`None`: no guide, or no row).
 pub fn guide_row(source_dir: &Path, exercise: Exercise, code: &str) -> Option<(String, String)> {
+    guide_row_quoting(source_dir, exercise, &format!("`{code}`"))
+}
+
+/// The instructor guide's first table row that contains `needle` (a
+/// "Mistakes students make" row first): its first cell and its section.
+fn guide_row_quoting(
+    source_dir: &Path,
+    exercise: Exercise,
+    needle: &str,
+) -> Option<(String, String)> {
+    if needle.trim().is_empty() {
+        return None;
+    }
     let guide = std::fs::read_to_string(source_dir.join(exercise.instructor_guide())).ok()?;
-    let needle = format!("`{code}`");
     let mut section = String::new();
     let mut found = None;
     for line in guide.lines() {
         if let Some(heading) = line.strip_prefix("## ") {
             section = heading.trim().to_string();
-        } else if line.starts_with('|') && line.contains(&needle) {
+        } else if line.starts_with('|') && line.contains(needle) {
             let mistake = line
                 .trim_matches('|')
                 .split('|')
@@ -301,10 +313,18 @@ fn exercise_blocks(out: &mut Vec<Block>, exercise: Exercise, results: &[&Read], 
             .map(|r| {
                 let discuss = match guide_row(source, exercise, &r.code) {
                     Some((mistake, section)) => format!("{guide}, {section}: {mistake}"),
-                    None => match r.code.as_str() {
-                        "build-failed" => format!("{guide}, Compile errors students hit"),
-                        _ => String::new(),
-                    },
+                    None if r.code == Outcome::BuildFailed.code() => {
+                        // The compile-error table quotes the compiler's message.
+                        let message = r
+                            .example
+                            .split_once("]: ")
+                            .map_or("", |(_, m)| m.rsplit_once(" (").map_or(m, |(m, _)| m));
+                        match guide_row_quoting(source, exercise, message) {
+                            Some((mistake, section)) => format!("{guide}, {section}: {mistake}"),
+                            None => format!("{guide}, Compile errors students hit"),
+                        }
+                    }
+                    None => String::new(),
                 };
                 vec![
                     format!("`{}`", r.code),

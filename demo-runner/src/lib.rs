@@ -52,6 +52,7 @@ use lab_schema::Exercise;
 /// Each scenario's command-line arguments (`Scenario::DuplicateLoad(DuplicateLoad { .. })`).
 pub use chaos::{Chaos, Load};
 pub use client::Api;
+pub use evidence::utc_timestamp;
 pub use new_jobid::NewJobId;
 pub use registry::{OTHER_SCENARIOS, Scenario, scenario_names};
 pub use report::ScenarioRun;

@@ -286,6 +286,12 @@ struct Patched {
 
 impl Patched {
     fn apply(patch: Option<&str>) -> Patched {
+        Patched::with(patch, &[])
+    }
+
+    /// The copy with `patch` applied (if any), then `files` (paths from the
+    /// repository root, and their content) written over it.
+    fn with(patch: Option<&str>, files: &[(String, Vec<u8>)]) -> Patched {
         let root = workspace_root();
         let build_dir = root.join("target").join("patched-worker");
         std::fs::create_dir_all(&build_dir).unwrap();
@@ -311,6 +317,9 @@ impl Patched {
                 "{patch} no longer applies to the starter"
             );
         }
+        for (path, content) in files {
+            std::fs::write(copy.join(path), content).unwrap();
+        }
         let changed = changed_files(&root, &copy);
         assert!(
             patch.is_none() || !changed.is_empty(),
@@ -326,6 +335,49 @@ impl Patched {
     /// Builds `packages` in the copy (in one cargo run): whether they built,
     /// and what cargo printed.
     fn build(&self, packages: &[&str], profile: Profile) -> (bool, String) {
+        let out = self.cargo_build(packages, profile).output().expect("cargo");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// [`Patched::build`] within `limit`: `None` when cargo was still
+    /// building then (it is killed, with the compilers it started).
+    fn build_within(
+        &self,
+        packages: &[&str],
+        profile: Profile,
+        limit: Duration,
+    ) -> Option<(bool, String)> {
+        use std::os::unix::process::CommandExt;
+        let errors = self.build_dir.join("cargo-errors.txt");
+        let mut child = self
+            .cargo_build(packages, profile)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
+            // Its own process group: a kill reaches rustc too.
+            .process_group(0)
+            .spawn()
+            .expect("cargo");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("cargo") {
+                let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+                return Some((status.success(), stderr));
+            }
+            if Instant::now() >= deadline {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn cargo_build(&self, packages: &[&str], profile: Profile) -> Command {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
         command.args(["build", "--quiet", "--offline", "--color", "never"]);
@@ -335,16 +387,11 @@ impl Patched {
         if profile == Profile::Release {
             command.arg("--release");
         }
-        let out = command
+        command
             .arg("--target-dir")
             .arg(self.build_dir.join("target"))
-            .current_dir(&self.copy)
-            .output()
-            .expect("cargo");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .current_dir(&self.copy);
+        command
     }
 }
 
@@ -398,9 +445,9 @@ pub fn built_programs<const N: usize>(
         .and_then(|patch| Path::new(patch).file_stem())
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "starter".to_string());
-    let (folder, suffix) = match profile {
-        Profile::Debug => ("debug", ""),
-        Profile::Release => ("release", "-release"),
+    let suffix = match profile {
+        Profile::Debug => "",
+        Profile::Release => "-release",
     };
     let hash = tree_hash(&patched.copy);
     let binaries = packages.map(|package| {
@@ -414,17 +461,65 @@ pub fn built_programs<const N: usize>(
         built,
         "{packages:?} patched with {patch:?} do not build:\n{stderr}"
     );
-    for (package, binary) in packages.iter().zip(&binaries) {
-        // Copied, then renamed into place: never a half-written binary under the name.
-        let partial = binary.with_extension(format!("partial-{}", std::process::id()));
-        std::fs::copy(
-            patched.build_dir.join("target").join(folder).join(package),
-            &partial,
-        )
-        .unwrap();
-        std::fs::rename(&partial, binary).unwrap();
-    }
+    patched.keep(&packages, &binaries, profile);
     binaries
+}
+
+/// Why [`built_with_files`] built nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotBuilt {
+    /// The compiler's output (its errors).
+    Errors(String),
+    /// Cargo was still building after this long.
+    TimedOut(Duration),
+}
+
+/// The programs of `packages`, built (debug) from the scratch copy with
+/// `files` (paths from the repository root, and their content: a student's
+/// submission) written over the starter, within `limit`: private copies, in
+/// order, named `lab-<package>-<name>-<hash of the sources>` (the same sources
+/// are built once). Builds of one machine take turns, as [`patched_binary`]'s do.
+pub fn built_with_files<const N: usize>(
+    packages: [&str; N],
+    files: &[(String, Vec<u8>)],
+    name: &str,
+    limit: Duration,
+) -> Result<[PathBuf; N], NotBuilt> {
+    let patched = Patched::with(None, files);
+    let hash = tree_hash(&patched.copy);
+    let binaries = packages
+        .map(|package| std::env::temp_dir().join(format!("lab-{package}-{name}-{hash:016x}")));
+    if binaries.iter().all(|binary| binary.exists()) {
+        return Ok(binaries);
+    }
+    match patched.build_within(&packages, Profile::Debug, limit) {
+        None => Err(NotBuilt::TimedOut(limit)),
+        Some((false, stderr)) => Err(NotBuilt::Errors(stderr)),
+        Some((true, _)) => {
+            patched.keep(&packages, &binaries, Profile::Debug);
+            Ok(binaries)
+        }
+    }
+}
+
+impl Patched {
+    /// Copies the built programs of `packages` to `binaries`.
+    fn keep(&self, packages: &[&str], binaries: &[PathBuf], profile: Profile) {
+        let folder = match profile {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        };
+        for (package, binary) in packages.iter().zip(binaries) {
+            // Copied, then renamed into place: never a half-written binary under the name.
+            let partial = binary.with_extension(format!("partial-{}", std::process::id()));
+            std::fs::copy(
+                self.build_dir.join("target").join(folder).join(package),
+                &partial,
+            )
+            .unwrap();
+            std::fs::rename(&partial, binary).unwrap();
+        }
+    }
 }
 
 /// A hash of every file of the scratch copy (paths and contents).

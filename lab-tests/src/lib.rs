@@ -20,6 +20,7 @@
 //! `src/bench.rs` and `src/bin/bench-drain.rs` are `./lab bench drain`, built on this kit.
 
 pub mod bench;
+pub mod grade;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -40,13 +41,16 @@ pub fn demo_binary() -> PathBuf {
     sibling_binary("demo")
 }
 
-/// A binary of the workspace's target folder: tests run from `target/<profile>/deps/`.
+/// A binary of the workspace's target folder: tests run from `target/<profile>/deps/`,
+/// this crate's programs (`grade`) from `target/<profile>/`.
 fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
+    let dir = exe.parent().expect("target/<profile>");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>/deps")
+    } else {
+        dir
+    };
     let path = profile_dir.join(name);
     assert!(
         path.exists(),

@@ -723,7 +723,8 @@ pub async fn grade_all(tasks: Vec<Task>, options: &Options) -> anyhow::Result<Ve
     let results: Vec<GradeResult> = results.into_iter().map(|(_, r)| r).collect();
     let secs = began.elapsed().as_secs_f64();
     eprintln!(
-        "graded {total} in {secs:.0} s ({:.1} s each); results in {}; the class on one page: ./lab demo class-report {}",
+        "graded {} in {secs:.0} s ({:.1} s each); results in {}; the class on one page: ./lab demo class-report {}",
+        lab_schema::summary::plural(total as u64, "submission"),
         secs / total.max(1) as f64,
         options.out.display(),
         options.out.display()

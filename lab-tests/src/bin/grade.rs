@@ -103,7 +103,7 @@ fn main() -> std::process::ExitCode {
     // Every submission is read before anything is built: a bad one is named
     // now, and the others are still graded.
     let mut tasks: Vec<Task> = Vec::new();
-    let mut unreadable = 0;
+    let mut unreadable = 0u64;
     for path in &args.submissions {
         match tasks_of(path, &args.exercises, args.student.as_deref(), &root) {
             Ok(found) => {
@@ -153,8 +153,11 @@ fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(grade_all(tasks, &args.options)) {
         Ok(results) if unreadable > 0 => {
-            eprintln!("grade: {unreadable} submissions could not be graded (above)");
             let _ = results;
+            eprintln!(
+                "grade: {} not graded (above)",
+                lab_schema::summary::plural(unreadable, "submission")
+            );
             std::process::ExitCode::from(2)
         }
         Ok(results) if results.iter().all(|r| r.passed) => std::process::ExitCode::SUCCESS,

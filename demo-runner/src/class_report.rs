@@ -256,11 +256,13 @@ fn blocks(class: &Class, title: &str, source_dir: &Path) -> Vec<Block> {
         .map(|r| r.result.student.as_str())
         .collect();
     let sealed = class.results.iter().filter(|r| r.sealed).count();
+    let n = |count: usize, noun: &str| lab_schema::summary::plural(count as u64, noun);
     out.push(Block::Text(format!(
-        "{} students, {} results. Evidence: {sealed} results graded by `./lab grade` on this machine from the students' source (sealed, unedited). Claims: {} results not sealed here (uploaded, made elsewhere, or edited), marked \"claim\" below.",
-        students.len(),
-        class.results.len(),
-        class.results.len() - sealed,
+        "{}, {}. Evidence: {} graded by `./lab grade` on this machine from the students' source (sealed, unedited). Claims: {} not sealed here (uploaded, made elsewhere, or edited), marked \"claim\" below.",
+        n(students.len(), "student"),
+        n(class.results.len(), "result"),
+        n(sealed, "result"),
+        n(class.results.len() - sealed, "result"),
     )));
     for &exercise in Exercise::ALL {
         let results: Vec<&Read> = class

@@ -602,3 +602,119 @@ fn check_with_promtool(metrics: &str) {
         "promtool check metrics:\n{said}\n{metrics}"
     );
 }
+
+/// A result `./lab grade` would write: `student` on exercise 1, failing
+/// `failed` checks with `diagnosis` (none: a pass).
+fn graded(student: &str, failed: &[&str], diagnosis: &str) -> lab_schema::grade::GradeResult {
+    use lab_schema::grade::{FORMAT, GradeResult, LAB_VERSION, Outcome, Submission, VERSION};
+    let exercise = Exercise::DuplicateDelivery;
+    let mut checks = demo_runner::grading::checks_not_run(exercise, Outcome::Graded, "");
+    for check in &mut checks {
+        check.passed = !failed.contains(&check.name.as_str());
+        check.numbers = "8 jobs x 8 copies".to_string();
+        check.meaning = (!check.passed).then(|| format!("{diagnosis}, in words"));
+        check.diagnosis = (!check.passed).then(|| diagnosis.to_string());
+    }
+    GradeResult {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        lab_version: LAB_VERSION.to_string(),
+        lab_commit: None,
+        student: student.to_string(),
+        exercise: exercise.number(),
+        exercise_name: exercise.info().slug.to_string(),
+        submission: Submission::default(),
+        fingerprint: "3fa9c1".to_string(),
+        outcome: Outcome::Graded,
+        reason: None,
+        passed: failed.is_empty(),
+        checks,
+        verdict: String::new(),
+        graded_at: "2026-12-06T10:00:00Z".to_string(),
+        duration_ms: 1,
+        seal: None,
+    }
+}
+
+// The class report as the projector shows it: one page with no script and
+// nothing to download, the most common mistake first, each cell coloured by
+// its outcome, and the claims (results not sealed here) marked.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_class_report_reads_in_a_browser() {
+    let Some(mut browser) = Browser::start() else {
+        return;
+    };
+    let dir = scratch_dir("class-report");
+    let key = b"this machine's key";
+    let class = [
+        ("ada", graded("ada", &[], "")),
+        (
+            "bob",
+            graded("bob", &["concurrent-duplicates"], "check-then-set"),
+        ),
+        (
+            "cy",
+            graded("cy", &["concurrent-duplicates"], "check-then-set"),
+        ),
+        (
+            "dee",
+            graded("dee", &["claim-expires"], "claim-never-expires"),
+        ),
+    ];
+    for (i, (student, mut result)) in class.into_iter().enumerate() {
+        // dee's file was made elsewhere: a claim.
+        if student != "dee" {
+            result.seal_with(key);
+        }
+        std::fs::write(
+            dir.join(format!("{i}.json")),
+            serde_json::to_string(&result).unwrap(),
+        )
+        .unwrap();
+    }
+    let said =
+        demo_runner::class_report::write(&dir, Some(key), &lab_testkit::workspace_root()).unwrap();
+    assert!(said.contains("exercise 1: 1 of 4 pass"), "{said}");
+    browser.open(&format!(
+        "file://{}",
+        dir.join("class-report.html").display()
+    ));
+    browser
+        .wait(
+            "the report",
+            "document.querySelectorAll('table').length === 3",
+        )
+        .await;
+    assert_eq!(browser.eval("document.scripts.length"), json!(0));
+    assert_eq!(
+        browser.eval("document.title"),
+        json!(format!(
+            "Class report: {}",
+            dir.file_name().unwrap().to_string_lossy()
+        ))
+    );
+    // The ranked mistakes: the race first (2 students), then the missing TTL.
+    let ranked = browser.eval(
+        "[...document.querySelectorAll('table')[0].rows].slice(1).map(r => r.cells[0].innerText + ' ' + r.cells[1].innerText)",
+    );
+    assert_eq!(
+        ranked,
+        json!(["check-then-set 2 (bob, cy)", "claim-never-expires 1 (dee)"])
+    );
+    // Students x checks: 3 FAIL cells (red), the claim marked.
+    let grid = "document.querySelectorAll('table')[2]";
+    assert_eq!(
+        browser.eval(&format!("{grid}.querySelectorAll('td.fail').length")),
+        json!(3 + 3)
+    );
+    let background = browser.eval(&format!(
+        "getComputedStyle({grid}.querySelector('td.fail')).backgroundColor"
+    ));
+    assert_eq!(background, json!("rgb(248, 215, 215)"));
+    assert_eq!(
+        browser.eval(&format!("{grid}.rows[4].cells[1].innerText")),
+        json!("FAIL (claim)")
+    );
+    browser.screenshot("class-report.png");
+    let _ = std::fs::remove_dir_all(&dir);
+}

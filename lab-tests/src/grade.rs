@@ -327,6 +327,26 @@ pub fn tasks_of(
     Ok(tasks)
 }
 
+/// `exercise`'s student file with `patch` (a path from the repository root,
+/// e.g. a fixture) applied: a student's file, for tests and the benchmark.
+pub fn patched_student_file(exercise: Exercise, patch: &str) -> Vec<u8> {
+    let dir = crate::scratch_dir("student-file");
+    let file = exercise.info().student_file;
+    std::fs::create_dir_all(dir.join(file).parent().expect("a folder")).expect("scratch");
+    std::fs::copy(workspace_root().join(file), dir.join(file)).expect("the starter");
+    let applied = Command::new("git")
+        .arg("apply")
+        .arg(workspace_root().join(patch))
+        .current_dir(&dir)
+        .env("GIT_CEILING_DIRECTORIES", dir.parent().expect("temp"))
+        .status()
+        .expect("git");
+    assert!(applied.success(), "{patch} does not apply");
+    let content = std::fs::read(dir.join(file)).expect("the patched file");
+    let _ = std::fs::remove_dir_all(&dir);
+    content
+}
+
 /// The compiler's first error and where it is: what a result says of code that does not compile.
 pub fn first_error(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().collect();

@@ -12,26 +12,8 @@ use std::process::Command;
 use lab_schema::Exercise;
 use lab_schema::grade::{GradeResult, Outcome};
 use lab_testkit::workspace_root;
+use lab_tests::grade::patched_student_file;
 use lab_tests::{scratch_dir, text};
-
-/// The student file of `exercise` with `patch` (from the repository root) applied.
-fn patched_file(exercise: Exercise, patch: &str) -> Vec<u8> {
-    let dir = scratch_dir("student-file");
-    let file = exercise.info().student_file;
-    std::fs::create_dir_all(dir.join(file).parent().unwrap()).unwrap();
-    std::fs::copy(workspace_root().join(file), dir.join(file)).unwrap();
-    let applied = Command::new("git")
-        .arg("apply")
-        .arg(workspace_root().join(patch))
-        .current_dir(&dir)
-        .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(applied.success(), "{patch} does not apply");
-    let content = std::fs::read(dir.join(file)).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    content
-}
 
 fn put(dir: &Path, rel: &str, content: &[u8]) {
     let path = dir.join(rel);
@@ -80,10 +62,10 @@ fn a_class_is_graded_then_reported() {
     put(
         &class.join("ada"),
         "job.rs",
-        &patched_file(exercise, &exercise.solution_patch()),
+        &patched_student_file(exercise, &exercise.solution_patch()),
     );
     let bob = class.join("bob");
-    put(&bob, file, &patched_file(exercise, wrong));
+    put(&bob, file, &patched_student_file(exercise, wrong));
     put(&bob, "Cargo.toml", b"[workspace]\nmembers = []\n");
     put(
         &bob,
@@ -101,7 +83,7 @@ fn a_class_is_graded_then_reported() {
     put(
         &class.join("cy"),
         "job.rs",
-        &patched_file(exercise, compile),
+        &patched_student_file(exercise, compile),
     );
     let starter = std::fs::read_to_string(workspace_root().join(file)).unwrap();
     let hangs = starter.replacen(

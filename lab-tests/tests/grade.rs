@@ -266,3 +266,68 @@ for path in sorted(glob.glob(out + "/*/gradescope-results.json")):
         );
     }
 }
+
+// Gradescope's run_autograder, in a folder laid out as Gradescope's image is
+// (/autograder/source, submission, results): a submitted file gives a
+// results.json in Gradescope's format with the checks' points; a submission
+// without the exercise's file gives one that says so, never an autograder error.
+#[test]
+fn gradescope_run_autograder_writes_results_json() {
+    let root = workspace_root();
+    let autograder = scratch_dir("autograder");
+    std::os::unix::fs::symlink(&root, autograder.join("source")).unwrap();
+    let wrong = "exercises/01-duplicate-delivery/fixtures/wrong-no-expiry.patch";
+    put(
+        &autograder.join("submission"),
+        "job.rs",
+        &patched_student_file(Exercise::DuplicateDelivery, wrong),
+    );
+    let run = || {
+        Command::new(root.join("docs/gradescope/run_autograder"))
+            .env("AUTOGRADER", &autograder)
+            .env("LAB_EXERCISE", "1")
+            .env("LAB_GRADE_BIN", env!("CARGO_BIN_EXE_grade"))
+            .env("LAB_STATE_DIR", autograder.join("state"))
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(autograder.join("results/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(results["score"], 5.0, "{results:#}");
+    let failed: Vec<&serde_json::Value> = results["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{results:#}");
+    assert_eq!(failed[0]["name"], "exercise 1: claim-expires");
+    assert!(
+        failed[0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("never expires"),
+        "{results:#}"
+    );
+    // No file: a result that says so.
+    std::fs::remove_file(autograder.join("submission/job.rs")).unwrap();
+    std::fs::remove_file(autograder.join("results/results.json")).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(autograder.join("results/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(results["score"], 0);
+    assert!(
+        results["output"]
+            .as_str()
+            .unwrap()
+            .contains("No exercise 1 file")
+    );
+    let _ = std::fs::remove_dir_all(&autograder);
+}

@@ -16,6 +16,7 @@ const USAGE: &str =
 
 struct Args {
     submissions: Vec<PathBuf>,
+    prepare: bool,
     exercises: Vec<Exercise>,
     student: Option<String>,
     options: Options,
@@ -24,6 +25,7 @@ struct Args {
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         submissions: Vec::new(),
+        prepare: false,
         exercises: Vec::new(),
         student: None,
         options: Options {
@@ -72,6 +74,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--gradescope" => {
                 parsed.options.gradescope = Some(PathBuf::from(value("--gradescope", args.next())?))
             }
+            "--prepare" => parsed.prepare = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             flag if flag.starts_with("--") => {
                 return Err(format!("unknown option {flag:?}\n{USAGE}"));
@@ -79,7 +82,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             path => parsed.submissions.push(PathBuf::from(path)),
         }
     }
-    if parsed.submissions.is_empty() {
+    if parsed.prepare && !parsed.submissions.is_empty() {
+        return Err(format!("--prepare takes no submission\n{USAGE}"));
+    }
+    if parsed.submissions.is_empty() && !parsed.prepare {
         return Err(format!("no submission given\n{USAGE}"));
     }
     if parsed.student.is_some() && parsed.submissions.len() > 1 {
@@ -99,6 +105,20 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if args.prepare {
+        return match lab_tests::grade::prepare() {
+            Ok(secs) => {
+                eprintln!(
+                    "grade: the starter is built ({secs:.0} s): a submission now compiles its own crate only"
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("grade: the starter does not build: {why}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let root = lab_testkit::workspace_root();
     // Every submission is read before anything is built: a bad one is named
     // now, and the others are still graded.

@@ -42,6 +42,30 @@ RUN --mount=type=cache,id=idempotency-lab-cargo-registry,target=/usr/local/cargo
     && { cargo build --release --locked -p api -p provider -p worker -p demo-runner 2>&1 >/dev/null \
          | target/release/demo-runner code --warnings >/out-share/warnings.txt; }
 
+# The grader of `./lab grade --docker` (docs/grading.md, "Trust"), built only on demand
+# (`docker build --target grader`): the lab's source, the crates, a warm debug build and
+# redis-server. Each submission is graded in a container of its own with no network, its
+# files mounted read-only, and the student's programs run as the unprivileged user
+# `student` (the grader starts them as LAB_STUDENT_UID), under CPU, memory and pid limits.
+FROM build AS grader
+# Debian bookworm's redis-server and procps, unpinned: a pinned version breaks at its next security update.
+# hadolint ignore=DL3008
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server procps >/dev/null \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 10002 --no-create-home --shell /usr/sbin/nologin student
+COPY exercises exercises
+# The crates in the image (a grading container has no network), then the grading programs
+# and the starter built in the scratch copy's target folder: a submission compiles its crate only.
+RUN cargo fetch --locked \
+    && cargo build --locked --quiet --target-dir target/patched-worker/target \
+         -p lab-tests --bin grade --bin demo --bin starter-worker \
+    && target/patched-worker/target/debug/grade --prepare
+ENV PATH=/src/target/patched-worker/target/debug:$PATH \
+    LAB_STUDENT_UID=10002 \
+    LAB_SOURCE_DIR=/src
+CMD ["grade", "--help"]
+
 FROM ${RUNTIME_IMAGE}
 # Plain HTTP to Redis and between services: the binaries need no TLS or other libraries.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin lab

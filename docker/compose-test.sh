@@ -335,6 +335,63 @@ record "./lab doctor  (in the dev container)" "$DOCKER" run --rm -v "$WORK:/work
 printf '%s\n' "$LAST" | grep -q "this machine is ready" || die "./lab doctor in the dev container did not say the machine is ready"
 "$DOCKER" image rm idempotency-lab-dev:ci >/dev/null
 
+# 8. Grading a class in the sandbox (./lab grade --docker): each submission in a container of
+# its own with no network, its files read-only, the student's code as an unprivileged user.
+# Four students of exercise 1: the reference; a file that tries to read a file of this machine
+# and to write outside its copy; one that opens a network connection; one that never returns.
+# Each gets a result that says what its code did, and nothing on this machine changes.
+CLASS="$DIR/class"
+rm -rf "$CLASS" "$DIR/grades" && mkdir -p "$CLASS/ada/worker/src" "$CLASS/bob" "$CLASS/cy" "$CLASS/dee"
+cp "$DIR/job.rs.ok" "$CLASS/ada/worker/src/job.rs"
+(cd "$CLASS/ada" && GIT_CEILING_DIRECTORIES="$CLASS" git apply "$WORK/exercises/01-duplicate-delivery/solution.patch") \
+  || die "exercise 1's solution does not apply to the starter"
+mv "$CLASS/ada/worker/src/job.rs" "$CLASS/ada/job.rs" && rm -r "$CLASS/ada/worker"
+printf 's3cret-of-this-machine\n' >"$DIR/grade-secret.txt"
+hostile() { # hostile <student> <rust lines>: the reference with these lines first in process_job
+  awk -v code="$2" '{ print } /ctx.mark_processing\(job\).await\?;/ && !done { print code; done = 1 }' \
+    "$CLASS/ada/job.rs" >"$CLASS/$1/job.rs"
+  grep -q 'hostile' "$CLASS/$1/job.rs" || die "could not make $1's job.rs"
+}
+hostile bob "    match std::fs::read_to_string(\"$DIR/grade-secret.txt\") { Ok(s) => eprintln!(\"hostile: read {s}\"), Err(e) => eprintln!(\"hostile: cannot read the secret: {e}\") }
+    if let Err(e) = std::fs::write(\"/submissions/bob/pwned\", \"x\") { eprintln!(\"hostile: cannot write the submission: {e}\"); }
+    if let Err(e) = std::fs::write(\"/src/worker/src/job.rs\", \"x\") { eprintln!(\"hostile: cannot write the lab: {e}\"); }"
+hostile cy "    match std::net::TcpStream::connect_timeout(&\"93.184.216.34:80\".parse().unwrap(), std::time::Duration::from_secs(2)) { Ok(_) => eprintln!(\"hostile: connected\"), Err(e) => eprintln!(\"hostile: cannot connect: {e}\") }"
+hostile dee "    loop { std::hint::spin_loop(); } // hostile: never returns
+    #[allow(unreachable_code)]"
+before="$(cd "$CLASS" && find . -type f -exec sha256sum {} + | sort)"
+started=$SECONDS
+rc=0
+record "./lab grade --docker class/* --exercise 1" ./lab grade --docker "$CLASS/ada" "$CLASS/bob" "$CLASS/cy" "$CLASS/dee" \
+  --exercise 1 --check-limit 40 --out "$DIR/grades" || rc=$?
+GRADE_DOCKER=$((SECONDS - started))
+[ "$rc" = 1 ] || die "./lab grade --docker exited $rc; 1 expected (dee never returns)"
+python3 - "$DIR/grades" <<'PY' || die "the sandboxed results are not what each student's code did"
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+r = {s: json.loads((out / s / "exercise-1.json").read_text()) for s in ("ada", "bob", "cy", "dee")}
+log = {s: "\n".join(r[s]["log"]) for s in r}
+assert r["ada"]["passed"] and r["ada"]["outcome"] == "graded", r["ada"]
+assert "cannot read the secret: No such file or directory" in log["bob"], log["bob"]
+assert "cannot write the submission: Read-only file system" in log["bob"], log["bob"]
+assert "cannot write the lab: Permission denied" in log["bob"], log["bob"]
+assert "cannot connect: Network is unreachable" in log["cy"], log["cy"]
+assert r["dee"]["outcome"] == "timed-out", r["dee"]
+assert all(v.get("seal") for v in r.values()), "every result is sealed"
+text = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+assert "s3cret-of-this-machine" not in text, "the secret leaked"
+report = (out / "class-report.md").read_text()
+assert "| ada | PASS (evidence) |" in report, report
+assert "| `timed-out` | 1 (dee) |" in report, report
+for s in r:
+    print(s, r[s]["outcome"], "PASS" if r[s]["passed"] else "FAIL", "|", (r[s]["log"] or [""])[-1][:100])
+PY
+after="$(cd "$CLASS" && find . -type f -exec sha256sum {} + | sort)"
+[ "$before" = "$after" ] || die "grading changed the submissions"
+[ ! -e "$CLASS/bob/pwned" ] || die "a submission wrote into its folder"
+[ "$(cat "$WORK/worker/src/job.rs" | head -c 1)" != x ] || die "a submission wrote into the lab"
+say "ok: the sandbox kept each submission to itself (${GRADE_DOCKER}s for 4)"
+"$DOCKER" image rm idempotency-lab-grader:local >/dev/null
+
 {
   printf '## Timings\n\n'
   printf -- '- first `docker compose up --build -d` (cold unless COMPOSE_TEST_KEEP_CACHE=1): %ss\n' "$COLD"
@@ -342,6 +399,7 @@ printf '%s\n' "$LAST" | grep -q "this machine is ready" || die "./lab doctor in 
   printf '%s' "$REBUILD_LINES"
   printf -- '- `docker compose down` (%s containers): %ss\n' "$containers" "$STOP"
   printf -- '- the dev container image (.devcontainer/Dockerfile): %ss\n' "$DEVCONTAINER"
+  printf -- '- `./lab grade --docker` (the grader image, then 4 submissions): %ss\n' "$GRADE_DOCKER"
   printf -- '- `./lab images save` (the lab'"'"'s image and Redis'"'"'s): %ss\n' "$SAVE_IMAGES"
   [ -z "$SCALE_LINES" ] || printf '\n## Scaling (COMPOSE_TEST_SCALE)\n\n%s' "$SCALE_LINES"
 } >>"$REPORT"

@@ -163,6 +163,13 @@ pub fn gradescope(results: &[GradeResult], points: &Points) -> Value {
             }));
         }
     }
+    for result in results.iter().filter(|r| !r.log.is_empty()) {
+        output.push(format!(
+            "what your programs printed (exercise {}, the last lines that are not routine logging):",
+            result.exercise
+        ));
+        output.extend(result.log.iter().map(|l| format!("    {l}")));
+    }
     json!({
         "score": score,
         "output": output.join("\n"),
@@ -234,6 +241,13 @@ pub fn junit(results: &[GradeResult]) -> String {
                     escape(&failure_text(check)),
                 );
             }
+        }
+        if !result.log.is_empty() {
+            let _ = writeln!(
+                xml,
+                "    <system-err>{}</system-err>",
+                escape(&result.log.join("\n"))
+            );
         }
         xml.push_str("  </testsuite>\n");
     }
@@ -359,6 +373,7 @@ pub(crate) mod tests {
             } else {
                 format!("verdict: FAIL, {} failed", failed.len())
             },
+            log: Vec::new(),
             graded_at: "2026-12-06T10:00:00Z".to_string(),
             duration_ms: 12_345,
             seal: None,

@@ -122,6 +122,11 @@ pub struct GradeResult {
     pub checks: Vec<CheckResult>,
     /// The verdict line `verify` printed, or the reason.
     pub verdict: String,
+    /// What the student's programs wrote that is not the lab's routine
+    /// logging (their own output, warnings, errors, panics, restarts): the
+    /// last 20 lines. A blocked connection or file shows here.
+    #[serde(default)]
+    pub log: Vec<String>,
     /// When grading finished: RFC 3339, UTC.
     pub graded_at: String,
     /// Build and checks, in milliseconds.
@@ -267,6 +272,7 @@ mod tests {
                 trace: vec![],
             }],
             verdict: "verdict: FAIL".into(),
+            log: vec![],
             graded_at: "2026-12-06T10:00:00Z".into(),
             duration_ms: 1,
             seal: None,

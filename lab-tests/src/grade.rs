@@ -67,6 +67,9 @@ pub struct Options {
     pub gradescope: Option<PathBuf>,
     /// Also append a Markdown summary here (GitHub Actions' `$GITHUB_STEP_SUMMARY`).
     pub summary: Option<PathBuf>,
+    /// Print each result as one JSON line on stdout instead of writing files
+    /// (unsealed: `./lab grade --docker` seals them outside the container).
+    pub to_stdout: bool,
 }
 
 /// `name` as a folder name: letters, digits, `.`, `_` and `-`.
@@ -433,6 +436,7 @@ fn result_of(task: &Task, outcome: Outcome, started: Instant) -> GradeResult {
         passed: false,
         checks: Vec::new(),
         verdict: String::new(),
+        log: Vec::new(),
         graded_at: demo_runner::utc_timestamp(lab_schema::now_ms()),
         duration_ms: started.elapsed().as_millis() as u64,
         seal: None,
@@ -552,11 +556,12 @@ async fn check(task: &Task, binary: PathBuf, limit: Duration, started: Instant) 
             .await
             .expect("the checks' thread")
     };
+    let log = stack.unusual_log_lines(20);
     drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
     let output = match ran {
         None => {
-            return not_graded(
+            let mut result = not_graded(
                 task,
                 Outcome::TimedOut,
                 format!(
@@ -565,6 +570,8 @@ async fn check(task: &Task, binary: PathBuf, limit: Duration, started: Instant) 
                 ),
                 started,
             );
+            result.log = log;
+            return result;
         }
         Some(output) => output,
     };
@@ -576,6 +583,7 @@ async fn check(task: &Task, binary: PathBuf, limit: Duration, started: Instant) 
     match parsed {
         Some((checks, verdict)) => {
             let mut result = result_of(task, Outcome::Graded, started);
+            result.log = log;
             result.passed = !checks.is_empty() && checks.iter().all(|c| c.passed);
             result.checks = checks;
             result.verdict = verdict;
@@ -588,12 +596,14 @@ async fn check(task: &Task, binary: PathBuf, limit: Duration, started: Instant) 
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("no output");
-            not_graded(
+            let mut result = not_graded(
                 task,
                 Outcome::StackFailed,
                 format!("the checks could not run: {last}"),
                 started,
-            )
+            );
+            result.log = log;
+            result
         }
     }
 }
@@ -712,9 +722,13 @@ pub fn write_result(
 /// Grades every task, a build at a time and `jobs` checks at once; prints a
 /// line per result as it comes; returns the results in the tasks' order.
 pub async fn grade_all(tasks: Vec<Task>, options: &Options) -> anyhow::Result<Vec<GradeResult>> {
-    let key = seal_key(&options.key_file)?;
+    let key = if options.to_stdout {
+        Vec::new()
+    } else {
+        std::fs::create_dir_all(&options.out)?;
+        seal_key(&options.key_file)?
+    };
     let points = points(&workspace_root())?;
-    std::fs::create_dir_all(&options.out)?;
     let total = tasks.len();
     let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
     let mut running = tokio::task::JoinSet::new();
@@ -746,8 +760,13 @@ pub async fn grade_all(tasks: Vec<Task>, options: &Options) -> anyhow::Result<Ve
     let mut results: Vec<(usize, GradeResult)> = Vec::new();
     while let Some(done) = running.join_next().await {
         let (index, mut result, build_secs) = done?;
-        result.seal_with(&key);
-        let path = write_result(&options.out, &result, &points)?;
+        let path = if options.to_stdout {
+            println!("{}", serde_json::to_string(&result)?);
+            PathBuf::from("stdout")
+        } else {
+            result.seal_with(&key);
+            write_result(&options.out, &result, &points)?
+        };
         eprintln!(
             "[{}/{total}] {} exercise {}: {} ({:.1} s, build {build_secs:.1} s) -> {}",
             results.len() + 1,
@@ -783,6 +802,48 @@ pub async fn grade_all(tasks: Vec<Task>, options: &Options) -> anyhow::Result<Ve
             .append(true)
             .open(file)?;
         summary.write_all(demo_runner::grading::markdown_summary(&results).as_bytes())?;
+    }
+    Ok(results)
+}
+
+/// `./lab grade --docker`'s second step: the results the grading container
+/// printed (JSON lines), sealed with this machine's key and written as
+/// `grade_all` writes them. A line that is not a result is named and skipped.
+pub fn import(lines: &str, options: &Options) -> anyhow::Result<Vec<GradeResult>> {
+    let key = seal_key(&options.key_file)?;
+    let points = points(&workspace_root())?;
+    std::fs::create_dir_all(&options.out)?;
+    let mut results = Vec::new();
+    for (i, line) in lines
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        match lab_schema::grade::parse(line) {
+            Ok(mut result) => {
+                result.seal_with(&key);
+                let path = write_result(&options.out, &result, &points)?;
+                eprintln!(
+                    "{} exercise {}: {} -> {}",
+                    result.student,
+                    result.exercise,
+                    progress_line(&result),
+                    path.display()
+                );
+                results.push(result);
+            }
+            Err(why) => eprintln!(
+                "grade: line {} of the grading container's output: {why}",
+                i + 1
+            ),
+        }
+    }
+    if let Some(file) = &options.gradescope {
+        std::fs::write(
+            file,
+            serde_json::to_string_pretty(&demo_runner::grading::gradescope(&results, &points))?
+                + "\n",
+        )?;
     }
     Ok(results)
 }

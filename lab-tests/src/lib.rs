@@ -108,6 +108,19 @@ pub struct Stack {
     supervised: Vec<Supervised>,
 }
 
+/// Runs the programs built from a student's file as the user `LAB_STUDENT_UID`
+/// names, when it is set (`./lab grade --docker`: the grader is another user,
+/// so the student's code cannot touch the grader's files or processes).
+fn as_student(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    if let Some(uid) = std::env::var("LAB_STUDENT_UID")
+        .ok()
+        .and_then(|u| u.parse::<u32>().ok())
+    {
+        command.uid(uid).gid(uid);
+    }
+}
+
 /// The claim idle time of the tests' workers: a failed delivery comes back
 /// after a second.
 const TEST_CLAIM_IDLE_MS: &str = "1000";
@@ -255,7 +268,9 @@ impl Stack {
             std::process::id(),
             stack.redis.port()
         ));
-        let child = Command::new(api_binary)
+        let mut command = Command::new(api_binary);
+        as_student(&mut command);
+        let child = command
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", &stack.redis.url()])
             .env("NO_COLOR", "1")
@@ -317,6 +332,7 @@ impl Stack {
             stack.supervised.push(Supervised::start(
                 move || {
                     let mut command = Command::new(&binary);
+                    as_student(&mut command);
                     command.args(["--redis-url", &url]).args([
                         "--name",
                         &name,
@@ -402,6 +418,23 @@ impl Stack {
             .iter()
             .map(|s| std::fs::read_to_string(&s.log).unwrap_or_default())
             .collect()
+    }
+
+    /// What the student's programs (the workers, and a patched API) wrote
+    /// that is not the lab's routine logging: their own output, warnings,
+    /// errors, panics, restarts. The last `max` lines, in each log's order.
+    pub fn unusual_log_lines(&self, max: usize) -> Vec<String> {
+        let mut text = self.supervised_logs();
+        if let Api::Process(_, log) = &self._api {
+            text.push_str(&std::fs::read_to_string(log).unwrap_or_default());
+        }
+        let routine = [" INFO ", " DEBUG ", " TRACE "];
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !routine.iter().any(|r| l.contains(r)))
+            .map(|l| l.chars().take(400).collect())
+            .collect();
+        lines[lines.len().saturating_sub(max)..].to_vec()
     }
 
     pub fn worker_log(&self, index: usize) -> String {

@@ -630,6 +630,7 @@ fn graded(student: &str, failed: &[&str], diagnosis: &str) -> lab_schema::grade:
         passed: failed.is_empty(),
         checks,
         verdict: String::new(),
+        log: Vec::new(),
         graded_at: "2026-12-06T10:00:00Z".to_string(),
         duration_ms: 1,
         seal: None,

@@ -124,6 +124,7 @@ fn main() -> std::process::ExitCode {
                     check_limit: std::time::Duration::from_secs(600),
                     gradescope: None,
                     summary: None,
+                    to_stdout: false,
                 };
                 let started = Instant::now();
                 let results = grade_all(tasks, &options).await?;

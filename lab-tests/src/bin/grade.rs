@@ -17,6 +17,8 @@ const USAGE: &str =
 struct Args {
     submissions: Vec<PathBuf>,
     prepare: bool,
+    /// `--import FILE`: seal and write the results a grading container printed.
+    import: Option<PathBuf>,
     exercises: Vec<Exercise>,
     student: Option<String>,
     options: Options,
@@ -26,6 +28,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         submissions: Vec::new(),
         prepare: false,
+        import: None,
         exercises: Vec::new(),
         student: None,
         options: Options {
@@ -36,6 +39,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             check_limit: Duration::from_secs(300),
             gradescope: None,
             summary: std::env::var_os("GITHUB_STEP_SUMMARY").map(PathBuf::from),
+            to_stdout: false,
         },
     };
     let number = |flag: &str, value: Option<String>, max: u64| -> Result<u64, String> {
@@ -75,6 +79,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 parsed.options.gradescope = Some(PathBuf::from(value("--gradescope", args.next())?))
             }
             "--prepare" => parsed.prepare = true,
+            "--results-stdout" => parsed.options.to_stdout = true,
+            "--import" => parsed.import = Some(PathBuf::from(value("--import", args.next())?)),
             "-h" | "--help" => return Err(USAGE.to_string()),
             flag if flag.starts_with("--") => {
                 return Err(format!("unknown option {flag:?}\n{USAGE}"));
@@ -85,7 +91,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     if parsed.prepare && !parsed.submissions.is_empty() {
         return Err(format!("--prepare takes no submission\n{USAGE}"));
     }
-    if parsed.submissions.is_empty() && !parsed.prepare {
+    if parsed.submissions.is_empty() && !parsed.prepare && parsed.import.is_none() {
         return Err(format!("no submission given\n{USAGE}"));
     }
     if parsed.student.is_some() && parsed.submissions.len() > 1 {
@@ -115,6 +121,19 @@ fn main() -> std::process::ExitCode {
             }
             Err(why) => {
                 eprintln!("grade: the starter does not build: {why}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(file) = &args.import {
+        let imported = std::fs::read_to_string(file)
+            .map_err(anyhow::Error::from)
+            .and_then(|lines| lab_tests::grade::import(&lines, &args.options));
+        return match imported {
+            Ok(results) if results.iter().all(|r| r.passed) => std::process::ExitCode::SUCCESS,
+            Ok(_) => std::process::ExitCode::FAILURE,
+            Err(err) => {
+                eprintln!("grade: error: {err:#}");
                 std::process::ExitCode::FAILURE
             }
         };

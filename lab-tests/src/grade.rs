@@ -959,6 +959,47 @@ mod tests {
         assert_eq!(first_error("something odd\n\n"), "something odd");
     }
 
+    // The sandbox's second step: the lines a grading container printed are
+    // sealed here and written with their JUnit and Gradescope files; a line
+    // that is not a result (noise) is skipped, never fatal.
+    #[test]
+    fn imported_results_are_sealed_and_written() {
+        let dir = scratch("import");
+        let task = Task {
+            student: "ada".to_string(),
+            exercise: Exercise::DuplicateDelivery,
+            submission: Submission::default(),
+            content: b"// mine".to_vec(),
+        };
+        let result = not_graded(
+            &task,
+            Outcome::TimedOut,
+            "too long".to_string(),
+            Instant::now(),
+        );
+        assert_eq!(result.seal, None);
+        let lines = format!("{}\nnot json\n\n", serde_json::to_string(&result).unwrap());
+        let options = Options {
+            out: dir.join("out"),
+            key_file: dir.join("key"),
+            jobs: 1,
+            build_limit: Duration::from_secs(1),
+            check_limit: Duration::from_secs(1),
+            gradescope: Some(dir.join("results.json")),
+            summary: None,
+            to_stdout: false,
+        };
+        let imported = import(&lines, &options).unwrap();
+        assert_eq!(imported.len(), 1);
+        let text = std::fs::read_to_string(dir.join("out/ada/exercise-1.json")).unwrap();
+        let written = lab_schema::grade::parse(&text).unwrap();
+        assert!(written.seal_holds(&std::fs::read(dir.join("key")).unwrap()));
+        assert_eq!(written.outcome, Outcome::TimedOut);
+        assert!(dir.join("out/ada/exercise-1.junit.xml").exists());
+        assert!(dir.join("results.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn the_seal_key_is_made_once_and_private() {
         let dir = scratch("key");

@@ -107,6 +107,16 @@ pub fn load(dir: &Path, key: Option<&[u8]>) -> anyhow::Result<Class> {
     Ok(class)
 }
 
+impl Class {
+    /// The results of one exercise, in the order read.
+    pub fn of(&self, exercise: Exercise) -> Vec<&Read> {
+        self.results
+            .iter()
+            .filter(|r| r.result.exercise == exercise.number())
+            .collect()
+    }
+}
+
 fn is_gradescope(text: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(text)
         .is_ok_and(|v| v["tests"].is_array() && v.get("format").is_none())
@@ -265,11 +275,7 @@ fn blocks(class: &Class, title: &str, source_dir: &Path) -> Vec<Block> {
         n(class.results.len() - sealed, "result"),
     )));
     for &exercise in Exercise::ALL {
-        let results: Vec<&Read> = class
-            .results
-            .iter()
-            .filter(|r| r.result.exercise == exercise.number())
-            .collect();
+        let results = class.of(exercise);
         if results.is_empty() {
             continue;
         }
@@ -556,11 +562,7 @@ pub fn write(dir: &Path, key: Option<&[u8]>, source_dir: &Path) -> anyhow::Resul
         class.skipped.len() + class.superseded.len()
     );
     for &exercise in Exercise::ALL {
-        let results: Vec<&Read> = class
-            .results
-            .iter()
-            .filter(|r| r.result.exercise == exercise.number())
-            .collect();
+        let results = class.of(exercise);
         if results.is_empty() {
             continue;
         }

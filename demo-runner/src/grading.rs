@@ -312,7 +312,7 @@ pub fn markdown_summary(results: &[GradeResult]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use lab_schema::grade::{FORMAT, LAB_VERSION, Submission, VERSION};
+    use lab_schema::grade::Submission;
 
     /// A result as `./lab grade` writes it, for `student`, failing `failed`
     /// checks of `exercise` with `diagnosis` (the first) and `same-mistake`.
@@ -349,13 +349,6 @@ pub(crate) mod tests {
             })
             .collect();
         GradeResult {
-            format: FORMAT.to_string(),
-            version: VERSION,
-            lab_version: LAB_VERSION.to_string(),
-            lab_commit: None,
-            student: student.to_string(),
-            exercise: exercise.number(),
-            exercise_name: exercise.info().slug.to_string(),
             submission: Submission {
                 path: format!("class/{student}"),
                 file: exercise.info().student_file.to_string(),
@@ -364,8 +357,6 @@ pub(crate) mod tests {
                 ignored_more: 0,
             },
             fingerprint: "3fa9c1".to_string(),
-            outcome: Outcome::Graded,
-            reason: None,
             passed: failed.is_empty(),
             checks,
             verdict: if failed.is_empty() {
@@ -373,10 +364,14 @@ pub(crate) mod tests {
             } else {
                 format!("verdict: FAIL, {} failed", failed.len())
             },
-            log: Vec::new(),
             graded_at: "2026-12-06T10:00:00Z".to_string(),
             duration_ms: 12_345,
-            seal: None,
+            ..GradeResult::new(
+                student,
+                exercise.number(),
+                exercise.info().slug,
+                Outcome::Graded,
+            )
         }
     }
 

@@ -137,6 +137,32 @@ pub struct GradeResult {
 }
 
 impl GradeResult {
+    /// A result of this format and lab version for `student` on exercise
+    /// `exercise` (`exercise_name`: its folder), with `outcome` and nothing
+    /// else yet (no checks, not passed, `graded_at` empty).
+    pub fn new(student: &str, exercise: u8, exercise_name: &str, outcome: Outcome) -> GradeResult {
+        GradeResult {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            lab_version: LAB_VERSION.to_string(),
+            lab_commit: None,
+            student: student.to_string(),
+            exercise,
+            exercise_name: exercise_name.to_string(),
+            submission: Submission::default(),
+            fingerprint: String::new(),
+            outcome,
+            reason: None,
+            passed: false,
+            checks: Vec::new(),
+            verdict: String::new(),
+            log: Vec::new(),
+            graded_at: String::new(),
+            duration_ms: 0,
+            seal: None,
+        }
+    }
+
     /// The checks that failed, in order.
     pub fn failed(&self) -> impl Iterator<Item = &CheckResult> {
         self.checks.iter().filter(|c| !c.passed)
@@ -251,18 +277,7 @@ mod tests {
 
     pub(crate) fn sample() -> GradeResult {
         GradeResult {
-            format: FORMAT.to_string(),
-            version: VERSION,
-            lab_version: LAB_VERSION.to_string(),
-            lab_commit: None,
-            student: "alice".into(),
-            exercise: 1,
-            exercise_name: "01-duplicate-delivery".into(),
-            submission: Submission::default(),
             fingerprint: "3fa9c1".into(),
-            outcome: Outcome::Graded,
-            reason: None,
-            passed: false,
             checks: vec![CheckResult {
                 name: "concurrent-duplicates".into(),
                 passed: false,
@@ -272,10 +287,9 @@ mod tests {
                 trace: vec![],
             }],
             verdict: "verdict: FAIL".into(),
-            log: vec![],
             graded_at: "2026-12-06T10:00:00Z".into(),
             duration_ms: 1,
-            seal: None,
+            ..GradeResult::new("alice", 1, "01-duplicate-delivery", Outcome::Graded)
         }
     }
 

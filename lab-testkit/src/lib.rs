@@ -588,6 +588,21 @@ fn changed_files(root: &Path, copy: &Path) -> Vec<PathBuf> {
 
 /// Every file under `dir` (relative paths, sorted), minus what is not copied.
 fn files_of(dir: &Path) -> Vec<PathBuf> {
+    files_below(
+        dir,
+        |folder, name| folder.as_os_str().is_empty() && NOT_COPIED.iter().any(|n| name == *n),
+        usize::MAX,
+    )
+}
+
+/// Every regular file under `dir` (relative paths, sorted), at most `limit`:
+/// never entering an entry `skip` names (given the folder it is in, relative,
+/// and its name), nor following a symbolic link.
+pub fn files_below(
+    dir: &Path,
+    skip: impl Fn(&Path, &std::ffi::OsStr) -> bool,
+    limit: usize,
+) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -596,15 +611,21 @@ fn files_of(dir: &Path) -> Vec<PathBuf> {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if rel.as_os_str().is_empty() && NOT_COPIED.iter().any(|n| name == *n) {
+            if skip(&rel, &name) {
                 continue;
             }
             let path = rel.join(&name);
-            if entry.path().is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(path),
+                Ok(kind) if kind.is_file() => files.push(path),
+                _ => {}
             }
+            if files.len() >= limit {
+                break;
+            }
+        }
+        if files.len() >= limit {
+            break;
         }
     }
     files.sort();

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lab_schema::Exercise;
-use lab_schema::grade::{FORMAT, GradeResult, LAB_VERSION, Outcome, Submission, VERSION};
+use lab_schema::grade::{GradeResult, Outcome, Submission};
 use lab_testkit::{NotBuilt, built_with_files, workspace_root};
 
 use crate::Stack;
@@ -140,33 +140,13 @@ fn exercise_of_file_name(name: &str) -> Option<Exercise> {
 }
 
 /// Every file under `dir` (relative paths, sorted), not looking into build
-/// output or version control; at most `limit`.
+/// output or version control, nor following a link; at most `limit`.
 fn files_under(dir: &Path, limit: usize) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(dir.join(&rel)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if NOT_SEARCHED.iter().any(|n| name == *n) {
-                continue;
-            }
-            let path = rel.join(&name);
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => stack.push(path),
-                Ok(t) if t.is_file() => files.push(path),
-                _ => {} // a symbolic link is never followed
-            }
-            if files.len() >= limit {
-                files.sort();
-                return files;
-            }
-        }
-    }
-    files.sort();
-    files
+    lab_testkit::files_below(
+        dir,
+        |_, name| NOT_SEARCHED.iter().any(|n| name == *n),
+        limit,
+    )
 }
 
 fn read_student_file(path: &Path) -> Result<Vec<u8>, String> {
@@ -422,24 +402,17 @@ fn lab_commit(root: &Path) -> Option<String> {
 /// A result with the fields every outcome shares.
 fn result_of(task: &Task, outcome: Outcome, started: Instant) -> GradeResult {
     GradeResult {
-        format: FORMAT.to_string(),
-        version: VERSION,
-        lab_version: LAB_VERSION.to_string(),
         lab_commit: lab_commit(&workspace_root()),
-        student: task.student.clone(),
-        exercise: task.exercise.number(),
-        exercise_name: task.exercise.info().slug.to_string(),
         submission: task.submission.clone(),
         fingerprint: lab_schema::code::fingerprint(&task.content),
-        outcome,
-        reason: None,
-        passed: false,
-        checks: Vec::new(),
-        verdict: String::new(),
-        log: Vec::new(),
         graded_at: demo_runner::utc_timestamp(lab_schema::now_ms()),
         duration_ms: started.elapsed().as_millis() as u64,
-        seal: None,
+        ..GradeResult::new(
+            &task.student,
+            task.exercise.number(),
+            task.exercise.info().slug,
+            outcome,
+        )
     }
 }
 
@@ -712,11 +685,19 @@ pub fn write_result(
             mine.extend(r.ok());
         }
     }
-    std::fs::write(
-        folder.join("gradescope-results.json"),
-        serde_json::to_string_pretty(&demo_runner::grading::gradescope(&mine, points))? + "\n",
-    )?;
+    write_gradescope(&folder.join("gradescope-results.json"), &mine, points)?;
     Ok(path)
+}
+
+/// Gradescope's `results.json` of `results`, written to `file`.
+fn write_gradescope(
+    file: &Path,
+    results: &[GradeResult],
+    points: &demo_runner::grading::Points,
+) -> anyhow::Result<()> {
+    let json = demo_runner::grading::gradescope(results, points);
+    std::fs::write(file, serde_json::to_string_pretty(&json)? + "\n")?;
+    Ok(())
 }
 
 /// Grades every task, a build at a time and `jobs` checks at once; prints a
@@ -789,11 +770,7 @@ pub async fn grade_all(tasks: Vec<Task>, options: &Options) -> anyhow::Result<Ve
         options.out.display()
     );
     if let Some(file) = &options.gradescope {
-        std::fs::write(
-            file,
-            serde_json::to_string_pretty(&demo_runner::grading::gradescope(&results, &points))?
-                + "\n",
-        )?;
+        write_gradescope(file, &results, &points)?;
     }
     if let Some(file) = &options.summary {
         use std::io::Write;
@@ -839,11 +816,7 @@ pub fn import(lines: &str, options: &Options) -> anyhow::Result<Vec<GradeResult>
         }
     }
     if let Some(file) = &options.gradescope {
-        std::fs::write(
-            file,
-            serde_json::to_string_pretty(&demo_runner::grading::gradescope(&results, &points))?
-                + "\n",
-        )?;
+        write_gradescope(file, &results, &points)?;
     }
     Ok(results)
 }

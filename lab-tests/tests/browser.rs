@@ -606,7 +606,7 @@ fn check_with_promtool(metrics: &str) {
 /// A result `./lab grade` would write: `student` on exercise 1, failing
 /// `failed` checks with `diagnosis` (none: a pass).
 fn graded(student: &str, failed: &[&str], diagnosis: &str) -> lab_schema::grade::GradeResult {
-    use lab_schema::grade::{FORMAT, GradeResult, LAB_VERSION, Outcome, Submission, VERSION};
+    use lab_schema::grade::{GradeResult, Outcome};
     let exercise = Exercise::DuplicateDelivery;
     let mut checks = demo_runner::grading::checks_not_run(exercise, Outcome::Graded, "");
     for check in &mut checks {
@@ -616,24 +616,16 @@ fn graded(student: &str, failed: &[&str], diagnosis: &str) -> lab_schema::grade:
         check.diagnosis = (!check.passed).then(|| diagnosis.to_string());
     }
     GradeResult {
-        format: FORMAT.to_string(),
-        version: VERSION,
-        lab_version: LAB_VERSION.to_string(),
-        lab_commit: None,
-        student: student.to_string(),
-        exercise: exercise.number(),
-        exercise_name: exercise.info().slug.to_string(),
-        submission: Submission::default(),
         fingerprint: "3fa9c1".to_string(),
-        outcome: Outcome::Graded,
-        reason: None,
         passed: failed.is_empty(),
         checks,
-        verdict: String::new(),
-        log: Vec::new(),
         graded_at: "2026-12-06T10:00:00Z".to_string(),
-        duration_ms: 1,
-        seal: None,
+        ..GradeResult::new(
+            student,
+            exercise.number(),
+            exercise.info().slug,
+            Outcome::Graded,
+        )
     }
 }
 

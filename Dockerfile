@@ -53,7 +53,8 @@ FROM build AS grader
 RUN apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server procps >/dev/null \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --uid 10002 --no-create-home --shell /usr/sbin/nologin student
+    && useradd --uid 10002 --no-create-home --shell /usr/sbin/nologin student \
+    && mkdir -m 0711 /var/lib/lab-grader
 COPY exercises exercises
 # The crates in the image (a grading container has no network), then the grading programs
 # and the starter built in the scratch copy's target folder: a submission compiles its crate only.
@@ -61,7 +62,10 @@ RUN cargo fetch --locked \
     && cargo build --locked --quiet --target-dir target/patched-worker/target \
          -p lab-tests --bin grade --bin demo --bin starter-worker \
     && target/patched-worker/target/debug/grade --prepare
+# The grader's scratch files (the programs it built, logs, verify's output, Redis's data) in
+# a folder the student's programs can enter but neither list nor write: /tmp is theirs.
 ENV PATH=/src/target/patched-worker/target/debug:$PATH \
+    TMPDIR=/var/lib/lab-grader \
     LAB_STUDENT_UID=10002 \
     LAB_SOURCE_DIR=/src
 CMD ["grade", "--help"]

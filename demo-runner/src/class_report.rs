@@ -47,11 +47,12 @@ pub struct Class {
 /// machine's seal key (`None`: every result is a claim). Errors only when
 /// `dir` cannot be read.
 pub fn load(dir: &Path, key: Option<&[u8]>) -> anyhow::Result<Class> {
-    let mut files = Vec::new();
-    json_files(dir, &mut files, 0)
+    std::fs::read_dir(dir)
         .map_err(|e| anyhow::anyhow!("cannot read the class folder {}: {e}", dir.display()))?;
-    files.sort();
+    let mut files = Vec::new();
     let mut class = Class::default();
+    json_files(dir, &mut files, &mut class.skipped, 0);
+    files.sort();
     let mut all = Vec::new();
     for path in files {
         let text = match std::fs::read_to_string(&path) {
@@ -122,19 +123,35 @@ fn is_gradescope(text: &str) -> bool {
         .is_ok_and(|v| v["tests"].is_array() && v.get("format").is_none())
 }
 
-fn json_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            // Deep enough for DIR/<student>/<file>; never into a build folder.
+/// The `*.json` files under `dir`, to three folders down (DIR/<student>/<file>
+/// and an upload folder beside them), never into a build folder (`target`);
+/// a folder that cannot be read is named in `skipped`.
+fn json_files(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<(PathBuf, String)>,
+    depth: usize,
+) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            skipped.push((dir.to_path_buf(), format!("folder not readable: {e}")));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
             if depth < 3 && path.file_name().is_some_and(|n| n != "target") {
-                json_files(&path, out, depth + 1)?;
+                json_files(&path, out, skipped, depth + 1);
             }
-        } else if path.extension().is_some_and(|e| e == "json") {
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "json") {
             out.push(path);
         }
     }
-    Ok(())
 }
 
 /// How one diagnosis spread over an exercise's students.

@@ -267,7 +267,8 @@ pub fn escape(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             '\n' | '\t' | '\r' => out.push(c),
-            c if c.is_control() => {}
+            // What XML 1.0 forbids: control characters, U+FFFE and U+FFFF.
+            c if c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
             c => out.push(c),
         }
     }
@@ -479,6 +480,6 @@ pub(crate) mod tests {
         assert!(xml.contains("<failure type=\"check-then-set\" message=\"check-then-set &lt;in words&gt; &amp; more\">"));
         assert!(xml.contains("<error type=\"build-failed\" message=\"does not compile\">"));
         assert!(!xml.contains("<in words>"));
-        assert_eq!(escape("a\u{1}b\"'"), "ab&quot;&#39;");
+        assert_eq!(escape("a\u{1}b\"'\u{FFFF}"), "ab&quot;&#39;");
     }
 }

@@ -92,33 +92,19 @@ pub fn student_name(name: &str) -> String {
     }
 }
 
-/// The student's name for a submission: the repository's (its `origin`), else
-/// the folder's, else (a file) its folder's.
+/// The student's name for a submission: its folder's name (for a file, the
+/// folder it is in), which the instructor chose, never something the
+/// student's files say.
 fn name_of(path: &Path) -> String {
     let folder = if path.is_dir() {
         path.to_path_buf()
     } else {
-        path.parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
+        match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
     };
     let folder = folder.canonicalize().unwrap_or(folder);
-    if folder.join(".git").exists() {
-        let origin = Command::new("git")
-            .args(["config", "--get", "remote.origin.url"])
-            .current_dir(&folder)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        if let Some(repo) = origin.trim_end_matches('/').rsplit(['/', ':']).next() {
-            let repo = repo.trim_end_matches(".git");
-            if !repo.is_empty() {
-                return student_name(repo);
-            }
-        }
-    }
     student_name(
         &folder
             .file_name()
@@ -220,17 +206,36 @@ pub fn tasks_of(
         }
         return Ok(vec![task(exercise, path, name.into_owned(), Vec::new())?]);
     }
+    // Regular files only: a symbolic link (to another student's folder, to
+    // /etc) is never followed.
     let files = files_under(path, 20_000);
-    let lab_layout = Exercise::ALL
+    // A lab: the folder, or one below it (an archive's `lab-main/`), with an
+    // exercise's file at its place; the shallowest if there are several.
+    let lab_root: Option<PathBuf> = files
         .iter()
-        .any(|e| path.join(e.info().student_file).is_file());
+        .filter_map(|f| {
+            Exercise::ALL.iter().find_map(|e| {
+                let file = Path::new(e.info().student_file);
+                f.ends_with(file)
+                    .then(|| f.ancestors().nth(file.components().count()))
+                    .flatten()
+                    .map(Path::to_path_buf)
+            })
+        })
+        .min_by_key(|base| base.components().count());
+    let considered: Vec<Exercise> = if wanted.is_empty() {
+        Exercise::ALL.to_vec()
+    } else {
+        wanted.to_vec()
+    };
     // Where each exercise's file is in the submission.
     let mut found: Vec<(Exercise, PathBuf)> = Vec::new();
-    for &exercise in Exercise::ALL {
+    for &exercise in &considered {
         let file = exercise.info().student_file;
-        if lab_layout {
-            if path.join(file).is_file() {
-                found.push((exercise, PathBuf::from(file)));
+        if let Some(base) = &lab_root {
+            let rel = base.join(file);
+            if files.contains(&rel) {
+                found.push((exercise, rel));
             }
             continue;
         }
@@ -281,7 +286,11 @@ pub fn tasks_of(
                 None => {
                     return Err(format!(
                         "{given}: no {} in it (exercise {}'s file)",
-                        if lab_layout { file } else { basename(file) },
+                        if lab_root.is_some() {
+                            file
+                        } else {
+                            basename(file)
+                        },
                         exercise.number()
                     ));
                 }
@@ -296,7 +305,13 @@ pub fn tasks_of(
             .iter()
             .filter(|f| **f != rel)
             .filter(|f| {
-                !lab_layout || std::fs::read(root.join(f)).ok() != std::fs::read(path.join(f)).ok()
+                let in_lab = lab_root.as_ref().and_then(|base| f.strip_prefix(base).ok());
+                match in_lab {
+                    Some(at) => {
+                        std::fs::read(root.join(at)).ok() != std::fs::read(path.join(f)).ok()
+                    }
+                    None => true,
+                }
             })
             .map(|f| f.display().to_string())
             .collect();
@@ -533,7 +548,12 @@ async fn check(task: &Task, binary: PathBuf, limit: Duration, started: Instant) 
     drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
     let output = match ran {
-        None => {
+        Err(why) => {
+            let mut result = not_graded(task, Outcome::StackFailed, why, started);
+            result.log = log;
+            return result;
+        }
+        Ok(None) => {
             let mut result = not_graded(
                 task,
                 Outcome::TimedOut,
@@ -546,7 +566,7 @@ async fn check(task: &Task, binary: PathBuf, limit: Duration, started: Instant) 
             result.log = log;
             return result;
         }
-        Some(output) => output,
+        Ok(Some(output)) => output,
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report: Option<serde_json::Value> = serde_json::from_str(stdout.trim()).ok();
@@ -596,36 +616,40 @@ fn panic_text(error: tokio::task::JoinError) -> String {
     }
 }
 
-/// Runs `program` in `dir`; `None` when it was still running after `limit` (it is killed).
+/// Runs `program` in `dir`; `None` when it was still running after `limit`
+/// (it is killed); `Err` when it could not be started.
 fn run_within(
     program: PathBuf,
     args: &[String],
     dir: &Path,
     limit: Duration,
-) -> Option<std::process::Output> {
+) -> Result<Option<std::process::Output>, String> {
     let out = dir.join("stdout");
     let err = dir.join("stderr");
-    let mut child = Command::new(program)
+    let file = |path: &Path| {
+        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    let mut child = Command::new(&program)
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).ok()?)
-        .stderr(std::fs::File::create(&err).ok()?)
+        .stdout(file(&out)?)
+        .stderr(file(&err)?)
         .spawn()
-        .ok()?;
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Some(std::process::Output {
+            return Ok(Some(std::process::Output {
                 status,
                 stdout: std::fs::read(&out).unwrap_or_default(),
                 stderr: std::fs::read(&err).unwrap_or_default(),
-            });
+            }));
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return None;
+            return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -797,6 +821,22 @@ pub fn import(lines: &str, options: &Options) -> anyhow::Result<Vec<GradeResult>
         .filter(|(_, l)| !l.trim().is_empty())
     {
         match lab_schema::grade::parse(line) {
+            // The grading container's own results only: a name that is a folder
+            // name, a real exercise, once each (its lines name where files go).
+            Ok(result)
+                if student_name(&result.student) != result.student
+                    || Exercise::from_number(result.exercise).is_none()
+                    || results.iter().any(|r: &GradeResult| {
+                        r.student == result.student && r.exercise == result.exercise
+                    }) =>
+            {
+                eprintln!(
+                    "grade: line {} of the grading container's output: student {:?}, exercise {}: not a name, not an exercise, or twice: skipped",
+                    i + 1,
+                    result.student,
+                    result.exercise
+                );
+            }
             Ok(mut result) => {
                 result.seal_with(&key);
                 let path = write_result(&options.out, &result, &points)?;
@@ -888,6 +928,39 @@ mod tests {
         let err = tasks_of(&dir, &[Exercise::NewJobId], Some("ada"), &root).unwrap_err();
         assert!(err.contains("no worker/src/order_email.rs"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // An archive of the lab (`lab-main/` inside the student's folder), which also
+    // holds the lab's other files of the same names (lab-schema/src/order_email.rs):
+    // the lab is found one folder down. A symbolic link is never followed: a
+    // `worker` folder linking to another student's is not this student's file.
+    #[test]
+    fn a_lab_one_folder_down_is_found_and_links_are_not_followed() {
+        let root = workspace_root();
+        let dir = scratch("nested");
+        put(&dir, "lab-main/worker/src/job.rs", "// mine\n");
+        put(
+            &dir,
+            "lab-main/lab-schema/src/order_email.rs",
+            "// the lab's\n",
+        );
+        put(
+            &dir,
+            "lab-main/worker/src/order_email.rs",
+            &std::fs::read_to_string(root.join("worker/src/order_email.rs")).unwrap(),
+        );
+        let tasks = tasks_of(&dir, &[Exercise::DuplicateDelivery], Some("ada"), &root).unwrap();
+        assert_eq!(tasks[0].submission.taken_from, "lab-main/worker/src/job.rs");
+        assert_eq!(tasks[0].content, b"// mine\n");
+        let other = scratch("other");
+        put(&other, "worker/src/job.rs", "// bob's\n");
+        let linked = scratch("linked");
+        std::os::unix::fs::symlink(other.join("worker"), linked.join("worker")).unwrap();
+        let err = tasks_of(&linked, &[Exercise::DuplicateDelivery], None, &root).unwrap_err();
+        assert!(err.contains("no job.rs in it"), "{err}");
+        for d in [dir, other, linked] {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 
     // A folder of files (a Gradescope submission) and a file alone.

@@ -79,8 +79,7 @@ enum Api {
 impl Drop for Api {
     fn drop(&mut self) {
         if let Api::Process(child, log) = self {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_student_program(child);
             if std::env::var_os("TEST_LOG").is_some() {
                 eprintln!(
                     "--- api ---\n{}",
@@ -110,7 +109,9 @@ pub struct Stack {
 
 /// Runs the programs built from a student's file as the user `LAB_STUDENT_UID`
 /// names, when it is set (`./lab grade --docker`: the grader is another user,
-/// so the student's code cannot touch the grader's files or processes).
+/// so the student's code cannot touch the grader's files or processes); and,
+/// once [`isolate_student_programs`] was called, in a process group of their
+/// own, so that whatever they started dies with them.
 fn as_student(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     if let Some(uid) = std::env::var("LAB_STUDENT_UID")
@@ -118,6 +119,53 @@ fn as_student(command: &mut Command) {
         .and_then(|u| u.parse::<u32>().ok())
     {
         command.uid(uid).gid(uid);
+    }
+    if ISOLATED.load(Ordering::SeqCst) {
+        command.process_group(0);
+    }
+}
+
+/// Whether the student's programs get process groups of their own (grading).
+static ISOLATED: AtomicBool = AtomicBool::new(false);
+
+/// The process groups of the student's programs still to be killed.
+static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// From now on, each student program runs in a process group of its own, and
+/// stopping it kills the whole group: a process it forked (a daemon that
+/// outlives the checks) dies too. `./lab grade` calls it.
+pub fn isolate_student_programs() {
+    ISOLATED.store(true, Ordering::SeqCst);
+}
+
+fn started_student_program(child: &Child) {
+    if ISOLATED.load(Ordering::SeqCst) {
+        GROUPS.lock().unwrap().push(child.id());
+    }
+}
+
+/// Kills a student program and (isolated) its process group, then reaps it.
+fn stop_student_program(child: &mut Child) {
+    if ISOLATED.load(Ordering::SeqCst) {
+        kill_group(child.id());
+        GROUPS.lock().unwrap().retain(|g| *g != child.id());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn kill_group(group: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Kills every student program's process group still running (an
+/// interrupted grading run).
+pub fn kill_student_programs() {
+    for group in GROUPS.lock().unwrap().drain(..) {
+        kill_group(group);
     }
 }
 
@@ -146,12 +194,14 @@ impl Supervised {
                     .append(true)
                     .open(&log)
                     .unwrap();
-                command()
+                let child = command()
                     .env("NO_COLOR", "1")
                     .stdout(Stdio::null())
                     .stderr(file)
                     .spawn()
-                    .expect("start worker")
+                    .expect("start worker");
+                started_student_program(&child);
+                child
             }
         };
         *child.lock().unwrap() = Some(spawn());
@@ -173,6 +223,10 @@ impl Supervised {
                                 "test kit: the worker died ({status}); restarting it"
                             );
                         }
+                        // What the dead worker started dies with it (grading).
+                        if let Some(dead) = guard.as_mut() {
+                            stop_student_program(dead);
+                        }
                         drop(guard);
                         std::thread::sleep(Duration::from_millis(200));
                         *child.lock().unwrap() = Some(spawn());
@@ -193,8 +247,7 @@ impl Drop for Supervised {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_student_program(&mut child);
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -278,6 +331,7 @@ impl Stack {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start the api");
+        started_student_program(&child);
         stack._api = Api::Process(child, log);
         stack.api_url = format!("http://127.0.0.1:{port}");
         let healthz = format!("{}/healthz", stack.api_url);

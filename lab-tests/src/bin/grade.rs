@@ -187,9 +187,32 @@ fn main() -> std::process::ExitCode {
         }
     }
     // A stack that panics (the student's API cannot start) becomes that
-    // student's result, with the panic's message: no backtrace on the terminal.
-    std::panic::set_hook(Box::new(|_| {}));
+    // student's result, with the panic's message: one line on the terminal,
+    // no backtrace (any other panic says where it happened, too).
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        let at = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("grade: {}{at}", message.lines().next().unwrap_or(""));
+    }));
+    // The student's programs in process groups of their own, killed with what
+    // they started; Ctrl-C stops them too before the grader exits.
+    lab_tests::isolate_student_programs();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            lab_tests::kill_student_programs();
+            eprintln!("grade: interrupted: the results written so far are kept");
+            std::process::exit(130);
+        }
+    });
     match runtime.block_on(grade_all(tasks, &args.options)) {
         Ok(results) if unreadable > 0 => {
             let _ = results;

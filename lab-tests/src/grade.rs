@@ -454,8 +454,19 @@ fn build(
         task.content.clone(),
     )];
     let name = format!("grade-{}-{index}", std::process::id());
-    match built_with_files([package], &files, &name, limit) {
-        Ok([binary]) => Ok(binary),
+    match built_with_files(PACKAGES, &files, &name, limit) {
+        Ok(binaries) => {
+            // The program the student's file is in; the other one is not needed.
+            let mut chosen = None;
+            for (built, binary) in PACKAGES.iter().zip(binaries) {
+                if *built == package {
+                    chosen = Some(binary);
+                } else {
+                    let _ = std::fs::remove_file(binary);
+                }
+            }
+            Ok(chosen.expect("the student file's program is built"))
+        }
         Err(NotBuilt::Errors(stderr)) => Err(Box::new(not_graded(
             task,
             Outcome::BuildFailed,
@@ -471,13 +482,17 @@ fn build(
     }
 }
 
+/// What every grading build builds, together: the same packages each time
+/// resolve the same dependency features, so a submission recompiles only its
+/// own crate (built alone, the worker would recompile a dozen dependencies).
+const PACKAGES: [&str; 2] = ["worker", "api"];
+
 /// Builds the starter's programs in the scratch copy (what the first
 /// submission would otherwise wait for): the seconds it took.
 pub fn prepare() -> Result<f64, String> {
     let started = Instant::now();
-    let packages = ["worker", "api"];
     let name = format!("grade-prepare-{}", std::process::id());
-    match built_with_files(packages, &[], &name, Duration::from_secs(3600)) {
+    match built_with_files(PACKAGES, &[], &name, Duration::from_secs(3600)) {
         Ok(binaries) => {
             for binary in binaries {
                 let _ = std::fs::remove_file(binary);
@@ -544,7 +559,13 @@ async fn check(task: &Task, binary: PathBuf, limit: Duration, started: Instant) 
             .await
             .expect("the checks' thread")
     };
-    let log = stack.unusual_log_lines(20);
+    // The student's module: `worker/src/job.rs` logs as `worker::job`.
+    let module = exercise
+        .info()
+        .student_file
+        .trim_end_matches(".rs")
+        .replace("/src/", "::");
+    let log = stack.student_log_lines(&module, 20);
     drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
     let output = match ran {

@@ -107,6 +107,19 @@ pub struct Stack {
     supervised: Vec<Supervised>,
 }
 
+/// A line of the lab's own logging (`<time> <LEVEL> <target>: ...`) that is not
+/// an error and not of the student's module.
+fn is_lab_logging(line: &str, module: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let (Some(time), Some(level), Some(target)) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    let target = target.trim_end_matches(':');
+    time.contains('T')
+        && ["TRACE", "DEBUG", "INFO", "WARN"].contains(&level)
+        && !(target == module || target.starts_with(&format!("{module}::")))
+}
+
 /// Runs the programs built from a student's file as the user `LAB_STUDENT_UID`
 /// names, when it is set (`./lab grade --docker`: the grader is another user,
 /// so the student's code cannot touch the grader's files or processes); and,
@@ -475,17 +488,18 @@ impl Stack {
     }
 
     /// What the student's programs (the workers, and a patched API) wrote
-    /// that is not the lab's routine logging: their own output, warnings,
-    /// errors, panics, restarts. The last `max` lines, in each log's order.
-    pub fn unusual_log_lines(&self, max: usize) -> Vec<String> {
+    /// that is not the lab's own logging: their own output (`println!`,
+    /// `eprintln!`), panics, restarts, the lab's errors, and any log line of
+    /// the student's module (`module`, e.g. `worker::job`). The last `max`
+    /// lines, in each log's order.
+    pub fn student_log_lines(&self, module: &str, max: usize) -> Vec<String> {
         let mut text = self.supervised_logs();
         if let Api::Process(_, log) = &self._api {
             text.push_str(&std::fs::read_to_string(log).unwrap_or_default());
         }
-        let routine = [" INFO ", " DEBUG ", " TRACE "];
         let lines: Vec<String> = text
             .lines()
-            .filter(|l| !l.trim().is_empty() && !routine.iter().any(|r| l.contains(r)))
+            .filter(|l| !l.trim().is_empty() && !is_lab_logging(l, module))
             .map(|l| l.chars().take(400).collect())
             .collect();
         lines[lines.len().saturating_sub(max)..].to_vec()
@@ -637,4 +651,43 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_lab_logging;
+
+    // A result's log keeps what the student's code said, not the lab's own logging.
+    #[test]
+    fn the_lab_logging_is_told_from_the_students() {
+        let t = "2026-12-06T04:50:39.368185Z";
+        assert!(is_lab_logging(
+            &format!("{t}  WARN worker::effects: side effect FAILED"),
+            "worker::job"
+        ));
+        assert!(is_lab_logging(
+            &format!("{t}  INFO worker::queue::read: delivered"),
+            "worker::job"
+        ));
+        assert!(!is_lab_logging(
+            &format!("{t} ERROR worker::queue: cannot reach Redis"),
+            "worker::job"
+        ));
+        assert!(!is_lab_logging(
+            &format!("{t}  INFO worker::job: my own line"),
+            "worker::job"
+        ));
+        assert!(!is_lab_logging(
+            &format!("{t}  WARN api::idempotency::inner: x"),
+            "api::idempotency"
+        ));
+        assert!(!is_lab_logging(
+            "hostile: cannot connect: Network is unreachable",
+            "worker::job"
+        ));
+        assert!(!is_lab_logging(
+            "thread 'tokio-runtime-worker' panicked at worker/src/job.rs:3:5:",
+            "worker::job"
+        ));
+    }
 }

@@ -449,10 +449,7 @@ pub fn built_programs<const N: usize>(
         Profile::Debug => "",
         Profile::Release => "-release",
     };
-    let hash = tree_hash(&patched.copy);
-    let binaries = packages.map(|package| {
-        std::env::temp_dir().join(format!("lab-{package}-{name}{suffix}-{hash:016x}"))
-    });
+    let binaries = patched.binaries(packages, &format!("{name}{suffix}"));
     if binaries.iter().all(|binary| binary.exists()) {
         return binaries;
     }
@@ -486,9 +483,7 @@ pub fn built_with_files<const N: usize>(
     limit: Duration,
 ) -> Result<[PathBuf; N], NotBuilt> {
     let patched = Patched::with(None, files);
-    let hash = tree_hash(&patched.copy);
-    let binaries = packages
-        .map(|package| std::env::temp_dir().join(format!("lab-{package}-{name}-{hash:016x}")));
+    let binaries = patched.binaries(packages, name);
     if binaries.iter().all(|binary| binary.exists()) {
         return Ok(binaries);
     }
@@ -503,6 +498,15 @@ pub fn built_with_files<const N: usize>(
 }
 
 impl Patched {
+    /// Where the programs of `packages` built from this copy are kept:
+    /// `lab-<package>-<name>-<hash of every source>` in the temp folder (the
+    /// same sources give the same names: built once).
+    fn binaries<const N: usize>(&self, packages: [&str; N], name: &str) -> [PathBuf; N] {
+        let hash = tree_hash(&self.copy);
+        packages
+            .map(|package| std::env::temp_dir().join(format!("lab-{package}-{name}-{hash:016x}")))
+    }
+
     /// Copies the built programs of `packages` to `binaries`.
     fn keep(&self, packages: &[&str], binaries: &[PathBuf], profile: Profile) {
         let folder = match profile {

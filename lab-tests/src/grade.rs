@@ -392,8 +392,14 @@ pub fn seal_key(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(key)
 }
 
-/// The checkout's commit (`-dirty` when it has changes), when git can say.
-fn lab_commit(root: &Path) -> Option<String> {
+/// The checkout's commit (`-dirty` when it has changes), when git can say:
+/// asked once per grading run, not once per result.
+fn lab_commit() -> Option<String> {
+    static COMMIT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    COMMIT.get_or_init(|| commit_of(&workspace_root())).clone()
+}
+
+fn commit_of(root: &Path) -> Option<String> {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -417,7 +423,7 @@ fn lab_commit(root: &Path) -> Option<String> {
 /// A result with the fields every outcome shares.
 fn result_of(task: &Task, outcome: Outcome, started: Instant) -> GradeResult {
     GradeResult {
-        lab_commit: lab_commit(&workspace_root()),
+        lab_commit: lab_commit(),
         submission: task.submission.clone(),
         fingerprint: lab_schema::code::fingerprint(&task.content),
         graded_at: demo_runner::utc_timestamp(lab_schema::now_ms()),

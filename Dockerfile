@@ -12,6 +12,10 @@ FROM ${RUST_IMAGE} AS build
 # A failing step of a pipe fails the build (the warnings step pipes cargo into the demo-runner).
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
+# The crates a class was handed (`./lab crates load`, README "Teaching a class"), if any: the build
+# copies them into its cargo cache instead of downloading them. `lab-crate[s]` matches
+# nothing when there are none; Cargo.lock is there so that the COPY always has a source.
+COPY Cargo.lock lab-crate[s] /crates/
 # Only what the build reads, so editing the README or the exercises does not rebuild.
 COPY Cargo.toml Cargo.lock ./
 COPY lab-schema lab-schema
@@ -33,7 +37,8 @@ COPY worker worker
 # from, and `demo-runner code --built` names the files to compile again (as ./lab does).
 RUN --mount=type=cache,id=idempotency-lab-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=idempotency-lab-target,target=/src/target \
-    touch worker/src/*.rs \
+    { [ ! -d /crates/registry ] || cp -Rn /crates/registry/. /usr/local/cargo/registry/; } \
+    && touch worker/src/*.rs \
     && cargo build --release --locked -p api -p provider -p worker -p demo-runner \
     && stale="$(LAB_SOURCE_DIR=/src target/release/demo-runner code --built target/release/worker target/release/api --touch)" \
     && if [ -n "$stale" ]; then cargo build --release --locked -p api -p provider -p worker -p demo-runner; fi \
@@ -58,7 +63,8 @@ RUN apt-get update -qq \
 COPY exercises exercises
 # The crates in the image (a grading container has no network), then the grading programs
 # and the starter built in the scratch copy's target folder: a submission compiles its crate only.
-RUN cargo fetch --locked \
+RUN { [ ! -d /crates/registry ] || cp -Rn /crates/registry/. /usr/local/cargo/registry/; } \
+    && cargo fetch --locked \
     && cargo build --locked --quiet --target-dir target/patched-worker/target \
          -p lab-tests --bin grade --bin demo --bin starter-worker \
     && target/patched-worker/target/debug/grade --prepare

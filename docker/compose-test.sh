@@ -122,7 +122,7 @@ record() { # record <title> <command...>: runs it, shows and keeps its output
   LAST="$out"
   return "$rc"
 }
-elapsed() { local s=$SECONDS; "$@"; ELAPSED=$((SECONDS - s)); }
+elapsed() { local s=$SECONDS rc=0; "$@" || rc=$?; ELAPSED=$((SECONDS - s)); return "$rc"; } # keeps the status: `elapsed cmd || die` dies
 value() { printf '%s\n' "$LAST" | sed -n "s/^$1=//p" | tr -d '\r'; }
 only_rebuilt() { # only_rebuilt <crate>: after an edit of an exercise file, only its crate may compile again
   rebuilt="$(printf '%s\n' "$LAST" | grep -o 'Compiling [a-z_-]* v' | sed 's/Compiling \(.*\) v/\1/' | sort -u | tr '\n' ' ' || true)"
@@ -325,6 +325,38 @@ record "docker compose run --rm demo duplicate-load 8 2  (from the loaded image)
 record "docker compose down --volumes --rmi local  (again)" dc down --volumes --rmi local
 rm -f "$DIR/lab-images.tar.gz"
 
+# 6b. The crates a class passes around (./lab crates save / load), for a first build on bad
+# Wi-Fi. Saved as an instructor without Rust saves them (no cargo on PATH, an empty cargo
+# home: cargo runs in the rust image), then loaded into the lab's folder. Then, with no
+# network at all: the rust image's cargo, given lab-crates/ alone, has every crate of
+# Cargo.lock (and without it, has not), and the lab's build (compose, build network none)
+# compiles with lab-crates/ in its context.
+no_cargo_path="$(printf '%s' "$PATH" | tr ':' '\n' | while read -r d; do [ -x "$d/cargo" ] || printf '%s:' "$d"; done)"
+mkdir -p "$DIR/empty-cargo-home"
+elapsed record "./lab crates save  (no cargo: the rust image fetches)" env PATH="$no_cargo_path" CARGO_HOME="$DIR/empty-cargo-home" \
+  ./lab crates save "$DIR/lab-crates.tar.gz" || die "./lab crates save failed"
+SAVE_CRATES=$ELAPSED
+printf '%s\n' "$LAST" | grep -q "cargo not found: fetching the crates with the rust image" || die "./lab crates save did not use the rust image"
+record "./lab crates load" env PATH="$no_cargo_path" ./lab crates load "$DIR/lab-crates.tar.gz" || die "./lab crates load failed"
+[ -d lab-crates/registry ] || die "./lab crates load left no lab-crates/registry"
+offline_fetch() { # offline_fetch <seed: yes|no>: cargo fetch in the rust image, without a network
+  "$DOCKER" run --rm --network none -v "$WORK:/src:ro" -w /src -e CARGO_HOME=/tmp/cargo-home rust:1-slim-bookworm \
+    bash -c 'mkdir -p /tmp/cargo-home/registry && if [ "$1" = yes ]; then cp -R lab-crates/registry/. /tmp/cargo-home/registry/; fi && cargo fetch --locked' _ "$1"
+}
+record "cargo fetch in the rust image, no network, no crates" offline_fetch no && die "cargo fetched without a network and without crates: the check proves nothing"
+record "cargo fetch in the rust image, no network, lab-crates/" offline_fetch yes || die "lab-crates/ lacks crates the build needs"
+cat >"$DIR/offline-build.yml" <<'YAML'
+services:
+  api:
+    build:
+      network: none
+YAML
+elapsed record "docker compose build api  (build network none, lab-crates/ loaded)" dc -f compose.yml -f "$DIR/offline-build.yml" build api \
+  || die "the lab's build failed without a network, with lab-crates/ loaded"
+OFFLINE_BUILD=$ELAPSED
+rm -rf lab-crates "$DIR/lab-crates.tar.gz" "$DIR/empty-cargo-home"
+say "ok: the crates a class is handed serve the build without a network"
+
 # 7. The dev container (.devcontainer/, for VS Code and Codespaces): its image builds, and
 # inside it, with the lab mounted where the editor mounts it, the native path's preflight
 # (./lab doctor: Rust, redis-server, the ports) says the machine is ready.
@@ -401,6 +433,7 @@ say "ok: the sandbox kept each submission to itself (${GRADE_DOCKER}s for 4)"
   printf -- '- the dev container image (.devcontainer/Dockerfile): %ss\n' "$DEVCONTAINER"
   printf -- '- `./lab grade --docker` (the grader image, then 4 submissions): %ss\n' "$GRADE_DOCKER"
   printf -- '- `./lab images save` (the lab'"'"'s image and Redis'"'"'s): %ss\n' "$SAVE_IMAGES"
+  printf -- '- `./lab crates save` (cargo in the rust image, nothing cached): %ss; the build without a network, crates loaded: %ss\n' "$SAVE_CRATES" "$OFFLINE_BUILD"
   [ -z "$SCALE_LINES" ] || printf '\n## Scaling (COMPOSE_TEST_SCALE)\n\n%s' "$SCALE_LINES"
 } >>"$REPORT"
 tail -n 5 "$REPORT" >&2

@@ -70,13 +70,19 @@ async fn the_student_copy_has_no_answers_and_still_verifies() {
             "the student copy holds {file}"
         );
     }
-    // Everything a student works with, as it is here.
+    // Everything a student works with, as it is here: each handout, the background
+    // it links to, the student file.
     for exercise in Exercise::ALL {
         let info = exercise.info();
+        let background = format!("{}/BACKGROUND.md", exercise.folder());
+        let background = root.join(&background).exists().then_some(background);
         for file in [
             format!("{}/README.md", exercise.folder()),
             info.student_file.to_string(),
-        ] {
+        ]
+        .into_iter()
+        .chain(background)
+        {
             assert_eq!(
                 std::fs::read(dest.join(&file)).ok(),
                 std::fs::read(root.join(&file)).ok(),
@@ -183,6 +189,10 @@ fn the_challenge_copy_has_the_challenges_and_no_walkthrough() {
         let handout = std::fs::read_to_string(dest.join(&folder).join("README.md")).unwrap();
         let challenge = std::fs::read_to_string(root.join(&folder).join("CHALLENGE.md")).unwrap();
         assert_eq!(handout, challenge, "{folder}: the handout is the challenge");
+        assert!(
+            !dest.join(&folder).join("BACKGROUND.md").exists(),
+            "{folder}: the background, which explains the design, waits for after class"
+        );
         assert!(
             !handout.contains("```rust"),
             "{folder}: the challenge shows no code"

@@ -2,7 +2,7 @@
 //! turn in, in one Markdown file. Exercise 1: the duplicate-observe output
 //! before and after the fix, the duplicate-load output after it (and the
 //! before/after table), and the worker's duplicate skips from the run's event
-//! log. Exercises 2 to 4: the scenario's output before and after the fix and
+//! log. Exercises 2 to 6: the scenario's output before and after the fix and
 //! their comparison, and what the workers recorded in the after run. Both end
 //! with `verify --exercise N`, run when the file is made (so its verdict is
 //! the running code's, not a pasted one). Students need not edit this file.

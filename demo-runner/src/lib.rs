@@ -118,10 +118,10 @@ pub enum Command {
         /// The Markdown file to write.
         #[arg(long, value_name = "FILE.md", default_value = "evidence.md")]
         out: PathBuf,
-        /// Exercises 2 to 4: the scenario saved before the fix (default: the handout's, e.g. crash-before.json).
+        /// Exercises 2 to 6: the scenario saved before the fix (default: the handout's, e.g. crash-before.json).
         #[arg(long, value_name = "FILE")]
         before: Option<PathBuf>,
-        /// Exercises 2 to 4: the scenario saved after the fix (default: the handout's, e.g. crash-after.json).
+        /// Exercises 2 to 6: the scenario saved after the fix (default: the handout's, e.g. crash-after.json).
         #[arg(long, value_name = "FILE")]
         after: Option<PathBuf>,
         /// duplicate-observe saved before the fix.

@@ -57,9 +57,9 @@ pub fn decide(failure: &Failure) -> Decision {
     //   4. Honour `Retry-After`: never retry sooner than the provider asked, and
     //      keep the jitter on top (or every job told "3 s" comes back at once):
     //          if let Some(after) = failure.retry_after { delay += after; }
-    //   5. Give up some day: after a number of attempts (e.g. 8) or a deadline
-    //      (`failure.since_first_failure`), dead-letter with the reason, where a
-    //      person will look at it.
+    //   5. Give up some day, not too soon (outages last minutes): after a deadline
+    //      (`failure.since_first_failure`, e.g. 10 min) or enough attempts to span
+    //      it, dead-letter with the reason, where a person will look at it.
     let _ = failure;
     Decision::RetryAfter(Duration::ZERO)
 }

@@ -515,12 +515,7 @@ pub fn prepare() -> Result<f64, String> {
 /// The verify `./lab grade` runs, on a stack with the test suite's 1 s claim idle
 /// time: the late copy comes after verify's own default (5 s), as in the students'
 /// verify, so that a claim's TTL between 3 and 5 s fails here as it fails there.
-const VERIFY_ARGS: [&str; 4] = [
-    "--redelivery-wait",
-    "15",
-    "--timeout",
-    "60",
-];
+const VERIFY_ARGS: [&str; 4] = ["--redelivery-wait", "15", "--timeout", "60"];
 
 /// Runs the exercise's checks against `binary` on a private stack; the result.
 async fn check(task: &Task, binary: PathBuf, limit: Duration, started: Instant) -> GradeResult {

@@ -7,7 +7,7 @@
 //! | `concurrent-duplicates` | 8 jobs x 8 copies at once, up to 3 rounds | GET then SET (not atomic) |
 //! | `late-duplicate` | one job, then a copy `--late-secs` later | a TTL of a few seconds |
 //! | `skip-recorded` | (the sequential job's metadata) | a skip that is not recorded |
-//! | `claim-expires` | (the claim key a skip named: `GET /jobs/{jobId}` reports its TTL) | a claim with no expiry (`SET NX` without `EX`), a claim not kept in Redis |
+//! | `claim-expires` | (the claim key a skip named: `GET /jobs/{jobId}` reports its TTL) | a claim with no expiry (`SET NX` without `EX`), a claim not kept in Redis, a claim that lives under ten minutes (`PX` where `EX` was meant) |
 //! | `effect-failure-redelivered` | one job whose first effect fails | a claim never released on failure |
 //!
 //! The diagnoses read the run's event log: which delivery applied an effect,
@@ -36,6 +36,16 @@ pub(crate) const LATE: &str = "late-duplicate";
 pub(super) const RECORDED: &str = "skip-recorded";
 pub(super) const EXPIRES: &str = "claim-expires";
 pub(super) const FAILURE: &str = "effect-failure-redelivered";
+
+/// The least a claim may live: shorter, a duplicate that comes after a long outage
+/// or a client's late retry finds no claim. The handout asks for
+/// `ctx.idempotency_ttl_secs` (a day); between this and a day is the debrief's TTL
+/// question, not a FAIL.
+const MIN_CLAIM_TTL_SECS: i64 = 600;
+
+/// The claim's TTL is read a moment after the claim (right after a skip): this much
+/// may have passed, so a claim of exactly [`MIN_CLAIM_TTL_SECS`] still passes.
+const READ_SLACK_SECS: i64 = 60;
 
 /// The checks, in the order they are printed.
 pub(super) const CHECKS: [&str; 6] = [SEQUENTIAL, CONCURRENT, LATE, RECORDED, EXPIRES, FAILURE];
@@ -104,6 +114,11 @@ enum Ex1Mistake {
     ClaimNeverExpires {
         key: String,
     },
+    /// The claim a skip named lives less than [`MIN_CLAIM_TTL_SECS`] (its TTL when read).
+    ClaimLivesShort {
+        key: String,
+        ttl_secs: i64,
+    },
     ClaimNotInRedis {
         key: String,
     },
@@ -132,7 +147,7 @@ impl Mistake for Ex1Mistake {
             KeyPerDelivery { .. } => "key-per-delivery",
             ClaimReleasedAfterEffect { .. } => "claim-released-after-effect",
             NotAtomic { .. } => "check-then-set",
-            TtlTooShort { .. } | ClaimRanOut { .. } => "ttl-too-short",
+            TtlTooShort { .. } | ClaimRanOut { .. } | ClaimLivesShort { .. } => "ttl-too-short",
             NoSkipToRecord => "no-skip-to-record",
             SkipNotRecorded => "skip-not-recorded",
             RecordsDisagree => "records-disagree",
@@ -197,6 +212,14 @@ impl Mistake for Ex1Mistake {
             RecordsDisagree => "the job's metadata does not match what happened to it".to_string(),
             ClaimNeverExpires { key } => format!(
                 "the claim {key} never expires (TTL -1): SET ... NX without EX leaves one key per job in Redis forever; add EX with ctx.idempotency_ttl_secs"
+            ),
+            ClaimLivesShort { key, ttl_secs } => format!(
+                "the claim {key} expires in {ttl_secs} s (read right after a skip): duplicates arrive for hours (a client retrying, a redelivery after a crash), and a copy after the claim expired sends the email again. Keep it for ctx.idempotency_ttl_secs (a day by default), with EX (seconds){}",
+                if (80..=87).contains(ttl_secs) {
+                    ". About 86 s is a day's 86 400 read as milliseconds: did you write PX (milliseconds) for EX (seconds)?"
+                } else {
+                    ""
+                }
             ),
             ClaimNotInRedis { key } => format!(
                 "the skip named the claim key {key}, which does not exist in Redis: claim in Redis (not in process memory), keep the claim after the effect, and pass the key you claimed to ctx.record_duplicate_skip"
@@ -602,6 +625,9 @@ fn judge_expires(
     };
     match ttl {
         -1 => Some(Ex1Mistake::ClaimNeverExpires { key }),
+        ttl_secs if (0..MIN_CLAIM_TTL_SECS - READ_SLACK_SECS).contains(&ttl_secs) => {
+            Some(Ex1Mistake::ClaimLivesShort { key, ttl_secs })
+        }
         -2 => Some(match sequential {
             Some(
                 Ex1Mistake::ClaimInMemory { .. } | Ex1Mistake::ClaimReleasedAfterEffect { .. },
@@ -783,6 +809,25 @@ mod tests {
             judge_expires(&seq(-2), &conc(Vec::new()), &None),
             Some(Ex1Mistake::ClaimNotInRedis { .. })
         ));
+        // A claim that lives under an hour: said with its TTL, and, at about 86 s, a
+        // day's seconds taken for milliseconds (PX where EX was meant) named as the likely cause.
+        // A claim of exactly ten minutes, read a few seconds later, passes.
+        assert_eq!(judge_expires(&seq(595), &conc(Vec::new()), &None), None);
+        for (ttl, px) in [(86, true), (2, false), (539, false)] {
+            let mistake = judge_expires(&seq(ttl), &conc(Vec::new()), &None);
+            assert_eq!(
+                mistake,
+                Some(Ex1Mistake::ClaimLivesShort {
+                    key: "processed:email:j".into(),
+                    ttl_secs: ttl
+                })
+            );
+            let mistake = mistake.unwrap();
+            let said = mistake.message();
+            assert!(said.contains(&format!("expires in {ttl} s")), "{said}");
+            assert_eq!(said.contains("did you write PX"), px, "{said}");
+            assert_eq!(mistake.code(), "ttl-too-short");
+        }
         // No skip named a key while copies got through: the sequential check's mistake.
         let unnamed = sequential(job(3, 0, "claimed", None), 0);
         let mistake = Some(Ex1Mistake::KeyPerDelivery { emails: 3 });

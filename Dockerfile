@@ -37,7 +37,7 @@ COPY worker worker
 # from, and `demo-runner code --built` names the files to compile again (as ./lab does).
 RUN --mount=type=cache,id=idempotency-lab-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=idempotency-lab-target,target=/src/target \
-    { [ ! -d /crates/registry ] || cp -Rn /crates/registry/. /usr/local/cargo/registry/; } \
+    { [ ! -d /crates/registry ] || cp -Rn /crates/registry/. /usr/local/cargo/registry/ || true; } \
     && touch worker/src/*.rs \
     && cargo build --release --locked -p api -p provider -p worker -p demo-runner \
     && stale="$(LAB_SOURCE_DIR=/src target/release/demo-runner code --built target/release/worker target/release/api --touch)" \
@@ -63,7 +63,7 @@ RUN apt-get update -qq \
 COPY exercises exercises
 # The crates in the image (a grading container has no network), then the grading programs
 # and the starter built in the scratch copy's target folder: a submission compiles its crate only.
-RUN { [ ! -d /crates/registry ] || cp -Rn /crates/registry/. /usr/local/cargo/registry/; } \
+RUN { [ ! -d /crates/registry ] || cp -Rn /crates/registry/. /usr/local/cargo/registry/ || true; } \
     && cargo fetch --locked \
     && cargo build --locked --quiet --target-dir target/patched-worker/target \
          -p lab-tests --bin grade --bin demo --bin starter-worker \

@@ -56,7 +56,8 @@ fn tar(args: &[&str], dir: &Path) {
 
 // The instructor saves the crates; a laptop with an empty cargo home loads them, and
 // cargo then has every crate of the lab without the network. A file saved from another
-// version of the lab, or not a crates file at all, is refused and changes nothing.
+// version of the lab, a crate changed on the way, or not a crates file at all, is
+// refused and changes nothing.
 #[test]
 fn a_laptop_that_loads_the_crates_builds_without_downloading_them() {
     let scratch = std::env::temp_dir().join(format!("lab-crates-{}", std::process::id()));
@@ -142,6 +143,29 @@ fn a_laptop_that_loads_the_crates_builds_without_downloading_them() {
     assert_eq!(out.status.code(), Some(1), "{}", said(&out));
     assert!(
         said(&out).contains("lacks 1 crates of this lab's Cargo.lock")
+            && said(&out).contains("nothing loaded"),
+        "{}",
+        said(&out)
+    );
+    // A crate changed on the way (one byte of its archive): cargo would not check it,
+    // since it checks only what it downloads; load compares it with Cargo.lock's SHA-256.
+    tar(&["-xzf", file.to_str().unwrap()], &stale);
+    let mut bytes = std::fs::read(&gone).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&gone, bytes).unwrap();
+    let damaged_file = scratch.join("damaged.tar.gz");
+    tar(
+        &["-czf", damaged_file.to_str().unwrap(), "lab-crates"],
+        &stale,
+    );
+    let out = lab(
+        &laptop,
+        &empty_home,
+        &["crates", "load", damaged_file.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(
+        said(&out).contains("1 crates that are not Cargo.lock's")
             && said(&out).contains("nothing loaded"),
         "{}",
         said(&out)

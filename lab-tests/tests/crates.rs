@@ -130,23 +130,26 @@ fn a_laptop_that_loads_the_crates_builds_without_downloading_them() {
         .find(|path| path.extension().is_some_and(|ext| ext == "crate"))
         .unwrap();
     std::fs::remove_file(&gone).unwrap();
+    // Loading `file` on the laptop is refused with `reason`, and nothing loaded.
+    let refused = |file: &Path, reason: &str| {
+        let out = lab(
+            &laptop,
+            &empty_home,
+            &["crates", "load", file.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+        assert!(
+            said(&out).contains(reason) && said(&out).contains("nothing loaded"),
+            "{}",
+            said(&out)
+        );
+    };
     let stale_file = scratch.join("stale.tar.gz");
     tar(
         &["-czf", stale_file.to_str().unwrap(), "lab-crates"],
         &stale,
     );
-    let out = lab(
-        &laptop,
-        &empty_home,
-        &["crates", "load", stale_file.to_str().unwrap()],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
-    assert!(
-        said(&out).contains("lacks 1 crates of this lab's Cargo.lock")
-            && said(&out).contains("nothing loaded"),
-        "{}",
-        said(&out)
-    );
+    refused(&stale_file, "lacks 1 crates of this lab's Cargo.lock");
     // A crate changed on the way (one byte of its archive): cargo would not check it,
     // since it checks only what it downloads; load compares it with Cargo.lock's SHA-256.
     tar(&["-xzf", file.to_str().unwrap()], &stale);
@@ -158,30 +161,8 @@ fn a_laptop_that_loads_the_crates_builds_without_downloading_them() {
         &["-czf", damaged_file.to_str().unwrap(), "lab-crates"],
         &stale,
     );
-    let out = lab(
-        &laptop,
-        &empty_home,
-        &["crates", "load", damaged_file.to_str().unwrap()],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
-    assert!(
-        said(&out).contains("1 crates that are not Cargo.lock's")
-            && said(&out).contains("nothing loaded"),
-        "{}",
-        said(&out)
-    );
-    let not_crates = laptop.join("Cargo.toml");
-    let out = lab(
-        &laptop,
-        &empty_home,
-        &["crates", "load", not_crates.to_str().unwrap()],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
-    assert!(
-        said(&out).contains("is not a crates file"),
-        "{}",
-        said(&out)
-    );
+    refused(&damaged_file, "1 crates that are not Cargo.lock's");
+    refused(&laptop.join("Cargo.toml"), "is not a crates file");
     let out = lab(&laptop, &empty_home, &["doctor"]);
     assert!(
         said(&out).contains("ok    crates:"),

@@ -810,10 +810,10 @@ mod tests {
             judge_expires(&seq(-2), &conc(Vec::new()), &None),
             Some(Ex1Mistake::ClaimNotInRedis { .. })
         ));
-        // A claim that lives under ten minutes: said with its TTL, and, at about 86 s, a
-        // day's seconds taken for milliseconds (PX where EX was meant) named as the likely cause.
         // A claim of exactly ten minutes, read a few seconds later, passes.
         assert_eq!(judge_expires(&seq(595), &conc(Vec::new()), &None), None);
+        // One that lives less: said with its TTL, and, at about 86 s, a day's seconds
+        // taken for milliseconds (PX where EX was meant) named as the likely cause.
         for (ttl, px) in [(86, true), (2, false), (584, false)] {
             let mistake = judge_expires(&seq(ttl), &conc(Vec::new()), &None);
             assert_eq!(

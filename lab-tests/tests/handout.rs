@@ -10,6 +10,9 @@
 //! job ids, `elapsed_ms`, the observation timestamps, the observation lines
 //! between the first and the last (how many state changes a poll catches depends
 //! on timing), and the trace lines under a failed check (their header stays).
+//! A marker can add `| varies KEY,KEY` (those lines' numbers vary) and
+//! `| varies-detail KEY,KEY` (those check lines are compared by their name and
+//! verdict only: what a storm's check saw, banned or not, depends on the machine).
 
 use std::path::Path;
 
@@ -33,7 +36,7 @@ async fn output(stack: &Stack, dir: &Path, args: &[&str], code: i32) -> String {
 /// such as `load-1795386768342-15d4b1-job-3`.
 fn mask_ids(line: &str) -> String {
     let bytes = line.as_bytes();
-    let mut out = String::new();
+    let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         let is_id = i > 0
@@ -43,14 +46,15 @@ fn mask_ids(line: &str) -> String {
             && bytes[i + 13] == b'-'
             && bytes[i + 14..i + 20].iter().all(u8::is_ascii_hexdigit);
         if is_id {
-            out.push_str("<id>");
+            out.extend_from_slice(b"<id>");
             i += 20;
         } else {
-            out.push(bytes[i] as char);
+            // Byte by byte, so that a character such as "—" stays itself.
+            out.push(bytes[i]);
             i += 1;
         }
     }
-    out
+    String::from_utf8(out).expect("ids are ASCII, so the rest stays UTF-8")
 }
 
 /// Masks what changes whenever a student file changes or time passes: the
@@ -143,6 +147,8 @@ struct Block {
     args: Vec<String>,
     exit: i32,
     varies: Vec<String>,
+    /// Check lines compared up to their " — " (name and verdict only).
+    varies_detail: Vec<String>,
     body: String,
 }
 
@@ -161,15 +167,21 @@ fn blocks(handout: &str) -> Vec<Block> {
         );
         let mut exit = 0;
         let mut varies = Vec::new();
+        let mut varies_detail = Vec::new();
         for option in &parts[3..] {
             if let Some(code) = option.strip_prefix("exit ") {
                 exit = code
                     .parse()
                     .unwrap_or_else(|_| panic!("bad exit in marker: {option}"));
+            } else if let Some(keys) = option.strip_prefix("varies-detail ") {
+                varies_detail.extend(keys.split(',').map(|k| k.trim().to_string()));
             } else if let Some(keys) = option.strip_prefix("varies ") {
                 varies.extend(keys.split(',').map(|k| k.trim().to_string()));
             } else {
-                panic!("unknown marker option {option:?} (exit N, varies KEY,KEY)");
+                panic!(
+                    "unknown marker option {option:?} \
+                     (exit N, varies KEY,KEY, varies-detail KEY,KEY)"
+                );
             }
         }
         let fence = after.find("```text\n").expect("```text after the marker") + 8;
@@ -185,6 +197,7 @@ fn blocks(handout: &str) -> Vec<Block> {
             args: parts[2].split_whitespace().map(str::to_string).collect(),
             exit,
             varies,
+            varies_detail,
             body: after[fence..fence + body_end].to_string(),
         });
         rest = &after[fence + body_end..];
@@ -339,7 +352,7 @@ async fn handout_outputs_match_the_code() {
         let differs = |fresh: &[(String, String)]| {
             fresh.iter().any(|(name, new)| {
                 let block = shown.iter().find(|b| &b.name == name).unwrap();
-                masked_varying(&block.body, &block.varies) != masked_varying(new, &block.varies)
+                masked_varying(&block.body, block) != masked_varying(new, block)
             })
         };
         if std::env::var_os("REGEN_HANDOUT").is_none() && differs(&fresh) {
@@ -360,8 +373,8 @@ async fn handout_outputs_match_the_code() {
         for (name, new) in &fresh {
             let block = shown.iter().find(|b| &b.name == name).unwrap();
             assert_eq!(
-                masked_varying(&block.body, &block.varies),
-                masked_varying(new, &block.varies),
+                masked_varying(&block.body, block),
+                masked_varying(new, block),
                 "the handout's `{name}` output ({}) differs from what the code prints now; \
                  run exercises/regen.sh and review the diff",
                 path.display(),
@@ -370,13 +383,22 @@ async fn handout_outputs_match_the_code() {
     }
 }
 
-/// [`masked`], and the numbers of the lines that start with a key in `varies`
-/// (e.g. attempts that depend on how often a delivery retried) become one N.
-fn masked_varying(block: &str, varies: &[String]) -> Vec<String> {
-    masked(block)
+/// [`masked`], and the numbers of the lines that start with a key in the
+/// marker's `varies` (e.g. attempts that depend on how often a delivery
+/// retried) become one N; the lines that start with a key in `varies-detail`
+/// keep only their check's name and verdict.
+fn masked_varying(body: &str, block: &Block) -> Vec<String> {
+    let starts = |line: &str, keys: &[String]| keys.iter().any(|k| line.starts_with(k.as_str()));
+    masked(body)
         .into_iter()
         .map(|line| {
-            if !varies.iter().any(|key| line.starts_with(key.as_str())) {
+            if starts(&line, &block.varies_detail) {
+                return match line.split_once(" — ") {
+                    Some((check, _)) => format!("{check} — (varies)"),
+                    None => line,
+                };
+            }
+            if !starts(&line, &block.varies) {
                 return line;
             }
             let mut out = String::new();
@@ -418,6 +440,23 @@ fn masking_keeps_the_trace_header_not_its_lines() {
     let c = "FAIL x — n => why\nverdict: FAIL\n";
     assert_eq!(masked(a), masked(b));
     assert_ne!(masked(a), masked(c));
+}
+
+// A storm's check can see a ban on one run and none on the next: a marker's
+// `varies-detail` compares those check lines by name and verdict, and only those.
+#[test]
+fn varies_detail_keeps_the_checks_name_and_verdict() {
+    let handout = "<!-- output: v | starter | verify | exit 1 | varies-detail FAIL storm -->\n\
+                   ```text\nFAIL storm — 429s: 12 (account BANNED) => banned\nPASS other — 3 ms\n```\n";
+    let block = &blocks(handout)[0];
+    let banned = masked_varying(&block.body, block);
+    let not_banned = "FAIL storm — 429s: 4 => rate-limited 4 times\nPASS other — 3 ms\n";
+    assert_eq!(banned, masked_varying(not_banned, block));
+    assert_eq!(banned[0], "FAIL storm — (varies)");
+    let passed = "PASS storm — 429s: 0\nPASS other — 3 ms\n";
+    assert_ne!(banned, masked_varying(passed, block));
+    let other_changed = "FAIL storm — 429s: 4\nPASS other — 9 ms\n";
+    assert_ne!(banned, masked_varying(other_changed, block));
 }
 
 /// `text` without `//` comments and whitespace: how a snippet is compared with a file.

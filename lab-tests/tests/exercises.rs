@@ -221,20 +221,26 @@ async fn every_wrong_fix_fails_with_its_diagnosis() {
         }
     }
     // Two at a time: the checks measure real concurrency, so the machine must
-    // not be swamped with workers. Every fixture runs; the failures are listed together.
+    // not be swamped with workers. The next starts as soon as one ends (a long
+    // storm does not hold a short one back). Every fixture runs; the failures
+    // are listed together.
     let mut problems = Vec::new();
-    for pair in cases.chunks(2) {
-        let mut set = tokio::task::JoinSet::new();
-        for (exercise, rel, expect, binary) in pair.iter().cloned() {
+    let mut waiting = cases.into_iter();
+    let mut set = tokio::task::JoinSet::new();
+    loop {
+        while set.len() < 2
+            && let Some((exercise, rel, expect, binary)) = waiting.next()
+        {
             set.spawn(async move {
                 let (code, report) = verify(exercise, Some(&binary)).await;
                 fails_as(&rel.display().to_string(), code, &report, &expect)
             });
         }
-        while let Some(done) = set.join_next().await {
-            if let Err(problem) = done.unwrap() {
-                problems.push(problem);
-            }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        if let Err(problem) = done.unwrap() {
+            problems.push(problem);
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));

@@ -4,15 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use lab_testkit::workspace_root as root;
+use lab_tests::{scratch_dir, text};
 
 fn said(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+    text(&output.stdout) + &text(&output.stderr)
 }
 
 /// `./lab ARGS` in the lab folder `dir`, with `cargo_home` as the machine's cargo home.
@@ -60,9 +56,7 @@ fn tar(args: &[&str], dir: &Path) {
 // refused and changes nothing.
 #[test]
 fn a_laptop_that_loads_the_crates_builds_without_downloading_them() {
-    let scratch = std::env::temp_dir().join(format!("lab-crates-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = scratch_dir("crates");
     let file = scratch.join("lab-crates.tar.gz");
 
     // The instructor's machine: this checkout and its cargo home.

@@ -29,10 +29,9 @@ async fn a_paused_worker_is_waited_for_not_counted_as_lost() {
         demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
     });
     // Pause worker-2 while it holds deliveries mid-effect, for 4 claim idle times.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    stack.signal_worker(1, "STOP");
+    let run_id = pause_mid_attempt(&stack).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let during = stack.run(&current_run(&stack).await).await;
+    let during = stack.run(&run_id).await;
     println!("while paused: {during:?}");
     assert!(!during.settled, "attempts were still out: {during:?}");
     assert_eq!(during.lost_effects, 0, "{during:?}");
@@ -61,13 +60,44 @@ async fn two_solution_workers() -> Stack {
     stack
 }
 
-/// The run id of the only run so far (the scenario makes a fresh one).
-async fn current_run(stack: &Stack) -> String {
+/// Pauses worker-2 (SIGSTOP) once it holds an attempt of the run, and returns
+/// the run's id. A fixed delay is not enough: on a loaded machine the scenario
+/// may not have submitted yet, or worker-1 may have taken every delivery, and
+/// then nothing is out while worker-2 is paused. So the attempt is looked for,
+/// and looked for again once the worker is stopped (it may have finished it in
+/// between); if it is gone, the worker resumes and the next one is awaited.
+async fn pause_mid_attempt(stack: &Stack) -> String {
+    let client = stack.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let holds_one =
+        |run: &lab_schema::RunAttempts| run.in_flight.iter().any(|a| a.consumer == "worker-2");
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker-2 never held an attempt for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(run_id) = current_run(stack).await else {
+            continue;
+        };
+        if !holds_one(&client.attempts(&run_id).await.unwrap()) {
+            continue;
+        }
+        stack.signal_worker(1, "STOP");
+        if holds_one(&client.attempts(&run_id).await.unwrap()) {
+            return run_id;
+        }
+        stack.signal_worker(1, "CONT");
+    }
+}
+
+/// The run id of the only run so far (the scenario makes a fresh one), once it exists.
+async fn current_run(stack: &Stack) -> Option<String> {
     let mut redis = stack.redis().await;
     let runs = lab_testkit::scan_keys(&mut redis, "run:load-*")
         .await
         .unwrap();
-    runs[0].trim_start_matches("run:").to_string()
+    Some(runs.first()?.trim_start_matches("run:").to_string())
 }
 
 // A worker that stays paused: the scenario gives up at its timeout with exit 1
@@ -92,8 +122,7 @@ async fn a_run_that_does_not_settle_says_which_attempts_are_out() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    stack.signal_worker(1, "STOP");
+    pause_mid_attempt(&stack).await;
     let out = demo.await.unwrap();
     stack.signal_worker(1, "CONT");
     let stdout = text(&out.stdout);

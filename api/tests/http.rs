@@ -414,7 +414,8 @@ fn bad_cases() -> Vec<Case> {
     cases
 }
 
-// Each bad request gets its documented 4xx JSON error in under 100 ms, and Redis is
+// Each bad request gets its documented 4xx JSON error at once (in under 500 ms:
+// not waiting on Redis's 1 s timeout, with room for a loaded machine), and Redis is
 // byte-for-byte unchanged. Prints how many were tried and the slowest answer.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_and_changes_nothing() {
@@ -456,7 +457,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         let message = body["error"]["message"].as_str().unwrap_or("");
         assert!(!message.is_empty(), "{}: empty message", case.name);
         assert!(
-            took < Duration::from_millis(100),
+            took < Duration::from_millis(500),
             "{} took {took:?}",
             case.name
         );

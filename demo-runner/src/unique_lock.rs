@@ -164,16 +164,19 @@ async fn run_column(
     // A slow send, retried under a new jobId while it is sending.
     let slow = next("1", CONFIRMATION, 0);
     let slow_retry = next("1", CONFIRMATION, 1);
-    sent.send(
-        api,
-        &run_id,
-        column,
-        &lock,
-        slow,
-        json!({ payload::STALL_MS: [1500] }),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slow_id = slow.job_id.clone();
+    let slow_accepted = sent
+        .send(
+            api,
+            &run_id,
+            column,
+            &lock,
+            slow,
+            json!({ payload::STALL_MS: [1500] }),
+        )
+        .await?;
+    let slow_id = slow_accepted.then_some(slow_id.as_str());
+    started_after(api, slow_id, Duration::from_millis(500), deadline).await?;
     sent.send(api, &run_id, column, &lock, slow_retry, json!({}))
         .await?;
     wait_settled(api, &run_id, sent.accepted, deadline).await?;
@@ -189,18 +192,21 @@ async fn run_column(
     // A crash before sending; the order's next email follows.
     let crashing = next("3", CONFIRMATION, 0);
     let shipped = next("3", SHIPPED, 0);
-    sent.send(
-        api,
-        &run_id,
-        column,
-        &lock,
-        crashing,
-        // The restarted worker takes the delivery back at once; its send then
-        // takes 3 s (a slow email provider): the job is not done for a while.
-        json!({ payload::SIMULATE_CRASH: payload::BEFORE_EFFECT, payload::STALL_MS: [3000] }),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let crashing_id = crashing.job_id.clone();
+    let crashing_accepted = sent
+        .send(
+            api,
+            &run_id,
+            column,
+            &lock,
+            crashing,
+            // The restarted worker takes the delivery back at once; its send then
+            // takes 3 s (a slow email provider): the job is not done for a while.
+            json!({ payload::SIMULATE_CRASH: payload::BEFORE_EFFECT, payload::STALL_MS: [3000] }),
+        )
+        .await?;
+    let crashing_id = crashing_accepted.then_some(crashing_id.as_str());
+    started_after(api, crashing_id, Duration::from_secs(1), deadline).await?;
     sent.send(api, &run_id, column, &lock, shipped, json!({}))
         .await?;
     let summary = wait_settled(api, &run_id, sent.accepted, deadline).await?;
@@ -224,9 +230,37 @@ struct Sent {
     all: Vec<(Request, bool)>,
 }
 
+/// Waits `at_least`, then until a worker has started `job_id` (its attempt
+/// count is above 0), so that the next request finds the lock in the state the
+/// column shows: released at the start, or held by a running job. On a slow
+/// machine a worker may take longer than `at_least` to get to it. A job
+/// refused at the API (`None`) never starts: then only `at_least` is waited.
+async fn started_after(
+    api: &Api,
+    job_id: Option<&str>,
+    at_least: Duration,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    tokio::time::sleep(at_least).await;
+    let Some(job_id) = job_id else {
+        return Ok(());
+    };
+    loop {
+        if api.job(job_id).await?.process_attempts > 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no worker started {job_id} before the scenario's timeout: are the workers running?"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Sent {
     /// Submits `request` (its payload plus `extra`, the column's worker and
     /// a lease longer than the slow send) with the column's lock, if any.
+    /// True when the API accepted it (not refused by the lock).
     async fn send(
         &mut self,
         api: &Api,
@@ -235,7 +269,7 @@ impl Sent {
         lock: &Option<Value>,
         request: Request,
         extra: Value,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let mut payload = request.email.to_payload();
         payload[DEMO_WORKER] = json!(column.worker);
         payload[payload::LEASE_MS] = json!(5_000);
@@ -260,7 +294,7 @@ impl Sent {
             self.accepted_requests.push(request.clone());
         }
         self.all.push((request, refused));
-        Ok(())
+        Ok(!refused)
     }
 
     /// The column's figures, from the emails each accepted job sent (`tally`).

@@ -579,6 +579,42 @@ impl Stack {
         }
     }
 
+    /// The id of this stack's only run so far whose key matches `pattern`
+    /// (e.g. `run:load-*`: a scenario makes a fresh one), once it exists.
+    pub async fn only_run(&self, pattern: &str) -> Option<String> {
+        let mut redis = self.redis().await;
+        let runs = lab_testkit::scan_keys(&mut redis, pattern).await.unwrap();
+        Some(runs.first()?.trim_start_matches("run:").to_string())
+    }
+
+    /// True when worker `consumer` (e.g. `worker-2`) holds an attempt of `run_id`
+    /// that has not returned (`GET /runs/{runId}/attempts`).
+    pub async fn holds_an_attempt(&self, run_id: &str, consumer: &str) -> bool {
+        let out = self.client().attempts(run_id).await.unwrap();
+        out.in_flight.iter().any(|a| a.consumer == consumer)
+    }
+
+    /// Waits until worker `consumer` holds an attempt of the only run matching
+    /// `pattern`, and returns the run's id. A fixed delay is not enough: on a
+    /// loaded machine the scenario may not have submitted yet, or the other
+    /// worker may have taken every delivery so far.
+    pub async fn wait_attempt_on(&self, pattern: &str, consumer: &str) -> String {
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{consumer} held no attempt of a {pattern} run for 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let Some(run_id) = self.only_run(pattern).await else {
+                continue;
+            };
+            if self.holds_an_attempt(&run_id, consumer).await {
+                return run_id;
+            }
+        }
+    }
+
     /// Polls the run until it has drained; panics with the first worker's log after `limit`.
     pub async fn wait_drained(&self, run_id: &str, limit: Duration) -> RunSummary {
         let start = Instant::now();

@@ -544,10 +544,17 @@ async fn a_worker_killed_during_a_load_loses_nothing_accepted() {
         });
         demo_runner::run_scenario(&api_url, &scenario, Duration::from_secs(60), false).await
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed once it holds a delivery (a fixed delay may find it holding none
+    // on a loaded machine), a second into the load at the earliest.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let run_id = stack.wait_attempt_on("run:load-*", "worker-1").await;
     let killed = &mut stack.workers[0];
     killed.kill().unwrap(); // SIGKILL: it acknowledges nothing of what it holds
     killed.wait().unwrap();
+    assert!(
+        stack.holds_an_attempt(&run_id, "worker-1").await,
+        "worker-1 finished what it held before it was killed"
+    );
     // It comes back under its name, as `./lab` and compose's restart policy bring
     // a dead worker back: the attempts it left unfinished are then known dead.
     stack.spawn_worker(

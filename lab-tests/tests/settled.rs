@@ -61,43 +61,18 @@ async fn two_solution_workers() -> Stack {
 }
 
 /// Pauses worker-2 (SIGSTOP) once it holds an attempt of the run, and returns
-/// the run's id. A fixed delay is not enough: on a loaded machine the scenario
-/// may not have submitted yet, or worker-1 may have taken every delivery, and
-/// then nothing is out while worker-2 is paused. So the attempt is looked for,
-/// and looked for again once the worker is stopped (it may have finished it in
-/// between); if it is gone, the worker resumes and the next one is awaited.
+/// the run's id. The attempt is looked for again once the worker is stopped
+/// (it may have finished it in between); if it is gone, the worker resumes and
+/// the next one is awaited.
 async fn pause_mid_attempt(stack: &Stack) -> String {
-    let client = stack.client();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let holds_one =
-        |run: &lab_schema::RunAttempts| run.in_flight.iter().any(|a| a.consumer == "worker-2");
     loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "worker-2 never held an attempt for 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let Some(run_id) = current_run(stack).await else {
-            continue;
-        };
-        if !holds_one(&client.attempts(&run_id).await.unwrap()) {
-            continue;
-        }
+        let run_id = stack.wait_attempt_on("run:load-*", "worker-2").await;
         stack.signal_worker(1, "STOP");
-        if holds_one(&client.attempts(&run_id).await.unwrap()) {
+        if stack.holds_an_attempt(&run_id, "worker-2").await {
             return run_id;
         }
         stack.signal_worker(1, "CONT");
     }
-}
-
-/// The run id of the only run so far (the scenario makes a fresh one), once it exists.
-async fn current_run(stack: &Stack) -> Option<String> {
-    let mut redis = stack.redis().await;
-    let runs = lab_testkit::scan_keys(&mut redis, "run:load-*")
-        .await
-        .unwrap();
-    Some(runs.first()?.trim_start_matches("run:").to_string())
 }
 
 // A worker that stays paused: the scenario gives up at its timeout with exit 1

@@ -217,12 +217,14 @@ async fn a_job_that_names_its_lease_gets_it_and_waits_a_third_of_it() {
 
     // "Not yet" comes back after a third of the job's lease (500 ms), not of the workers'.
     enqueue(&mut redis, "job-own-wait", r#"{"leaseMs":1500,"retry":1}"#).await;
+    // Timed from before the step: its wait starts inside it, and a slow step
+    // would otherwise make the wait look shorter than it was.
+    let started = Instant::now();
     let step = step_until_delivered(&mut worker, Duration::from_secs(5)).await;
     assert!(
         matches!(handled(&step).0, Handled::RetryLater { .. }),
         "{step:?}"
     );
-    let started = Instant::now();
     let again = step_until_delivered(&mut worker, Duration::from_secs(5)).await;
     assert!(
         matches!(handled(&again).0, Handled::RetryLater { .. }),
@@ -332,14 +334,15 @@ async fn a_crashed_workers_entry_goes_to_another_worker_after_the_claim_idle_tim
     config.claim_idle = Duration::from_millis(200);
     let mut survivor = Worker::connect(Scripted, config).await.unwrap();
     let id = enqueue(&mut redis, "job-crash", "ok").await;
+    // Not before the claim idle time: the holder may only be slow. Timed from
+    // before the holder took it, so that slow commands cannot shorten it.
+    let started = Instant::now();
     take_and_die(&mut redis, "w-dead-one").await;
     assert_eq!(
         pending(&mut redis, &id).await,
         Some(("w-dead-one".into(), 1))
     );
 
-    // Not before the claim idle time: the holder may only be slow.
-    let started = Instant::now();
     let step = step_until_delivered(&mut survivor, Duration::from_secs(5)).await;
     assert!(
         started.elapsed() >= Duration::from_millis(150),

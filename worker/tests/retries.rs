@@ -39,14 +39,15 @@ async fn unacknowledged(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
     summary.0
 }
 
-// Forty deliveries of jobs whose lease is 300 ms ask at once to come back:
+// Eighty deliveries of jobs whose lease is 300 ms ask at once to come back:
 // each is due 100 ms later. The worker takes eight at a time; before, it took
-// the rest one batch per scan of abandoned entries (a second apart: five
-// seconds for forty). A full batch now means "scan again at once".
+// the rest one batch per scan of abandoned entries (a second apart: ten
+// seconds for eighty). A full batch now means "scan again at once". The bound,
+// 5 s, leaves room for a loaded machine and is still half the old way's time.
 #[tokio::test]
 async fn many_deliveries_retried_at_once_all_come_back_when_due() {
     let server = RedisServer::start();
-    const JOBS: usize = 40;
+    const JOBS: usize = 80;
     let mut redis = fresh_queue(&server, JOBS, r#"{"leaseMs":300}"#).await;
     let config = Config {
         redis_url: server.url(),
@@ -83,7 +84,7 @@ async fn many_deliveries_retried_at_once_all_come_back_when_due() {
     worker.await.unwrap().unwrap();
     assert_eq!(unacknowledged(&mut redis).await, 0, "all acknowledged");
     assert!(
-        drained < Duration::from_millis(2_500),
+        drained < Duration::from_millis(5_000),
         "{JOBS} retries took {drained:?} to come back (due 100 ms after they asked)"
     );
 }
@@ -210,9 +211,11 @@ async fn a_scheduled_retry_comes_back_when_due_with_its_count() {
         .windows(2)
         .map(|w| w[1].3.duration_since(w[0].3).as_millis())
         .collect();
-    assert!((1500..1800).contains(&gaps[0]), "due 1.5 s later: {gaps:?}");
-    assert!(gaps[1] < 200, "due at once: {gaps:?}");
-    assert!((300..600).contains(&gaps[2]), "due 300 ms later: {gaps:?}");
+    // Never early; late by at most 500 ms (a loaded machine), well short of
+    // what another second's scan would add.
+    assert!((1500..2000).contains(&gaps[0]), "due 1.5 s later: {gaps:?}");
+    assert!(gaps[1] < 500, "due at once: {gaps:?}");
+    assert!((300..800).contains(&gaps[2]), "due 300 ms later: {gaps:?}");
 
     assert_eq!(unacknowledged(&mut redis).await, 0);
     let left: u64 = redis::cmd("ZCARD")

@@ -185,6 +185,14 @@ async fn malformed_stream_entries_are_set_aside_and_the_worker_keeps_going() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(dead.len(), malformed.len(), "{dead:?}");
+    // The worker logs each move right after it.
+    let moves = malformed.len();
+    stack
+        .wait_for("a log line per dead letter", Duration::from_secs(5), || {
+            let log = stack.worker_log(0);
+            async move { log.matches("queue entry moved to jobs:dead").count() >= moves }
+        })
+        .await;
     let log = stack.worker_log(0);
     for (expected, _) in &malformed {
         assert!(

@@ -268,6 +268,80 @@ pub fn build_errors(component: lab_schema::exercise::Component, patch: &str) -> 
     Some(stderr)
 }
 
+/// `target/patched-worker/`, where scratch copies are built, locked for this
+/// process until the file returned is dropped (builds from parallel test
+/// processes take turns).
+///
+/// Its debug build starts from the crates.io dependencies the workspace's own
+/// test build compiled: on a clean clone it would otherwise compile them all a
+/// second time (about a minute on 2 cores). They are the same units (the same
+/// crates, versions, features and profile), which cargo finds fresh; the
+/// workspace's own crates are not reused, since the copy's have other paths.
+fn locked_build_dir() -> (std::fs::File, PathBuf) {
+    let build_dir = workspace_root().join("target").join("patched-worker");
+    std::fs::create_dir_all(&build_dir).unwrap();
+    let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let debug = build_dir.join("target").join("debug");
+    let built = workspace_root().join("target").join("debug");
+    if !debug.exists() && built.join(".fingerprint").is_dir() {
+        seed_dependencies(&built, &debug);
+    }
+    (lock, build_dir)
+}
+
+/// Puts the compiled dependencies of the debug build `from` into the empty
+/// debug folder `to`: the libraries hard-linked (rustc replaces an output file,
+/// it does not write into it), their dep-info, fingerprints and build-script
+/// outputs copied with their modification times.
+/// Best effort: what cannot be linked or copied is compiled as usual.
+fn seed_dependencies(from: &Path, to: &Path) {
+    /// Copies a file with its modification time: cargo compares the times of
+    /// a unit's fingerprint and its dependencies' outputs.
+    fn copy_file(from: &Path, to: &Path) {
+        let modified = std::fs::metadata(from).and_then(|m| m.modified());
+        if std::fs::copy(from, to).is_ok()
+            && let Ok(modified) = modified
+            && let Ok(file) = std::fs::File::options().write(true).open(to)
+        {
+            let _ = file.set_modified(modified);
+        }
+    }
+    /// Copies the folder `from` to `to`, with what it holds.
+    fn copy_tree(from: &Path, to: &Path) {
+        let _ = std::fs::create_dir_all(to);
+        for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+            let (source, dest) = (entry.path(), to.join(entry.file_name()));
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => copy_tree(&source, &dest),
+                Ok(kind) if kind.is_file() => copy_file(&source, &dest),
+                _ => {}
+            }
+        }
+    }
+    // The libraries (`lib*.rlib`, `.rmeta`, `.so`) and their dep-info, not the
+    // test and program binaries.
+    let _ = std::fs::create_dir_all(to.join("deps"));
+    for entry in std::fs::read_dir(from.join("deps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let name_text = name.to_string_lossy();
+        let dest = to.join("deps").join(&name);
+        if name_text.starts_with("lib") && !name_text.ends_with(".d") {
+            if std::fs::hard_link(entry.path(), &dest).is_err() {
+                copy_file(&entry.path(), &dest);
+            }
+        } else if name_text.ends_with(".d") {
+            copy_file(&entry.path(), &dest);
+        }
+    }
+    copy_tree(&from.join(".fingerprint"), &to.join(".fingerprint"));
+    copy_tree(&from.join("build"), &to.join("build"));
+}
+
 /// How a scratch copy is built: `Debug` for tests (quick to build), `Release`
 /// for the benchmarks (as `./lab` and the images run the worker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,10 +367,7 @@ impl Patched {
     /// repository root, and their content) written over it.
     fn with(patch: Option<&str>, files: &[(String, Vec<u8>)]) -> Patched {
         let root = workspace_root();
-        let build_dir = root.join("target").join("patched-worker");
-        std::fs::create_dir_all(&build_dir).unwrap();
-        let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
-        lock.lock().unwrap();
+        let (lock, build_dir) = locked_build_dir();
 
         // Start from the starter every time: the copy mirrors the workspace (what a
         // previous patch changed, added or removed is undone), minus build output.
@@ -640,10 +711,7 @@ pub fn files_below(
 /// `dir` (a student copy, say), in the scratch build's target folder, so the
 /// dependencies are not compiled again: private copies of the binaries, in order.
 pub fn built_from<const N: usize>(dir: &Path, packages: [&str; N]) -> [PathBuf; N] {
-    let build_dir = workspace_root().join("target").join("patched-worker");
-    std::fs::create_dir_all(&build_dir).unwrap();
-    let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
-    lock.lock().unwrap();
+    let (_lock, build_dir) = locked_build_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.args([

@@ -164,8 +164,7 @@ async fn run_column(
     // A slow send, retried under a new jobId while it is sending.
     let slow = next("1", CONFIRMATION, 0);
     let slow_retry = next("1", CONFIRMATION, 1);
-    let slow_id = slow.job_id.clone();
-    let slow_accepted = sent
+    let slow = sent
         .send(
             api,
             &run_id,
@@ -175,8 +174,7 @@ async fn run_column(
             json!({ payload::STALL_MS: [1500] }),
         )
         .await?;
-    let slow_id = slow_accepted.then_some(slow_id.as_str());
-    started_after(api, slow_id, Duration::from_millis(500), deadline).await?;
+    started_after(api, slow.as_deref(), Duration::from_millis(500), deadline).await?;
     sent.send(api, &run_id, column, &lock, slow_retry, json!({}))
         .await?;
     wait_settled(api, &run_id, sent.accepted, deadline).await?;
@@ -192,8 +190,7 @@ async fn run_column(
     // A crash before sending; the order's next email follows.
     let crashing = next("3", CONFIRMATION, 0);
     let shipped = next("3", SHIPPED, 0);
-    let crashing_id = crashing.job_id.clone();
-    let crashing_accepted = sent
+    let crashing = sent
         .send(
             api,
             &run_id,
@@ -205,8 +202,7 @@ async fn run_column(
             json!({ payload::SIMULATE_CRASH: payload::BEFORE_EFFECT, payload::STALL_MS: [3000] }),
         )
         .await?;
-    let crashing_id = crashing_accepted.then_some(crashing_id.as_str());
-    started_after(api, crashing_id, Duration::from_secs(1), deadline).await?;
+    started_after(api, crashing.as_deref(), Duration::from_secs(1), deadline).await?;
     sent.send(api, &run_id, column, &lock, shipped, json!({}))
         .await?;
     let summary = wait_settled(api, &run_id, sent.accepted, deadline).await?;
@@ -260,7 +256,7 @@ async fn started_after(
 impl Sent {
     /// Submits `request` (its payload plus `extra`, the column's worker and
     /// a lease longer than the slow send) with the column's lock, if any.
-    /// True when the API accepted it (not refused by the lock).
+    /// Its job id when the API accepted it, `None` when the lock refused it.
     async fn send(
         &mut self,
         api: &Api,
@@ -269,7 +265,7 @@ impl Sent {
         lock: &Option<Value>,
         request: Request,
         extra: Value,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<String>> {
         let mut payload = request.email.to_payload();
         payload[DEMO_WORKER] = json!(column.worker);
         payload[payload::LEASE_MS] = json!(5_000);
@@ -293,8 +289,9 @@ impl Sent {
             self.accepted += 1;
             self.accepted_requests.push(request.clone());
         }
+        let accepted = (!refused).then(|| request.job_id.clone());
         self.all.push((request, refused));
-        Ok(!refused)
+        Ok(accepted)
     }
 
     /// The column's figures, from the emails each accepted job sent (`tally`).

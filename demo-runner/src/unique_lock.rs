@@ -30,7 +30,7 @@ use crate::new_jobid::{CONFIRMATION, Request, SHIPPED, Tally, run_token};
 use crate::registry::{Run, RunScenario};
 use crate::report::ScenarioRun;
 use crate::scenarios::new_run_id;
-use crate::wait::wait_settled;
+use crate::wait::{poll_until, wait_settled};
 
 /// What the lock is keyed on.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,16 +241,13 @@ async fn started_after(
     let Some(job_id) = job_id else {
         return Ok(());
     };
-    loop {
-        if api.job(job_id).await?.process_attempts > 0 {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no worker started {job_id} before the scenario's timeout: are the workers running?"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, started) = poll_until(deadline, || api.job(job_id), |j| j.process_attempts > 0).await?;
+    anyhow::ensure!(
+        started,
+        "no worker started {job_id} before the scenario's timeout. {}",
+        crate::STUCK_HINT
+    );
+    Ok(())
 }
 
 impl Sent {

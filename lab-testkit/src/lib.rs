@@ -278,14 +278,14 @@ pub fn build_errors(component: lab_schema::exercise::Component, patch: &str) -> 
 /// crates, versions, features and profile), which cargo finds fresh; the
 /// workspace's own crates are not reused, since the copy's have other paths.
 fn locked_build_dir() -> (std::fs::File, PathBuf) {
-    let build_dir = workspace_root().join("target").join("patched-worker");
+    let target = workspace_root().join("target");
+    let build_dir = target.join("patched-worker");
     std::fs::create_dir_all(&build_dir).unwrap();
     let lock = std::fs::File::create(build_dir.join("lock")).unwrap();
     lock.lock().unwrap();
     let debug = build_dir.join("target").join("debug");
-    let built = workspace_root().join("target").join("debug");
-    if !debug.exists() && built.join(".fingerprint").is_dir() {
-        seed_dependencies(&built, &debug);
+    if !debug.exists() && target.join("debug").join(".fingerprint").is_dir() {
+        seed_dependencies(&target.join("debug"), &debug);
     }
     (lock, build_dir)
 }
@@ -330,11 +330,10 @@ fn seed_dependencies(from: &Path, to: &Path) {
         let name = entry.file_name();
         let name_text = name.to_string_lossy();
         let dest = to.join("deps").join(&name);
-        if name_text.starts_with("lib") && !name_text.ends_with(".d") {
-            if std::fs::hard_link(entry.path(), &dest).is_err() {
-                copy_file(&entry.path(), &dest);
-            }
-        } else if name_text.ends_with(".d") {
+        // Dep-info is copied; a library is linked, or copied where it cannot be.
+        let copied = name_text.ends_with(".d")
+            || (name_text.starts_with("lib") && std::fs::hard_link(entry.path(), &dest).is_err());
+        if copied {
             copy_file(&entry.path(), &dest);
         }
     }

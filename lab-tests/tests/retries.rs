@@ -33,13 +33,15 @@ async fn a_worker_that_dies_at_any_step_of_a_retry_loses_nothing_and_duplicates_
     // One crash at a time: a process dies with whatever it was doing, so two
     // jobs crashing together could take each other's crash.
     for (n, when) in crashes.iter().enumerate() {
-        // The provider is down for 2 s: the job's first attempts fail (503).
-        api.provider_faults(Some(&Faults {
-            outage_secs: 2,
+        // The provider is down (503) until the job has crashed its worker and
+        // had two retries scheduled after that (the count must go on across the
+        // crash): how soon a worker comes back and takes the job depends on the
+        // machine, so a fixed outage could end first.
+        let outage = |outage_secs| Faults {
+            outage_secs,
             slow_ms: 0,
-        }))
-        .await
-        .unwrap();
+        };
+        api.provider_faults(Some(&outage(60))).await.unwrap();
         let run_id = format!("retries-crash-{when}");
         api.submit_to(
             Exercise::RetryStorm,
@@ -49,6 +51,28 @@ async fn a_worker_that_dies_at_any_step_of_a_retry_loses_nothing_and_duplicates_
         )
         .await
         .unwrap();
+        let retried_after_crash = || {
+            let (api, run_id) = (api.clone(), run_id.clone());
+            async move {
+                let events = api.events(&run_id).await.unwrap().events;
+                let crashed = events.iter().position(|e| e.event == EventKind::Crashed);
+                crashed.is_some_and(|at| {
+                    let retries = events[at..].iter();
+                    retries
+                        .filter(|e| e.event == EventKind::RetryScheduled)
+                        .count()
+                        >= 2
+                })
+            }
+        };
+        stack
+            .wait_for(
+                "two retries after the crash",
+                Duration::from_secs(30),
+                retried_after_crash,
+            )
+            .await;
+        api.provider_faults(Some(&outage(0))).await.unwrap();
         let run = stack.wait_drained(&run_id, Duration::from_secs(60)).await;
         assert_eq!(
             run.crashes, 1,
